@@ -39,3 +39,10 @@ if(SKV_CUDA)
     message(STATUS "swiftkv-serve: no CUDA compiler found; CPU backend only")
   endif()
 endif()
+
+# Python for script tests: the project's virtual environment made by scripts/setup.
+if(EXISTS ${CMAKE_SOURCE_DIR}/.venv/bin/python)
+  set(SKV_PYTHON ${CMAKE_SOURCE_DIR}/.venv/bin/python)
+else()
+  find_program(SKV_PYTHON python3)
+endif()
