@@ -1,0 +1,207 @@
+/*
+ * kv_pool.c: block allocator (a LIFO free stack plus an allocated bitmap that catches double
+ * releases) and per-sequence block tables.
+ */
+#include "common/kv_pool.h"
+
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/log.h"
+
+struct skv_kv_pool {
+    skv_kv_layout_t layout;
+    skv_backend_t *be;
+    void *base;
+    size_t bytes;
+    int64_t n_blocks;
+    pthread_mutex_t lock;
+    int32_t *free_stack; /* [n_blocks]: ids of free blocks, top at n_free - 1 */
+    int64_t n_free;
+    uint8_t *allocated;  /* [n_blocks]: 1 while a block is handed out */
+};
+
+size_t skv_kv_layout_block_bytes(const skv_kv_layout_t *l)
+{
+    return (size_t)l->n_cache_layers * 2 * l->n_kv_heads * l->block_size * l->head_dim *
+           skv_dtype_size(l->dtype);
+}
+
+static uint64_t skv_fnv1a(uint64_t h, int64_t v)
+{
+    for (int i = 0; i < 8; i++) {
+        h ^= (uint64_t)(v >> (8 * i)) & 0xffu;
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+uint64_t skv_kv_layout_fingerprint(const skv_kv_layout_t *l)
+{
+    const int64_t fields[] = {1 /* layout version */, l->dtype, l->block_size, l->n_kv_heads,
+                              l->head_dim, l->n_layers, l->n_kv_layers, l->kv_group,
+                              l->n_cache_layers, l->tp_rank, l->tp_size};
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        h = skv_fnv1a(h, fields[i]);
+    }
+    return h;
+}
+
+int32_t skv_kv_layout_cache_layer(const skv_kv_layout_t *l, int32_t layer)
+{
+    if (layer < l->n_kv_layers) {
+        return layer;
+    }
+    return l->n_kv_layers + (layer - l->n_kv_layers) / l->kv_group;
+}
+
+skv_status_t skv_kv_pool_create(const skv_kv_layout_t *layout, int64_t n_blocks,
+                                skv_backend_t *be, skv_kv_pool_t **pool_p)
+{
+    SKV_ASSERT(n_blocks > 0 && n_blocks < INT32_MAX);
+    skv_kv_pool_t *pool = skv_calloc(1, sizeof(*pool));
+    if (pool == NULL) {
+        return SKV_STATUS_NO_MEMORY;
+    }
+    pool->layout = *layout;
+    pool->be = be;
+    pool->n_blocks = n_blocks;
+    pool->bytes = skv_kv_layout_block_bytes(layout) * (size_t)n_blocks;
+    pool->free_stack = skv_mallocn((size_t)n_blocks, sizeof(int32_t));
+    pool->allocated = skv_calloc((size_t)n_blocks, 1);
+    if (pool->free_stack == NULL || pool->allocated == NULL ||
+        be->ops->alloc(be, pool->bytes, &pool->base) != SKV_STATUS_OK) {
+        SKV_LOG_ERROR("cannot allocate a KV pool of %lld blocks (%zu bytes)", (long long)n_blocks,
+                      pool->bytes);
+        skv_free(pool->free_stack);
+        skv_free(pool->allocated);
+        skv_free(pool);
+        return SKV_STATUS_NO_MEMORY;
+    }
+    /* Stack top = lowest id, so a fresh pool hands out 0, 1, 2...: contiguous runs. */
+    for (int64_t i = 0; i < n_blocks; i++) {
+        pool->free_stack[i] = (int32_t)(n_blocks - 1 - i);
+    }
+    pool->n_free = n_blocks;
+    pthread_mutex_init(&pool->lock, NULL);
+    *pool_p = pool;
+    return SKV_STATUS_OK;
+}
+
+void skv_kv_pool_destroy(skv_kv_pool_t *pool)
+{
+    if (pool == NULL) {
+        return;
+    }
+    if (pool->n_free != pool->n_blocks) {
+        SKV_LOG_WARN("KV pool destroyed with %lld blocks still allocated",
+                     (long long)(pool->n_blocks - pool->n_free));
+    }
+    pool->be->ops->free(pool->be, pool->base);
+    pthread_mutex_destroy(&pool->lock);
+    skv_free(pool->free_stack);
+    skv_free(pool->allocated);
+    skv_free(pool);
+}
+
+skv_status_t skv_kv_pool_alloc(skv_kv_pool_t *pool, int32_t n, int32_t *ids)
+{
+    pthread_mutex_lock(&pool->lock);
+    if (n > pool->n_free) {
+        pthread_mutex_unlock(&pool->lock);
+        return SKV_STATUS_BUSY;
+    }
+    for (int32_t i = 0; i < n; i++) {
+        int32_t id = pool->free_stack[--pool->n_free];
+        SKV_ASSERT(!pool->allocated[id]);
+        pool->allocated[id] = 1;
+        ids[i] = id;
+    }
+    pthread_mutex_unlock(&pool->lock);
+    return SKV_STATUS_OK;
+}
+
+void skv_kv_pool_release(skv_kv_pool_t *pool, int32_t n, const int32_t *ids)
+{
+    pthread_mutex_lock(&pool->lock);
+    for (int32_t i = 0; i < n; i++) {
+        int32_t id = ids[i];
+        SKV_ASSERT(id >= 0 && id < pool->n_blocks && pool->allocated[id]);
+        pool->allocated[id] = 0;
+        pool->free_stack[pool->n_free++] = id;
+    }
+    pthread_mutex_unlock(&pool->lock);
+}
+
+int64_t skv_kv_pool_n_free(skv_kv_pool_t *pool)
+{
+    pthread_mutex_lock(&pool->lock);
+    int64_t n = pool->n_free;
+    pthread_mutex_unlock(&pool->lock);
+    return n;
+}
+
+int64_t skv_kv_pool_n_blocks(const skv_kv_pool_t *pool)
+{
+    return pool->n_blocks;
+}
+
+skv_kv_view_t skv_kv_pool_view(const skv_kv_pool_t *pool)
+{
+    const skv_kv_layout_t *l = &pool->layout;
+    skv_kv_view_t v = {pool->base, l->dtype, l->block_size, l->n_kv_heads, l->head_dim,
+                       l->n_cache_layers, pool->n_blocks};
+    return v;
+}
+
+const skv_kv_layout_t *skv_kv_pool_layout(const skv_kv_pool_t *pool)
+{
+    return &pool->layout;
+}
+
+void *skv_kv_pool_base(const skv_kv_pool_t *pool)
+{
+    return pool->base;
+}
+
+size_t skv_kv_pool_bytes(const skv_kv_pool_t *pool)
+{
+    return pool->bytes;
+}
+
+skv_status_t skv_kv_seq_reserve(skv_kv_pool_t *pool, skv_kv_seq_t *seq, int64_t n_tokens)
+{
+    int64_t need64 = (n_tokens + pool->layout.block_size - 1) / pool->layout.block_size;
+    if (need64 > pool->n_blocks) {
+        return SKV_STATUS_BUSY;
+    }
+    int32_t need = (int32_t)need64;
+    if (need <= seq->n_blocks) {
+        return SKV_STATUS_OK;
+    }
+    if (need > seq->cap) {
+        int32_t cap = seq->cap ? seq->cap : 8;
+        while (cap < need) {
+            cap *= 2;
+        }
+        int32_t *nb = skv_realloc(seq->blocks, (size_t)cap * sizeof(int32_t));
+        if (nb == NULL) {
+            return SKV_STATUS_NO_MEMORY;
+        }
+        seq->blocks = nb;
+        seq->cap = cap;
+    }
+    SKV_CHECK(skv_kv_pool_alloc(pool, need - seq->n_blocks, seq->blocks + seq->n_blocks));
+    seq->n_blocks = need;
+    return SKV_STATUS_OK;
+}
+
+void skv_kv_seq_release(skv_kv_pool_t *pool, skv_kv_seq_t *seq)
+{
+    if (seq->n_blocks > 0) {
+        skv_kv_pool_release(pool, seq->n_blocks, seq->blocks);
+    }
+    skv_free(seq->blocks);
+    memset(seq, 0, sizeof(*seq));
+}

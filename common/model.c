@@ -1,0 +1,312 @@
+/*
+ * model.c: the backend-blind forward step (Llama-3 and SwiftKV), reading top to bottom like
+ * SWIFTKV.md. Host-side work per step: validate the batch, lay out integer metadata (token
+ * ids, positions, cache slots, block tables, logit rows) in one staging buffer and upload it
+ * with one copy; everything else is ops calls.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/model_internal.h"
+
+/* Per-step views into the uploaded integer metadata. */
+typedef struct {
+    int32_t n_rows;          /* N */
+    int32_t n_logit_rows;    /* M */
+    skv_tensor_t tokens;     /* i32 [1, N] */
+    skv_attn_meta_t meta_n;  /* all N rows */
+    skv_attn_meta_t meta_m;  /* the M logit rows (separate metadata, never the N-row one) */
+    skv_tensor_t logit_rows; /* i32 [1, M]: row index of each logit row within N */
+} skv_step_t;
+
+/* Rejects a batch the model cannot run, before anything touches the cache. */
+static skv_status_t skv_step_validate(const skv_model_t *m, const skv_kv_pool_t *pool,
+                                      const skv_seq_step_t *seqs, int32_t n_seqs)
+{
+    int64_t n_tokens = 0;
+    int32_t bs = skv_kv_pool_layout(pool)->block_size;
+    if (n_seqs < 1 || n_seqs > m->opts.max_seqs) {
+        SKV_LOG_ERROR("step has %d sequences; the model takes 1..%d", n_seqs, m->opts.max_seqs);
+        return SKV_STATUS_OUT_OF_RANGE;
+    }
+    for (int32_t s = 0; s < n_seqs; s++) {
+        const skv_seq_step_t *q = &seqs[s];
+        if (q->n_tokens < 1 || q->pos0 < 0 || (int64_t)q->pos0 + q->n_tokens > m->max_ctx) {
+            SKV_LOG_ERROR("sequence %d: positions [%d, %lld) exceed the context of %d", s,
+                          q->pos0, (long long)q->pos0 + q->n_tokens, m->max_ctx);
+            return SKV_STATUS_OUT_OF_RANGE;
+        }
+        if ((int64_t)q->n_blocks * bs < (int64_t)q->pos0 + q->n_tokens) {
+            SKV_LOG_ERROR("sequence %d: %d blocks of %d do not cover %d tokens", s, q->n_blocks,
+                          bs, q->pos0 + q->n_tokens);
+            return SKV_STATUS_INVALID_ARGUMENT;
+        }
+        for (int32_t i = 0; i < q->n_tokens; i++) {
+            if (q->tokens[i] < 0 || q->tokens[i] >= m->cfg.vocab_size) {
+                SKV_LOG_ERROR("sequence %d: token id %d outside the vocabulary of %d", s,
+                              q->tokens[i], m->cfg.vocab_size);
+                return SKV_STATUS_INVALID_ARGUMENT;
+            }
+        }
+        for (int32_t b = 0; b < q->n_blocks; b++) {
+            SKV_ASSERT(q->blocks[b] >= 0 && q->blocks[b] < skv_kv_pool_n_blocks(pool));
+        }
+        n_tokens += q->n_tokens;
+    }
+    if (n_tokens > m->opts.max_batch_tokens) {
+        SKV_LOG_ERROR("step has %lld tokens; the budget is %d", (long long)n_tokens,
+                      m->opts.max_batch_tokens);
+        return SKV_STATUS_OUT_OF_RANGE;
+    }
+    return SKV_STATUS_OK;
+}
+
+/* Carves n ints out of the staging buffer and returns the matching backend view. */
+static skv_tensor_t skv_step_ints(skv_model_t *m, size_t *used, int32_t **host, int64_t rows,
+                                  int64_t cols)
+{
+    size_t n = (size_t)(rows * cols);
+    SKV_ASSERT(*used + n <= m->ints_cap);
+    *host = m->h_ints + *used;
+    skv_tensor_t t = skv_tensor_make((int32_t *)m->d_ints + *used, SKV_DTYPE_I32, rows, cols);
+    *used += n;
+    return t;
+}
+
+/* Fills the N-row metadata (token ids, positions, slots, rows per seq, block table). */
+static void skv_step_fill_n(skv_model_t *m, skv_step_t *st, size_t *used, int32_t bs,
+                            const skv_seq_step_t *seqs, int32_t n_seqs, int32_t max_blocks)
+{
+    int32_t *tok, *pos, *slot, *rows, *bt;
+    int32_t N = st->n_rows;
+    st->tokens = skv_step_ints(m, used, &tok, 1, N);
+    skv_attn_meta_t *a = &st->meta_n;
+    a->row_pos = skv_step_ints(m, used, &pos, 1, N);
+    a->row_slot = skv_step_ints(m, used, &slot, 1, N);
+    a->seq_rows = skv_step_ints(m, used, &rows, 1, n_seqs + 1);
+    a->block_table = skv_step_ints(m, used, &bt, n_seqs, max_blocks);
+    a->n_seqs = n_seqs;
+    a->n_rows = N;
+    a->max_blocks = max_blocks;
+    a->max_ctx = 0;
+    a->h_seq_rows = rows;
+    a->h_row_pos = pos;
+    int32_t r = 0;
+    for (int32_t s = 0; s < n_seqs; s++) {
+        const skv_seq_step_t *q = &seqs[s];
+        rows[s] = r;
+        memset(bt + (size_t)s * max_blocks, 0, sizeof(int32_t) * (size_t)max_blocks);
+        memcpy(bt + (size_t)s * max_blocks, q->blocks, sizeof(int32_t) * (size_t)q->n_blocks);
+        for (int32_t i = 0; i < q->n_tokens; i++, r++) {
+            int32_t p = q->pos0 + i;
+            tok[r] = q->tokens[i];
+            pos[r] = p;
+            slot[r] = q->blocks[p / bs] * bs + p % bs;
+        }
+        int32_t ctx = q->pos0 + q->n_tokens;
+        a->max_ctx = ctx > a->max_ctx ? ctx : a->max_ctx;
+    }
+    rows[n_seqs] = r;
+}
+
+/* Fills the M-row metadata: one row per sequence that wants logits (its chunk's last token). */
+static void skv_step_fill_m(skv_model_t *m, skv_step_t *st, size_t *used,
+                            const skv_seq_step_t *seqs, int32_t n_seqs, int32_t max_blocks)
+{
+    int32_t M = st->n_logit_rows;
+    int32_t *idx, *pos, *slot, *rows, *bt;
+    const int32_t *n_pos = st->meta_n.h_row_pos;
+    const int32_t *n_slot = m->h_ints + ((int32_t *)st->meta_n.row_slot.data - (int32_t *)m->d_ints);
+    const int32_t *n_bt = m->h_ints + ((int32_t *)st->meta_n.block_table.data - (int32_t *)m->d_ints);
+    st->logit_rows = skv_step_ints(m, used, &idx, 1, M);
+    skv_attn_meta_t *a = &st->meta_m;
+    a->row_pos = skv_step_ints(m, used, &pos, 1, M);
+    a->row_slot = skv_step_ints(m, used, &slot, 1, M);
+    a->seq_rows = skv_step_ints(m, used, &rows, 1, M + 1);
+    a->block_table = skv_step_ints(m, used, &bt, M, max_blocks);
+    a->n_seqs = M;
+    a->n_rows = M;
+    a->max_blocks = max_blocks;
+    a->max_ctx = 0;
+    a->h_seq_rows = rows;
+    a->h_row_pos = pos;
+    int32_t k = 0;
+    for (int32_t s = 0; s < n_seqs; s++) {
+        if (!seqs[s].want_logits) {
+            continue;
+        }
+        int32_t last = st->meta_n.h_seq_rows[s + 1] - 1;
+        idx[k] = last;
+        pos[k] = n_pos[last];
+        slot[k] = n_slot[last];
+        rows[k] = k;
+        memcpy(bt + (size_t)k * max_blocks, n_bt + (size_t)s * max_blocks,
+               sizeof(int32_t) * (size_t)max_blocks);
+        a->max_ctx = pos[k] + 1 > a->max_ctx ? pos[k] + 1 : a->max_ctx;
+        k++;
+    }
+    rows[M] = M;
+}
+
+/* Lays out and uploads all integer metadata of a step with one host-to-backend copy. */
+static skv_status_t skv_step_prepare(skv_model_t *m, const skv_kv_pool_t *pool,
+                                     const skv_seq_step_t *seqs, int32_t n_seqs, skv_step_t *st)
+{
+    int32_t max_blocks = 1;
+    memset(st, 0, sizeof(*st));
+    for (int32_t s = 0; s < n_seqs; s++) {
+        st->n_rows += seqs[s].n_tokens;
+        st->n_logit_rows += seqs[s].want_logits ? 1 : 0;
+        max_blocks = seqs[s].n_blocks > max_blocks ? seqs[s].n_blocks : max_blocks;
+    }
+    size_t used = 0;
+    skv_step_fill_n(m, st, &used, skv_kv_pool_layout(pool)->block_size, seqs, n_seqs, max_blocks);
+    skv_step_fill_m(m, st, &used, seqs, n_seqs, max_blocks);
+    return m->be->ops->copy_h2d(m->be, m->d_ints, m->h_ints, used * sizeof(int32_t));
+}
+
+/* Attention sub-block of layer l over R rows whose normed input is in h. Leaves the
+ * projected output in o. SwiftKV later layers (swiftkv_q) take q from q_proj_swiftkv and read
+ * K/V that SingleInputKV already wrote; ordinary layers project q/k/v and write K/V. */
+static skv_status_t skv_attn_block(skv_model_t *m, int32_t l, int64_t R, const skv_kv_view_t *kv,
+                                   const skv_attn_meta_t *meta, const skv_tensor_t *pos)
+{
+    const skv_ops_t *ops = m->be->ops;
+    const skv_model_config_t *c = &m->cfg;
+    const skv_layer_t *L = &m->layers[l];
+    int64_t qw = (int64_t)c->n_heads * c->head_dim, kvw = (int64_t)c->n_kv_heads * c->head_dim;
+    skv_tensor_t h = skv_tensor_rows(&m->h, 0, R);
+    skv_tensor_t big = skv_tensor_rows(&m->big, 0, R);
+    skv_tensor_t attn = skv_tensor_cols(&m->mid, 0, qw);
+    attn = skv_tensor_rows(&attn, 0, R);
+    skv_tensor_t o = skv_tensor_rows(&m->o, 0, R);
+    int swiftkv_q = l >= m->n_full_layers;
+    int32_t cache_layer = swiftkv_q ? m->n_full_layers + (l - m->n_full_layers) / c->kv_group : l;
+    skv_tensor_t qkv = skv_tensor_cols(&big, 0, swiftkv_q ? qw : qw + 2 * kvw);
+    skv_tensor_t q = skv_tensor_cols(&qkv, 0, qw);
+
+    SKV_CHECK(ops->matmul(m->be, &qkv, &h, swiftkv_q ? &L->wq_swiftkv : &L->wqkv));
+    SKV_CHECK(ops->rope(m->be, &q, c->n_heads, c->head_dim, pos, &m->inv_freq));
+    if (!swiftkv_q) {
+        skv_tensor_t k = skv_tensor_cols(&qkv, qw, kvw);
+        skv_tensor_t v = skv_tensor_cols(&qkv, qw + kvw, kvw);
+        SKV_CHECK(ops->rope(m->be, &k, c->n_kv_heads, c->head_dim, pos, &m->inv_freq));
+        SKV_CHECK(ops->kv_write(m->be, kv, cache_layer, &k, &v, meta));
+    }
+    float scale = 1.0f / sqrtf((float)c->head_dim);
+    SKV_CHECK(ops->attention(m->be, &attn, &q, kv, cache_layer, c->n_heads, scale, meta));
+    return ops->matmul(m->be, &o, &attn, &L->wo);
+}
+
+/* MLP sub-block of layer l over R rows whose normed input is in h; output in o. */
+static skv_status_t skv_mlp_block(skv_model_t *m, int32_t l, int64_t R)
+{
+    const skv_ops_t *ops = m->be->ops;
+    const skv_layer_t *L = &m->layers[l];
+    int64_t F = m->cfg.intermediate_size;
+    skv_tensor_t h = skv_tensor_rows(&m->h, 0, R);
+    skv_tensor_t gu = skv_tensor_cols(&m->big, 0, 2 * F);
+    gu = skv_tensor_rows(&gu, 0, R);
+    skv_tensor_t ff = skv_tensor_cols(&m->mid, 0, F);
+    ff = skv_tensor_rows(&ff, 0, R);
+    skv_tensor_t o = skv_tensor_rows(&m->o, 0, R);
+    SKV_CHECK(ops->matmul(m->be, &gu, &h, &L->w_gate_up));
+    SKV_CHECK(ops->swiglu(m->be, &ff, &gu));
+    return ops->matmul(m->be, &o, &ff, &L->w_down);
+}
+
+/* Runs layers [l0, l1) over the R rows of residual x (h already holds the first layer's
+ * normed input). After the last layer, x holds the residual and h = rmsnorm(x, next_norm)
+ * when next_norm is given. */
+static skv_status_t skv_layers(skv_model_t *m, int32_t l0, int32_t l1, const skv_tensor_t *x,
+                               const skv_kv_view_t *kv, const skv_attn_meta_t *meta,
+                               const skv_tensor_t *pos, const skv_tensor_t *next_norm)
+{
+    const skv_ops_t *ops = m->be->ops;
+    float eps = m->cfg.rms_eps;
+    int64_t R = x->rows;
+    skv_tensor_t h = skv_tensor_rows(&m->h, 0, R);
+    skv_tensor_t o = skv_tensor_rows(&m->o, 0, R);
+    for (int32_t l = l0; l < l1; l++) {
+        SKV_CHECK(skv_attn_block(m, l, R, kv, meta, pos));
+        SKV_CHECK(ops->add_rmsnorm(m->be, x, &o, &h, &m->layers[l].ffn_norm, eps));
+        SKV_CHECK(skv_mlp_block(m, l, R));
+        /* Fused: residual add of this MLP + the next sub-block's input norm. */
+        const skv_tensor_t *nn = l + 1 < l1 ? &m->layers[l + 1].attn_norm : next_norm;
+        SKV_CHECK(ops->add_rmsnorm(m->be, x, &o, nn ? &h : NULL, nn, eps));
+    }
+    return SKV_STATUS_OK;
+}
+
+/* SingleInputKV: h = rmsnorm(x, norm_swiftkv) for all N rows -> one GEMM into every later
+ * cache layer's K/V -> RoPE on K + scatter into the cache, in one op. */
+static skv_status_t skv_swiftkv_project(skv_model_t *m, const skv_step_t *st,
+                                        const skv_kv_view_t *kv)
+{
+    int64_t N = st->n_rows;
+    int64_t kvw = (int64_t)m->cfg.n_kv_heads * m->cfg.head_dim;
+    skv_tensor_t h = skv_tensor_rows(&m->h, 0, N);
+    skv_tensor_t kvs = skv_tensor_cols(&m->big, 0, (int64_t)m->n_kv_groups * 2 * kvw);
+    kvs = skv_tensor_rows(&kvs, 0, N);
+    SKV_CHECK(m->be->ops->matmul(m->be, &kvs, &h, &m->w_kv_swiftkv));
+    return m->be->ops->swiftkv_kv_write(m->be, kv, m->n_full_layers, m->n_kv_groups, &kvs,
+                                        &st->meta_n, &m->inv_freq);
+}
+
+/* Final norm and lm_head for the M rows in xm; copies the logits to the host. */
+static skv_status_t skv_logits(skv_model_t *m, const skv_step_t *st, int normed, float *out)
+{
+    const skv_ops_t *ops = m->be->ops;
+    int64_t M = st->n_logit_rows;
+    skv_tensor_t xm = skv_tensor_rows(&m->xm, 0, M);
+    skv_tensor_t hm = skv_tensor_rows(&m->h, 0, M);
+    skv_tensor_t lg = skv_tensor_rows(&m->logits, 0, M);
+    if (!normed) {
+        SKV_CHECK(ops->rmsnorm(m->be, &hm, &xm, &m->norm, m->cfg.rms_eps));
+    }
+    SKV_CHECK(ops->matmul(m->be, &lg, &hm, &m->lm_head));
+    SKV_CHECK(ops->copy_d2h(m->be, out, lg.data, (size_t)M * m->cfg.vocab_size * sizeof(float)));
+    return ops->sync(m->be);
+}
+
+skv_status_t skv_model_forward(skv_model_t *m, skv_kv_pool_t *pool, const skv_seq_step_t *seqs,
+                               int32_t n_seqs, float *logits)
+{
+    const skv_ops_t *ops = m->be->ops;
+    skv_step_t st;
+    SKV_CHECK(skv_step_validate(m, pool, seqs, n_seqs));
+    SKV_CHECK(skv_step_prepare(m, pool, seqs, n_seqs, &st));
+    skv_kv_view_t kv = skv_kv_pool_view(pool);
+    SKV_ASSERT(kv.n_cache_layers == m->n_cache_layers);
+    int64_t N = st.n_rows, M = st.n_logit_rows;
+    skv_tensor_t x = skv_tensor_rows(&m->x, 0, N);
+    skv_tensor_t h = skv_tensor_rows(&m->h, 0, N);
+    float eps = m->cfg.rms_eps;
+
+    /* 1. Embedding, then layers 0..Lk-1 (all layers in base mode) for all N rows. */
+    SKV_CHECK(ops->embed(m->be, &x, &m->embed, &st.tokens));
+    SKV_CHECK(ops->rmsnorm(m->be, &h, &x, &m->layers[0].attn_norm, eps));
+    SKV_CHECK(skv_layers(m, 0, m->n_full_layers, &x, &kv, &st.meta_n, &st.meta_n.row_pos,
+                         m->swiftkv ? &m->norm_swiftkv : NULL));
+    /* 2. SingleInputKV for every later layer (SwiftKV mode). */
+    if (m->swiftkv) {
+        SKV_CHECK(skv_swiftkv_project(m, &st, &kv));
+    }
+    if (M == 0) {
+        return ops->sync(m->be); /* a non-final prefill chunk ends here */
+    }
+    /* 3. Only the M logit rows continue. */
+    skv_tensor_t xm = skv_tensor_rows(&m->xm, 0, M);
+    SKV_CHECK(ops->gather_rows(m->be, &xm, &x, &st.logit_rows));
+    if (!m->swiftkv) {
+        return skv_logits(m, &st, 0, logits);
+    }
+    /* 4. Later layers for the M rows with their own metadata. */
+    skv_tensor_t hm = skv_tensor_rows(&m->h, 0, M);
+    SKV_CHECK(ops->rmsnorm(m->be, &hm, &xm, &m->layers[m->n_full_layers].attn_norm, eps));
+    SKV_CHECK(skv_layers(m, m->n_full_layers, m->cfg.n_layers, &xm, &kv, &st.meta_m,
+                         &st.meta_m.row_pos, &m->norm));
+    /* 5. lm_head on the M rows (already normed by the fused add). */
+    return skv_logits(m, &st, 1, logits);
+}

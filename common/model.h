@@ -1,0 +1,79 @@
+/*
+ * model.h: a loaded Llama-3 / SwiftKV model and its backend-blind forward pass.
+ *
+ * The model owns its weights and per-step workspace in backend memory; the KV pool is
+ * separate (one per worker, shared by all sequences). One forward step takes a batch of
+ * sequences, each contributing a chunk of new tokens (a prefill chunk, or one decode token),
+ * and returns next-token logits only for the sequences that ask for them.
+ *
+ * SwiftKV mode (SWIFTKV.md): all N tokens run layers 0..Lk-1; one fused GEMM projects the
+ * normed residual into every later cache layer's K/V (RoPE + scatter in one op); only the M
+ * rows that need logits run layers Lk..L-1 with their swiftkv query weights. A non-final
+ * prefill chunk (want_logits = 0) stops after the KV projection.
+ * Base mode: every layer for every token with the original projections (plain Llama, and a
+ * SwiftKV checkpoint run as its teacher).
+ *
+ * Threading: one thread drives a model at a time.
+ */
+#ifndef SKV_COMMON_MODEL_H
+#define SKV_COMMON_MODEL_H
+
+#include <stdint.h>
+
+#include "common/kv_pool.h"
+#include "common/model_config.h"
+#include "common/status.h"
+#include "kernels/ops.h"
+
+typedef enum {
+    SKV_MODEL_MODE_AUTO = 0, /* SwiftKV when the checkpoint has it, else base */
+    SKV_MODEL_MODE_BASE,     /* all layers for all tokens, original projections */
+    SKV_MODEL_MODE_SWIFTKV,
+} skv_model_mode_t;
+
+typedef struct {
+    skv_model_mode_t mode;
+    int32_t max_batch_tokens; /* N limit of one step (prefill chunk budget) */
+    int32_t max_seqs;         /* sequences per step (and so logit rows) */
+    int32_t max_context;      /* 0 = the model's max_position_embeddings */
+} skv_model_opts_t;
+
+typedef struct skv_model skv_model_t;
+
+/* Loads the HF model folder dir onto backend be (borrowed; must outlive the model).
+ * Checks that every tensor the mode needs is present with the right shape, and that no
+ * tensor is unexpected; errors name the tensor. NOT_FOUND / FORMAT / UNSUPPORTED /
+ * NO_MEMORY. */
+skv_status_t skv_model_load(const char *dir, skv_backend_t *be, const skv_model_opts_t *opts,
+                            skv_model_t **model_p);
+
+/* Frees the model's weights and workspace. */
+void skv_model_destroy(skv_model_t *model);
+
+/* The validated config, and whether the loaded mode is SwiftKV. */
+const skv_model_config_t *skv_model_config(const skv_model_t *model);
+int skv_model_is_swiftkv(const skv_model_t *model);
+int32_t skv_model_max_context(const skv_model_t *model);
+
+/* Fills the KV layout this model needs for pools of block_size tokens per block. */
+void skv_model_kv_layout(const skv_model_t *model, int32_t block_size, skv_kv_layout_t *layout);
+
+/* One sequence's part of a step. Its blocks must cover positions [0, pos0 + n_tokens). */
+typedef struct {
+    const int32_t *tokens; /* [n_tokens] new token ids */
+    int32_t n_tokens;      /* >= 1 */
+    int32_t pos0;          /* tokens already in the cache (position of tokens[0]) */
+    const int32_t *blocks; /* block table */
+    int32_t n_blocks;
+    int32_t want_logits;   /* 1: return logits after the last token of this chunk */
+} skv_seq_step_t;
+
+/* Runs one step over n_seqs sequences. logits: host f32 [number of want_logits seqs, vocab]
+ * in sequence order (may be NULL when none wants logits). INVALID_ARGUMENT for a token id
+ * outside the vocabulary or a block table that does not cover the chunk; OUT_OF_RANGE when
+ * positions exceed the context or the step exceeds max_batch_tokens / max_seqs. Nothing is
+ * written to the cache when the batch is rejected. */
+skv_status_t skv_model_forward(skv_model_t *model, skv_kv_pool_t *pool,
+                               const skv_seq_step_t *seqs, int32_t n_seqs, float *logits);
+
+#endif /* SKV_COMMON_MODEL_H */

@@ -1,0 +1,336 @@
+/*
+ * model_load.c: builds a skv_model_t from an HF folder: config, weights (checked by name,
+ * shape and dtype, fused into the layouts the forward pass wants) and workspace.
+ *
+ * Fusions done here, at load: q/k/v of a layer stacked into one [(nh + 2kvh) hd, H] weight;
+ * gate/up into one [2F, H]; every later layer group's k/v_proj_swiftkv into ONE
+ * [groups * 2 * kvh * hd, H] weight so SingleInputKV is a single GEMM.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/log.h"
+#include "common/model_internal.h"
+#include "common/safetensors.h"
+
+skv_status_t skv_model_alloc_tensor(skv_model_t *m, skv_dtype_t dtype, int64_t rows, int64_t cols,
+                                    skv_tensor_t *t)
+{
+    SKV_ASSERT(m->n_allocs < SKV_MODEL_MAX_ALLOCS);
+    void *p = NULL;
+    size_t bytes = (size_t)rows * (size_t)cols * skv_dtype_size(dtype);
+    if (m->be->ops->alloc(m->be, bytes, &p) != SKV_STATUS_OK) {
+        SKV_LOG_ERROR("cannot allocate %zu bytes of backend memory for the model", bytes);
+        return SKV_STATUS_NO_MEMORY;
+    }
+    m->allocs[m->n_allocs++] = p;
+    *t = skv_tensor_make(p, dtype, rows, cols);
+    return SKV_STATUS_OK;
+}
+
+/* Finds `name`, checks its shape is [rows, cols] (or [cols] for rows == 0: a vector), and
+ * uploads it into dst at row0. Marks it used. */
+static skv_status_t skv_load_tensor(skv_st_t *st, const char *name, int64_t rows, int64_t cols,
+                                    skv_backend_t *be, const skv_tensor_t *dst, int64_t row0)
+{
+    skv_st_tensor_t *t = skv_st_find(st, name);
+    if (t == NULL) {
+        SKV_LOG_ERROR("checkpoint is missing tensor '%s'", name);
+        return SKV_STATUS_FORMAT;
+    }
+    int ok = rows == 0 ? (t->n_dims == 1 && t->shape[0] == cols)
+                       : (t->n_dims == 2 && t->shape[0] == rows && t->shape[1] == cols);
+    if (!ok) {
+        SKV_LOG_ERROR("tensor '%s' has shape [%lld, %lld] (%d dims); expected [%lld, %lld]", name,
+                      (long long)t->shape[0], (long long)(t->n_dims > 1 ? t->shape[1] : 0),
+                      t->n_dims, (long long)(rows ? rows : cols), (long long)(rows ? cols : 0));
+        return SKV_STATUS_FORMAT;
+    }
+    t->used = 1;
+    return be->ops->weight_upload(be, dst, row0, t->data, t->dtype, rows ? rows : 1);
+}
+
+/* Loads model.layers.{l}.<suffix> into dst at row0. */
+static skv_status_t skv_load_layer_tensor(skv_model_t *m, skv_st_t *st, int32_t l,
+                                          const char *suffix, int64_t rows, int64_t cols,
+                                          const skv_tensor_t *dst, int64_t row0)
+{
+    char name[256];
+    snprintf(name, sizeof(name), "model.layers.%d.%s", l, suffix);
+    return skv_load_tensor(st, name, rows, cols, m->be, dst, row0);
+}
+
+#define SKV_WEIGHT_ALIGN 256
+
+/* Carves one weight tensor out of the arena; weights share allocations per kind to stay under the cap. */
+static skv_status_t skv_weight(skv_model_t *m, char **arena, int64_t rows, int64_t cols,
+                               skv_tensor_t *t)
+{
+    /* Each weight starts on a 256-byte boundary so device kernels can use wide loads. */
+    size_t bytes = (size_t)rows * (size_t)cols * skv_dtype_size(m->be->ops->weight_dtype);
+    *t = skv_tensor_make(*arena, m->be->ops->weight_dtype, rows, cols);
+    *arena += (bytes + SKV_WEIGHT_ALIGN - 1) & ~(size_t)(SKV_WEIGHT_ALIGN - 1);
+    return SKV_STATUS_OK;
+}
+
+/* Elements of all weights this mode needs, so they come from ONE backend allocation, plus
+ * slack for the per-tensor alignment (at most 8 tensors per layer and 8 globals). */
+static size_t skv_weight_elems(const skv_model_t *m)
+{
+    const skv_model_config_t *c = &m->cfg;
+    size_t H = (size_t)c->hidden_size, F = (size_t)c->intermediate_size;
+    size_t q = (size_t)c->n_heads * c->head_dim, kv = (size_t)c->n_kv_heads * c->head_dim;
+    size_t n = (size_t)c->vocab_size * H * (c->tie_embeddings ? 1 : 2) + H;
+    for (int32_t l = 0; l < c->n_layers; l++) {
+        n += 2 * H + q * H + 3 * F * H;
+        n += (l < m->n_full_layers) ? (q + 2 * kv) * H : q * H;
+    }
+    if (m->swiftkv) {
+        n += H + (size_t)m->n_kv_groups * 2 * kv * H;
+    }
+    return n + (8 * (size_t)c->n_layers + 8) * SKV_WEIGHT_ALIGN;
+}
+
+static skv_status_t skv_load_layer(skv_model_t *m, skv_st_t *st, int32_t l, char **arena)
+{
+    const skv_model_config_t *c = &m->cfg;
+    int64_t H = c->hidden_size, F = c->intermediate_size;
+    int64_t q = (int64_t)c->n_heads * c->head_dim, kv = (int64_t)c->n_kv_heads * c->head_dim;
+    skv_layer_t *L = &m->layers[l];
+    skv_weight(m, arena, 1, H, &L->attn_norm);
+    skv_weight(m, arena, 1, H, &L->ffn_norm);
+    skv_weight(m, arena, H, q, &L->wo);
+    skv_weight(m, arena, 2 * F, H, &L->w_gate_up);
+    skv_weight(m, arena, H, F, &L->w_down);
+    SKV_CHECK(skv_load_layer_tensor(m, st, l, "input_layernorm.weight", 0, H, &L->attn_norm, 0));
+    SKV_CHECK(skv_load_layer_tensor(m, st, l, "post_attention_layernorm.weight", 0, H,
+                                    &L->ffn_norm, 0));
+    SKV_CHECK(skv_load_layer_tensor(m, st, l, "self_attn.o_proj.weight", H, q, &L->wo, 0));
+    SKV_CHECK(skv_load_layer_tensor(m, st, l, "mlp.gate_proj.weight", F, H, &L->w_gate_up, 0));
+    SKV_CHECK(skv_load_layer_tensor(m, st, l, "mlp.up_proj.weight", F, H, &L->w_gate_up, F));
+    SKV_CHECK(skv_load_layer_tensor(m, st, l, "mlp.down_proj.weight", H, F, &L->w_down, 0));
+    if (l < m->n_full_layers) {
+        skv_weight(m, arena, q + 2 * kv, H, &L->wqkv);
+        SKV_CHECK(skv_load_layer_tensor(m, st, l, "self_attn.q_proj.weight", q, H, &L->wqkv, 0));
+        SKV_CHECK(skv_load_layer_tensor(m, st, l, "self_attn.k_proj.weight", kv, H, &L->wqkv, q));
+        SKV_CHECK(skv_load_layer_tensor(m, st, l, "self_attn.v_proj.weight", kv, H, &L->wqkv,
+                                        q + kv));
+        return SKV_STATUS_OK;
+    }
+    skv_weight(m, arena, q, H, &L->wq_swiftkv);
+    SKV_CHECK(skv_load_layer_tensor(m, st, l, "self_attn.q_proj_swiftkv.weight", q, H,
+                                    &L->wq_swiftkv, 0));
+    int32_t g = (l - c->n_kv_layers) / c->kv_group;
+    if ((l - c->n_kv_layers) % c->kv_group == 0) {
+        SKV_CHECK(skv_load_layer_tensor(m, st, l, "self_attn.k_proj_swiftkv.weight", kv, H,
+                                        &m->w_kv_swiftkv, (int64_t)g * 2 * kv));
+        SKV_CHECK(skv_load_layer_tensor(m, st, l, "self_attn.v_proj_swiftkv.weight", kv, H,
+                                        &m->w_kv_swiftkv, (int64_t)g * 2 * kv + kv));
+    }
+    return SKV_STATUS_OK;
+}
+
+/* Tensors a mode may leave unused: the other path's projections. Anything else is an error. */
+static int skv_unused_allowed(const skv_model_t *m, const char *name)
+{
+    int layer = -1;
+    char rest[128];
+    if (strstr(name, "rotary_emb.inv_freq") != NULL) {
+        return 1; /* old checkpoints store the RoPE buffer; we compute it */
+    }
+    if (strcmp(name, "model.norm_swiftkv.weight") == 0) {
+        return !m->swiftkv;
+    }
+    if (sscanf(name, "model.layers.%d.self_attn.%127s", &layer, rest) != 2) {
+        return 0;
+    }
+    if (strstr(rest, "_swiftkv.weight") != NULL) {
+        return !m->swiftkv; /* the teacher run ignores the SwiftKV weights */
+    }
+    return m->swiftkv && layer >= m->n_full_layers &&
+           (strcmp(rest, "q_proj.weight") == 0 || strcmp(rest, "k_proj.weight") == 0 ||
+            strcmp(rest, "v_proj.weight") == 0);
+}
+
+static skv_status_t skv_check_unused(skv_model_t *m, skv_st_t *st)
+{
+    for (size_t i = 0; i < skv_st_count(st); i++) {
+        skv_st_tensor_t *t = skv_st_at(st, i);
+        if (!t->used && !skv_unused_allowed(m, t->name)) {
+            SKV_LOG_ERROR("checkpoint has unexpected tensor '%s' for this config", t->name);
+            return SKV_STATUS_FORMAT;
+        }
+    }
+    return SKV_STATUS_OK;
+}
+
+static skv_status_t skv_load_globals(skv_model_t *m, skv_st_t *st, char **arena)
+{
+    const skv_model_config_t *c = &m->cfg;
+    int64_t H = c->hidden_size, V = c->vocab_size;
+    skv_weight(m, arena, V, H, &m->embed);
+    skv_weight(m, arena, 1, H, &m->norm);
+    SKV_CHECK(skv_load_tensor(st, "model.embed_tokens.weight", V, H, m->be, &m->embed, 0));
+    SKV_CHECK(skv_load_tensor(st, "model.norm.weight", 0, H, m->be, &m->norm, 0));
+    if (c->tie_embeddings) {
+        m->lm_head = m->embed;
+    } else {
+        skv_weight(m, arena, V, H, &m->lm_head);
+        SKV_CHECK(skv_load_tensor(st, "lm_head.weight", V, H, m->be, &m->lm_head, 0));
+    }
+    if (m->swiftkv) {
+        int64_t kv = (int64_t)c->n_kv_heads * c->head_dim;
+        skv_weight(m, arena, 1, H, &m->norm_swiftkv);
+        skv_weight(m, arena, (int64_t)m->n_kv_groups * 2 * kv, H, &m->w_kv_swiftkv);
+        SKV_CHECK(skv_load_tensor(st, "model.norm_swiftkv.weight", 0, H, m->be, &m->norm_swiftkv,
+                                  0));
+    }
+    return SKV_STATUS_OK;
+}
+
+static skv_status_t skv_load_weights(skv_model_t *m, const char *dir)
+{
+    skv_st_t *st = NULL;
+    skv_tensor_t arena_t;
+    SKV_CHECK(skv_st_open(dir, &st));
+    skv_status_t status = skv_model_alloc_tensor(m, m->be->ops->weight_dtype, 1,
+                                                 (int64_t)skv_weight_elems(m), &arena_t);
+    char *arena = arena_t.data;
+    m->layers = skv_calloc((size_t)m->cfg.n_layers, sizeof(*m->layers));
+    if (status == SKV_STATUS_OK && m->layers == NULL) {
+        status = SKV_STATUS_NO_MEMORY;
+    }
+    if (status == SKV_STATUS_OK) {
+        status = skv_load_globals(m, st, &arena);
+    }
+    for (int32_t l = 0; l < m->cfg.n_layers && status == SKV_STATUS_OK; l++) {
+        status = skv_load_layer(m, st, l, &arena);
+    }
+    if (status == SKV_STATUS_OK) {
+        status = skv_check_unused(m, st);
+    }
+    skv_st_close(st);
+    return status;
+}
+
+static int64_t skv_max64(int64_t a, int64_t b)
+{
+    return a > b ? a : b;
+}
+
+static skv_status_t skv_alloc_workspace(skv_model_t *m)
+{
+    const skv_model_config_t *c = &m->cfg;
+    skv_dtype_t act = m->be->ops->act_dtype;
+    int64_t N = m->opts.max_batch_tokens, S = m->opts.max_seqs, H = c->hidden_size;
+    int64_t q = (int64_t)c->n_heads * c->head_dim, kv = (int64_t)c->n_kv_heads * c->head_dim;
+    int64_t big = skv_max64(skv_max64(q + 2 * kv, 2LL * c->intermediate_size),
+                            (int64_t)m->n_kv_groups * 2 * kv);
+    SKV_CHECK(skv_model_alloc_tensor(m, act, N, H, &m->x));
+    SKV_CHECK(skv_model_alloc_tensor(m, act, N, H, &m->h));
+    SKV_CHECK(skv_model_alloc_tensor(m, act, N, big, &m->big));
+    SKV_CHECK(skv_model_alloc_tensor(m, act, N, skv_max64(q, c->intermediate_size), &m->mid));
+    SKV_CHECK(skv_model_alloc_tensor(m, act, N, H, &m->o));
+    SKV_CHECK(skv_model_alloc_tensor(m, act, S, H, &m->xm));
+    SKV_CHECK(skv_model_alloc_tensor(m, SKV_DTYPE_F32, S, c->vocab_size, &m->logits));
+    SKV_CHECK(skv_model_alloc_tensor(m, SKV_DTYPE_F32, 1, c->head_dim / 2, &m->inv_freq));
+    float inv[256];
+    skv_model_config_inv_freq(c, inv);
+    SKV_CHECK(m->be->ops->copy_h2d(m->be, m->inv_freq.data, inv, sizeof(float) * c->head_dim / 2));
+    /* ints: 3 per token (id, pos, slot) + per seq (rows, m_idx, m_pos, m_slot, m_rows) + two
+     * block tables of max_seqs x max_blocks. */
+    m->ints_cap = (size_t)(3 * N + 5 * (S + 1) + 2 * S * (int64_t)m->max_blocks);
+    skv_tensor_t ints;
+    SKV_CHECK(skv_model_alloc_tensor(m, SKV_DTYPE_I32, 1, (int64_t)m->ints_cap, &ints));
+    m->d_ints = ints.data;
+    m->h_ints = skv_mallocn(m->ints_cap, sizeof(int32_t));
+    return m->h_ints ? SKV_STATUS_OK : SKV_STATUS_NO_MEMORY;
+}
+
+static skv_status_t skv_model_setup(skv_model_t *m, const skv_model_opts_t *opts)
+{
+    const skv_model_config_t *c = &m->cfg;
+    if (opts->mode == SKV_MODEL_MODE_SWIFTKV && !c->swiftkv) {
+        SKV_LOG_ERROR("SwiftKV mode requested but the checkpoint is a plain Llama");
+        return SKV_STATUS_INVALID_ARGUMENT;
+    }
+    if (opts->max_batch_tokens < 1 || opts->max_seqs < 1 || c->head_dim > 512) {
+        SKV_LOG_ERROR("invalid model options: max_batch_tokens %d, max_seqs %d",
+                      opts->max_batch_tokens, opts->max_seqs);
+        return SKV_STATUS_INVALID_ARGUMENT;
+    }
+    m->opts = *opts;
+    m->swiftkv = c->swiftkv && opts->mode != SKV_MODEL_MODE_BASE;
+    m->n_full_layers = m->swiftkv ? c->n_kv_layers : c->n_layers;
+    m->n_kv_groups = m->swiftkv ? (c->n_layers - c->n_kv_layers) / c->kv_group : 0;
+    m->n_cache_layers = m->n_full_layers + m->n_kv_groups;
+    m->max_ctx = opts->max_context > 0 && opts->max_context < c->max_pos ? opts->max_context
+                                                                          : c->max_pos;
+    m->max_blocks = m->max_ctx; /* block size 1 is the worst case a pool can have */
+    return SKV_STATUS_OK;
+}
+
+skv_status_t skv_model_load(const char *dir, skv_backend_t *be, const skv_model_opts_t *opts,
+                            skv_model_t **model_p)
+{
+    skv_model_t *m = skv_calloc(1, sizeof(*m));
+    if (m == NULL) {
+        return SKV_STATUS_NO_MEMORY;
+    }
+    m->be = be;
+    skv_status_t status;
+    SKV_CHECK_GOTO(skv_model_config_load(dir, &m->cfg), fail);
+    SKV_CHECK_GOTO(skv_model_setup(m, opts), fail);
+    SKV_CHECK_GOTO(skv_load_weights(m, dir), fail);
+    SKV_CHECK_GOTO(skv_alloc_workspace(m), fail);
+    SKV_CHECK_GOTO(be->ops->sync(be), fail);
+    *model_p = m;
+    return SKV_STATUS_OK;
+fail:
+    skv_model_destroy(m);
+    return status;
+}
+
+void skv_model_destroy(skv_model_t *m)
+{
+    if (m == NULL) {
+        return;
+    }
+    for (int i = m->n_allocs - 1; i >= 0; i--) {
+        m->be->ops->free(m->be, m->allocs[i]);
+    }
+    skv_free(m->h_ints);
+    skv_free(m->layers);
+    skv_free(m);
+}
+
+const skv_model_config_t *skv_model_config(const skv_model_t *m)
+{
+    return &m->cfg;
+}
+
+int skv_model_is_swiftkv(const skv_model_t *m)
+{
+    return m->swiftkv;
+}
+
+int32_t skv_model_max_context(const skv_model_t *m)
+{
+    return m->max_ctx;
+}
+
+void skv_model_kv_layout(const skv_model_t *m, int32_t block_size, skv_kv_layout_t *layout)
+{
+    memset(layout, 0, sizeof(*layout));
+    layout->dtype = m->be->ops->kv_dtype;
+    layout->block_size = block_size;
+    layout->n_kv_heads = m->cfg.n_kv_heads;
+    layout->head_dim = m->cfg.head_dim;
+    layout->n_layers = m->cfg.n_layers;
+    layout->n_kv_layers = m->n_full_layers;
+    layout->kv_group = m->swiftkv ? m->cfg.kv_group : 1;
+    layout->n_cache_layers = m->n_cache_layers;
+    layout->tp_rank = 0;
+    layout->tp_size = 1;
+}

@@ -1,0 +1,60 @@
+/*
+ * sampler.h: next-token selection from host logits, one sampler per request.
+ *
+ * Order of processing (the same as common serving engines): presence/frequency penalties over
+ * the tokens generated so far -> temperature -> top-k -> top-p -> min-p -> draw. Temperature
+ * 0 is greedy (argmax after penalties). Every request has its own RNG seeded from its seed, so
+ * a seeded request draws the same tokens alone or in any batch. Log-probabilities reported
+ * are of the unfiltered, unpenalised model distribution (log_softmax of the raw logits).
+ */
+#ifndef SKV_COMMON_SAMPLER_H
+#define SKV_COMMON_SAMPLER_H
+
+#include <stdint.h>
+
+#include "common/status.h"
+
+#define SKV_SAMPLER_MAX_LOGPROBS 20
+
+typedef struct {
+    float temperature;       /* 0 = greedy; must be >= 0 */
+    int32_t top_k;           /* 0 = off */
+    float top_p;             /* (0, 1]; 1 = off */
+    float min_p;             /* [0, 1); 0 = off */
+    float presence_penalty;  /* [-2, 2] */
+    float frequency_penalty; /* [-2, 2] */
+    uint64_t seed;
+    int32_t n_logprobs;      /* top-n logprobs to report, 0..SKV_SAMPLER_MAX_LOGPROBS */
+} skv_sampling_params_t;
+
+/* Fills p with the defaults: greedy, no filters, no penalties, seed 0. */
+void skv_sampling_params_default(skv_sampling_params_t *p);
+
+/* Checks ranges; INVALID_ARGUMENT with a message naming the field in *why (static string). */
+skv_status_t skv_sampling_params_validate(const skv_sampling_params_t *p, int32_t vocab,
+                                          const char **why);
+
+typedef struct {
+    int32_t token;
+    float logprob;                             /* of the chosen token */
+    int32_t n_top;
+    int32_t top_ids[SKV_SAMPLER_MAX_LOGPROBS]; /* most likely first */
+    float top_logprobs[SKV_SAMPLER_MAX_LOGPROBS];
+} skv_sample_t;
+
+typedef struct skv_sampler skv_sampler_t;
+
+/* Creates a sampler for one request over a vocabulary of `vocab` ids. Takes a copy of p.
+ * NO_MEMORY on allocation failure. */
+skv_status_t skv_sampler_create(const skv_sampling_params_t *p, int32_t vocab,
+                                skv_sampler_t **sampler_p);
+void skv_sampler_destroy(skv_sampler_t *s);
+
+/* Picks the next token from logits[vocab] (not modified) and records it for the penalties.
+ * Only the request's own thread calls it. */
+skv_status_t skv_sampler_next(skv_sampler_t *s, const float *logits, skv_sample_t *out);
+
+/* Records a token as generated without sampling (e.g. a first token decided elsewhere). */
+skv_status_t skv_sampler_accept(skv_sampler_t *s, int32_t token);
+
+#endif /* SKV_COMMON_SAMPLER_H */

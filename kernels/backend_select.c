@@ -1,0 +1,42 @@
+/*
+ * backend_select.c: maps backend names to constructors. The CUDA constructor is linked in
+ * only when the build has the CUDA backend (SKV_HAVE_CUDA_BACKEND), so no #ifdef appears in
+ * callers.
+ */
+#include <string.h>
+
+#include "common/backend.h"
+#include "common/log.h"
+#include "kernels/cpu/cpu.h"
+
+#ifdef SKV_HAVE_CUDA_BACKEND
+#include "kernels/cuda/cuda.h"
+#endif
+
+skv_status_t skv_backend_create(const char *name, int n_threads, int device,
+                                skv_backend_t **be_p)
+{
+    if (strcmp(name, "cpu") == 0) {
+        return skv_cpu_backend_create(SKV_CPU_MODE_FAST, n_threads, be_p);
+    }
+    if (strcmp(name, "cpu-ref") == 0) {
+        return skv_cpu_backend_create(SKV_CPU_MODE_REFERENCE, 1, be_p);
+    }
+#ifdef SKV_HAVE_CUDA_BACKEND
+    if (strcmp(name, "cuda") == 0) {
+        return skv_cuda_backend_create(device, be_p);
+    }
+#endif
+    SKV_LOG_ERROR("backend '%s' is not available in this build (have: %s)", name,
+                  skv_backend_names());
+    return SKV_STATUS_UNSUPPORTED;
+}
+
+const char *skv_backend_names(void)
+{
+#ifdef SKV_HAVE_CUDA_BACKEND
+    return "cpu,cpu-ref,cuda";
+#else
+    return "cpu,cpu-ref";
+#endif
+}

@@ -1,0 +1,160 @@
+/*
+ * ops.h: the compute-backend interface (one ops table per backend).
+ *
+ * The model forward in common/model.c is backend-blind: it sees only skv_tensor_t views and
+ * calls through skv_ops_t. A backend owns its memory (host for CPU, device for CUDA), its
+ * streams and handles, and the dtype of activations and weights it wants. All tensors are
+ * 2-D, row-major, with an explicit row stride `ld` (elements), so column slices of a fused
+ * buffer (q/k/v out of one GEMM) are views, not copies.
+ *
+ * KV cache layout (one contiguous pool, fixed-size blocks; see skv_kv_view_t):
+ *   pool[block][cache_layer][kv (0=K, 1=V)][kv_head][slot in block][head_dim]
+ * so one block holds every layer of block_size tokens: a request's KV is a few contiguous
+ * runs, which is what the UCX push moves.
+ *
+ * Threading: one backend instance is driven by one thread at a time. Ops are asynchronous
+ * on devices; skv_ops_t.sync waits for all of them. Integer metadata (tokens, positions,
+ * slots, block tables) lives in backend memory too, uploaded with copy_h2d.
+ */
+#ifndef SKV_KERNELS_OPS_H
+#define SKV_KERNELS_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/status.h"
+
+typedef enum {
+    SKV_DTYPE_F32 = 0,
+    SKV_DTYPE_F16,
+    SKV_DTYPE_BF16,
+    SKV_DTYPE_I32,
+    SKV_DTYPE_COUNT_
+} skv_dtype_t;
+
+/* Returns the size in bytes of one element of dtype. */
+size_t skv_dtype_size(skv_dtype_t dtype);
+/* Returns a static name ("bf16"). */
+const char *skv_dtype_name(skv_dtype_t dtype);
+
+/* A 2-D view of backend memory. Row i, column j is at data + (i * ld + j) * elem_size. */
+typedef struct {
+    void *data;
+    skv_dtype_t dtype;
+    int64_t rows;
+    int64_t cols;
+    int64_t ld; /* row stride in elements, >= cols */
+} skv_tensor_t;
+
+/* The paged KV pool as ops see it. Element (block b, cache layer c, kv t, head h, slot s,
+ * dim d) is at base[((((b * n_cache_layers + c) * 2 + t) * n_kv_heads + h) * block_size + s)
+ * * head_dim + d]. */
+typedef struct {
+    void *base;
+    skv_dtype_t dtype;
+    int32_t block_size;
+    int32_t n_kv_heads;
+    int32_t head_dim;
+    int32_t n_cache_layers;
+    int64_t n_blocks;
+} skv_kv_view_t;
+
+/* Per-step attention metadata for one set of query rows (the N-row batch, or the M logit
+ * rows of the SwiftKV second half: build separate metadata for each; never share).
+ * Query rows of one sequence are contiguous and in increasing position; row r of sequence s
+ * attends causally to cache positions 0..row_pos[r] of s (its own K/V already written). */
+typedef struct {
+    int32_t n_seqs;
+    int32_t n_rows;
+    int32_t max_blocks;       /* columns of block_table */
+    int32_t max_ctx;          /* max over rows of row_pos + 1 (bounds split work) */
+    skv_tensor_t seq_rows;    /* i32 [1, n_seqs + 1]: first query row of each sequence */
+    skv_tensor_t row_pos;     /* i32 [1, n_rows]: absolute position of each row */
+    skv_tensor_t row_slot;    /* i32 [1, n_rows]: cache slot (block * block_size + offset) */
+    skv_tensor_t block_table; /* i32 [n_seqs, max_blocks]: physical block ids */
+    const int32_t *h_seq_rows; /* host mirrors of the above, for host-side scheduling */
+    const int32_t *h_row_pos;
+} skv_attn_meta_t;
+
+typedef struct skv_backend skv_backend_t;
+
+/* The ops table. Every op returns SKV_STATUS_OK or a status for a device failure; shape
+ * mismatches are bugs of the caller and asserted. Shapes in comments: N rows, H hidden. */
+typedef struct skv_ops {
+    const char *name;
+    skv_dtype_t act_dtype;    /* activations the backend computes in */
+    skv_dtype_t weight_dtype; /* weights as stored on the backend */
+    skv_dtype_t kv_dtype;     /* KV cache elements */
+
+    void (*destroy)(skv_backend_t *be);
+    /* Allocates bytes of backend memory (zeroed); *ptr_p set on success. Startup only. */
+    skv_status_t (*alloc)(skv_backend_t *be, size_t bytes, void **ptr_p);
+    void (*free)(skv_backend_t *be, void *ptr);
+    skv_status_t (*copy_h2d)(skv_backend_t *be, void *dst, const void *src, size_t bytes);
+    skv_status_t (*copy_d2h)(skv_backend_t *be, void *dst, const void *src, size_t bytes);
+    skv_status_t (*sync)(skv_backend_t *be);
+
+    /* dst rows [row0, row0 + n_rows) <- host rows of src_dtype (converted). Startup. */
+    skv_status_t (*weight_upload)(skv_backend_t *be, const skv_tensor_t *dst, int64_t row0,
+                                  const void *src, skv_dtype_t src_dtype, int64_t n_rows);
+
+    /* out[N,H] = table[tokens[n], :]; tokens i32 [1,N]. */
+    skv_status_t (*embed)(skv_backend_t *be, const skv_tensor_t *out, const skv_tensor_t *table,
+                          const skv_tensor_t *tokens);
+    /* out[N,H] = x * rsqrt(mean(x^2) + eps) * w; w [1,H]. out may alias x. */
+    skv_status_t (*rmsnorm)(skv_backend_t *be, const skv_tensor_t *out, const skv_tensor_t *x,
+                            const skv_tensor_t *w, float eps);
+    /* x[N,H] += delta[N,H]; then out = rmsnorm(x, w) (fused residual). out may be NULL. */
+    skv_status_t (*add_rmsnorm)(skv_backend_t *be, const skv_tensor_t *x,
+                                const skv_tensor_t *delta, const skv_tensor_t *out,
+                                const skv_tensor_t *w, float eps);
+    /* out[N,O] = x[N,I] * w[O,I]^T (PyTorch Linear layout). out dtype may be f32 for logits. */
+    skv_status_t (*matmul)(skv_backend_t *be, const skv_tensor_t *out, const skv_tensor_t *x,
+                           const skv_tensor_t *w);
+    /* In place RoPE (rotate-half pairing d, d + head_dim/2) on x[N, n_heads*head_dim] at
+     * positions pos i32 [1,N] with inv_freq f32 [1, head_dim/2]. */
+    skv_status_t (*rope)(skv_backend_t *be, const skv_tensor_t *x, int32_t n_heads,
+                         int32_t head_dim, const skv_tensor_t *pos, const skv_tensor_t *inv_freq);
+    /* Scatter k,v [N, kv_heads*head_dim] of cache layer c into their slots (meta.row_slot). */
+    skv_status_t (*kv_write)(skv_backend_t *be, const skv_kv_view_t *kv, int32_t cache_layer,
+                             const skv_tensor_t *k, const skv_tensor_t *v,
+                             const skv_attn_meta_t *meta);
+    /* SwiftKV epilogue: kvs [N, n_layers * 2 * kv_heads * head_dim] holds, per later cache
+     * layer g, [K_g | V_g]; RoPE the K parts at meta.row_pos and scatter K and V into cache
+     * layers first_layer + g, all in one op. */
+    skv_status_t (*swiftkv_kv_write)(skv_backend_t *be, const skv_kv_view_t *kv,
+                                     int32_t first_layer, int32_t n_layers,
+                                     const skv_tensor_t *kvs, const skv_attn_meta_t *meta,
+                                     const skv_tensor_t *inv_freq);
+    /* out[R, n_heads*head_dim] = softmax(q k^T * scale) v over the paged cache layer, causal,
+     * GQA (head h uses kv head h / (n_heads / kv_heads)). */
+    skv_status_t (*attention)(skv_backend_t *be, const skv_tensor_t *out, const skv_tensor_t *q,
+                              const skv_kv_view_t *kv, int32_t cache_layer, int32_t n_heads,
+                              float scale, const skv_attn_meta_t *meta);
+    /* out[N,F] = silu(gate_up[:, :F]) * gate_up[:, F:]. */
+    skv_status_t (*swiglu)(skv_backend_t *be, const skv_tensor_t *out,
+                           const skv_tensor_t *gate_up);
+    /* out[M,H] = x[idx[m], :]; idx i32 [1,M]. */
+    skv_status_t (*gather_rows)(skv_backend_t *be, const skv_tensor_t *out,
+                                const skv_tensor_t *x, const skv_tensor_t *idx);
+} skv_ops_t;
+
+/* A backend instance: the ops table plus the backend's private state (it embeds this). */
+struct skv_backend {
+    const skv_ops_t *ops;
+};
+
+/* Returns a view of rows [row0, row0+n) of t. */
+skv_tensor_t skv_tensor_rows(const skv_tensor_t *t, int64_t row0, int64_t n);
+/* Returns a view of columns [col0, col0+n) of t (same rows, same ld). */
+skv_tensor_t skv_tensor_cols(const skv_tensor_t *t, int64_t col0, int64_t n);
+/* Returns a dense tensor view over data. */
+skv_tensor_t skv_tensor_make(void *data, skv_dtype_t dtype, int64_t rows, int64_t cols);
+
+/* Converts one bf16 / f16 value to float (host helpers shared by backends and tools). */
+float skv_bf16_to_f32(uint16_t v);
+uint16_t skv_f32_to_bf16(float f);
+float skv_f16_to_f32(uint16_t v);
+uint16_t skv_f32_to_f16(float f);
+
+#endif /* SKV_KERNELS_OPS_H */
