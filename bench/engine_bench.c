@@ -1,0 +1,275 @@
+/*
+ * engine_bench: prefill and decode throughput of the engine alone (no services, no gRPC), on
+ * any backend. Prints a table and, with --json FILE, machine-readable results.
+ *
+ *   engine_bench --model DIR [--backend cpu|cuda] [--mode auto|base|swiftkv]
+ *                [--prompt-len P] [--prefill-batch B1,B2,..] [--decode-batch 1,16,64]
+ *                [--context C] [--steps S] [--threads N] [--gemm]
+ *
+ * Prefill: B prompts of P random tokens in one step (the prefill worker's batch), tokens/s
+ * and achieved model FLOP/s (2 * multiply-adds of the linear layers actually run + attention).
+ * Decode: B sequences at context C, one token each per step, ms/step and tokens/s.
+ * --gemm: the backend's own GEMM rate on the model's largest projection (the ceiling the
+ * prefill number is compared with).
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/backend.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/model.h"
+
+typedef struct {
+    const char *model_dir, *backend, *mode, *json;
+    int32_t prompt_len, context, steps, threads, gemm;
+    int32_t prefill_batches[16], n_prefill;
+    int32_t decode_batches[16], n_decode;
+} skv_bench_args_t;
+
+static int32_t skv_bench_list(const char *s, int32_t *out)
+{
+    int32_t n = 0;
+    while (*s && n < 16) {
+        out[n++] = (int32_t)strtol(s, (char **)&s, 10);
+        s += *s == ',';
+    }
+    return n;
+}
+
+static int skv_bench_parse(int argc, char **argv, skv_bench_args_t *a)
+{
+    static const struct option opts[] = {
+        {"model", 1, 0, 'm'}, {"backend", 1, 0, 'b'}, {"mode", 1, 0, 'M'},
+        {"prompt-len", 1, 0, 'p'}, {"prefill-batch", 1, 0, 'B'}, {"decode-batch", 1, 0, 'D'},
+        {"context", 1, 0, 'c'}, {"steps", 1, 0, 's'}, {"threads", 1, 0, 'j'},
+        {"json", 1, 0, 'J'}, {"gemm", 0, 0, 'g'}, {0, 0, 0, 0}};
+    memset(a, 0, sizeof(*a));
+    a->backend = "cpu";
+    a->mode = "auto";
+    a->prompt_len = 256;
+    a->context = 256;
+    a->steps = 8;
+    a->n_prefill = skv_bench_list("1,4", a->prefill_batches);
+    a->n_decode = skv_bench_list("1,4,16", a->decode_batches);
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': a->model_dir = optarg; break;
+        case 'b': a->backend = optarg; break;
+        case 'M': a->mode = optarg; break;
+        case 'p': a->prompt_len = atoi(optarg); break;
+        case 'B': a->n_prefill = skv_bench_list(optarg, a->prefill_batches); break;
+        case 'D': a->n_decode = skv_bench_list(optarg, a->decode_batches); break;
+        case 'c': a->context = atoi(optarg); break;
+        case 's': a->steps = atoi(optarg); break;
+        case 'j': a->threads = atoi(optarg); break;
+        case 'J': a->json = optarg; break;
+        case 'g': a->gemm = 1; break;
+        default: return -1;
+        }
+    }
+    return a->model_dir && a->prompt_len > 0 && a->context > 0 && a->steps > 0 ? 0 : -1;
+}
+
+/* Linear-layer FLOPs of one token through n layers (2 per multiply-add). */
+static double skv_bench_layer_flops(const skv_model_config_t *c, int swiftkv_q)
+{
+    double H = c->hidden_size, F = c->intermediate_size;
+    double q = (double)c->n_heads * c->head_dim, kv = (double)c->n_kv_heads * c->head_dim;
+    double proj = swiftkv_q ? q * H : (q + 2 * kv) * H;
+    return 2.0 * (proj + q * H + 3 * F * H);
+}
+
+/* Model FLOPs of a prefill of B prompts of P tokens (linear layers + attention scores and
+ * values over the causal triangle), matching what the engine runs in its mode. */
+static double skv_bench_prefill_flops(const skv_model_t *m, int32_t B, int32_t P)
+{
+    const skv_model_config_t *c = skv_model_config(m);
+    int sw = skv_model_is_swiftkv(m);
+    int32_t Lk = sw ? c->n_kv_layers : c->n_layers;
+    double kvw = (double)c->n_kv_heads * c->head_dim, H = c->hidden_size;
+    double attn_tok = 2.0 * 2.0 * c->n_heads * c->head_dim * (P + 1) / 2.0; /* QK + PV, avg ctx */
+    double per_tok = Lk * (skv_bench_layer_flops(c, 0) + attn_tok);
+    double total = (double)B * P * per_tok;
+    if (sw) {
+        total += (double)B * P * 2.0 * H * kvw * 2 * (c->n_layers - Lk) / c->kv_group;
+        total += (double)B * (c->n_layers - Lk) * (skv_bench_layer_flops(c, 1) + 2 * attn_tok);
+    }
+    return total + (double)B * 2.0 * H * c->vocab_size;
+}
+
+static void skv_bench_tokens(int32_t *t, int32_t n, int32_t vocab, uint64_t *rng)
+{
+    for (int32_t i = 0; i < n; i++) {
+        *rng = *rng * 6364136223846793005ULL + 1442695040888963407ULL;
+        t[i] = (int32_t)((*rng >> 33) % (uint64_t)vocab);
+    }
+}
+
+/* Times one prefill step of B prompts (after one warm-up); returns seconds or < 0. */
+static double skv_bench_prefill(skv_model_t *m, skv_kv_pool_t *pool, int32_t B, int32_t P,
+                                int32_t steps, float *logits)
+{
+    const skv_model_config_t *c = skv_model_config(m);
+    int32_t bs = skv_kv_pool_layout(pool)->block_size, nb = (P + bs - 1) / bs;
+    int32_t *tok = skv_mallocn((size_t)B * P, sizeof(int32_t));
+    int32_t *blocks = skv_mallocn((size_t)B * nb, sizeof(int32_t));
+    skv_seq_step_t *seqs = skv_calloc((size_t)B, sizeof(*seqs));
+    uint64_t rng = 1;
+    double best = -1;
+    if (skv_kv_pool_alloc(pool, B * nb, blocks) != SKV_STATUS_OK) {
+        fprintf(stderr, "pool too small for prefill batch %d\n", B);
+        goto out;
+    }
+    skv_bench_tokens(tok, B * P, c->vocab_size, &rng);
+    for (int32_t s = 0; s < B; s++) {
+        seqs[s] = (skv_seq_step_t){tok + (size_t)s * P, P, 0, blocks + (size_t)s * nb, nb, 1};
+    }
+    for (int32_t it = 0; it <= steps; it++) {
+        int64_t t0 = skv_clock_now_ns();
+        if (skv_model_forward(m, pool, seqs, B, logits) != SKV_STATUS_OK) {
+            best = -1;
+            break;
+        }
+        double dt = (skv_clock_now_ns() - t0) / 1e9;
+        best = it == 0 ? -1 : (best < 0 || dt < best ? dt : best); /* it 0 is the warm-up */
+    }
+    skv_kv_pool_release(pool, B * nb, blocks);
+out:
+    skv_free(tok);
+    skv_free(blocks);
+    skv_free(seqs);
+    return best;
+}
+
+/* Times decode steps of B sequences at context ctx (their KV is whatever the pool holds:
+ * attention cost depends on the length, not the values). Returns median-free best seconds. */
+static double skv_bench_decode(skv_model_t *m, skv_kv_pool_t *pool, int32_t B, int32_t ctx,
+                               int32_t steps, float *logits)
+{
+    int32_t bs = skv_kv_pool_layout(pool)->block_size, nb = (ctx + 1 + bs - 1) / bs;
+    int32_t *blocks = skv_mallocn((size_t)B * nb, sizeof(int32_t));
+    int32_t *tok = skv_calloc((size_t)B, sizeof(int32_t));
+    skv_seq_step_t *seqs = skv_calloc((size_t)B, sizeof(*seqs));
+    double total = 0;
+    int32_t timed = 0;
+    if (skv_kv_pool_alloc(pool, B * nb, blocks) != SKV_STATUS_OK) {
+        fprintf(stderr, "pool too small for decode batch %d at context %d\n", B, ctx);
+        total = -1;
+        goto out;
+    }
+    for (int32_t s = 0; s < B; s++) {
+        seqs[s] = (skv_seq_step_t){tok + s, 1, ctx, blocks + (size_t)s * nb, nb, 1};
+    }
+    for (int32_t it = 0; it <= steps; it++) {
+        int64_t t0 = skv_clock_now_ns();
+        if (skv_model_forward(m, pool, seqs, B, logits) != SKV_STATUS_OK) {
+            total = -1;
+            break;
+        }
+        if (it > 0) {
+            total += (skv_clock_now_ns() - t0) / 1e9;
+            timed++;
+        }
+    }
+    skv_kv_pool_release(pool, B * nb, blocks);
+out:
+    skv_free(blocks);
+    skv_free(tok);
+    skv_free(seqs);
+    return total < 0 ? -1 : total / timed;
+}
+
+static skv_model_mode_t skv_bench_mode(const char *s)
+{
+    return strcmp(s, "base") == 0      ? SKV_MODEL_MODE_BASE
+           : strcmp(s, "swiftkv") == 0 ? SKV_MODEL_MODE_SWIFTKV
+                                       : SKV_MODEL_MODE_AUTO;
+}
+
+static int32_t skv_bench_max(const int32_t *v, int32_t n)
+{
+    int32_t m = 1;
+    for (int32_t i = 0; i < n; i++) {
+        m = v[i] > m ? v[i] : m;
+    }
+    return m;
+}
+
+int main(int argc, char **argv)
+{
+    skv_bench_args_t a;
+    if (skv_bench_parse(argc, argv, &a) != 0) {
+        fprintf(stderr, "usage: engine_bench --model DIR [--backend %s] [--mode auto|base|swiftkv] "
+                        "[--prompt-len P] [--prefill-batch 1,4] [--decode-batch 1,16,64] "
+                        "[--context C] [--steps S] [--threads N] [--json FILE]\n",
+                skv_backend_names());
+        return 2;
+    }
+    int32_t max_pb = skv_bench_max(a.prefill_batches, a.n_prefill);
+    int32_t max_db = skv_bench_max(a.decode_batches, a.n_decode);
+    skv_backend_t *be = NULL;
+    skv_model_t *m = NULL;
+    skv_kv_pool_t *pool = NULL;
+    skv_model_opts_t mo = {skv_bench_mode(a.mode), max_pb * a.prompt_len,
+                           max_pb > max_db ? max_pb : max_db, 0};
+    if (skv_backend_create(a.backend, a.threads, 0, &be) != SKV_STATUS_OK ||
+        skv_model_load(a.model_dir, be, &mo, &m) != SKV_STATUS_OK) {
+        return 1;
+    }
+    const skv_model_config_t *c = skv_model_config(m);
+    skv_kv_layout_t layout;
+    skv_model_kv_layout(m, 16, &layout);
+    int64_t need_p = (int64_t)max_pb * ((a.prompt_len + 15) / 16);
+    int64_t need_d = (int64_t)max_db * ((a.context + 16) / 16);
+    if (skv_kv_pool_create(&layout, need_p > need_d ? need_p : need_d, be, &pool) != SKV_STATUS_OK) {
+        return 1;
+    }
+    float *logits = skv_mallocn((size_t)mo.max_seqs * c->vocab_size, sizeof(float));
+    FILE *js = a.json ? fopen(a.json, "w") : NULL;
+    printf("model %s  backend %s  mode %s  L %d  Lk %d  H %d\n", a.model_dir, a.backend,
+           skv_model_is_swiftkv(m) ? "swiftkv" : "base", c->n_layers,
+           skv_model_is_swiftkv(m) ? c->n_kv_layers : c->n_layers, c->hidden_size);
+    if (js) {
+        fprintf(js, "{\"backend\": \"%s\", \"mode\": \"%s\", \"prefill\": [", a.backend,
+                skv_model_is_swiftkv(m) ? "swiftkv" : "base");
+    }
+    for (int32_t i = 0; i < a.n_prefill; i++) {
+        int32_t B = a.prefill_batches[i];
+        double s = skv_bench_prefill(m, pool, B, a.prompt_len, a.steps, logits);
+        double flops = skv_bench_prefill_flops(m, B, a.prompt_len);
+        printf("prefill  batch %3d x %5d tokens: %9.1f ms  %10.0f tok/s  %8.1f GFLOP/s\n", B,
+               a.prompt_len, s * 1e3, B * a.prompt_len / s, flops / s / 1e9);
+        if (js) {
+            fprintf(js, "%s{\"batch\": %d, \"prompt_len\": %d, \"seconds\": %.6f, \"tok_s\": %.1f, "
+                        "\"gflops\": %.2f}", i ? ", " : "", B, a.prompt_len, s,
+                    B * a.prompt_len / s, flops / s / 1e9);
+        }
+    }
+    if (js) {
+        fprintf(js, "], \"decode\": [");
+    }
+    for (int32_t i = 0; i < a.n_decode; i++) {
+        int32_t B = a.decode_batches[i];
+        double s = skv_bench_decode(m, pool, B, a.context, a.steps, logits);
+        printf("decode   batch %3d ctx %5d:       %9.2f ms/step  %8.1f tok/s\n", B, a.context,
+               s * 1e3, B / s);
+        if (js) {
+            fprintf(js, "%s{\"batch\": %d, \"context\": %d, \"ms_step\": %.4f, \"tok_s\": %.1f}",
+                    i ? ", " : "", B, a.context, s * 1e3, B / s);
+        }
+    }
+    if (js) {
+        fprintf(js, "]}\n");
+        fclose(js);
+    }
+    skv_free(logits);
+    skv_kv_pool_destroy(pool);
+    skv_model_destroy(m);
+    be->ops->destroy(be);
+    return 0;
+}
