@@ -353,7 +353,7 @@ static skv_status_t skv_mm_apply_flag(int opt, const char *arg, skv_mm_opts_t *o
 /* Checks the shape relations a Llama/SwiftKV config must satisfy. */
 static skv_status_t skv_mm_opts_validate(const skv_mm_opts_t *o)
 {
-    if (o->out_dir == NULL) {
+    if (o->out_dir == NULL || o->out_dir[0] == '\0') {
         SKV_LOG_ERROR("--out DIR is required");
         return SKV_STATUS_INVALID_ARGUMENT;
     }
@@ -431,14 +431,19 @@ static skv_status_t skv_mm_opts_parse(int argc, char **argv, skv_mm_opts_t *o)
     }
     return skv_mm_opts_validate(o);
 }
+
 /* ---------------------------------------------------------------------------------------- */
-/* Files                                                                                    */
+/* Output folder and config files                                                           */
 /* ---------------------------------------------------------------------------------------- */
 
 /* Creates dir and its parents (mkdir -p). */
 static skv_status_t skv_mm_mkdir_p(const char *dir)
 {
     char path[SKV_MM_PATH_MAX];
+    if (dir[0] == '\0') {
+        SKV_LOG_ERROR("--out is empty");
+        return SKV_STATUS_INVALID_ARGUMENT;
+    }
     if (snprintf(path, sizeof(path), "%s", dir) >= (int)sizeof(path)) {
         SKV_LOG_ERROR("path too long: %s", dir);
         return SKV_STATUS_INVALID_ARGUMENT;
