@@ -163,7 +163,10 @@ static void skv_check_incremental(skv_model_t *m, skv_kv_pool_t *pool, const skv
 static void skv_check_greedy(skv_model_t *m, skv_kv_pool_t *pool, const skv_golden_t *g,
                              const char *tag)
 {
-    skv_generate_opts_t opts = {g->n_greedy, 0, 1, {0}};
+    skv_generate_opts_t opts;
+    memset(&opts, 0, sizeof(opts));
+    opts.max_new_tokens = g->n_greedy;
+    opts.ignore_eos = 1;
     skv_sampling_params_default(&opts.sampling);
     int32_t out[256], n_out = 0;
     skv_status_t s = skv_generate(m, pool, g->prompt, g->n_prompt, &opts, NULL, NULL, out, &n_out);
