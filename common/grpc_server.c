@@ -853,6 +853,7 @@ static void skv_grpc_server_stop_threads(skv_grpc_server_t *server)
         skv_grpc_worker_t *w = &server->workers[i];
         if (w->started) {
             pthread_join(w->thread, NULL);
+            w->started = 0;
         } else if (w->cq != NULL) {
             while (grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type
                    != GRPC_QUEUE_SHUTDOWN) {
@@ -887,8 +888,7 @@ skv_status_t skv_grpc_server_drain(skv_grpc_server_t *server, int64_t grace_ms)
 
     skv_status_t status = SKV_STATUS_OK;
     if (!skv_grpc_server_wait_until(server, skv_grpc_no_active, skv_clock_deadline_ms(grace_ms))) {
-        SKV_LOG_WARN("grpc: drain grace of %lld ms over; cancelling %d calls", (long long)grace_ms,
-                     server->n_active);
+        SKV_LOG_WARN("grpc: drain grace of %lld ms over; cancelling the calls left", (long long)grace_ms);
         grpc_server_cancel_all_calls(server->server);
         status = SKV_STATUS_TIMEOUT;
     }
@@ -912,7 +912,7 @@ void skv_grpc_server_destroy(skv_grpc_server_t *server)
     }
     if (server->accepting) {
         skv_grpc_server_drain(server, 0);
-    } else if (server->workers != NULL) {
+    } else if (server->workers != NULL && !server->drained) {
         skv_grpc_server_stop_threads(server); /* a failed create: nothing was accepted */
     }
     skv_grpc_health_registry_destroy(server->health);
