@@ -24,10 +24,12 @@ int main(int argc, char **argv)
     }
     char target[64];
     snprintf(target, sizeof(target), "127.0.0.1:%d", skv_grpc_server_port(server));
-    if (skv_grpc_channel_create(target, NULL, &state.self) != SKV_STATUS_OK) {
+    skv_grpc_channel_t *self = NULL;
+    if (skv_grpc_channel_create(target, NULL, &self) != SKV_STATUS_OK) {
         skv_grpc_server_destroy(server);
         return 1;
     }
+    __atomic_store_n(&state.self, self, __ATOMIC_RELEASE);
     printf("PORT %d\n", skv_grpc_server_port(server));
     fflush(stdout);
     skv_status_t st = skv_grpc_server_wait_signal(server, 5000);

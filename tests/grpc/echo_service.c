@@ -121,7 +121,8 @@ static void *echo_relay_main(void *arg)
     skv_echo_job_t *job = arg;
     skv_grpc_call_opts_t opts = {.parent = job->call};
     skv_grpc_stream_t *child = NULL;
-    skv_status_t st = skv_grpc_stream_open(job->state->self, "/skv.test.Echo/Hang", &job->req->base,
+    skv_grpc_channel_t *self = __atomic_load_n(&job->state->self, __ATOMIC_ACQUIRE);
+    skv_status_t st = skv_grpc_stream_open(self, "/skv.test.Echo/Hang", &job->req->base,
                                            &skv__test__echo_reply__descriptor, &opts, &child);
     ProtobufCMessage *msg = NULL;
     while (st == SKV_STATUS_OK && (st = skv_grpc_stream_read(child, &msg, NULL)) == SKV_STATUS_OK && msg) {

@@ -12,7 +12,7 @@
 #include "common/grpc_server.h"
 
 typedef struct {
-    skv_grpc_channel_t *self;    /* channel to this server, for Relay; set after create */
+    skv_grpc_channel_t *self;    /* atomic: channel to this server, for Relay; set after create */
     int busy_seen;               /* atomic: writes answered BUSY (backpressure) */
     int cancel_seen;             /* atomic: cancel callbacks run */
     int producers_live;          /* atomic: producer threads running */
