@@ -54,6 +54,9 @@ void skv_model_destroy(skv_model_t *model);
 const skv_model_config_t *skv_model_config(const skv_model_t *model);
 int skv_model_is_swiftkv(const skv_model_t *model);
 int32_t skv_model_max_context(const skv_model_t *model);
+/* The step limits the model was loaded with (opts.max_seqs, opts.max_batch_tokens). */
+int32_t skv_model_max_seqs(const skv_model_t *model);
+int32_t skv_model_max_batch_tokens(const skv_model_t *model);
 
 /* Fills the KV layout this model needs for pools of block_size tokens per block. */
 void skv_model_kv_layout(const skv_model_t *model, int32_t block_size, skv_kv_layout_t *layout);

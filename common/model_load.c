@@ -320,6 +320,16 @@ int32_t skv_model_max_context(const skv_model_t *m)
     return m->max_ctx;
 }
 
+int32_t skv_model_max_seqs(const skv_model_t *m)
+{
+    return m->opts.max_seqs;
+}
+
+int32_t skv_model_max_batch_tokens(const skv_model_t *m)
+{
+    return m->opts.max_batch_tokens;
+}
+
 void skv_model_kv_layout(const skv_model_t *m, int32_t block_size, skv_kv_layout_t *layout)
 {
     memset(layout, 0, sizeof(*layout));
