@@ -215,7 +215,8 @@ int main(int argc, char **argv)
     skv_backend_t *be = NULL;
     skv_model_t *m = NULL;
     skv_kv_pool_t *pool = NULL;
-    skv_model_opts_t mo = {skv_bench_mode(a.mode), max_pb * a.prompt_len,
+    skv_model_opts_t mo = {skv_bench_mode(a.mode),
+                           max_pb * a.prompt_len > max_db ? max_pb * a.prompt_len : max_db,
                            max_pb > max_db ? max_pb : max_db, 0};
     if (skv_backend_create(a.backend, a.threads, 0, &be) != SKV_STATUS_OK ||
         skv_model_load(a.model_dir, be, &mo, &m) != SKV_STATUS_OK) {
