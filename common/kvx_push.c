@@ -397,7 +397,8 @@ static skv_status_t skv_kvx_push_step(skv_kvx_push_t *push)
         if (status != SKV_STATUS_OK) {
             return status;
         }
-        /* fall through: the AM may have completed in place */
+        /* The AM may have completed in place: test it now. */
+        __attribute__((fallthrough));
     case SKV_KVX_PUSH_SENDING:
         SKV_CHECK(skv_kvx_req_test(push, &push->am_req, "completion"));
         push->state = SKV_KVX_PUSH_DONE;
