@@ -58,6 +58,7 @@ static void skv_kvx_push_fail(skv_kvx_push_t *push, skv_status_t status, const c
 static void skv_kvx_put_host_cb(void *request, ucs_status_t status, void *user_data)
 {
     skv_kvx_push_t *push = user_data;
+    ucp_request_free(request);
     push->inflight--;
     if (status != UCS_OK) {
         skv_kvx_push_fail(push, skv_kvx_status_from_ucs(status), "put");
@@ -67,6 +68,7 @@ static void skv_kvx_put_host_cb(void *request, ucs_status_t status, void *user_d
 static void skv_kvx_put_stage_cb(void *request, ucs_status_t status, void *user_data)
 {
     skv_kvx_stage_t *st = user_data;
+    ucp_request_free(request);
     st->inflight--;
     if (status != UCS_OK && st->push != NULL) {
         skv_kvx_push_fail(st->push, skv_kvx_status_from_ucs(status), "staged put");
@@ -163,8 +165,8 @@ static skv_status_t skv_kvx_put(skv_kvx_push_t *push, const skv_kvx_run_t *run,
         skv_kvx_push_fail(push, skv_kvx_status_from_ucs(UCS_PTR_STATUS(req)), "ucp_put_nbx");
         return push->error;
     }
+    /* Freed in the callback: a request freed earlier gets no callback (ucp_request_free). */
     (*counter)++;
-    ucp_request_free(req); /* the callback still runs on completion */
     return SKV_STATUS_OK;
 }
 
