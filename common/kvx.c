@@ -40,10 +40,10 @@ skv_status_t skv_kvx_status_from_ucs(ucs_status_t status)
     case UCS_ERR_NO_MEMORY:
         return SKV_STATUS_NO_MEMORY;
     case UCS_ERR_TIMED_OUT:
-    case UCS_ERR_ENDPOINT_TIMEOUT:
         return SKV_STATUS_TIMEOUT;
     case UCS_ERR_CANCELED:
         return SKV_STATUS_CANCELLED;
+    case UCS_ERR_ENDPOINT_TIMEOUT: /* the peer stopped answering: gone, not slow */
     case UCS_ERR_UNREACHABLE:
     case UCS_ERR_CONNECTION_RESET:
     case UCS_ERR_NOT_CONNECTED:

@@ -93,7 +93,9 @@ skv_status_t skv_kvx_rkey_check(const void *rkey, size_t n)
         return SKV_STATUS_FORMAT;
     }
     uint64_t md_map = skv_kvx_get_u64(p);
-    if (md_map == 0 || p[8] >= UCS_MEMORY_TYPE_LAST) {
+    /* md_map 0 is valid: no memory domain registered the region (shm transports cannot
+     * register malloc'd memory), RMA then runs over active messages. */
+    if (p[8] >= UCS_MEMORY_TYPE_LAST) {
         SKV_LOG_WARN("kvx: packed rkey: md_map 0x%llx, memory type %u: not a UCX rkey",
                      (unsigned long long)md_map, p[8]);
         return SKV_STATUS_FORMAT;
