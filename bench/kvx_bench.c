@@ -10,6 +10,7 @@
  * reported GB/s (1e9 bytes/s) covers the rest, completion round trips included.
  *
  * Usage: kvx_bench [--total MiB] [--block KiB] [--piece KiB] [--iters n] [--staged]
+ *                  [--ucx-pool]    (pool allocated by UCX instead of the caller)
  * Transports come from UCX_TLS. This is a benchmark, not a test.
  */
 #include <poll.h>
@@ -35,6 +36,7 @@ typedef struct {
     uint64_t piece_bytes;
     int iters;
     int staged;
+    int user_pool;
 } opts_t;
 
 static void die(const char *what)
@@ -78,20 +80,22 @@ static int run_target(const opts_t *o, int fd)
 {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     uint32_t n = (uint32_t)(o->total_bytes / o->block_bytes);
-    uint8_t *pool = aligned_alloc(4096, o->total_bytes);
+    /* Default: the caller's memory (what the engine does); --ucx-pool: UCX allocates it. */
+    uint8_t *pool = o->user_pool ? aligned_alloc(4096, o->total_bytes) : NULL;
     uint32_t *ids = calloc(n, sizeof(*ids));
     int done = 0;
     skv_kvx_t *kvx = NULL;
-    if (pool == NULL || ids == NULL || skv_kvx_create(NULL, &kvx) != SKV_STATUS_OK) {
+    if ((o->user_pool && pool == NULL) || ids == NULL ||
+        skv_kvx_create(NULL, &kvx) != SKV_STATUS_OK) {
         die("target setup");
     }
-    memset(pool, 0, o->total_bytes);
     skv_kvx_pool_config_t pc = {.base = pool, .block_bytes = o->block_bytes, .n_blocks = n,
                                 .fingerprint = FP, .release = noop_release,
                                 .on_complete = count_complete, .complete_ctx = &done};
     if (skv_kvx_pool_register(kvx, &pc) != SKV_STATUS_OK) {
         die("pool register");
     }
+    memset(skv_kvx_pool_base(kvx), 0, o->total_bytes); /* fault the pages in */
     scatter(ids, n);
     for (int i = 0; i <= o->iters; i++) { /* benchmark only: leases share the blocks */
         void *d = NULL;
@@ -206,10 +210,13 @@ static double run_initiator(const opts_t *o, int fd)
 
 static void parse(int argc, char **argv, opts_t *o)
 {
-    *o = (opts_t){.total_bytes = 64 << 20, .block_bytes = 2 << 20, .piece_bytes = 0, .iters = 5};
+    *o = (opts_t){.total_bytes = 64 << 20, .block_bytes = 2 << 20, .piece_bytes = 0, .iters = 5,
+              .user_pool = 1};
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--staged") == 0) {
             o->staged = 1;
+        } else if (strcmp(argv[i], "--ucx-pool") == 0) {
+            o->user_pool = 0;
         } else if (i + 1 < argc && strcmp(argv[i], "--total") == 0) {
             o->total_bytes = strtoull(argv[++i], NULL, 10) << 20;
         } else if (i + 1 < argc && strcmp(argv[i], "--block") == 0) {
@@ -220,7 +227,7 @@ static void parse(int argc, char **argv, opts_t *o)
             o->iters = atoi(argv[++i]);
         } else {
             die("usage: kvx_bench [--total MiB] [--block KiB] [--piece KiB] [--iters n] "
-                "[--staged]");
+                "[--staged] [--ucx-pool]");
         }
     }
     if (o->piece_bytes == 0) {
@@ -250,9 +257,9 @@ int main(int argc, char **argv)
     double gbs = run_initiator(&o, sp[1]);
     int ws = 0;
     waitpid(pid, &ws, 0);
-    printf("kvx_bench tls=%s total_mib=%llu block_kib=%llu piece_kib=%llu staged=%d iters=%d "
-           "GB/s=%.3f\n", getenv("UCX_TLS") ? getenv("UCX_TLS") : "default",
+    printf("kvx_bench tls=%s total_mib=%llu block_kib=%llu piece_kib=%llu staged=%d user_pool=%d "
+           "iters=%d GB/s=%.3f\n", getenv("UCX_TLS") ? getenv("UCX_TLS") : "default",
            (unsigned long long)(o.total_bytes >> 20), (unsigned long long)(o.block_bytes >> 10),
-           (unsigned long long)(o.piece_bytes >> 10), o.staged, o.iters, gbs);
+           (unsigned long long)(o.piece_bytes >> 10), o.staged, o.user_pool, o.iters, gbs);
     return WIFEXITED(ws) && WEXITSTATUS(ws) == 0 ? 0 : 1;
 }

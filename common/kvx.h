@@ -92,7 +92,9 @@ typedef void (*skv_kvx_complete_fn)(void *ctx, uint64_t request_id, int32_t firs
                                      skv_status_t status);
 
 typedef struct {
-    void *base;               /* the contiguous KV pool: n_blocks * block_bytes bytes */
+    void *base;               /* the contiguous KV pool of n_blocks * block_bytes bytes, or
+                                 NULL: UCX allocates it (shared-memory transports can then
+                                 map it into peers: true one-sided puts on one host) */
     uint64_t block_bytes;     /* one block, all layers */
     uint32_t n_blocks;
     uint64_t fingerprint;     /* the KV layout fingerprint (dtype, block size, heads, ...) */
@@ -104,10 +106,15 @@ typedef struct {
     void *complete_ctx;
 } skv_kvx_pool_config_t;
 
-/* Registers the whole pool once (one ucp_mem_map) and packs its rkey; borrows base until
- * destroy. Returns OK, INVALID_ARGUMENT (zero sizes, overflow, already registered),
- * TRANSPORT when UCX refuses the registration. Owner thread, at startup. */
+/* Registers the whole pool once (one ucp_mem_map; with base NULL it also allocates it) and
+ * packs its rkey; borrows base until destroy (UCX-allocated memory is freed by destroy).
+ * Returns OK, INVALID_ARGUMENT (zero sizes, overflow, already registered), TRANSPORT when
+ * UCX refuses the registration. Owner thread, at startup. */
 skv_status_t skv_kvx_pool_register(skv_kvx_t *kvx, const skv_kvx_pool_config_t *cfg);
+
+/* Returns the pool's base address (the caller's, or the one UCX allocated), NULL without a
+ * pool. Owner thread. */
+void *skv_kvx_pool_base(const skv_kvx_t *kvx);
 
 /* Compares the fingerprint a reservation request states with the pool's. Returns OK or
  * INVALID_ARGUMENT (mismatch, logged with both values; also when no pool is registered). */

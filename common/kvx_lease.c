@@ -19,43 +19,70 @@
 
 #define SKV_KVX_DEFAULT_GRACE_MS 200
 
-skv_status_t skv_kvx_pool_register(skv_kvx_t *kvx, const skv_kvx_pool_config_t *cfg)
+/* Maps the pool: the caller's memory, or (base NULL) memory UCX allocates itself, which
+ * shared-memory transports can expose to peers so puts become plain one-sided copies. */
+static skv_status_t skv_kvx_pool_map(skv_kvx_t *kvx, void *base, uint64_t bytes)
 {
-    uint64_t bytes = 0;
-    if (kvx->have_pool || cfg->base == NULL || cfg->block_bytes == 0 || cfg->n_blocks == 0 ||
-        cfg->release == NULL ||
-        __builtin_mul_overflow(cfg->block_bytes, (uint64_t)cfg->n_blocks, &bytes)) {
-        SKV_LOG_ERROR("kvx: pool register: base %p, %u blocks of %llu bytes, registered %d",
-                      cfg->base, cfg->n_blocks, (unsigned long long)cfg->block_bytes,
-                      kvx->have_pool);
-        return SKV_STATUS_INVALID_ARGUMENT;
-    }
     ucp_mem_map_params_t mp = {
-        .field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH,
-        .address = cfg->base,
+        .field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH |
+                      UCP_MEM_MAP_PARAM_FIELD_FLAGS,
+        .address = base,
         .length = bytes,
+        .flags = base == NULL ? UCP_MEM_MAP_ALLOCATE : 0,
     };
     ucs_status_t us = ucp_mem_map(kvx->ctx, &mp, &kvx->pool_memh);
     if (us != UCS_OK) {
-        SKV_LOG_ERROR("kvx: ucp_mem_map of %llu-byte pool: %s", (unsigned long long)bytes,
-                      ucs_status_string(us));
+        SKV_LOG_ERROR("kvx: ucp_mem_map of %llu-byte pool (%s): %s", (unsigned long long)bytes,
+                      base == NULL ? "allocate" : "register", ucs_status_string(us));
         kvx->pool_memh = NULL;
         return SKV_STATUS_TRANSPORT;
     }
-    us = ucp_rkey_pack(kvx->ctx, kvx->pool_memh, &kvx->rkey_buf, &kvx->rkey_bytes);
-    if (us != UCS_OK) {
-        SKV_LOG_ERROR("kvx: ucp_rkey_pack: %s", ucs_status_string(us));
-        ucp_mem_unmap(kvx->ctx, kvx->pool_memh);
-        kvx->pool_memh = NULL;
-        kvx->rkey_buf = NULL;
+    ucp_mem_attr_t attr = {.field_mask = UCP_MEM_ATTR_FIELD_ADDRESS};
+    if (ucp_mem_query(kvx->pool_memh, &attr) != UCS_OK) {
+        SKV_LOG_ERROR("kvx: ucp_mem_query of the pool failed");
         return SKV_STATUS_TRANSPORT;
+    }
+    kvx->pool.base = attr.address;
+    return SKV_STATUS_OK;
+}
+
+skv_status_t skv_kvx_pool_register(skv_kvx_t *kvx, const skv_kvx_pool_config_t *cfg)
+{
+    uint64_t bytes = 0;
+    if (kvx->have_pool || cfg->block_bytes == 0 || cfg->n_blocks == 0 || cfg->release == NULL ||
+        __builtin_mul_overflow(cfg->block_bytes, (uint64_t)cfg->n_blocks, &bytes)) {
+        SKV_LOG_ERROR("kvx: pool register: %u blocks of %llu bytes, registered %d",
+                      cfg->n_blocks, (unsigned long long)cfg->block_bytes, kvx->have_pool);
+        return SKV_STATUS_INVALID_ARGUMENT;
     }
     kvx->pool = *cfg;
+    skv_status_t status = skv_kvx_pool_map(kvx, cfg->base, bytes);
+    if (status != SKV_STATUS_OK) {
+        goto fail;
+    }
+    ucs_status_t us = ucp_rkey_pack(kvx->ctx, kvx->pool_memh, &kvx->rkey_buf, &kvx->rkey_bytes);
+    if (us != UCS_OK) {
+        SKV_LOG_ERROR("kvx: ucp_rkey_pack: %s", ucs_status_string(us));
+        kvx->rkey_buf = NULL;
+        status = SKV_STATUS_TRANSPORT;
+        goto fail;
+    }
     if (kvx->pool.release_grace_ms <= 0) {
         kvx->pool.release_grace_ms = SKV_KVX_DEFAULT_GRACE_MS;
     }
     kvx->have_pool = 1;
     return SKV_STATUS_OK;
+fail:
+    if (kvx->pool_memh != NULL) {
+        ucp_mem_unmap(kvx->ctx, kvx->pool_memh);
+        kvx->pool_memh = NULL;
+    }
+    return status;
+}
+
+void *skv_kvx_pool_base(const skv_kvx_t *kvx)
+{
+    return kvx->have_pool ? kvx->pool.base : NULL;
 }
 
 skv_status_t skv_kvx_fingerprint_check(const skv_kvx_t *kvx, uint64_t fingerprint)

@@ -188,14 +188,15 @@ static skv_kvx_t *t_start(target_t *t)
     if (skv_kvx_create(NULL, &kvx) != SKV_STATUS_OK) {
         FAIL("target create");
     }
-    t->pool = calloc(POOL_BLOCKS, BLOCK_BYTES);
+    /* base NULL: UCX allocates the pool (shared memory maps it into the initiator). */
     skv_kvx_pool_config_t pc = {
-        .base = t->pool, .block_bytes = BLOCK_BYTES, .n_blocks = POOL_BLOCKS, .fingerprint = FP,
+        .base = NULL, .block_bytes = BLOCK_BYTES, .n_blocks = POOL_BLOCKS, .fingerprint = FP,
         .release = t_release, .release_ctx = t, .on_complete = t_complete, .complete_ctx = t,
     };
     if (skv_kvx_pool_register(kvx, &pc) != SKV_STATUS_OK) {
         FAIL("pool register");
     }
+    t->pool = skv_kvx_pool_base(kvx);
     return kvx;
 }
 
@@ -251,7 +252,6 @@ static int target_transfer(const int *fds, int n_fds)
              t.n_taken);
     }
     skv_kvx_destroy(kvx);
-    free(t.pool);
     fprintf(stderr, "target: %d requests byte-identical, all blocks accounted for\n", N_REQ);
     return 0;
 }
@@ -273,7 +273,6 @@ static int target_expire(const int *fds, int n_fds, int n_req)
         FAIL("expire: %d blocks held, %d errors, %d ok", t.n_taken, t.n_err, t.n_ok);
     }
     skv_kvx_destroy(kvx);
-    free(t.pool);
     fprintf(stderr, "target: %d leases expired after %lld ms, released once each\n", n_req,
             (long long)ms);
     return 0;
