@@ -329,7 +329,7 @@ static skv_status_t skv_tok_re_next(skv_tok_enc_t *e, const pcre2_code *re, cons
         pcre2_get_error_message(rc, msg, sizeof(msg));
         SKV_LOG_ERROR("tokenizer: regex match failed on a %zu-byte piece: %s", len,
                       (const char *)msg);
-        return SKV_STATUS_INTERNAL;
+        return rc == PCRE2_ERROR_NOMEMORY ? SKV_STATUS_NO_MEMORY : SKV_STATUS_INTERNAL;
     }
     PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->md);
     *ms = ov[0];

@@ -438,7 +438,7 @@ static skv_status_t skv_tok_compile(skv_tokenizer_t *tok, const char *pattern, s
         pcre2_get_error_message(err, msg, sizeof(msg));
         SKV_LOG_ERROR("tokenizer.json: pre_tokenizer regex '%.*s' does not compile at offset "
                       "%zu: %s", (int)len, pattern, (size_t)err_off, (const char *)msg);
-        return SKV_STATUS_UNSUPPORTED;
+        return err == PCRE2_ERROR_HEAP_FAILED ? SKV_STATUS_NO_MEMORY : SKV_STATUS_UNSUPPORTED;
     }
     tok->jit = pcre2_jit_compile(re, PCRE2_JIT_COMPLETE) == 0;
     *re_p = re;
@@ -693,6 +693,23 @@ static skv_status_t skv_tok_load_config(skv_tokenizer_t *tok, const json_t *conf
     return SKV_STATUS_OK;
 }
 
+/* Checks that the template's ids exist (decode must be able to print them). */
+static skv_status_t skv_tok_check_post_ids(const skv_tokenizer_t *tok)
+{
+    for (size_t k = 0; k < 2; k++) {
+        const int32_t *ids = k ? tok->post_suffix : tok->post_prefix;
+        size_t n = k ? tok->n_post_suffix : tok->n_post_prefix;
+        for (size_t i = 0; i < n; i++) {
+            if ((size_t)ids[i] >= tok->n_ids || tok->tok_bytes[ids[i]] == NULL) {
+                SKV_LOG_ERROR("tokenizer.json: post_processor uses id %d, which is not a token",
+                              ids[i]);
+                return SKV_STATUS_FORMAT;
+            }
+        }
+    }
+    return SKV_STATUS_OK;
+}
+
 /* ---- entry ---------------------------------------------------------------------------- */
 
 skv_status_t skv_tok_load_json(skv_tokenizer_t *tok, void *root_v, void *config_v)
@@ -709,8 +726,8 @@ skv_status_t skv_tok_load_json(skv_tokenizer_t *tok, void *root_v, void *config_
         SKV_LOG_ERROR("tokenizer.json: added_tokens must be an array");
         return SKV_STATUS_FORMAT;
     }
-    SKV_CHECK(skv_tok_load_pipeline(tok, root));
     SKV_CHECK(skv_tok_model_parts(root, &model, &vocab, &merges));
+    SKV_CHECK(skv_tok_load_pipeline(tok, root));
     SKV_CHECK(skv_tok_load_bpe_options(tok, model));
     SKV_CHECK(skv_tok_max_id(vocab, added, &max_id));
     if (max_id < 0) {
@@ -726,6 +743,7 @@ skv_status_t skv_tok_load_json(skv_tokenizer_t *tok, void *root_v, void *config_
     if (added != NULL) {
         SKV_CHECK(skv_tok_load_added(tok, added));
     }
+    SKV_CHECK(skv_tok_check_post_ids(tok));
     SKV_CHECK(skv_tok_load_unk(tok, model));
     SKV_CHECK(skv_tok_load_pretok(tok, root));
     if (config_v != NULL && !json_is_object((json_t *)config_v)) {
