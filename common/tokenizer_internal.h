@@ -19,20 +19,32 @@
 #include "common/status.h"
 #include "common/tokenizer.h"
 
+/* One slot of the byte-string map: the id and 32 bits of the key's hash, so a probe rarely
+ * has to touch the key bytes. */
+typedef struct {
+    int32_t id1;   /* id + 1, 0 = empty */
+    uint32_t hash; /* high half of the key's hash */
+} skv_tok_strslot_t;
+
 /* Byte string -> id, open addressing over ids; keys live in the tokenizer's token table. */
 typedef struct {
-    int32_t *slots; /* id + 1, 0 = empty */
+    skv_tok_strslot_t *slots;
     size_t mask;    /* n_slots - 1, n_slots a power of two */
     size_t n_used;
     const char *const *key_ptr; /* borrowed from the owner: bytes of id */
     const uint32_t *key_len;    /* borrowed: byte length of id */
 } skv_tok_strmap_t;
 
+/* One slot of the merge map: 16 bytes, so a lookup is one cache line. */
+typedef struct {
+    uint64_t key; /* (left << 32 | right) + 1, 0 = empty */
+    uint32_t rank;
+    int32_t merged;
+} skv_tok_pairslot_t;
+
 /* (left id, right id) -> merge rank and merged id, open addressing. */
 typedef struct {
-    uint64_t *keys; /* (left << 32 | right) + 1, 0 = empty */
-    uint32_t *rank;
-    int32_t *merged;
+    skv_tok_pairslot_t *slots;
     size_t mask;
     size_t n_used;
 } skv_tok_pairmap_t;
@@ -110,11 +122,18 @@ void skv_tok_strmap_cleanup(skv_tok_strmap_t *m);
 void skv_tok_strmap_put(skv_tok_strmap_t *m, int32_t id);
 /* Returns the id of bytes s[0..len) or -1. */
 int32_t skv_tok_strmap_get(const skv_tok_strmap_t *m, const char *s, size_t len);
+/* Looks up n <= SKV_TOK_BATCH_MAX keys at once, overlapping their cache misses (load time is
+ * bound by memory latency, not work). ids[i] = id of keys[i] or -1. */
+#define SKV_TOK_BATCH_MAX 96
+void skv_tok_strmap_get_batch(const skv_tok_strmap_t *m, size_t n, const char *const *keys,
+                              const size_t *lens, int32_t *ids);
 
 skv_status_t skv_tok_pairmap_init(skv_tok_pairmap_t *m, size_t n_expected);
 void skv_tok_pairmap_cleanup(skv_tok_pairmap_t *m);
 void skv_tok_pairmap_put(skv_tok_pairmap_t *m, int32_t left, int32_t right, uint32_t rank,
                          int32_t merged);
+/* Starts loading the slot of (left, right) ahead of a put. */
+void skv_tok_pairmap_prefetch(const skv_tok_pairmap_t *m, int32_t left, int32_t right);
 /* Returns 1 and fills rank/merged when the pair merges, else 0. */
 int skv_tok_pairmap_get(const skv_tok_pairmap_t *m, int32_t left, int32_t right, uint32_t *rank_p,
                         int32_t *merged_p);

@@ -176,44 +176,6 @@ static skv_status_t skv_tok_load_vocab(skv_tokenizer_t *tok, const json_t *vocab
     return SKV_STATUS_OK;
 }
 
-/* Looks up a merge operand by its byte-level spelling; -2 when it is not a byte-level string
- * (such a merge can never apply), -1 when it is but is not in the vocabulary. */
-static int32_t skv_tok_merge_operand(const skv_tokenizer_t *tok, const char *s, size_t len,
-                                     char *buf)
-{
-    long n = skv_tok_bytelevel_unmap(s, len, buf);
-    if (n < 0) {
-        return -2;
-    }
-    return skv_tok_strmap_get(&tok->bytes_map, buf, (size_t)n);
-}
-
-/* Adds one merge (a, b) of the given rank; buf is scratch of len(a) + len(b) bytes. */
-static skv_status_t skv_tok_add_merge(skv_tokenizer_t *tok, const char *a, size_t la, const char *b,
-                                      size_t lb, uint32_t rank, char *buf)
-{
-    int32_t ia = skv_tok_merge_operand(tok, a, la, buf);
-    int32_t ib = skv_tok_merge_operand(tok, b, lb, buf);
-    if (ia == -2 || ib == -2) {
-        return SKV_STATUS_OK; /* operands that byte-level text never produces */
-    }
-    if (ia < 0 || ib < 0) {
-        SKV_LOG_ERROR("tokenizer.json: model.merges[%u] uses '%.*s' which is not in model.vocab",
-                      rank, (int)(ia < 0 ? la : lb), ia < 0 ? a : b);
-        return SKV_STATUS_FORMAT;
-    }
-    memcpy(buf, tok->vocab_bytes[ia], tok->vocab_len[ia]);
-    memcpy(buf + tok->vocab_len[ia], tok->vocab_bytes[ib], tok->vocab_len[ib]);
-    int32_t im = skv_tok_strmap_get(&tok->bytes_map, buf, tok->vocab_len[ia] + tok->vocab_len[ib]);
-    if (im < 0) {
-        SKV_LOG_ERROR("tokenizer.json: model.merges[%u] ('%.*s' '%.*s') makes a token that is "
-                      "not in model.vocab", rank, (int)la, a, (int)lb, b);
-        return SKV_STATUS_FORMAT;
-    }
-    skv_tok_pairmap_put(&tok->merges, ia, ib, rank, im);
-    return SKV_STATUS_OK;
-}
-
 /* Splits merge entry m (a "a b" string or an ["a", "b"] pair) into its two operands. */
 static skv_status_t skv_tok_merge_parts(const json_t *m, size_t i, const char **a, size_t *la,
                                         const char **b, size_t *lb)
@@ -242,33 +204,123 @@ static skv_status_t skv_tok_merge_parts(const json_t *m, size_t i, const char **
     return SKV_STATUS_FORMAT;
 }
 
+/* Merges are resolved SKV_TOK_MERGE_BATCH at a time: 3 lookups each (a, b, a+b) in one batch. */
+#define SKV_TOK_MERGE_BATCH (SKV_TOK_BATCH_MAX / 3)
+
+/* A batch of merges being resolved; key k of merge j is keys[3 j + k] (a, b, a+b). */
+typedef struct {
+    const char *keys[SKV_TOK_BATCH_MAX];
+    size_t lens[SKV_TOK_BATCH_MAX];
+    int32_t ids[SKV_TOK_BATCH_MAX];
+    int usable[SKV_TOK_MERGE_BATCH]; /* 0: an operand is not a byte-level spelling */
+    const char *a[SKV_TOK_MERGE_BATCH], *b[SKV_TOK_MERGE_BATCH];
+    size_t la[SKV_TOK_MERGE_BATCH], lb[SKV_TOK_MERGE_BATCH];
+    size_t n;
+    char *buf; /* unmapped bytes; a's bytes then b's, so a+b is one span */
+    size_t buf_cap;
+} skv_tok_merge_batch_t;
+
+/* Adds merge i to the batch: unmaps both operands into the batch buffer. */
+static skv_status_t skv_tok_batch_add(skv_tok_merge_batch_t *mb, const json_t *m, size_t i,
+                                      size_t *off)
+{
+    size_t j = mb->n++;
+    SKV_CHECK(skv_tok_merge_parts(m, i, &mb->a[j], &mb->la[j], &mb->b[j], &mb->lb[j]));
+    char *pa = mb->buf + *off;
+    long na = skv_tok_bytelevel_unmap(mb->a[j], mb->la[j], pa);
+    long nb = na < 0 ? -1 : skv_tok_bytelevel_unmap(mb->b[j], mb->lb[j], pa + na);
+    mb->usable[j] = nb >= 0; /* else: operands that byte-level text never produces */
+    if (nb < 0) {
+        na = nb = 0;
+    }
+    mb->keys[3 * j] = pa, mb->lens[3 * j] = (size_t)na;
+    mb->keys[3 * j + 1] = pa + na, mb->lens[3 * j + 1] = (size_t)nb;
+    mb->keys[3 * j + 2] = pa, mb->lens[3 * j + 2] = (size_t)(na + nb);
+    *off += (size_t)(na + nb);
+    return SKV_STATUS_OK;
+}
+
+/* Resolves the batch (merges first..first+n-1) and records the merges. */
+static skv_status_t skv_tok_batch_flush(skv_tokenizer_t *tok, skv_tok_merge_batch_t *mb,
+                                        size_t first)
+{
+    skv_tok_strmap_get_batch(&tok->bytes_map, 3 * mb->n, mb->keys, mb->lens, mb->ids);
+    for (size_t j = 0; j < mb->n; j++) {
+        const int32_t *id = &mb->ids[3 * j];
+        if (!mb->usable[j]) {
+            continue;
+        }
+        if (id[0] < 0 || id[1] < 0) {
+            SKV_LOG_ERROR("tokenizer.json: model.merges[%zu] uses '%.*s' which is not in "
+                          "model.vocab", first + j, (int)(id[0] < 0 ? mb->la[j] : mb->lb[j]),
+                          id[0] < 0 ? mb->a[j] : mb->b[j]);
+            return SKV_STATUS_FORMAT;
+        }
+        if (id[2] < 0) {
+            SKV_LOG_ERROR("tokenizer.json: model.merges[%zu] ('%.*s' '%.*s') makes a token that "
+                          "is not in model.vocab", first + j, (int)mb->la[j], mb->a[j],
+                          (int)mb->lb[j], mb->b[j]);
+            return SKV_STATUS_FORMAT;
+        }
+        skv_tok_pairmap_prefetch(&tok->merges, id[0], id[1]);
+    }
+    for (size_t j = 0; j < mb->n; j++) {
+        if (mb->usable[j]) {
+            skv_tok_pairmap_put(&tok->merges, mb->ids[3 * j], mb->ids[3 * j + 1],
+                                (uint32_t)(first + j), mb->ids[3 * j + 2]);
+        }
+    }
+    mb->n = 0;
+    return SKV_STATUS_OK;
+}
+
+/* Makes the batch buffer hold need more bytes after off. */
+static skv_status_t skv_tok_batch_reserve(skv_tok_merge_batch_t *mb, size_t need)
+{
+    if (need <= mb->buf_cap) {
+        return SKV_STATUS_OK;
+    }
+    size_t cap = 2 * need + 4096;
+    char *buf = skv_realloc(mb->buf, cap);
+    if (buf == NULL) {
+        SKV_LOG_ERROR("tokenizer: no memory for merges");
+        return SKV_STATUS_NO_MEMORY;
+    }
+    if (buf != mb->buf) { /* re-point the keys already in the batch */
+        for (size_t k = 0; k < 3 * mb->n; k++) {
+            mb->keys[k] = buf + (mb->keys[k] - mb->buf);
+        }
+    }
+    mb->buf = buf;
+    mb->buf_cap = cap;
+    return SKV_STATUS_OK;
+}
+
 /* Reads model.merges into the pair map; rank = position in the list. */
 static skv_status_t skv_tok_load_merges(skv_tokenizer_t *tok, const json_t *merges)
 {
-    char *buf = NULL;
-    size_t buf_cap = 0;
+    skv_tok_merge_batch_t mb = {0};
     skv_status_t status = SKV_STATUS_OK;
-    size_t i;
+    size_t i, off = 0;
     json_t *m;
     json_array_foreach(merges, i, m)
     {
-        const char *a, *b;
-        size_t la, lb;
-        SKV_CHECK_GOTO(skv_tok_merge_parts(m, i, &a, &la, &b, &lb), out);
-        if (la + lb > buf_cap) {
-            skv_free(buf);
-            buf_cap = 2 * (la + lb) + 64;
-            buf = skv_malloc(buf_cap);
-            if (buf == NULL) {
-                SKV_LOG_ERROR("tokenizer: no memory for merges");
-                status = SKV_STATUS_NO_MEMORY;
-                goto out;
-            }
+        /* An operand's bytes are never more than its spelling's. */
+        size_t need = json_is_string(m) ? json_string_length(m)
+                      : json_string_length(json_array_get(m, 0)) +
+                            json_string_length(json_array_get(m, 1));
+        SKV_CHECK_GOTO(skv_tok_batch_reserve(&mb, off + need), out);
+        SKV_CHECK_GOTO(skv_tok_batch_add(&mb, m, i, &off), out);
+        if (mb.n == SKV_TOK_MERGE_BATCH) {
+            SKV_CHECK_GOTO(skv_tok_batch_flush(tok, &mb, i + 1 - mb.n), out);
+            off = 0;
         }
-        SKV_CHECK_GOTO(skv_tok_add_merge(tok, a, la, b, lb, (uint32_t)i, buf), out);
+    }
+    if (mb.n > 0) {
+        SKV_CHECK_GOTO(skv_tok_batch_flush(tok, &mb, json_array_size(merges) - mb.n), out);
     }
 out:
-    skv_free(buf);
+    skv_free(mb.buf);
     return status;
 }
 

@@ -1,9 +1,10 @@
 /*
  * tokenizer_map.c: the two hash maps of the tokenizer (token bytes -> id, id pair -> merge).
  *
- * Open addressing with linear probing and power-of-two tables sized at init for at most 50%
- * load, so a put never grows the table and a get always finds an empty slot. Built once at
- * load, read-only afterwards (safe to share between threads).
+ * Open addressing with linear probing and power-of-two tables sized at init for at most 75%
+ * load (a 128k vocabulary and 280k merges fit in 4 MB + 8 MB; smaller tables load faster), so
+ * a put never grows the table and a get always finds an empty slot. Built once at load,
+ * read-only afterwards (safe to share between threads).
  */
 #include <string.h>
 
@@ -11,32 +12,35 @@
 #include "common/log.h"
 #include "common/tokenizer_internal.h"
 
-/* Returns the smallest power of two >= 2 * n (and >= 16). */
+/* Returns the smallest power of two >= 4/3 * n (and >= 16). */
 static size_t skv_tok_table_size(size_t n)
 {
     size_t s = 16;
-    while (s < 2 * n) {
+    while (3 * s < 4 * n) {
         s <<= 1;
     }
     return s;
 }
 
-/* FNV-1a over the bytes, then a final mix so the low bits are well spread. */
+/* MurmurHash3's 64-bit finalizer: spreads every input bit over the low (index) bits. */
+static uint64_t skv_tok_hash_u64(uint64_t k)
+{
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdull;
+    k ^= k >> 33;
+    k *= 0xc4ceb9fe1a85ec53ull;
+    k ^= k >> 33;
+    return k;
+}
+
+/* FNV-1a over the bytes, then the finalizer (FNV alone clusters badly under linear probing). */
 static uint64_t skv_tok_hash_bytes(const char *s, size_t len)
 {
     uint64_t h = 1469598103934665603ull;
     for (size_t i = 0; i < len; i++) {
         h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
     }
-    return h ^ (h >> 29);
-}
-
-static uint64_t skv_tok_hash_u64(uint64_t k)
-{
-    k ^= k >> 33;
-    k *= 0xff51afd7ed558ccdull;
-    k ^= k >> 33;
-    return k;
+    return skv_tok_hash_u64(h);
 }
 
 skv_status_t skv_tok_strmap_init(skv_tok_strmap_t *m, size_t n_expected, const char *const *key_ptr,
@@ -61,17 +65,21 @@ void skv_tok_strmap_cleanup(skv_tok_strmap_t *m)
     m->slots = NULL;
 }
 
-/* Returns the slot holding s, or the empty slot where it would go. */
-static size_t skv_tok_strmap_find(const skv_tok_strmap_t *m, const char *s, size_t len)
+/* Returns the slot holding s, or the empty slot where it would go; *hash_p gets the tag. */
+static size_t skv_tok_strmap_find(const skv_tok_strmap_t *m, const char *s, size_t len,
+                                  uint32_t *hash_p)
 {
-    size_t i = skv_tok_hash_bytes(s, len) & m->mask;
+    uint64_t h = skv_tok_hash_bytes(s, len);
+    uint32_t tag = (uint32_t)(h >> 32);
+    size_t i = h & m->mask;
+    *hash_p = tag;
     for (;;) {
-        int32_t v = m->slots[i];
-        if (v == 0) {
+        const skv_tok_strslot_t *slot = &m->slots[i];
+        if (slot->id1 == 0) {
             return i;
         }
-        int32_t id = v - 1;
-        if (m->key_len[id] == len && memcmp(m->key_ptr[id], s, len) == 0) {
+        int32_t id = slot->id1 - 1;
+        if (slot->hash == tag && m->key_len[id] == len && memcmp(m->key_ptr[id], s, len) == 0) {
             return i;
         }
         i = (i + 1) & m->mask;
@@ -80,26 +88,63 @@ static size_t skv_tok_strmap_find(const skv_tok_strmap_t *m, const char *s, size
 
 void skv_tok_strmap_put(skv_tok_strmap_t *m, int32_t id)
 {
-    size_t i = skv_tok_strmap_find(m, m->key_ptr[id], m->key_len[id]);
-    if (m->slots[i] == 0) {
-        SKV_ASSERT(m->n_used < m->mask / 2 + 1); /* sized at init */
+    uint32_t tag;
+    size_t i = skv_tok_strmap_find(m, m->key_ptr[id], m->key_len[id], &tag);
+    if (m->slots[i].id1 == 0) {
+        SKV_ASSERT(m->n_used < m->mask); /* sized at init; one slot always stays empty */
         m->n_used++;
     }
-    m->slots[i] = id + 1;
+    m->slots[i] = (skv_tok_strslot_t){id + 1, tag};
 }
 
 int32_t skv_tok_strmap_get(const skv_tok_strmap_t *m, const char *s, size_t len)
 {
-    return m->slots[skv_tok_strmap_find(m, s, len)] - 1;
+    uint32_t tag;
+    return m->slots[skv_tok_strmap_find(m, s, len, &tag)].id1 - 1;
+}
+
+void skv_tok_strmap_get_batch(const skv_tok_strmap_t *m, size_t n, const char *const *keys,
+                              const size_t *lens, int32_t *ids)
+{
+    uint64_t h[SKV_TOK_BATCH_MAX];
+    int32_t cand[SKV_TOK_BATCH_MAX];
+    SKV_ASSERT(n <= SKV_TOK_BATCH_MAX);
+    /* 1: hash all keys and start loading their home slots. */
+    for (size_t i = 0; i < n; i++) {
+        h[i] = skv_tok_hash_bytes(keys[i], lens[i]);
+        __builtin_prefetch(&m->slots[h[i] & m->mask]);
+    }
+    /* 2: first slot with a matching tag (or empty); start loading its key's length/pointer. */
+    for (size_t i = 0; i < n; i++) {
+        size_t j = h[i] & m->mask;
+        while (m->slots[j].id1 != 0 && m->slots[j].hash != (uint32_t)(h[i] >> 32)) {
+            j = (j + 1) & m->mask;
+        }
+        cand[i] = m->slots[j].id1 - 1;
+        if (cand[i] >= 0) {
+            __builtin_prefetch(&m->key_len[cand[i]]);
+            __builtin_prefetch(&m->key_ptr[cand[i]]);
+        }
+    }
+    /* 3: start loading the candidate keys' bytes. */
+    for (size_t i = 0; i < n; i++) {
+        if (cand[i] >= 0) {
+            __builtin_prefetch(m->key_ptr[cand[i]]);
+        }
+    }
+    /* 4: verify; a tag collision (rare) falls back to the plain lookup. */
+    for (size_t i = 0; i < n; i++) {
+        int32_t c = cand[i];
+        int hit = c >= 0 && m->key_len[c] == lens[i] && memcmp(m->key_ptr[c], keys[i], lens[i]) == 0;
+        ids[i] = hit ? c : c < 0 ? -1 : skv_tok_strmap_get(m, keys[i], lens[i]);
+    }
 }
 
 skv_status_t skv_tok_pairmap_init(skv_tok_pairmap_t *m, size_t n_expected)
 {
     size_t n = skv_tok_table_size(n_expected);
-    m->keys = skv_calloc(n, sizeof(*m->keys));
-    m->rank = skv_mallocn(n, sizeof(*m->rank));
-    m->merged = skv_mallocn(n, sizeof(*m->merged));
-    if (m->keys == NULL || m->rank == NULL || m->merged == NULL) {
+    m->slots = skv_calloc(n, sizeof(*m->slots));
+    if (m->slots == NULL) {
         SKV_LOG_ERROR("tokenizer: no memory for a %zu-slot merge map", n);
         skv_tok_pairmap_cleanup(m);
         return SKV_STATUS_NO_MEMORY;
@@ -111,12 +156,8 @@ skv_status_t skv_tok_pairmap_init(skv_tok_pairmap_t *m, size_t n_expected)
 
 void skv_tok_pairmap_cleanup(skv_tok_pairmap_t *m)
 {
-    skv_free(m->keys);
-    skv_free(m->rank);
-    skv_free(m->merged);
-    m->keys = NULL;
-    m->rank = NULL;
-    m->merged = NULL;
+    skv_free(m->slots);
+    m->slots = NULL;
 }
 
 static uint64_t skv_tok_pair_key(int32_t left, int32_t right)
@@ -124,21 +165,24 @@ static uint64_t skv_tok_pair_key(int32_t left, int32_t right)
     return (((uint64_t)(uint32_t)left << 32) | (uint32_t)right) + 1;
 }
 
+void skv_tok_pairmap_prefetch(const skv_tok_pairmap_t *m, int32_t left, int32_t right)
+{
+    __builtin_prefetch(&m->slots[skv_tok_hash_u64(skv_tok_pair_key(left, right)) & m->mask]);
+}
+
 void skv_tok_pairmap_put(skv_tok_pairmap_t *m, int32_t left, int32_t right, uint32_t rank,
                          int32_t merged)
 {
     uint64_t key = skv_tok_pair_key(left, right);
     size_t i = skv_tok_hash_u64(key) & m->mask;
-    while (m->keys[i] != 0 && m->keys[i] != key) {
+    while (m->slots[i].key != 0 && m->slots[i].key != key) {
         i = (i + 1) & m->mask;
     }
-    if (m->keys[i] == 0) {
-        SKV_ASSERT(m->n_used < m->mask / 2 + 1);
+    if (m->slots[i].key == 0) {
+        SKV_ASSERT(m->n_used < m->mask);
         m->n_used++;
     }
-    m->keys[i] = key;
-    m->rank[i] = rank;
-    m->merged[i] = merged;
+    m->slots[i] = (skv_tok_pairslot_t){key, rank, merged};
 }
 
 int skv_tok_pairmap_get(const skv_tok_pairmap_t *m, int32_t left, int32_t right, uint32_t *rank_p,
@@ -147,12 +191,13 @@ int skv_tok_pairmap_get(const skv_tok_pairmap_t *m, int32_t left, int32_t right,
     uint64_t key = skv_tok_pair_key(left, right);
     size_t i = skv_tok_hash_u64(key) & m->mask;
     for (;;) {
-        uint64_t k = m->keys[i];
-        if (k == key) {
-            *rank_p = m->rank[i];
-            *merged_p = m->merged[i];
+        const skv_tok_pairslot_t *slot = &m->slots[i];
+        if (slot->key == key) {
+            *rank_p = slot->rank;
+            *merged_p = slot->merged;
             return 1;
         }
+        uint64_t k = slot->key;
         if (k == 0) {
             return 0;
         }
