@@ -115,16 +115,18 @@ struct skv_tokenizer {
 #define SKV_TOK_F_RAW 4u     /* vocab entry that is not a byte-level spelling (not in bytes_map) */
 
 /* ---- tokenizer_map.c ---- */
+#define SKV_TOK_BATCH_MAX 96 /* keys per batched map call */
 skv_status_t skv_tok_strmap_init(skv_tok_strmap_t *m, size_t n_expected, const char *const *key_ptr,
                                  const uint32_t *key_len);
 void skv_tok_strmap_cleanup(skv_tok_strmap_t *m);
 /* Inserts id under its key; an existing equal key is replaced (later entries win, as in HF). */
 void skv_tok_strmap_put(skv_tok_strmap_t *m, int32_t id);
+/* Inserts n <= SKV_TOK_BATCH_MAX ids in order, overlapping their cache misses. */
+void skv_tok_strmap_put_batch(skv_tok_strmap_t *m, size_t n, const int32_t *ids);
 /* Returns the id of bytes s[0..len) or -1. */
 int32_t skv_tok_strmap_get(const skv_tok_strmap_t *m, const char *s, size_t len);
 /* Looks up n <= SKV_TOK_BATCH_MAX keys at once, overlapping their cache misses (load time is
  * bound by memory latency, not work). ids[i] = id of keys[i] or -1. */
-#define SKV_TOK_BATCH_MAX 96
 void skv_tok_strmap_get_batch(const skv_tok_strmap_t *m, size_t n, const char *const *keys,
                               const size_t *lens, int32_t *ids);
 

@@ -150,7 +150,8 @@ static skv_status_t skv_tok_load_vocab(skv_tokenizer_t *tok, const json_t *vocab
 {
     const char *key;
     json_t *v;
-    size_t off = 0;
+    size_t off = 0, n_batch = 0;
+    int32_t batch[SKV_TOK_BATCH_MAX];
     json_object_foreach((json_t *)vocab, key, v)
     {
         int32_t id = (int32_t)json_integer_value(v);
@@ -165,10 +166,15 @@ static skv_status_t skv_tok_load_vocab(skv_tokenizer_t *tok, const json_t *vocab
         off += tok->vocab_len[id];
         if (raw) {
             tok->tok_flags[id] |= SKV_TOK_F_RAW;
-        } else {
-            skv_tok_strmap_put(&tok->bytes_map, id);
+            continue;
+        }
+        batch[n_batch++] = id;
+        if (n_batch == SKV_TOK_BATCH_MAX) {
+            skv_tok_strmap_put_batch(&tok->bytes_map, n_batch, batch);
+            n_batch = 0;
         }
     }
+    skv_tok_strmap_put_batch(&tok->bytes_map, n_batch, batch);
     for (int b = 0; b < 256; b++) {
         char c = (char)b;
         tok->byte_id[b] = skv_tok_strmap_get(&tok->bytes_map, &c, 1);

@@ -65,14 +65,12 @@ void skv_tok_strmap_cleanup(skv_tok_strmap_t *m)
     m->slots = NULL;
 }
 
-/* Returns the slot holding s, or the empty slot where it would go; *hash_p gets the tag. */
-static size_t skv_tok_strmap_find(const skv_tok_strmap_t *m, const char *s, size_t len,
-                                  uint32_t *hash_p)
+/* Returns the slot holding s (whose hash is h), or the empty slot where it would go. */
+static size_t skv_tok_strmap_find_h(const skv_tok_strmap_t *m, const char *s, size_t len,
+                                    uint64_t h)
 {
-    uint64_t h = skv_tok_hash_bytes(s, len);
     uint32_t tag = (uint32_t)(h >> 32);
     size_t i = h & m->mask;
-    *hash_p = tag;
     for (;;) {
         const skv_tok_strslot_t *slot = &m->slots[i];
         if (slot->id1 == 0) {
@@ -86,21 +84,38 @@ static size_t skv_tok_strmap_find(const skv_tok_strmap_t *m, const char *s, size
     }
 }
 
-void skv_tok_strmap_put(skv_tok_strmap_t *m, int32_t id)
+/* Inserts id, whose key hashes to h. */
+static void skv_tok_strmap_put_h(skv_tok_strmap_t *m, int32_t id, uint64_t h)
 {
-    uint32_t tag;
-    size_t i = skv_tok_strmap_find(m, m->key_ptr[id], m->key_len[id], &tag);
+    size_t i = skv_tok_strmap_find_h(m, m->key_ptr[id], m->key_len[id], h);
     if (m->slots[i].id1 == 0) {
         SKV_ASSERT(m->n_used < m->mask); /* sized at init; one slot always stays empty */
         m->n_used++;
     }
-    m->slots[i] = (skv_tok_strslot_t){id + 1, tag};
+    m->slots[i] = (skv_tok_strslot_t){id + 1, (uint32_t)(h >> 32)};
+}
+
+void skv_tok_strmap_put(skv_tok_strmap_t *m, int32_t id)
+{
+    skv_tok_strmap_put_h(m, id, skv_tok_hash_bytes(m->key_ptr[id], m->key_len[id]));
+}
+
+void skv_tok_strmap_put_batch(skv_tok_strmap_t *m, size_t n, const int32_t *ids)
+{
+    uint64_t h[SKV_TOK_BATCH_MAX];
+    SKV_ASSERT(n <= SKV_TOK_BATCH_MAX);
+    for (size_t i = 0; i < n; i++) {
+        h[i] = skv_tok_hash_bytes(m->key_ptr[ids[i]], m->key_len[ids[i]]);
+        __builtin_prefetch(&m->slots[h[i] & m->mask], 1);
+    }
+    for (size_t i = 0; i < n; i++) {
+        skv_tok_strmap_put_h(m, ids[i], h[i]);
+    }
 }
 
 int32_t skv_tok_strmap_get(const skv_tok_strmap_t *m, const char *s, size_t len)
 {
-    uint32_t tag;
-    return m->slots[skv_tok_strmap_find(m, s, len, &tag)].id1 - 1;
+    return m->slots[skv_tok_strmap_find_h(m, s, len, skv_tok_hash_bytes(s, len))].id1 - 1;
 }
 
 void skv_tok_strmap_get_batch(const skv_tok_strmap_t *m, size_t n, const char *const *keys,

@@ -55,7 +55,7 @@ FIXED = [
     "!!!???...,,,;;;:::---___===+++***&&&^^^%%%$$$###@@@",
     "\"quoted\" 'single' `back` «guillemets» „low“",
     "ﬁ ﬂ ſt K Å Ω µ",
-    "x" * 3000,
+    "x" * 3000, " " * 5000 + "end", "\n" * 700 + " a" * 300, "0123456789" * 50,
     "a\n\nb\n \nc \n d\r\r\re",
     # white space that regex engines disagree on (\s in Oniguruma vs PCRE2 with UCP)
     "\u3000\u3000\u3000x", "a\u0085\u0085\u0085b", "\u0085\n\u0085", "x \u00a0 \u2009 y",
