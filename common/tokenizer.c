@@ -278,6 +278,7 @@ skv_status_t skv_tokenizer_token_id(const skv_tokenizer_t *tok, const char *toke
     }
     char *buf = skv_malloc(len + 1);
     if (buf == NULL) {
+        SKV_LOG_ERROR("tokenizer: no memory to look up a %zu-byte token", len);
         return SKV_STATUS_NO_MEMORY;
     }
     long n = skv_tok_bytelevel_unmap(token, len, buf);

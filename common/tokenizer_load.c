@@ -365,11 +365,12 @@ static skv_status_t skv_tok_load_unk(skv_tokenizer_t *tok, const json_t *model)
     const char *unk;
     tok->unk_id = -1;
     SKV_CHECK(skv_tok_get_str(model, "unk_token", "model", &unk));
-    if (unk != NULL && skv_tokenizer_token_id(tok, unk, &tok->unk_id) != SKV_STATUS_OK) {
+    skv_status_t st = unk ? skv_tokenizer_token_id(tok, unk, &tok->unk_id) : SKV_STATUS_OK;
+    if (st == SKV_STATUS_NOT_FOUND) {
         SKV_LOG_ERROR("tokenizer.json: model.unk_token '%s' is not in model.vocab", unk);
         return SKV_STATUS_FORMAT;
     }
-    return SKV_STATUS_OK;
+    return st;
 }
 
 /* Checks the model object and returns its vocab and merges. */
