@@ -110,6 +110,8 @@ def training_corpus(rng):
 def train(kind, corpus, tmp, vocab_size=3000):
     """Trains one tokenizer kind and saves it; returns the tokenizer.json path."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    # *_unk / *_drop: no full byte alphabet, so unseen bytes become <unk> (fused) or are dropped.
+    partial = kind.endswith("_unk") or kind.endswith("_drop")
     tok = Tokenizer(models.BPE())
     if kind.startswith("llama3"):
         tok.pre_tokenizer = pre_tokenizers.Sequence([
@@ -119,10 +121,10 @@ def train(kind, corpus, tmp, vocab_size=3000):
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=(kind == "bytelevel_prefix"),
                                                      use_regex=True)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
-    tok.train_from_iterator(corpus, trainer)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS + ["<unk>"],
+                                  initial_alphabet=[] if partial else
+                                  pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(corpus[:300] if partial else corpus, trainer)
     tok.post_processor = processors.Sequence([
         processors.ByteLevel(trim_offsets=False),
         processors.TemplateProcessing(single="<|begin_of_text|> $A",
@@ -137,6 +139,9 @@ def train(kind, corpus, tmp, vocab_size=3000):
         j["model"]["merges"] = [" ".join(m) for m in j["model"]["merges"]]
     if kind == "llama3_ignore":
         j["model"]["ignore_merges"] = True
+    if kind.endswith("_unk"):  # the trainer does not keep the model's unk settings
+        j["model"]["unk_token"] = "<unk>"
+        j["model"]["fuse_unk"] = True
     json.dump(j, open(path, "w", encoding="utf-8"), ensure_ascii=False)
     cfg = {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>",
            "chat_template": LLAMA3_CHAT_TEMPLATE}
@@ -216,7 +221,8 @@ def real_llama3_dir():
 def main():
     exe = sys.argv[1]
     rng = random.Random(1234)
-    texts = FIXED + random_texts(rng, 300)
+    # Control bytes kept out of the training corpus: unseen bytes for the *_unk/*_drop kinds.
+    texts = FIXED + ["a\x10\x10b\x10 \x11\x12\x13 c", "\x14", "x\x15\x16"] + random_texts(rng, 300)
     if "--real" in sys.argv:
         d = real_llama3_dir()
         if d is None:
@@ -229,9 +235,11 @@ def main():
     corpus = training_corpus(random.Random(99))
     with tempfile.TemporaryDirectory(prefix="skv_tok_") as tmp:
         for kind in ("llama3", "llama3_strmerges", "llama3_ignore", "bytelevel",
-                     "bytelevel_prefix"):
+                     "bytelevel_prefix", "llama3_unk", "bytelevel_drop"):
             path = train(kind, corpus, tmp)
-            fails += compare(exe, path, texts, kind, roundtrip=(kind != "bytelevel_prefix"))
+            fails += compare(exe, path, texts, kind, roundtrip=(kind in ("llama3", "llama3_strmerges",
+                                                                         "llama3_ignore",
+                                                                         "bytelevel")))
             fails += compare_chat(exe, path, kind)
     return 1 if fails else 0
 
