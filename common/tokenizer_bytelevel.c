@@ -93,6 +93,10 @@ long skv_tok_bytelevel_unmap(const char *s, size_t len, char *out)
     size_t i = 0;
     long n_out = 0;
     while (i < len) {
+        if (u[i] >= 0x21 && u[i] <= 0x7E) { /* printable ASCII spells itself: the common case */
+            out[n_out++] = (char)u[i++];
+            continue;
+        }
         uint32_t cp;
         size_t n = skv_tok_utf8_next(u + i, len - i, &cp);
         int b = n == 0 ? -1 : skv_tok_bytelevel_byte(cp);

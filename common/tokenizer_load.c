@@ -92,16 +92,20 @@ static skv_status_t skv_tok_get_type(const json_t *obj, const char *where, const
 
 /* ---- ids table ------------------------------------------------------------------------ */
 
-/* Finds the largest id in model.vocab and added_tokens (both already type-checked loosely). */
-static skv_status_t skv_tok_max_id(const json_t *vocab, const json_t *added, int32_t *max_p)
+/* Finds the largest id in model.vocab and added_tokens, and the total bytes of the vocabulary's
+ * keys (an upper bound of what the arena needs), in one pass over the vocabulary. */
+static skv_status_t skv_tok_max_id(const json_t *vocab, const json_t *added, int32_t *max_p,
+                                   size_t *key_bytes_p)
 {
     int32_t max = -1, id;
+    size_t key_bytes = 1;
     const char *key;
     json_t *v;
     json_object_foreach((json_t *)vocab, key, v)
     {
         SKV_CHECK(skv_tok_get_id(v, "model.vocab value", &id));
         max = id > max ? id : max;
+        key_bytes += strlen(key);
     }
     size_t i;
     json_array_foreach(added, i, v)
@@ -110,6 +114,7 @@ static skv_status_t skv_tok_max_id(const json_t *vocab, const json_t *added, int
         max = id > max ? id : max;
     }
     *max_p = max;
+    *key_bytes_p = key_bytes;
     return SKV_STATUS_OK;
 }
 
@@ -311,6 +316,13 @@ static skv_status_t skv_tok_load_merges(skv_tokenizer_t *tok, const json_t *merg
     json_t *m;
     json_array_foreach(merges, i, m)
     {
+        /* The JSON nodes are scattered on the heap: start loading a later entry and the text
+         * of a nearer one (load time is memory bound). */
+        __builtin_prefetch(json_array_get(merges, i + 2 * SKV_TOK_MERGE_BATCH));
+        const char *ahead = json_string_value(json_array_get(merges, i + SKV_TOK_MERGE_BATCH));
+        if (ahead != NULL) {
+            __builtin_prefetch(ahead);
+        }
         /* An operand's bytes are never more than its spelling's. */
         size_t need = json_is_string(m) ? json_string_length(m)
                       : json_string_length(json_array_get(m, 0)) +
@@ -397,19 +409,6 @@ static skv_status_t skv_tok_model_parts(const json_t *root, json_t **model_p, js
     }
     *model_p = model;
     return SKV_STATUS_OK;
-}
-
-/* Sums the key lengths of vocab: an upper bound of the bytes the arena needs. */
-static size_t skv_tok_vocab_bytes(const json_t *vocab)
-{
-    size_t n = 0;
-    const char *key;
-    json_t *v;
-    json_object_foreach((json_t *)vocab, key, v)
-    {
-        n += strlen(key);
-    }
-    return n + 1;
 }
 
 /* ---- added tokens --------------------------------------------------------------------- */
@@ -776,6 +775,7 @@ skv_status_t skv_tok_load_json(skv_tokenizer_t *tok, void *root_v, void *config_
     const json_t *root = root_v;
     json_t *model, *vocab, *merges;
     int32_t max_id;
+    size_t key_bytes;
     if (!json_is_object(root)) {
         SKV_LOG_ERROR("tokenizer.json: the top level must be an object");
         return SKV_STATUS_FORMAT;
@@ -788,12 +788,12 @@ skv_status_t skv_tok_load_json(skv_tokenizer_t *tok, void *root_v, void *config_
     SKV_CHECK(skv_tok_model_parts(root, &model, &vocab, &merges));
     SKV_CHECK(skv_tok_load_pipeline(tok, root));
     SKV_CHECK(skv_tok_load_bpe_options(tok, model));
-    SKV_CHECK(skv_tok_max_id(vocab, added, &max_id));
+    SKV_CHECK(skv_tok_max_id(vocab, added, &max_id, &key_bytes));
     if (max_id < 0) {
         SKV_LOG_ERROR("tokenizer.json: model.vocab is empty");
         return SKV_STATUS_FORMAT;
     }
-    SKV_CHECK(skv_tok_alloc_ids(tok, max_id, skv_tok_vocab_bytes(vocab)));
+    SKV_CHECK(skv_tok_alloc_ids(tok, max_id, key_bytes));
     SKV_CHECK(skv_tok_strmap_init(&tok->bytes_map, json_object_size(vocab),
                                   (const char *const *)tok->vocab_bytes, tok->vocab_len));
     SKV_CHECK(skv_tok_pairmap_init(&tok->merges, json_array_size(merges)));
