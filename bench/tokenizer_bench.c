@@ -7,7 +7,8 @@
  * free the same tokenizer.json, best of 5), encode MB/s (best and median of REPEATS whole-
  * file encodes, no BOS, specials parsed), the token count and a checksum of the ids so runs can
  * be checked against the HF side; then the same text encoded line by line (each "\n"-ended line
- * its own request, the serving pattern), MB/s and checksum. A benchmark, not a test: nothing here asserts a speed.
+ * its own request, the serving pattern), MB/s and checksum. A benchmark, not a test: nothing here
+ * asserts a speed.
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -142,11 +143,11 @@ int main(int argc, char **argv)
     }
     qsort(mbs, (size_t)repeats, sizeof(*mbs), skv_bench_cmp);
     double floor_ms = skv_bench_json_floor(argv[1]);
-    printf("skv  vocab=%zu load_ms best=%.1f median=%.1f (jansson parse+free alone: %.1f) | encode %.2f MB text: MB/s best=%.2f "
+    printf("skv  vocab=%zu load_ms best=%.1f median=%.1f (jansson parse+free alone: %.1f) | encode "
+           "%.2f MB text: MB/s best=%.2f "
            "median=%.2f | tokens=%zu checksum=%016llx\n",
            skv_tokenizer_n_vocab(tok), load_ms[0], load_ms[SKV_BENCH_LOADS / 2], floor_ms,
-           (double)len / 1e6,
-           mbs[repeats - 1], mbs[repeats / 2], n, (unsigned long long)sum);
+           (double)len / 1e6, mbs[repeats - 1], mbs[repeats / 2], n, (unsigned long long)sum);
     double line_mbs = 0;
     for (int r = 0; r < repeats; r++) {
         double m = skv_bench_lines(tok, text, len, &n, &sum);

@@ -16,8 +16,8 @@
 #include "common/tokenizer_internal.h"
 
 #define SKV_TOK_HDR_START "<|start_header_id|>"
-#define SKV_TOK_HDR_END "<|end_header_id|>"
-#define SKV_TOK_EOT "<|eot_id|>"
+#define SKV_TOK_HDR_END   "<|end_header_id|>"
+#define SKV_TOK_EOT       "<|eot_id|>"
 
 skv_tok_chat_t skv_tok_chat_classify(const char *tmpl)
 {

@@ -89,7 +89,8 @@ static skv_status_t skv_tok_check_ids(const skv_tokenizer_t *tok, const int32_t 
     for (size_t i = 0; i < n; i++) {
         if (ids[i] < 0 || (size_t)ids[i] >= tok->n_ids || tok->tok_bytes[ids[i]] == NULL) {
             SKV_LOG_ERROR("tokenizer: decode of id %d (position %zu) outside the vocabulary of "
-                          "%zu", ids[i], i, tok->n_ids);
+                          "%zu",
+                          ids[i], i, tok->n_ids);
             return SKV_STATUS_INVALID_ARGUMENT;
         }
     }

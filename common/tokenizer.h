@@ -41,7 +41,8 @@ enum {
 
 /* Decode flags. */
 enum {
-    SKV_TOKENIZER_DECODE_SKIP_SPECIAL = 1u << 0, /* drop special added tokens (HF skip_special_tokens) */
+    /* Drop special added tokens (HF skip_special_tokens). */
+    SKV_TOKENIZER_DECODE_SKIP_SPECIAL = 1u << 0,
 };
 
 /* Loads a tokenizer from a model directory (reads tokenizer.json and, when present,
@@ -128,9 +129,9 @@ typedef struct {
     const skv_tokenizer_t *tok; /* borrowed; must outlive the detokenizer */
     unsigned flags;             /* DECODE_* */
     unsigned char pending[4];   /* bytes of an incomplete UTF-8 character */
-    size_t n_pending;
+    size_t n_pending;           /* bytes in pending (at most 3) */
     char *out;                  /* output buffer, owned */
-    size_t out_cap;
+    size_t out_cap;             /* bytes allocated at out */
 } skv_detok_t;
 
 /* Prepares a detokenizer over tok (borrowed) with DECODE_* flags. Cannot fail. */

@@ -80,8 +80,8 @@ static uint32_t skv_tok_pair_rank(const skv_tokenizer_t *tok, int32_t a, int32_t
 
 /* Fills ws->sym with the single-byte ids of w; unknown bytes become the unk id (fused when
  * fuse_unk) or are dropped when there is none, as HF does. Returns the symbol count. */
-static size_t skv_tok_bpe_init_syms(const skv_tokenizer_t *tok, skv_tok_bpe_ws_t *ws,
-                                    const char *w, size_t len)
+static size_t skv_tok_bpe_init_syms(const skv_tokenizer_t *tok, skv_tok_bpe_ws_t *ws, const char *w,
+                                    size_t len)
 {
     size_t n = 0;
     for (size_t i = 0; i < len; i++) {

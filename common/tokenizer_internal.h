@@ -29,7 +29,7 @@ typedef struct {
 /* Byte string -> id, open addressing over ids; keys live in the tokenizer's token table. */
 typedef struct {
     skv_tok_strslot_t *slots;
-    size_t mask;    /* n_slots - 1, n_slots a power of two */
+    size_t mask; /* n_slots - 1, n_slots a power of two */
     size_t n_used;
     const char *const *key_ptr; /* borrowed from the owner: bytes of id */
     const uint32_t *key_len;    /* borrowed: byte length of id */
@@ -56,7 +56,7 @@ typedef struct {
     size_t len;
     int special;
     int lstrip, rstrip, normalized;
-    char *dec;     /* bytes the decoder makes of it (byte-level unmapped when possible), owned */
+    char *dec; /* bytes the decoder makes of it (byte-level unmapped when possible), owned */
 } skv_tok_added_t;
 
 /* Chat formats recognised from tokenizer_config.json's chat_template. */
@@ -71,48 +71,48 @@ typedef enum {
 struct skv_tokenizer {
     /* Per id of model.vocab: the token's bytes (byte-level unmapped); keys of bytes_map. */
     size_t n_ids;
-    char **vocab_bytes;  /* owned array; strings point into `arena`; NULL for unused ids */
+    char **vocab_bytes; /* owned array; strings point into `arena`; NULL for unused ids */
     uint32_t *vocab_len;
-    char *arena;         /* bytes of all vocabulary tokens */
+    char *arena; /* bytes of all vocabulary tokens */
     /* Per id: what the decoder makes of it (the added token's content wins over vocab). */
-    char **tok_bytes;    /* owned array; strings point into `arena` or added[].dec */
+    char **tok_bytes; /* owned array; strings point into `arena` or added[].dec */
     uint32_t *tok_len;
-    uint8_t *tok_flags;  /* SKV_TOK_F_* */
+    uint8_t *tok_flags; /* SKV_TOK_F_* */
 
     skv_tok_strmap_t bytes_map; /* byte-level vocabulary: token bytes -> id */
     skv_tok_pairmap_t merges;
-    int32_t byte_id[256];       /* id of each single byte, -1 when absent */
-    int32_t unk_id;             /* -1 when none */
+    int32_t byte_id[256]; /* id of each single byte, -1 when absent */
+    int32_t unk_id;       /* -1 when none */
     int fuse_unk;
     int ignore_merges;
 
-    skv_tok_added_t *added;     /* owned, n_added entries */
+    skv_tok_added_t *added; /* owned, n_added entries */
     size_t n_added;
-    uint8_t added_first[256];   /* 1 when some added token starts with this byte */
-    uint32_t *added_order;      /* added indices sorted by (first byte, length descending) */
-    uint32_t added_begin[257];  /* added_order range of each first byte */
+    uint8_t added_first[256];  /* 1 when some added token starts with this byte */
+    uint32_t *added_order;     /* added indices sorted by (first byte, length descending) */
+    uint32_t added_begin[257]; /* added_order range of each first byte */
 
     pcre2_general_context *pcre_gctx; /* routes PCRE2's allocations through skv_malloc */
     pcre2_compile_context *pcre_cctx;
     pcre2_code *split_re[SKV_TOK_MAX_SPLITS]; /* Split regexes in order */
     size_t n_split;
-    pcre2_code *bytelevel_re;   /* GPT-2 regex when ByteLevel use_regex, else NULL */
+    pcre2_code *bytelevel_re; /* GPT-2 regex when ByteLevel use_regex, else NULL */
     int add_prefix_space;
-    int jit;                    /* regexes were JIT compiled */
+    int jit; /* regexes were JIT compiled */
 
-    int32_t *post_prefix;       /* template tokens before $A (owned) */
+    int32_t *post_prefix; /* template tokens before $A (owned) */
     size_t n_post_prefix;
-    int32_t *post_suffix;       /* template tokens after $A (owned) */
+    int32_t *post_suffix; /* template tokens after $A (owned) */
     size_t n_post_suffix;
 
     int32_t bos_id, eos_id;
-    char *bos_text;             /* owned; bos_token string for the chat format, may be NULL */
+    char *bos_text; /* owned; bos_token string for the chat format, may be NULL */
     skv_tok_chat_t chat;
 };
 
 #define SKV_TOK_F_SPECIAL 1u /* special added token */
-#define SKV_TOK_F_ADDED 2u   /* any added token */
-#define SKV_TOK_F_RAW 4u     /* vocab entry that is not a byte-level spelling (not in bytes_map) */
+#define SKV_TOK_F_ADDED   2u /* any added token */
+#define SKV_TOK_F_RAW     4u /* vocab entry that is not a byte-level spelling (not in bytes_map) */
 
 /* ---- tokenizer_map.c ---- */
 #define SKV_TOK_BATCH_MAX 96 /* keys per batched map call */
@@ -158,11 +158,11 @@ skv_status_t skv_tok_ids_push(skv_tok_ids_t *v, int32_t id);
 
 /* Scratch space for BPE, reused across words of one encode call. */
 typedef struct {
-    int32_t *sym;    /* symbol ids */
-    int32_t *next;   /* linked list over symbols */
+    int32_t *sym;  /* symbol ids */
+    int32_t *next; /* linked list over symbols */
     int32_t *prev;
-    uint32_t *rank;  /* rank of the pair starting at each symbol (UINT32_MAX: none) */
-    void *heap;      /* heap entries for long words */
+    uint32_t *rank; /* rank of the pair starting at each symbol (UINT32_MAX: none) */
+    void *heap;     /* heap entries for long words */
     size_t cap;
 } skv_tok_bpe_ws_t;
 void skv_tok_bpe_ws_cleanup(skv_tok_bpe_ws_t *ws);

@@ -196,7 +196,8 @@ static skv_status_t skv_tok_merge_parts(const json_t *m, size_t i, const char **
         const char *sp = strchr(s, ' ');
         if (sp == NULL || strchr(sp + 1, ' ') != NULL) {
             SKV_LOG_ERROR("tokenizer.json: model.merges[%zu] '%s' must be two tokens separated "
-                          "by one space", i, s);
+                          "by one space",
+                          i, s);
             return SKV_STATUS_FORMAT;
         }
         *a = s, *la = (size_t)(sp - s), *b = sp + 1, *lb = strlen(sp + 1);
@@ -211,7 +212,8 @@ static skv_status_t skv_tok_merge_parts(const json_t *m, size_t i, const char **
         return SKV_STATUS_OK;
     }
     SKV_LOG_ERROR("tokenizer.json: model.merges[%zu] must be a \"a b\" string or a pair of "
-                  "strings", i);
+                  "strings",
+                  i);
     return SKV_STATUS_FORMAT;
 }
 
@@ -263,14 +265,15 @@ static skv_status_t skv_tok_batch_flush(skv_tokenizer_t *tok, skv_tok_merge_batc
         }
         if (id[0] < 0 || id[1] < 0) {
             SKV_LOG_ERROR("tokenizer.json: model.merges[%zu] uses '%.*s' which is not in "
-                          "model.vocab", first + j, (int)(id[0] < 0 ? mb->la[j] : mb->lb[j]),
+                          "model.vocab",
+                          first + j, (int)(id[0] < 0 ? mb->la[j] : mb->lb[j]),
                           id[0] < 0 ? mb->a[j] : mb->b[j]);
             return SKV_STATUS_FORMAT;
         }
         if (id[2] < 0) {
             SKV_LOG_ERROR("tokenizer.json: model.merges[%zu] ('%.*s' '%.*s') makes a token that "
-                          "is not in model.vocab", first + j, (int)mb->la[j], mb->a[j],
-                          (int)mb->lb[j], mb->b[j]);
+                          "is not in model.vocab",
+                          first + j, (int)mb->la[j], mb->a[j], (int)mb->lb[j], mb->b[j]);
             return SKV_STATUS_FORMAT;
         }
         skv_tok_pairmap_prefetch(&tok->merges, id[0], id[1]);
@@ -325,8 +328,8 @@ static skv_status_t skv_tok_load_merges(skv_tokenizer_t *tok, const json_t *merg
         }
         /* An operand's bytes are never more than its spelling's. */
         size_t need = json_is_string(m) ? json_string_length(m)
-                      : json_string_length(json_array_get(m, 0)) +
-                            json_string_length(json_array_get(m, 1));
+                                        : json_string_length(json_array_get(m, 0)) +
+                                              json_string_length(json_array_get(m, 1));
         SKV_CHECK_GOTO(skv_tok_batch_reserve(&mb, off + need), out);
         SKV_CHECK_GOTO(skv_tok_batch_add(&mb, m, i, &off), out);
         if (mb.n == SKV_TOK_MERGE_BATCH) {
@@ -414,7 +417,8 @@ static skv_status_t skv_tok_model_parts(const json_t *root, json_t **model_p, js
 /* ---- added tokens --------------------------------------------------------------------- */
 
 /* Reads one added_tokens entry into a. */
-static skv_status_t skv_tok_load_added_one(skv_tokenizer_t *tok, const json_t *e, skv_tok_added_t *a)
+static skv_status_t skv_tok_load_added_one(skv_tokenizer_t *tok, const json_t *e,
+                                           skv_tok_added_t *a)
 {
     const char *content;
     int single_word;
@@ -435,7 +439,8 @@ static skv_status_t skv_tok_load_added_one(skv_tokenizer_t *tok, const json_t *e
     }
     if (single_word || a->lstrip || a->rstrip) {
         SKV_LOG_ERROR("tokenizer.json: added_tokens[] '%s': single_word/lstrip/rstrip are not "
-                      "supported", content);
+                      "supported",
+                      content);
         return SKV_STATUS_UNSUPPORTED;
     }
     a->len = json_string_length(json_object_get(e, "content"));
@@ -495,7 +500,8 @@ static skv_status_t skv_tok_compile(skv_tokenizer_t *tok, const char *pattern, s
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(err, msg, sizeof(msg));
         SKV_LOG_ERROR("tokenizer.json: pre_tokenizer regex '%.*s' does not compile at offset "
-                      "%zu: %s", (int)len, pattern, (size_t)err_off, (const char *)msg);
+                      "%zu: %s",
+                      (int)len, pattern, (size_t)err_off, (const char *)msg);
         return err == PCRE2_ERROR_HEAP_FAILED ? SKV_STATUS_NO_MEMORY : SKV_STATUS_UNSUPPORTED;
     }
     tok->jit = pcre2_jit_compile(re, PCRE2_JIT_COMPLETE) == 0;
@@ -513,7 +519,8 @@ static skv_status_t skv_tok_load_split(skv_tokenizer_t *tok, const json_t *pt)
     SKV_CHECK(skv_tok_get_bool(pt, "invert", "pre_tokenizer.Split", 0, &invert));
     if (behavior == NULL || strcmp(behavior, "Isolated") != 0 || invert) {
         SKV_LOG_ERROR("tokenizer.json: pre_tokenizer.Split.behavior '%s' (invert %d) is not "
-                      "supported (only Isolated, invert false)", behavior ? behavior : "", invert);
+                      "supported (only Isolated, invert false)",
+                      behavior ? behavior : "", invert);
         return SKV_STATUS_UNSUPPORTED;
     }
     if (!json_is_object(pattern)) {
@@ -531,8 +538,8 @@ static skv_status_t skv_tok_load_split(skv_tokenizer_t *tok, const json_t *pt)
         return SKV_STATUS_UNSUPPORTED;
     }
     const char *p = re ? re : lit;
-    SKV_CHECK(skv_tok_compile(tok, p, strlen(p), re ? 0 : PCRE2_LITERAL,
-                              &tok->split_re[tok->n_split]));
+    SKV_CHECK(
+        skv_tok_compile(tok, p, strlen(p), re ? 0 : PCRE2_LITERAL, &tok->split_re[tok->n_split]));
     tok->n_split++;
     return SKV_STATUS_OK;
 }
@@ -614,7 +621,8 @@ static skv_status_t skv_tok_post_special(const json_t *specials, const char *nam
 /* Reads a TemplateProcessing's `single` template: tokens before and after $A. */
 static skv_status_t skv_tok_load_template(skv_tokenizer_t *tok, const json_t *pp)
 {
-    json_t *single = json_object_get(pp, "single"), *specials = json_object_get(pp, "special_tokens");
+    json_t *single = json_object_get(pp, "single"),
+           *specials = json_object_get(pp, "special_tokens");
     json_t *e;
     size_t i;
     int seen_a = 0;
@@ -628,15 +636,17 @@ static skv_status_t skv_tok_load_template(skv_tokenizer_t *tok, const json_t *pp
         const char *id = json_string_value(json_object_get(sp ? sp : seq, "id"));
         if (id == NULL || (sp == NULL) == (seq == NULL) || (seq && (strcmp(id, "A") || seen_a))) {
             SKV_LOG_ERROR("tokenizer.json: post_processor.single[%zu] must be a SpecialToken or "
-                          "the one Sequence A", i);
+                          "the one Sequence A",
+                          i);
             return SKV_STATUS_FORMAT;
         }
         if (seq) {
             seen_a = 1;
             continue;
         }
-        SKV_CHECK(seen_a ? skv_tok_post_special(specials, id, &tok->post_suffix, &tok->n_post_suffix)
-                         : skv_tok_post_special(specials, id, &tok->post_prefix, &tok->n_post_prefix));
+        SKV_CHECK(seen_a
+                      ? skv_tok_post_special(specials, id, &tok->post_suffix, &tok->n_post_suffix)
+                      : skv_tok_post_special(specials, id, &tok->post_prefix, &tok->n_post_prefix));
     }
     return SKV_STATUS_OK;
 }

@@ -150,7 +150,8 @@ void skv_tok_strmap_get_batch(const skv_tok_strmap_t *m, size_t n, const char *c
     /* 4: verify; a tag collision (rare) falls back to the plain lookup. */
     for (size_t i = 0; i < n; i++) {
         int32_t c = cand[i];
-        int hit = c >= 0 && m->key_len[c] == lens[i] && memcmp(m->key_ptr[c], keys[i], lens[i]) == 0;
+        int hit =
+            c >= 0 && m->key_len[c] == lens[i] && memcmp(m->key_ptr[c], keys[i], lens[i]) == 0;
         ids[i] = hit ? c : c < 0 ? -1 : skv_tok_strmap_get(m, keys[i], lens[i]);
     }
 }

@@ -177,14 +177,16 @@ int main(int argc, char **argv)
     skv_cli_opts_t o = {0};
     skv_tokenizer_t *tok = NULL;
     if (argc < 3 || !skv_cli_parse(argc, argv, &o)) {
-        fprintf(stderr, "usage: %s TOKENIZER [--add-bos] [--parse-special] [--skip-special] "
-                        "(TEXT | --decode IDS | --jsonl | --chat [--gen])\n", argv[0]);
+        fprintf(stderr,
+                "usage: %s TOKENIZER [--add-bos] [--parse-special] [--skip-special] "
+                "(TEXT | --decode IDS | --jsonl | --chat [--gen])\n",
+                argv[0]);
         return 2;
     }
     skv_status_t status = skv_tokenizer_load(argv[1], &tok);
     if (status == SKV_STATUS_OK) {
-        status = o.jsonl ? skv_cli_jsonl(tok, &o)
-                 : o.chat ? skv_cli_chat(tok, &o)
+        status = o.jsonl    ? skv_cli_jsonl(tok, &o)
+                 : o.chat   ? skv_cli_chat(tok, &o)
                  : o.decode ? skv_cli_decode(tok, &o)
                             : skv_cli_encode(tok, &o);
     }

@@ -20,7 +20,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define SKV_FUZZ_MAX_SEEDS 64
-#define SKV_FUZZ_MAX_SIZE (64 * 1024)
+#define SKV_FUZZ_MAX_SIZE  (64 * 1024)
 
 typedef struct {
     uint8_t *data;
@@ -89,9 +89,26 @@ static size_t skv_fuzz_load_seeds(const char *dir, skv_fuzz_buf_t *seeds)
 /* Applies one random edit to b (capacity SKV_FUZZ_MAX_SIZE). */
 static void skv_fuzz_mutate(skv_fuzz_buf_t *b, const skv_fuzz_buf_t *seeds, size_t n_seeds)
 {
-    static const char *const tokens[] = {"<|eot_id|>", "<|begin_of_text|>", "\xf0\x9f\x98", "\xe4",
-                                         "\"", "{", "}", "[", "]", ":", ",", "null", "-1",
-                                         "1e999", "\\u0000", "\\ud800", "'s", "   ", "\n\n", "0"};
+    static const char *const tokens[] = {"<|eot_id|>",
+                                         "<|begin_of_text|>",
+                                         "\xf0\x9f\x98",
+                                         "\xe4",
+                                         "\"",
+                                         "{",
+                                         "}",
+                                         "[",
+                                         "]",
+                                         ":",
+                                         ",",
+                                         "null",
+                                         "-1",
+                                         "1e999",
+                                         "\\u0000",
+                                         "\\ud800",
+                                         "'s",
+                                         "   ",
+                                         "\n\n",
+                                         "0"};
     size_t pos = skv_fuzz_below(b->size + 1);
     switch (skv_fuzz_below(6)) {
     case 0: /* flip a bit */
@@ -110,7 +127,7 @@ static void skv_fuzz_mutate(skv_fuzz_buf_t *b, const skv_fuzz_buf_t *seeds, size
         b->size -= len;
         break;
     }
-    case 3: /* copy a chunk of another seed in (splice) */
+    case 3:   /* copy a chunk of another seed in (splice) */
     case 4: { /* insert a token */
         const char *src;
         size_t len;

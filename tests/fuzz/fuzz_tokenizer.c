@@ -23,7 +23,8 @@ static skv_tokenizer_t *skv_fuzz_tok;
 static const skv_tokenizer_t *skv_fuzz_tokenizer(void)
 {
     if (skv_fuzz_tok == NULL) {
-        json_t *root = skv_tiny_tokenizer_json(), *cfg = skv_tiny_config_json(SKV_TINY_LLAMA3_TEMPLATE);
+        json_t *root = skv_tiny_tokenizer_json(),
+               *cfg = skv_tiny_config_json(SKV_TINY_LLAMA3_TEMPLATE);
         char *j = json_dumps(root, JSON_COMPACT), *c = json_dumps(cfg, JSON_COMPACT);
         SKV_ASSERT(skv_tokenizer_load_mem(j, strlen(j), c, strlen(c), &skv_fuzz_tok) ==
                    SKV_STATUS_OK);

@@ -23,8 +23,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int32_t *ids = NULL;
     size_t n = 0, len;
     char *out = NULL;
-    if (skv_tokenizer_encode(tok, text, sizeof(text) - 1, SKV_TOKENIZER_ENCODE_ADD_BOS |
-                             SKV_TOKENIZER_ENCODE_PARSE_SPECIAL, &ids, &n) == SKV_STATUS_OK) {
+    if (skv_tokenizer_encode(tok, text, sizeof(text) - 1,
+                             SKV_TOKENIZER_ENCODE_ADD_BOS | SKV_TOKENIZER_ENCODE_PARSE_SPECIAL,
+                             &ids, &n) == SKV_STATUS_OK) {
         SKV_ASSERT(skv_tokenizer_decode(tok, ids, n, 0, &out, &len) == SKV_STATUS_OK);
     }
     skv_free(out);

@@ -109,8 +109,9 @@ static void test_special_on_off(void **state)
     skv_free(ids);
     /* Skip special on decode. */
     int32_t mixed[] = {300, 'h', 'i', 301};
-    assert_int_equal(skv_tokenizer_decode(tok, mixed, 4, SKV_TOKENIZER_DECODE_SKIP_SPECIAL, &dec,
-                                          &len), SKV_STATUS_OK);
+    assert_int_equal(
+        skv_tokenizer_decode(tok, mixed, 4, SKV_TOKENIZER_DECODE_SKIP_SPECIAL, &dec, &len),
+        SKV_STATUS_OK);
     assert_string_equal(dec, "hi");
     skv_free(dec);
     assert_int_equal(skv_tokenizer_decode(tok, mixed, 4, 0, &dec, &len), SKV_STATUS_OK);
@@ -121,17 +122,24 @@ static void test_special_on_off(void **state)
 
 static void test_roundtrip(void **state)
 {
-    static const char *const texts[] = {
-        "", " ", "hello world", "It's 12345 the\n\n\n  end  ", "中文 😀 👩‍👩‍👧‍👦 e\xcc\x81",
-        "tab\there\r\nx", "'S 'LL", "<|begin_of_text|><|eot_id|<tool>", "\xc2\x85\xe3\x80\x80"};
+    static const char *const texts[] = {"",
+                                        " ",
+                                        "hello world",
+                                        "It's 12345 the\n\n\n  end  ",
+                                        "中文 😀 👩‍👩‍👧‍👦 e\xcc\x81",
+                                        "tab\there\r\nx",
+                                        "'S 'LL",
+                                        "<|begin_of_text|><|eot_id|<tool>",
+                                        "\xc2\x85\xe3\x80\x80"};
     skv_tokenizer_t *tok = tiny();
     for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
         int32_t *ids;
         size_t n, len;
         char *dec;
         const char *t = texts[i];
-        assert_int_equal(skv_tokenizer_encode(tok, t, strlen(t), SKV_TOKENIZER_ENCODE_PARSE_SPECIAL,
-                                              &ids, &n), SKV_STATUS_OK);
+        assert_int_equal(
+            skv_tokenizer_encode(tok, t, strlen(t), SKV_TOKENIZER_ENCODE_PARSE_SPECIAL, &ids, &n),
+            SKV_STATUS_OK);
         assert_int_equal(skv_tokenizer_decode(tok, ids, n, 0, &dec, &len), SKV_STATUS_OK);
         assert_int_equal(len, strlen(t));
         assert_memory_equal(dec, t, len);
@@ -150,8 +158,9 @@ static void test_roundtrip(void **state)
 
 static void test_invalid_utf8(void **state)
 {
-    static const char *const bad[] = {"\xc0\x80", "a\xed\xa0\x80", "\xe4\xb8", "\xf5\x80\x80\x80",
-                                      "\x80", "ok\xff", "\xf4\x90\x80\x80"};
+    static const char *const bad[] = {"\xc0\x80",         "a\xed\xa0\x80", "\xe4\xb8",
+                                      "\xf5\x80\x80\x80", "\x80",          "ok\xff",
+                                      "\xf4\x90\x80\x80"};
     skv_tokenizer_t *tok = tiny();
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         int32_t *ids = NULL;
@@ -165,7 +174,9 @@ static void test_invalid_utf8(void **state)
     char *dec;
     size_t len;
     assert_int_equal(skv_tokenizer_decode(tok, lone, 4, 0, &dec, &len), SKV_STATUS_OK);
-    assert_string_equal(dec, "\xef\xbf\xbd" "A" "\xef\xbf\xbd");
+    assert_string_equal(dec, "\xef\xbf\xbd"
+                             "A"
+                             "\xef\xbf\xbd");
     skv_free(dec);
     int32_t out_of_range[] = {5, 306};
     assert_int_equal(skv_tokenizer_decode(tok, out_of_range, 2, 0, &dec, &len),
@@ -185,8 +196,8 @@ static char *stream(const skv_tokenizer_t *tok, const int32_t *ids, size_t n, un
     for (size_t i = 0; i <= n; i++) {
         const char *piece;
         size_t len;
-        skv_status_t st = i < n ? skv_detok_push(&dt, ids[i], &piece, &len)
-                                : skv_detok_flush(&dt, &piece, &len);
+        skv_status_t st =
+            i < n ? skv_detok_push(&dt, ids[i], &piece, &len) : skv_detok_flush(&dt, &piece, &len);
         assert_int_equal(st, SKV_STATUS_OK);
         /* A piece never ends inside a character. */
         assert_true(len == 0 || (unsigned char)piece[len - 1] < 0x80 ||
@@ -201,7 +212,8 @@ static char *stream(const skv_tokenizer_t *tok, const int32_t *ids, size_t n, un
 static void test_detok_streaming(void **state)
 {
     skv_tokenizer_t *tok = tiny();
-    const char *text = "h\xc3\xa9llo \xe4\xb8\xad\xe6\x96\x87 \xf0\x9f\x98\x80!"; /* héllo 中文 😀! */
+    const char *text =
+        "h\xc3\xa9llo \xe4\xb8\xad\xe6\x96\x87 \xf0\x9f\x98\x80!"; /* héllo 中文 😀! */
     int32_t ids[64];
     size_t n = 0;
     for (const char *p = text; *p; p++) { /* one byte per token: every character is split */
@@ -248,8 +260,9 @@ static void test_chat_llama3(void **state)
     assert_int_equal(skv_tokenizer_chat_encode(tok, msgs, 1, 1, &ids, &n), SKV_STATUS_OK);
     skv_free(text);
     assert_int_equal(skv_tokenizer_chat_render(tok, msgs, 1, 1, &text, &len), SKV_STATUS_OK);
-    assert_int_equal(skv_tokenizer_encode(tok, text, len, SKV_TOKENIZER_ENCODE_PARSE_SPECIAL, &ref,
-                                          &n_ref), SKV_STATUS_OK);
+    assert_int_equal(
+        skv_tokenizer_encode(tok, text, len, SKV_TOKENIZER_ENCODE_PARSE_SPECIAL, &ref, &n_ref),
+        SKV_STATUS_OK);
     assert_int_equal(n, n_ref);
     assert_memory_equal(ids, ref, n * sizeof(*ids));
     skv_free(ids);
@@ -336,9 +349,10 @@ static void test_bad_files(void **state)
     expect_load("decoder", json_pack("{s:s}", "type", "WordPiece"), SKV_STATUS_UNSUPPORTED);
     expect_load("pre_tokenizer", json_pack("{s:s}", "type", "Whitespace"), SKV_STATUS_UNSUPPORTED);
     expect_load("pre_tokenizer", json_null(), SKV_STATUS_UNSUPPORTED);
-    expect_load("pre_tokenizer.pretokenizers", json_pack("[{s:s,s:{s:s},s:s}]", "type", "Split",
-                                                         "pattern", "Regex", "(", "behavior",
-                                                         "Isolated"), SKV_STATUS_UNSUPPORTED);
+    expect_load("pre_tokenizer.pretokenizers",
+                json_pack("[{s:s,s:{s:s},s:s}]", "type", "Split", "pattern", "Regex", "(",
+                          "behavior", "Isolated"),
+                SKV_STATUS_UNSUPPORTED);
     expect_load("post_processor", json_pack("{s:s}", "type", "BertProcessing"),
                 SKV_STATUS_UNSUPPORTED);
     expect_load("post_processor", json_pack("{s:s,s:i}", "type", "TemplateProcessing", "single", 1),
@@ -398,11 +412,11 @@ static void test_alloc_failures(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_empty_and_bos),     cmocka_unit_test(test_merges_and_lookup),
-        cmocka_unit_test(test_special_on_off),    cmocka_unit_test(test_roundtrip),
-        cmocka_unit_test(test_invalid_utf8),      cmocka_unit_test(test_detok_streaming),
-        cmocka_unit_test(test_chat_llama3),       cmocka_unit_test(test_chat_unsupported),
-        cmocka_unit_test(test_bad_files),         cmocka_unit_test(test_load_from_dir),
+        cmocka_unit_test(test_empty_and_bos),  cmocka_unit_test(test_merges_and_lookup),
+        cmocka_unit_test(test_special_on_off), cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_invalid_utf8),   cmocka_unit_test(test_detok_streaming),
+        cmocka_unit_test(test_chat_llama3),    cmocka_unit_test(test_chat_unsupported),
+        cmocka_unit_test(test_bad_files),      cmocka_unit_test(test_load_from_dir),
         cmocka_unit_test(test_alloc_failures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

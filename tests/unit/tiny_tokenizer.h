@@ -12,15 +12,15 @@
 #include <stdio.h>
 #include <string.h>
 
-#define SKV_TINY_LLAMA3_RE                                                                       \
+#define SKV_TINY_LLAMA3_RE                                                                         \
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+" \
     "[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 
-#define SKV_TINY_LLAMA3_TEMPLATE                                                                 \
-    "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = "     \
-    "'<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | " \
-    "trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}"    \
-    "{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ "                      \
+#define SKV_TINY_LLAMA3_TEMPLATE                                                                   \
+    "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = "        \
+    "'<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | "   \
+    "trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}"       \
+    "{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ "                        \
     "'<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
 
 /* Writes the byte-level spelling of byte b (UTF-8, NUL-terminated) into out[3]. */
@@ -43,8 +43,8 @@ static void skv_tiny_byte_str(unsigned b, char out[3])
 
 static json_t *skv_tiny_added(int id, const char *content, int special)
 {
-    return json_pack("{s:i,s:s,s:b,s:b,s:b,s:b,s:b}", "id", id, "content", content, "single_word", 0,
-                     "lstrip", 0, "rstrip", 0, "normalized", !special, "special", special);
+    return json_pack("{s:i,s:s,s:b,s:b,s:b,s:b,s:b}", "id", id, "content", content, "single_word",
+                     0, "lstrip", 0, "rstrip", 0, "normalized", !special, "special", special);
 }
 
 /* Returns a new tokenizer.json tree (json_decref it). */
@@ -56,7 +56,7 @@ static json_t *skv_tiny_tokenizer_json(void)
         skv_tiny_byte_str(b, s);
         json_object_set_new(vocab, s, json_integer(b));
     }
-    static const char *const extra[][3] = {{"Ġ", "t", "Ġt"}, {"h", "e", "he"},
+    static const char *const extra[][3] = {{"Ġ", "t", "Ġt"},     {"h", "e", "he"},
                                            {"Ġt", "he", "Ġthe"}, {"l", "l", "ll"},
                                            {"he", "ll", "hell"}, {"hell", "o", "hello"}};
     json_t *merges = json_array();
@@ -66,21 +66,20 @@ static json_t *skv_tiny_tokenizer_json(void)
         snprintf(m, sizeof(m), "%s %s", extra[i][0], extra[i][1]);
         json_array_append_new(merges, json_string(m));
     }
-    json_t *added = json_pack("[o,o,o,o,o,o]", skv_tiny_added(300, "<|begin_of_text|>", 1),
-                              skv_tiny_added(301, "<|eot_id|>", 1),
-                              skv_tiny_added(302, "<|start_header_id|>", 1),
-                              skv_tiny_added(303, "<|end_header_id|>", 1),
-                              skv_tiny_added(304, "<tool>", 0),
-                              skv_tiny_added(305, "<|end_of_text|>", 1));
-    json_t *pre = json_pack(
-        "{s:s,s:[{s:s,s:{s:s},s:s,s:b},{s:s,s:b,s:b,s:b}]}", "type", "Sequence", "pretokenizers",
-        "type", "Split", "pattern", "Regex", SKV_TINY_LLAMA3_RE, "behavior", "Isolated", "invert", 0,
-        "type", "ByteLevel", "add_prefix_space", 0, "trim_offsets", 1, "use_regex", 0);
-    json_t *post = json_pack(
-        "{s:s,s:[{s:{s:s,s:i}},{s:{s:s,s:i}}],s:{s:{s:s,s:[i],s:[s]}}}", "type",
-        "TemplateProcessing", "single", "SpecialToken", "id", "<|begin_of_text|>", "type_id", 0,
-        "Sequence", "id", "A", "type_id", 0, "special_tokens", "<|begin_of_text|>", "id",
-        "<|begin_of_text|>", "ids", 300, "tokens", "<|begin_of_text|>");
+    json_t *added = json_pack(
+        "[o,o,o,o,o,o]", skv_tiny_added(300, "<|begin_of_text|>", 1),
+        skv_tiny_added(301, "<|eot_id|>", 1), skv_tiny_added(302, "<|start_header_id|>", 1),
+        skv_tiny_added(303, "<|end_header_id|>", 1), skv_tiny_added(304, "<tool>", 0),
+        skv_tiny_added(305, "<|end_of_text|>", 1));
+    json_t *pre = json_pack("{s:s,s:[{s:s,s:{s:s},s:s,s:b},{s:s,s:b,s:b,s:b}]}", "type", "Sequence",
+                            "pretokenizers", "type", "Split", "pattern", "Regex",
+                            SKV_TINY_LLAMA3_RE, "behavior", "Isolated", "invert", 0, "type",
+                            "ByteLevel", "add_prefix_space", 0, "trim_offsets", 1, "use_regex", 0);
+    json_t *post = json_pack("{s:s,s:[{s:{s:s,s:i}},{s:{s:s,s:i}}],s:{s:{s:s,s:[i],s:[s]}}}",
+                             "type", "TemplateProcessing", "single", "SpecialToken", "id",
+                             "<|begin_of_text|>", "type_id", 0, "Sequence", "id", "A", "type_id", 0,
+                             "special_tokens", "<|begin_of_text|>", "id", "<|begin_of_text|>",
+                             "ids", 300, "tokens", "<|begin_of_text|>");
     return json_pack("{s:s,s:n,s:n,s:o,s:n,s:o,s:o,s:{s:s},s:{s:s,s:n,s:n,s:b,s:b,s:o,s:o}}",
                      "version", "1.0", "truncation", "padding", "added_tokens", added, "normalizer",
                      "pre_tokenizer", pre, "post_processor", post, "decoder", "type", "ByteLevel",
