@@ -61,11 +61,14 @@ static void skv_fuzz_detok(const skv_tokenizer_t *tok, const uint8_t *data, size
 {
     size_t n = size / 2, len, at = 0;
     int32_t *ids = skv_mallocn(n + 1, sizeof(*ids));
-    char *full = NULL, *streamed = skv_malloc(4 * size + 16);
+    char *full = NULL, *streamed = NULL;
     for (size_t i = 0; i < n; i++) {
         ids[i] = (int32_t)((data[2 * i] | data[2 * i + 1] << 8) % (skv_tokenizer_n_vocab(tok) + 4));
     }
     skv_status_t st = skv_tokenizer_decode(tok, ids, n, 0, &full, &len);
+    if (st == SKV_STATUS_OK) {
+        streamed = skv_malloc(len + 1); /* streaming must give exactly the full decode */
+    }
     skv_detok_t dt;
     skv_detok_init(&dt, tok, 0);
     for (size_t i = 0; i <= n && st == SKV_STATUS_OK; i++) {
@@ -73,6 +76,7 @@ static void skv_fuzz_detok(const skv_tokenizer_t *tok, const uint8_t *data, size
         size_t piece_len;
         SKV_ASSERT((i < n ? skv_detok_push(&dt, ids[i], &piece, &piece_len)
                           : skv_detok_flush(&dt, &piece, &piece_len)) == SKV_STATUS_OK);
+        SKV_ASSERT(at + piece_len <= len);
         memcpy(streamed + at, piece, piece_len);
         at += piece_len;
     }
