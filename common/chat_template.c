@@ -3,9 +3,9 @@
  *
  * We do not run Jinja. The Llama-3 template is recognised by its markers (<|start_header_id|>,
  * <|end_header_id|>, <|eot_id|>) and reproduced in C:
- *   bos_token + for each message: "<|start_header_id|>" + role + "<|end_header_id|>\n\n" +
- *   content|trim + "<|eot_id|>"; then "<|start_header_id|>assistant<|end_header_id|>\n\n" when
- *   add_generation_prompt.
+ *   for each message: "<|start_header_id|>" + role + "<|end_header_id|>\n\n" + content|trim +
+ *   "<|eot_id|>", bos_token before the first one; then
+ *   "<|start_header_id|>assistant<|end_header_id|>\n\n" when add_generation_prompt.
  * Templates that add more (Llama-3.1's "Cutting Knowledge Date" system block, tool calls) or
  * any other family are refused as UNSUPPORTED rather than approximated.
  */
@@ -140,7 +140,7 @@ static skv_status_t skv_tok_chat_parts(const skv_tokenizer_t *tok, const skv_cha
     }
     skv_status_t status = SKV_STATUS_OK;
     size_t n = 0;
-    if (tok->bos_text != NULL) {
+    if (tok->bos_text != NULL && n_msgs > 0) { /* the template adds it to the first message */
         p[n++] = (skv_tok_part_t){tok->bos_text, strlen(tok->bos_text), 1, 0};
     }
     for (size_t i = 0; i < n_msgs; i++) {

@@ -99,9 +99,9 @@ typedef struct {
 } skv_chat_msg_t;
 
 /* Renders messages with the model's chat format into text, as the Jinja template in
- * tokenizer_config.json would (Llama-3: BOS, then per message
- * "<|start_header_id|>ROLE<|end_header_id|>\n\nCONTENT<|eot_id|>", then the assistant header when
- * add_generation_prompt). *text_p: new NUL-terminated string of *len_p bytes (skv_free).
+ * tokenizer_config.json would (Llama-3: per message
+ * "<|start_header_id|>ROLE<|end_header_id|>\n\nCONTENT<|eot_id|>" with BOS before the first,
+ * then the assistant header when add_generation_prompt). *text_p: new NUL-terminated string of *len_p bytes (skv_free).
  * Returns UNSUPPORTED when the tokenizer has no chat_template or one that is not recognised as
  * Llama-3 (logged once at load), INVALID_ARGUMENT for a NULL role/content or invalid UTF-8,
  * NO_MEMORY. Any thread. */

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #define PCRE2_CODE_UNIT_WIDTH 8
+#include <jansson.h>
 #include <pcre2.h>
 
 #include "common/status.h"
@@ -119,9 +120,8 @@ struct skv_tokenizer {
 skv_status_t skv_tok_strmap_init(skv_tok_strmap_t *m, size_t n_expected, const char *const *key_ptr,
                                  const uint32_t *key_len);
 void skv_tok_strmap_cleanup(skv_tok_strmap_t *m);
-/* Inserts id under its key; an existing equal key is replaced (later entries win, as in HF). */
-void skv_tok_strmap_put(skv_tok_strmap_t *m, int32_t id);
-/* Inserts n <= SKV_TOK_BATCH_MAX ids in order, overlapping their cache misses. */
+/* Inserts n <= SKV_TOK_BATCH_MAX ids under their keys, in order, overlapping their cache
+ * misses; an existing equal key is replaced (later entries win, as in HF). */
 void skv_tok_strmap_put_batch(skv_tok_strmap_t *m, size_t n, const int32_t *ids);
 /* Returns the id of bytes s[0..len) or -1. */
 int32_t skv_tok_strmap_get(const skv_tok_strmap_t *m, const char *s, size_t len);
@@ -162,7 +162,7 @@ typedef struct {
     int32_t *next; /* linked list over symbols */
     int32_t *prev;
     uint32_t *rank; /* rank of the pair starting at each symbol (UINT32_MAX: none) */
-    void *heap;     /* heap entries for long words */
+    uint64_t *heap; /* heap entries (rank << 32 | position) for long words */
     size_t cap;
 } skv_tok_bpe_ws_t;
 void skv_tok_bpe_ws_cleanup(skv_tok_bpe_ws_t *ws);
@@ -170,8 +170,10 @@ void skv_tok_bpe_ws_cleanup(skv_tok_bpe_ws_t *ws);
 skv_status_t skv_tok_bpe_word(const skv_tokenizer_t *tok, skv_tok_bpe_ws_t *ws, const char *w,
                               size_t len, skv_tok_ids_t *out);
 
-/* ---- tokenizer_load.c helpers used by tokenizer.c ---- */
-skv_status_t skv_tok_load_json(skv_tokenizer_t *tok, void *root, void *config);
+/* ---- tokenizer_load.c ---- */
+/* Fills tok from the parsed tokenizer.json (root) and tokenizer_config.json (config, may be
+ * NULL); both borrowed. Returns FORMAT / UNSUPPORTED / NO_MEMORY, logged with the field. */
+skv_status_t skv_tok_load_json(skv_tokenizer_t *tok, const json_t *root, const json_t *config);
 
 /* ---- chat_template.c ---- */
 /* Classifies a chat_template string. */

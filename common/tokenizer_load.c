@@ -780,9 +780,8 @@ static skv_status_t skv_tok_check_post_ids(const skv_tokenizer_t *tok)
 
 /* ---- entry ---------------------------------------------------------------------------- */
 
-skv_status_t skv_tok_load_json(skv_tokenizer_t *tok, void *root_v, void *config_v)
+skv_status_t skv_tok_load_json(skv_tokenizer_t *tok, const json_t *root, const json_t *config)
 {
-    const json_t *root = root_v;
     json_t *model, *vocab, *merges;
     int32_t max_id;
     size_t key_bytes;
@@ -815,9 +814,9 @@ skv_status_t skv_tok_load_json(skv_tokenizer_t *tok, void *root_v, void *config_
     SKV_CHECK(skv_tok_check_post_ids(tok));
     SKV_CHECK(skv_tok_load_unk(tok, model));
     SKV_CHECK(skv_tok_load_pretok(tok, root));
-    if (config_v != NULL && !json_is_object((json_t *)config_v)) {
+    if (config != NULL && !json_is_object(config)) {
         SKV_LOG_ERROR("tokenizer_config.json: the top level must be an object");
         return SKV_STATUS_FORMAT;
     }
-    return skv_tok_load_config(tok, config_v);
+    return skv_tok_load_config(tok, config);
 }

@@ -95,11 +95,6 @@ static void skv_tok_strmap_put_h(skv_tok_strmap_t *m, int32_t id, uint64_t h)
     m->slots[i] = (skv_tok_strslot_t){id + 1, (uint32_t)(h >> 32)};
 }
 
-void skv_tok_strmap_put(skv_tok_strmap_t *m, int32_t id)
-{
-    skv_tok_strmap_put_h(m, id, skv_tok_hash_bytes(m->key_ptr[id], m->key_len[id]));
-}
-
 void skv_tok_strmap_put_batch(skv_tok_strmap_t *m, size_t n, const int32_t *ids)
 {
     uint64_t h[SKV_TOK_BATCH_MAX];

@@ -185,26 +185,45 @@ def compare(exe, path, texts, label, roundtrip=True):
     return fails
 
 
+CONVERSATIONS = [
+    [{"role": "system", "content": "  You are terse.\n"},
+     {"role": "user", "content": "What is 12345 + 1? 中文 😀"},
+     {"role": "assistant", "content": "12346."}, {"role": "user", "content": "Thanks!"}],
+    [{"role": "user", "content": "\u3000\u00a0 unicode spaces around \t\n\u2028"}],
+    [{"role": "user", "content": ""}, {"role": "tool_like_role", "content": "x\n\ny"}],
+    [],
+]
+
+
+def render_jinja(tmpl, msgs, gen):
+    """Renders a chat template the way transformers' apply_chat_template does."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    return env.from_string(tmpl).render(messages=msgs, add_generation_prompt=gen,
+                                        bos_token="<|begin_of_text|>", eos_token="<|eot_id|>")
+
+
 def compare_chat(exe, path, label):
-    """skv chat_encode ids == HF encode(rendered text) for a plain conversation."""
+    """Our chat render == Jinja's rendering of the Llama-3 template, and our chat_encode ids ==
+    HF encode(rendered text), for a few conversations with and without the generation prompt."""
     from tokenizers import Tokenizer
     hf = Tokenizer.from_file(path)
-    msgs = [{"role": "system", "content": "  You are terse.\n"},
-            {"role": "user", "content": "What is 12345 + 1? 中文 😀"},
-            {"role": "assistant", "content": "12346."}, {"role": "user", "content": "Thanks!"}]
-    p = subprocess.run([exe, path, "--chat", "--gen"], input=json.dumps(msgs).encode(),
-                       capture_output=True)
-    if p.returncode != 0:
-        print(f"{label}: chat failed: {p.stderr.decode(errors='replace')}")
-        return 1
-    out = json.loads(p.stdout)
-    want_text = "<|begin_of_text|>" + "".join(
-        f"<|start_header_id|>{m['role']}<|end_header_id|>\n\n{m['content'].strip()}<|eot_id|>"
-        for m in msgs) + "<|start_header_id|>assistant<|end_header_id|>\n\n"
     hf.encode_special_tokens = False
-    want_ids = hf.encode(want_text, add_special_tokens=False).ids
-    bad = (out["text"] != want_text) + (out["ids"] != want_ids)
-    print(f"{label}: chat {'ok' if not bad else 'MISMATCH'}")
+    bad = 0
+    for msgs in CONVERSATIONS:
+        for gen in (True, False):
+            p = subprocess.run([exe, path, "--chat"] + (["--gen"] if gen else []),
+                               input=json.dumps(msgs).encode(), capture_output=True)
+            if p.returncode != 0:
+                print(f"{label}: chat failed: {p.stderr.decode(errors='replace')}")
+                return 1
+            out = json.loads(p.stdout)
+            want_text = render_jinja(LLAMA3_CHAT_TEMPLATE, msgs, gen)
+            want_ids = hf.encode(want_text, add_special_tokens=False).ids
+            if out["text"] != want_text or out["ids"] != want_ids:
+                bad += 1
+                print(f"{label}: chat MISMATCH gen={gen} ours={out['text']!r} jinja={want_text!r}")
+    print(f"{label}: chat {'ok' if not bad else 'MISMATCH'} ({2 * len(CONVERSATIONS)} renders)")
     return bad
 
 
