@@ -34,9 +34,10 @@ if [ $rc -ne 0 ]; then
 fi
 
 if [[ $steps != *skip-tests* ]]; then
-    (cd $build && timeout 300 ctest -L gpu --output-on-failure) >"$out/ctest.log" 2>&1
+    (cd $build && timeout 300 ctest -L gpu -V) >"$out/ctest.log" 2>&1
     echo "ctest rc=$?"
-    grep -E "^(FAIL|note)|checks failed|case\(s\) failed|tests passed|Passed|Failed" "$out/ctest.log" | head -40
+    grep -E "(FAIL|note|ok   tiny|ok   attention)|checks failed|case\(s\) failed|tests passed" \
+        "$out/ctest.log" | cut -c1-150 | head -40
     timeout 240 compute-sanitizer --tool memcheck --leak-check no \
         $build/tests/gpu/test_cuda_ops --quick >"$out/memcheck.log" 2>&1
     echo "memcheck rc=$?"
@@ -50,5 +51,19 @@ if [[ $steps != *skip-bench* ]]; then
             --steps 5 --json "$out/bench-$preset.json" 2>&1 | tee "$out/bench-$preset.txt"
         echo "bench $preset rc=$?"
     done
+fi
+# Kernel time breakdown of decode (batch 1 and 64) and of one prefill, when nsys is there.
+if [[ $steps != *skip-prof* ]] && command -v nsys >/dev/null; then
+    for cfg in "--decode-batch 1 --context 1024 --prefill-batch 1 --prompt-len 256" \
+               "--decode-batch 64 --context 2048 --prefill-batch 1 --prompt-len 256" \
+               "--decode-batch 1 --context 16 --prefill-batch 8 --prompt-len 2048"; do
+        timeout 150 nsys profile -o /tmp/prof --force-overwrite true -t cuda \
+            $build/bench/engine_bench --random-preset llama3-8b --backend cuda --steps 3 $cfg \
+            >/dev/null 2>&1
+        echo "== $cfg" >>"$out/profile.txt"
+        nsys stats -q -r cuda_gpu_kern_sum -f csv /tmp/prof.nsys-rep 2>/dev/null |
+            cut -d, -f1-4,9 | head -16 >>"$out/profile.txt"
+    done
+    cut -c1-160 "$out/profile.txt"
 fi
 echo "total $(($(date +%s) - t0)) s"

@@ -68,7 +68,7 @@ __global__ void __launch_bounds__(SKV_ATTN_THREADS)
                          int32_t n_heads, int32_t n_head_chunks, float scale, int32_t chunk,
                          int32_t n_splits, float *ws_o, float *ws_ml)
 {
-    __shared__ float qs[SKV_ATTN_ROWS_MAX_HEADS][256];
+    __shared__ __align__(16) float qs[SKV_ATTN_ROWS_MAX_HEADS][256];
     __shared__ float sc[SKV_ATTN_ROWS_MAX_HEADS][SKV_ATTN_ROWS_TILE];
     __shared__ float red[2048]; /* kgroups * heads * head_dim <= 2048 (see below) */
     __shared__ int64_t koff[SKV_ATTN_ROWS_TILE];
@@ -110,33 +110,48 @@ __global__ void __launch_bounds__(SKV_ATTN_THREADS)
             koff[i] = skv_attn_koff(a, bt, t0 + i, kh);
         }
         __syncthreads();
-        /* Phase 1: a warp per key; lanes over dim pairs; one reduction per head. */
-        for (int i = warp; i < nt; i += SKV_ATTN_THREADS / 32) {
-            const __nv_bfloat162 *k2 = (const __nv_bfloat162 *)(a.base + koff[i]);
+        /* Phase 1: a thread per key: no shuffles, and the key's 16-byte loads are all in
+         * flight at once; q comes from shared memory as 16-byte broadcasts. */
+        for (int i = tid; i < nt; i += blockDim.x) {
             float dot[SKV_ATTN_ROWS_MAX_HEADS];
 #pragma unroll
             for (int g = 0; g < SKV_ATTN_ROWS_MAX_HEADS; g++) {
                 dot[g] = 0.0f;
             }
-            for (int jj = lane; jj < npairs; jj += 32) {
-                float2 kf = __bfloat1622float2(k2[jj]);
+            if (hd % 8 == 0) {
+                const uint4 *k4 = (const uint4 *)(a.base + koff[i]);
+#pragma unroll 4
+                for (int c = 0; c < hd / 8; c++) {
+                    uint4 u = k4[c];
+                    const __nv_bfloat162 *b2 = (const __nv_bfloat162 *)&u;
+                    float2 k01 = __bfloat1622float2(b2[0]), k23 = __bfloat1622float2(b2[1]);
+                    float2 k45 = __bfloat1622float2(b2[2]), k67 = __bfloat1622float2(b2[3]);
 #pragma unroll
-                for (int g = 0; g < SKV_ATTN_ROWS_MAX_HEADS; g++) {
-                    if (g < nh) {
-                        dot[g] += qs[g][2 * jj] * kf.x + qs[g][2 * jj + 1] * kf.y;
+                    for (int g = 0; g < SKV_ATTN_ROWS_MAX_HEADS; g++) {
+                        if (g < nh) {
+                            float4 qa = *(const float4 *)&qs[g][c * 8];
+                            float4 qb = *(const float4 *)&qs[g][c * 8 + 4];
+                            dot[g] += qa.x * k01.x + qa.y * k01.y + qa.z * k23.x + qa.w * k23.y +
+                                      qb.x * k45.x + qb.y * k45.y + qb.z * k67.x + qb.w * k67.y;
+                        }
+                    }
+                }
+            } else {
+                const __nv_bfloat162 *k2 = (const __nv_bfloat162 *)(a.base + koff[i]);
+                for (int jj = 0; jj < npairs; jj++) {
+                    float2 kf = __bfloat1622float2(k2[jj]);
+#pragma unroll
+                    for (int g = 0; g < SKV_ATTN_ROWS_MAX_HEADS; g++) {
+                        if (g < nh) {
+                            dot[g] += qs[g][2 * jj] * kf.x + qs[g][2 * jj + 1] * kf.y;
+                        }
                     }
                 }
             }
 #pragma unroll
             for (int g = 0; g < SKV_ATTN_ROWS_MAX_HEADS; g++) {
                 if (g < nh) {
-                    float v = dot[g];
-                    for (int o = 16; o > 0; o >>= 1) {
-                        v += __shfl_xor_sync(0xffffffffu, v, o);
-                    }
-                    if (lane == 0) {
-                        sc[g][i] = v * scale;
-                    }
+                    sc[g][i] = dot[g] * scale;
                 }
             }
         }
@@ -178,6 +193,7 @@ __global__ void __launch_bounds__(SKV_ATTN_THREADS)
                     acc[g].y *= corr_s[g];
                 }
             }
+#pragma unroll 4
             for (int i = kg; i < nt; i += n_kg) {
                 float2 vf = __bfloat1622float2(
                     ((const __nv_bfloat162 *)(a.base + koff[i] + v_delta))[j]);
@@ -266,7 +282,8 @@ template <int HD> struct skv_prefill_smem {
     static constexpr int OFF_POS = OFF_KOFF + SKV_ATTN_BK * 8;
     static constexpr int OFF_M = OFF_POS + SKV_ATTN_BQ * 4;
     static constexpr int OFF_L = OFF_M + SKV_ATTN_BQ * 4;
-    static constexpr int BYTES = OFF_L + SKV_ATTN_BQ * 4;
+    static constexpr int OFF_C = OFF_L + SKV_ATTN_BQ * 4;
+    static constexpr int BYTES = OFF_C + SKV_ATTN_BQ * 4;
 };
 
 /* grid (query tiles, sequences, heads), 4 warps; warp w owns query rows 16w..16w+15 of the
@@ -288,6 +305,7 @@ __global__ void __launch_bounds__(SKV_ATTN_THREADS)
     int32_t *rpos = (int32_t *)(smem + L::OFF_POS);
     float *m_s = (float *)(smem + L::OFF_M);
     float *l_s = (float *)(smem + L::OFF_L);
+    float *corr_s = (float *)(smem + L::OFF_C);
 
     int32_t s = blockIdx.y, h = blockIdx.z, kh = h / (n_heads / a.n_kv_heads);
     int32_t r0 = a.seq_rows[s] + blockIdx.x * SKV_ATTN_BQ, r_end = a.seq_rows[s + 1];
@@ -304,9 +322,6 @@ __global__ void __launch_bounds__(SKV_ATTN_THREADS)
         Qs[row * L::LDB + d] = row < nq ? q[(int64_t)(r0 + row) * ldq + (int64_t)h * HD + d]
                                         : __float2bfloat16(0.0f);
     }
-    for (int i = tid; i < SKV_ATTN_BQ * L::LDO; i += blockDim.x) {
-        Os[i] = 0.0f;
-    }
     if (tid < SKV_ATTN_BQ) {
         /* Padding rows copy the last real row's position: finite softmax, never written. */
         rpos[tid] = a.row_pos[r0 + min(tid, nq - 1)];
@@ -318,6 +333,12 @@ __global__ void __launch_bounds__(SKV_ATTN_THREADS)
 #pragma unroll
     for (int kk = 0; kk < HD / 16; kk++) {
         wmma::load_matrix_sync(qf[kk], Qs + warp * 16 * L::LDB + kk * 16, L::LDB);
+    }
+    /* O stays in registers across key tiles (HD / 16 accumulator tiles of 16 x 16). */
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> of[HD / 16];
+#pragma unroll
+    for (int nb = 0; nb < HD / 16; nb++) {
+        wmma::fill_fragment(of[nb], 0.0f);
     }
     int32_t n_keys = rpos[nq - 1] + 1; /* rows increase: the last row sees the most keys */
     __syncthreads();                   /* Q space becomes S space */
@@ -376,36 +397,49 @@ __global__ void __launch_bounds__(SKV_ATTN_THREADS)
                 sum += __bfloat162float(p);
             }
             sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-            float *orow = Os + row * L::LDO;
-            for (int d = (lane % 2) * (HD / 2); d < (lane % 2 + 1) * (HD / 2); d++) {
-                orow[d] *= corr;
-            }
             __syncwarp();
             if (lane % 2 == 0) {
                 l_s[row] = l_s[row] * corr + sum;
                 m_s[row] = m_new;
+                corr_s[row] = corr;
+            }
+            /* Rescale O rows whose max moved. The accumulator layout of a 16x16x16 f32 WMMA
+             * tile on sm_80+ (two m16n8 mma tiles): element i of lane l is row l/4 + 8 *
+             * ((i/2) % 2). Skipped when no row of the warp moved (the common case once the
+             * running max settles). */
+            if (!__all_sync(0xffffffffu, corr == 1.0f)) {
+                __syncwarp();
+                float c_lo = corr_s[warp * 16 + lane / 4], c_hi = corr_s[warp * 16 + lane / 4 + 8];
+#pragma unroll
+                for (int nb = 0; nb < HD / 16; nb++) {
+#pragma unroll
+                    for (int i = 0; i < of[nb].num_elements; i++) {
+                        of[nb].x[i] *= ((i / 2) % 2) ? c_hi : c_lo;
+                    }
+                }
             }
         }
         __syncwarp();
         /* O (16 x HD per warp) += P V; V row-major [key][d] is B row-major. */
 #pragma unroll
-        for (int nb = 0; nb < HD / 16; nb++) {
-            wmma::fragment<wmma::accumulator, 16, 16, 16, float> o;
-            wmma::load_matrix_sync(o, Os + warp * 16 * L::LDO + nb * 16, L::LDO,
-                                   wmma::mem_row_major);
+        for (int kk = 0; kk < SKV_ATTN_BK / 16; kk++) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> pf;
+            wmma::load_matrix_sync(pf, Ps + warp * 16 * L::LDP + kk * 16, L::LDP);
 #pragma unroll
-            for (int kk = 0; kk < SKV_ATTN_BK / 16; kk++) {
-                wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> pf;
+            for (int nb = 0; nb < HD / 16; nb++) {
                 wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> vf;
-                wmma::load_matrix_sync(pf, Ps + warp * 16 * L::LDP + kk * 16, L::LDP);
                 wmma::load_matrix_sync(vf, Vs + kk * 16 * L::LDB + nb * 16, L::LDB);
-                wmma::mma_sync(o, pf, vf, o);
+                wmma::mma_sync(of[nb], pf, vf, of[nb]);
             }
-            wmma::store_matrix_sync(Os + warp * 16 * L::LDO + nb * 16, o, L::LDO,
-                                    wmma::mem_row_major);
         }
         __syncthreads(); /* K, V and koff are rewritten by the next tile */
     }
+#pragma unroll
+    for (int nb = 0; nb < HD / 16; nb++) {
+        wmma::store_matrix_sync(Os + warp * 16 * L::LDO + nb * 16, of[nb], L::LDO,
+                                wmma::mem_row_major);
+    }
+    __syncwarp();
     for (int row = warp * 16; row < warp * 16 + 16 && row < nq; row++) {
         float inv = 1.0f / l_s[row];
         for (int d = lane; d < HD; d += 32) {
@@ -436,7 +470,8 @@ static skv_status_t skv_attn_rows(skv_backend_t *be, const skv_attn_args_t *a, c
     int32_t group = n_heads / a->n_kv_heads;
     int32_t n_chunks = (group + SKV_ATTN_ROWS_MAX_HEADS - 1) / SKV_ATTN_ROWS_MAX_HEADS;
     int64_t base_blocks = (int64_t)n_rows * a->n_kv_heads * n_chunks;
-    int64_t want = (2 * c->n_sms + base_blocks - 1) / base_blocks;
+    /* About 8 blocks per SM: enough independent loads in flight to stream the cache. */
+    int64_t want = (8 * c->n_sms + base_blocks - 1) / base_blocks;
     int64_t most = (max_ctx + SKV_ATTN_MIN_SPLIT - 1) / SKV_ATTN_MIN_SPLIT;
     int64_t fit = (int64_t)(SKV_CUDA_ATTN_WS_FLOATS /
                             ((size_t)n_rows * n_heads * (size_t)(a->head_dim + 2)));
