@@ -52,18 +52,18 @@ if [[ $steps != *skip-bench* ]]; then
         echo "bench $preset rc=$?"
     done
 fi
-# Kernel time breakdown of decode (batch 1 and 64) and of one prefill, when nsys is there.
-if [[ $steps != *skip-prof* ]] && command -v nsys >/dev/null; then
-    for cfg in "--decode-batch 1 --context 1024 --prefill-batch 1 --prompt-len 256" \
-               "--decode-batch 64 --context 2048 --prefill-batch 1 --prompt-len 256" \
-               "--decode-batch 1 --context 16 --prefill-batch 8 --prompt-len 2048"; do
-        timeout 150 nsys profile -o /tmp/prof --force-overwrite true -t cuda \
-            $build/bench/engine_bench --random-preset llama3-8b --backend cuda --steps 3 $cfg \
-            >/dev/null 2>&1
-        echo "== $cfg" >>"$out/profile.txt"
-        nsys stats -q -r cuda_gpu_kern_sum -f csv /tmp/prof.nsys-rep 2>/dev/null |
-            cut -d, -f1-4,9 | head -16 >>"$out/profile.txt"
+# Per-op device time (SKV_CUDA_PROFILE=1 wraps the ops table with events): decode batch 1
+# and 64, and one 8 x 2048 prefill, plain and SwiftKV.
+if [[ $steps != *skip-prof* ]]; then
+    for preset in llama3-8b llama3-8b-swiftkv; do
+        for cfg in "--decode-batch 1 --context 1024 --prefill-batch 1 --prompt-len 16" \
+                   "--decode-batch 64 --context 2048 --prefill-batch 1 --prompt-len 16" \
+                   "--decode-batch 1 --context 16 --prefill-batch 8 --prompt-len 2048"; do
+            echo "== $preset $cfg" >>"$out/profile.txt"
+            SKV_CUDA_PROFILE=1 timeout 120 $build/bench/engine_bench --random-preset $preset \
+                --backend cuda --steps 3 $cfg >>"$out/profile.txt" 2>&1
+        done
     done
-    cut -c1-160 "$out/profile.txt"
+    grep -vE "^(prefill|model)" "$out/profile.txt" | cut -c1-110
 fi
 echo "total $(($(date +%s) - t0)) s"

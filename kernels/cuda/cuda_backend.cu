@@ -18,6 +18,7 @@ extern "C" {
 }
 
 skv_status_t skv_cuda_attention_init(skv_backend_t *be);
+void skv_cuda_profile_maybe_wrap(const skv_ops_t **ops);
 
 skv_status_t skv_cuda_error(cudaError_t err, const char *what, const char *file, int line)
 {
@@ -240,6 +241,7 @@ skv_status_t skv_cuda_backend_create(int device, skv_backend_t **be_p)
         skv_cuda_destroy(&c->base);
         return status;
     }
+    skv_cuda_profile_maybe_wrap(&c->base.ops); /* SKV_CUDA_PROFILE=1: per-op breakdown */
     *be_p = &c->base;
     return SKV_STATUS_OK;
 }

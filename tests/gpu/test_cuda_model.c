@@ -9,8 +9,9 @@
  * with AcrossKV G = 2. For each: a 45-token prompt (chunked prefill of 20 on the GPU, with
  * a block size of 7; one chunk and block size 16 on the CPU), then 32 greedy steps on each
  * backend independently. Pass: identical tokens, and every step's logits within relative
- * error 2e-2 (||gpu - cpu|| / ||cpu||). A divergence is accepted only at a near-tie (the CPU's
- * own logits of the two tokens within 2e-2 * max |logit|), which is reported.
+ * error 2e-2 (||gpu - cpu|| / ||cpu||). A different token is accepted only at a near-tie (the
+ * CPU's own logits of the two tokens within 2e-2 * max |logit|); it is reported, and both
+ * sides then continue with the CPU's token so all 32 steps are still compared.
  * Exit 77 when the build or the machine has no CUDA device.
  */
 #include <math.h>
@@ -112,7 +113,7 @@ static int run_case(const char *what, skv_backend_t *cpu, skv_backend_t *gpu, co
         fail = 1;
     }
     double worst = 0;
-    int32_t step = 0;
+    int32_t step = 0, ties = 0;
     for (; step <= N_STEPS && !fail; step++) {
         double e = rel_err(g.logits, c.logits, V);
         worst = e > worst ? e : worst;
@@ -132,11 +133,12 @@ static int run_case(const char *what, skv_backend_t *cpu, skv_backend_t *gpu, co
                 printf("FAIL %s: step %d token cpu %d gpu %d (cpu gap %.4f of max %.3f)\n", what,
                        step, tc, tg, gap, mx);
                 fail = 1;
-            } else {
-                printf("note %s: near-tie divergence at step %d (gap %.4f of max %.3f); stop\n",
-                       what, step, gap, mx);
+                break;
             }
-            break;
+            printf("note %s: near-tie at step %d (cpu gap %.2e of max %.3f); continuing with "
+                   "the cpu token\n", what, step, gap, mx);
+            ties++;
+            tg = tc;
         }
         if (step == N_STEPS) {
             break;
@@ -149,8 +151,8 @@ static int run_case(const char *what, skv_backend_t *cpu, skv_backend_t *gpu, co
         }
     }
     if (!fail) {
-        printf("ok   %s: %d greedy steps identical, worst logits rel err %.3e\n", what, step,
-               worst);
+        printf("ok   %s: %d greedy steps, %d near-tie(s), worst logits rel err %.3e\n", what,
+               step, ties, worst);
     }
     side_close(&c);
     side_close(&g);
