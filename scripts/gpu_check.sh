@@ -56,13 +56,18 @@ fi
 # and 64, and one 8 x 2048 prefill, plain and SwiftKV.
 if [[ $steps != *skip-prof* ]]; then
     for preset in llama3-8b llama3-8b-swiftkv; do
-        for cfg in "--decode-batch 1 --context 1024 --prefill-batch 1 --prompt-len 16" \
-                   "--decode-batch 64 --context 2048 --prefill-batch 1 --prompt-len 16" \
-                   "--decode-batch 1 --context 16 --prefill-batch 8 --prompt-len 2048"; do
-            echo "== $preset $cfg" >>"$out/profile.txt"
-            SKV_CUDA_PROFILE=1 timeout 120 $build/bench/engine_bench --random-preset $preset \
-                --backend cuda --steps 3 $cfg >>"$out/profile.txt" 2>&1
+        # Decode: create (1 sync) + 21 prefill forwards + 1 decode warm-up, then 20 timed.
+        for b in 1 64; do
+            echo "== $preset decode batch $b ctx 2048 (20 steps)" >>"$out/profile.txt"
+            SKV_CUDA_PROFILE=24 timeout 120 $build/bench/engine_bench --random-preset $preset \
+                --backend cuda --steps 20 --decode-batch $b --context 2048 --prefill-batch 1 \
+                --prompt-len 64 >>"$out/profile.txt" 2>&1
         done
+        # Prefill 8 x 2048: create + warm-up dropped, 2 timed forwards (+ 3 tiny decodes).
+        echo "== $preset prefill 8 x 2048 (2 forwards)" >>"$out/profile.txt"
+        SKV_CUDA_PROFILE=3 timeout 120 $build/bench/engine_bench --random-preset $preset \
+            --backend cuda --steps 2 --decode-batch 1 --context 16 --prefill-batch 8 \
+            --prompt-len 2048 >>"$out/profile.txt" 2>&1
     done
     grep -vE "^(prefill|model)" "$out/profile.txt" | cut -c1-110
 fi

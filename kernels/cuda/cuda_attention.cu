@@ -2,7 +2,7 @@
  * cuda_attention.cu: causal GQA attention over the paged bf16 KV cache.
  *
  * Two kernels behind one op:
- *  - prefill (skv_attn_prefill_kernel): flash-style. A block takes 64 consecutive query rows
+ *  - prefill (skv_attn_prefill_kernel): flash-style. A block takes 128 consecutive query rows
  *    of one sequence and one query head; it walks 64-key tiles of the cache up to the tile's
  *    last position, computes S = Q K^T and O += P V on the tensor cores (WMMA bf16, fp32
  *    accumulate) and keeps the online-softmax state per row. head_dim 64 or 128.
@@ -27,7 +27,8 @@ typedef __nv_bfloat16 bf16;
 #define SKV_ATTN_ROWS_TILE 128    /* keys per tile in the rows kernel */
 #define SKV_ATTN_ROWS_MAX_HEADS 8 /* query heads per block in the rows kernel */
 #define SKV_ATTN_MIN_SPLIT 128    /* fewest keys worth a split of their own */
-#define SKV_ATTN_BQ 64            /* query rows per prefill block */
+#define SKV_ATTN_BQ 128           /* query rows per prefill block (16 per warp) */
+#define SKV_ATTN_PREFILL_THREADS (SKV_ATTN_BQ / 16 * 32)
 #define SKV_ATTN_BK 64            /* keys per prefill tile */
 
 typedef struct {
@@ -274,11 +275,14 @@ template <int HD> struct skv_prefill_smem {
     static constexpr int KV_BYTES = SKV_ATTN_BK * LDB * 2;
     static constexpr int P_BYTES = SKV_ATTN_BQ * LDP * 2;
     static constexpr int O_BYTES = SKV_ATTN_BQ * LDO * 4;
+    /* After the key loop the f32 output tile reuses Q/S, K and V (all warps are past the
+     * loop's last barrier then). */
     static constexpr int OFF_K = QS_BYTES;
     static constexpr int OFF_V = OFF_K + KV_BYTES;
     static constexpr int OFF_P = OFF_V + KV_BYTES;
-    static constexpr int OFF_O = OFF_P + P_BYTES;
-    static constexpr int OFF_KOFF = OFF_O + O_BYTES;
+    static constexpr int OFF_O = 0;
+    static_assert(O_BYTES <= OFF_P, "output tile must fit in the Q/S, K and V space");
+    static constexpr int OFF_KOFF = OFF_P + P_BYTES;
     static constexpr int OFF_POS = OFF_KOFF + SKV_ATTN_BK * 8;
     static constexpr int OFF_M = OFF_POS + SKV_ATTN_BQ * 4;
     static constexpr int OFF_L = OFF_M + SKV_ATTN_BQ * 4;
@@ -286,10 +290,11 @@ template <int HD> struct skv_prefill_smem {
     static constexpr int BYTES = OFF_C + SKV_ATTN_BQ * 4;
 };
 
-/* grid (query tiles, sequences, heads), 4 warps; warp w owns query rows 16w..16w+15 of the
- * tile, so its softmax and output updates need only __syncwarp. */
+/* grid (query tiles, sequences, heads), 8 warps; warp w owns query rows 16w..16w+15 of the
+ * tile, so its softmax and output updates need only __syncwarp. 128 rows per block: each K/V
+ * tile brought into shared memory serves 8 warps. */
 template <int HD>
-__global__ void __launch_bounds__(SKV_ATTN_THREADS)
+__global__ void __launch_bounds__(SKV_ATTN_PREFILL_THREADS)
     skv_attn_prefill_kernel(skv_attn_args_t a, bf16 *out, int64_t ldo, const bf16 *q,
                             int64_t ldq, int32_t n_heads, float scale)
 {
@@ -434,6 +439,7 @@ __global__ void __launch_bounds__(SKV_ATTN_THREADS)
         }
         __syncthreads(); /* K, V and koff are rewritten by the next tile */
     }
+    __syncthreads(); /* every warp is done with K/V before O overwrites them */
 #pragma unroll
     for (int nb = 0; nb < HD / 16; nb++) {
         wmma::store_matrix_sync(Os + warp * 16 * L::LDO + nb * 16, of[nb], L::LDO,
@@ -531,10 +537,10 @@ skv_status_t skv_cuda_attention(skv_backend_t *be, const skv_tensor_t *out, cons
               (unsigned)n_heads);
     cudaStream_t st = skv_cuda(be)->stream;
     if (hd == 64) {
-        skv_attn_prefill_kernel<64><<<grid, SKV_ATTN_THREADS, skv_prefill_smem<64>::BYTES, st>>>(
+        skv_attn_prefill_kernel<64><<<grid, SKV_ATTN_PREFILL_THREADS, skv_prefill_smem<64>::BYTES, st>>>(
             a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, scale);
     } else {
-        skv_attn_prefill_kernel<128><<<grid, SKV_ATTN_THREADS, skv_prefill_smem<128>::BYTES, st>>>(
+        skv_attn_prefill_kernel<128><<<grid, SKV_ATTN_PREFILL_THREADS, skv_prefill_smem<128>::BYTES, st>>>(
             a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, scale);
     }
     SKV_CUDA_CHECK_LAUNCH();

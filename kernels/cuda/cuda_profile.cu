@@ -1,6 +1,7 @@
 /*
  * cuda_profile.cu: an optional per-op GPU time breakdown (SKV_CUDA_PROFILE=1 in the
- * environment). It wraps the ops table: each op is bracketed by two events on the stream;
+ * environment; SKV_CUDA_PROFILE=K > 1 drops what the first K - 1 syncs collected, i.e. startup
+ * and warm-up steps, which include lazy module loading). It wraps the ops table: each op is bracketed by two events on the stream;
  * sync collects the elapsed times, and destroy prints the table to stderr. The times are
  * device time between the events, so idle gaps while the GPU waits for the host (launch-bound
  * steps) show up in the op that follows them. Development only: costs two event records per
@@ -23,6 +24,7 @@ typedef struct {
     double ms[SKV_PROF_KEYS];
     long calls[SKV_PROF_KEYS];
     int n_keys;
+    long syncs, skip_syncs;
 } skv_prof_t;
 
 static skv_prof_t *g_prof; /* one profiled backend per process (dev tool) */
@@ -80,6 +82,10 @@ static skv_status_t p_sync(skv_backend_t *be)
 {
     skv_status_t st = g_prof->real->sync(be);
     skv_prof_collect(be);
+    if (++g_prof->syncs < g_prof->skip_syncs) {
+        memset(g_prof->ms, 0, sizeof(g_prof->ms));
+        memset(g_prof->calls, 0, sizeof(g_prof->calls));
+    }
     return st;
 }
 static skv_status_t p_embed(skv_backend_t *be, const skv_tensor_t *o, const skv_tensor_t *t,
@@ -146,10 +152,15 @@ static void p_destroy(skv_backend_t *be)
     for (int i = 0; i < g_prof->n_keys; i++) {
         total += g_prof->ms[i];
     }
-    fprintf(stderr, "cuda op profile (device ms between events, all steps incl. warm-up):\n");
+    fprintf(stderr, "cuda op profile (device ms between events; first %ld syncs dropped):\n",
+            g_prof->skip_syncs > 0 ? g_prof->skip_syncs - 1 : 0);
     for (int i = 0; i < g_prof->n_keys; i++) {
-        fprintf(stderr, "  %-34s %8ld calls %10.2f ms %5.1f%%\n", g_prof->names[i],
-                g_prof->calls[i], g_prof->ms[i], 100.0 * g_prof->ms[i] / (total > 0 ? total : 1));
+        if (g_prof->calls[i] == 0) {
+            continue;
+        }
+        fprintf(stderr, "  %-34s %6ld calls %9.2f ms %8.3f ms/call %5.1f%%\n", g_prof->names[i],
+                g_prof->calls[i], g_prof->ms[i], g_prof->ms[i] / g_prof->calls[i],
+                100.0 * g_prof->ms[i] / (total > 0 ? total : 1));
     }
     for (int i = 0; i < 2 * SKV_PROF_SLOTS; i++) {
         cudaEventDestroy(g_prof->ev[i]);
@@ -171,6 +182,7 @@ void skv_cuda_profile_maybe_wrap(const skv_ops_t **ops)
     }
     g_prof = new skv_prof_t();
     g_prof->real = *ops;
+    g_prof->skip_syncs = atol(env);
     for (int i = 0; i < 2 * SKV_PROF_SLOTS; i++) {
         cudaEventCreate(&g_prof->ev[i]);
     }
