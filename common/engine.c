@@ -284,9 +284,12 @@ static void skv_engine_admit(skv_engine_t *e)
     e->n_inbox = 0;
     uint64_t cancels[64];
     int32_t n_cancels = e->n_cancels < 64 ? e->n_cancels : 64;
-    memcpy(cancels, e->cancels, sizeof(uint64_t) * (size_t)n_cancels);
-    memmove(e->cancels, e->cancels + n_cancels, sizeof(uint64_t) * (size_t)(e->n_cancels - n_cancels));
-    e->n_cancels -= n_cancels;
+    if (n_cancels > 0) { /* e->cancels is NULL until the first cancel */
+        memcpy(cancels, e->cancels, sizeof(uint64_t) * (size_t)n_cancels);
+        memmove(e->cancels, e->cancels + n_cancels,
+                sizeof(uint64_t) * (size_t)(e->n_cancels - n_cancels));
+        e->n_cancels -= n_cancels;
+    }
     pthread_mutex_unlock(&e->lock);
     while (in != NULL) {
         skv_req_t *next = in->next;
