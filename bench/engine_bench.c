@@ -2,9 +2,13 @@
  * engine_bench: prefill and decode throughput of the engine alone (no services, no gRPC), on
  * any backend. Prints a table and, with --json FILE, machine-readable results.
  *
- *   engine_bench --model DIR [--backend cpu|cuda] [--mode auto|base|swiftkv]
+ *   engine_bench (--model DIR | --random-preset llama3-8b|llama3-8b-swiftkv|tiny|..)
+ *                [--backend cpu|cuda] [--mode auto|base|swiftkv]
  *                [--prompt-len P] [--prefill-batch B1,B2,..] [--decode-batch 1,16,64]
- *                [--context C] [--steps S] [--threads N] [--gemm]
+ *                [--context C1,C2,..] [--steps S] [--threads N] [--gemm]
+ *
+ * --random-preset builds the named architecture with deterministic random weights (filled on
+ * the device where the backend can), so a GPU machine needs no checkpoint on disk.
  *
  * Prefill: B prompts of P random tokens in one step (the prefill worker's batch), tokens/s
  * and achieved model FLOP/s (2 * multiply-adds of the linear layers actually run + attention).
@@ -24,8 +28,9 @@
 #include "common/model.h"
 
 typedef struct {
-    const char *model_dir, *backend, *mode, *json;
-    int32_t prompt_len, context, steps, threads, gemm;
+    const char *model_dir, *preset, *backend, *mode, *json;
+    int32_t prompt_len, steps, threads, gemm;
+    int32_t contexts[16], n_ctx;
     int32_t prefill_batches[16], n_prefill;
     int32_t decode_batches[16], n_decode;
 } skv_bench_args_t;
@@ -46,12 +51,13 @@ static int skv_bench_parse(int argc, char **argv, skv_bench_args_t *a)
         {"model", 1, 0, 'm'}, {"backend", 1, 0, 'b'}, {"mode", 1, 0, 'M'},
         {"prompt-len", 1, 0, 'p'}, {"prefill-batch", 1, 0, 'B'}, {"decode-batch", 1, 0, 'D'},
         {"context", 1, 0, 'c'}, {"steps", 1, 0, 's'}, {"threads", 1, 0, 'j'},
-        {"json", 1, 0, 'J'}, {"gemm", 0, 0, 'g'}, {0, 0, 0, 0}};
+        {"json", 1, 0, 'J'}, {"gemm", 0, 0, 'g'}, {"random-preset", 1, 0, 'R'},
+        {0, 0, 0, 0}};
     memset(a, 0, sizeof(*a));
     a->backend = "cpu";
     a->mode = "auto";
     a->prompt_len = 256;
-    a->context = 256;
+    a->n_ctx = skv_bench_list("256", a->contexts);
     a->steps = 8;
     a->n_prefill = skv_bench_list("1,4", a->prefill_batches);
     a->n_decode = skv_bench_list("1,4,16", a->decode_batches);
@@ -64,7 +70,8 @@ static int skv_bench_parse(int argc, char **argv, skv_bench_args_t *a)
         case 'p': a->prompt_len = atoi(optarg); break;
         case 'B': a->n_prefill = skv_bench_list(optarg, a->prefill_batches); break;
         case 'D': a->n_decode = skv_bench_list(optarg, a->decode_batches); break;
-        case 'c': a->context = atoi(optarg); break;
+        case 'c': a->n_ctx = skv_bench_list(optarg, a->contexts); break;
+        case 'R': a->preset = optarg; break;
         case 's': a->steps = atoi(optarg); break;
         case 'j': a->threads = atoi(optarg); break;
         case 'J': a->json = optarg; break;
@@ -72,7 +79,14 @@ static int skv_bench_parse(int argc, char **argv, skv_bench_args_t *a)
         default: return -1;
         }
     }
-    return a->model_dir && a->prompt_len > 0 && a->context > 0 && a->steps > 0 ? 0 : -1;
+    for (int32_t i = 0; i < a->n_ctx; i++) {
+        if (a->contexts[i] < 1) {
+            return -1;
+        }
+    }
+    return (a->model_dir || a->preset) && a->prompt_len > 0 && a->n_ctx > 0 && a->steps > 0
+               ? 0
+               : -1;
 }
 
 /* Linear-layer FLOPs of one token through n layers (2 per multiply-add). */
@@ -204,36 +218,52 @@ int main(int argc, char **argv)
 {
     skv_bench_args_t a;
     if (skv_bench_parse(argc, argv, &a) != 0) {
-        fprintf(stderr, "usage: engine_bench --model DIR [--backend %s] [--mode auto|base|swiftkv] "
+        fprintf(stderr, "usage: engine_bench (--model DIR | --random-preset NAME) [--backend %s] [--mode auto|base|swiftkv] "
                         "[--prompt-len P] [--prefill-batch 1,4] [--decode-batch 1,16,64] "
-                        "[--context C] [--steps S] [--threads N] [--json FILE]\n",
+                        "[--context C1,C2] [--steps S] [--threads N] [--json FILE]\n",
                 skv_backend_names());
         return 2;
     }
     int32_t max_pb = skv_bench_max(a.prefill_batches, a.n_prefill);
     int32_t max_db = skv_bench_max(a.decode_batches, a.n_decode);
+    int32_t max_c = skv_bench_max(a.contexts, a.n_ctx);
     skv_backend_t *be = NULL;
     skv_model_t *m = NULL;
     skv_kv_pool_t *pool = NULL;
-    skv_model_opts_t mo = {skv_bench_mode(a.mode), max_pb * a.prompt_len,
-                           max_pb > max_db ? max_pb : max_db, 0};
-    if (skv_backend_create(a.backend, a.threads, 0, &be) != SKV_STATUS_OK ||
-        skv_model_load(a.model_dir, be, &mo, &m) != SKV_STATUS_OK) {
+    /* The context limit covers what is benchmarked, which keeps block tables small. */
+    int32_t need_ctx = a.prompt_len > max_c + 1 ? a.prompt_len : max_c + 1;
+    int32_t budget = max_pb * a.prompt_len > max_db ? max_pb * a.prompt_len : max_db;
+    skv_model_opts_t mo = {skv_bench_mode(a.mode), budget, max_pb > max_db ? max_pb : max_db,
+                           need_ctx};
+    skv_model_config_t pcfg;
+    if (skv_backend_create(a.backend, a.threads, 0, &be) != SKV_STATUS_OK) {
         return 1;
     }
+    int64_t t_load = skv_clock_now_ns();
+    skv_status_t st = a.preset ? skv_model_config_preset(a.preset, &pcfg) : SKV_STATUS_OK;
+    if (st == SKV_STATUS_OK) {
+        st = a.preset ? skv_model_create_random(&pcfg, be, &mo, 1, &m)
+                      : skv_model_load(a.model_dir, be, &mo, &m);
+    }
+    if (st != SKV_STATUS_OK) {
+        fprintf(stderr, "cannot build the model: %s\n", skv_status_str(st));
+        return 1;
+    }
+    double load_s = (skv_clock_now_ns() - t_load) / 1e9;
     const skv_model_config_t *c = skv_model_config(m);
     skv_kv_layout_t layout;
     skv_model_kv_layout(m, 16, &layout);
     int64_t need_p = (int64_t)max_pb * ((a.prompt_len + 15) / 16);
-    int64_t need_d = (int64_t)max_db * ((a.context + 16) / 16);
+    int64_t need_d = (int64_t)max_db * ((max_c + 16) / 16);
     if (skv_kv_pool_create(&layout, need_p > need_d ? need_p : need_d, be, &pool) != SKV_STATUS_OK) {
         return 1;
     }
     float *logits = skv_mallocn((size_t)mo.max_seqs * c->vocab_size, sizeof(float));
     FILE *js = a.json ? fopen(a.json, "w") : NULL;
-    printf("model %s  backend %s  mode %s  L %d  Lk %d  H %d\n", a.model_dir, a.backend,
+    printf("model %s  backend %s  mode %s  L %d  Lk %d  H %d  (built in %.1f s)\n",
+           a.preset ? a.preset : a.model_dir, a.backend,
            skv_model_is_swiftkv(m) ? "swiftkv" : "base", c->n_layers,
-           skv_model_is_swiftkv(m) ? c->n_kv_layers : c->n_layers, c->hidden_size);
+           skv_model_is_swiftkv(m) ? c->n_kv_layers : c->n_layers, c->hidden_size, load_s);
     if (js) {
         fprintf(js, "{\"backend\": \"%s\", \"mode\": \"%s\", \"prefill\": [", a.backend,
                 skv_model_is_swiftkv(m) ? "swiftkv" : "base");
@@ -253,14 +283,16 @@ int main(int argc, char **argv)
     if (js) {
         fprintf(js, "], \"decode\": [");
     }
-    for (int32_t i = 0; i < a.n_decode; i++) {
-        int32_t B = a.decode_batches[i];
-        double s = skv_bench_decode(m, pool, B, a.context, a.steps, logits);
-        printf("decode   batch %3d ctx %5d:       %9.2f ms/step  %8.1f tok/s\n", B, a.context,
-               s * 1e3, B / s);
-        if (js) {
-            fprintf(js, "%s{\"batch\": %d, \"context\": %d, \"ms_step\": %.4f, \"tok_s\": %.1f}",
-                    i ? ", " : "", B, a.context, s * 1e3, B / s);
+    for (int32_t k = 0; k < a.n_ctx; k++) {
+        for (int32_t i = 0; i < a.n_decode; i++) {
+            int32_t B = a.decode_batches[i], C = a.contexts[k];
+            double s = skv_bench_decode(m, pool, B, C, a.steps, logits);
+            printf("decode   batch %3d ctx %5d:       %9.2f ms/step  %8.1f tok/s\n", B, C,
+                   s * 1e3, B / s);
+            if (js) {
+                fprintf(js, "%s{\"batch\": %d, \"context\": %d, \"ms_step\": %.4f, "
+                            "\"tok_s\": %.1f}", (k || i) ? ", " : "", B, C, s * 1e3, B / s);
+            }
         }
     }
     if (js) {

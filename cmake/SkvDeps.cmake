@@ -1,9 +1,26 @@
 # Finds the system libraries through pkg-config (gRPC's CMake config does not work on Debian 12,
 # see GRPC_C.md). Each optional piece sets SKV_HAVE_<X>; CUDA is found with check_language.
-find_package(PkgConfig REQUIRED)
+find_package(PkgConfig)
 find_package(Threads REQUIRED)
 
-pkg_check_modules(SKV_JANSSON REQUIRED IMPORTED_TARGET jansson)
+# jansson: from pkg-config (Debian), or from a folder with include/ and lib/libjansson.a given
+# as SKV_JANSSON_ROOT (the lent GPU machine has no jansson; the static library travels there).
+set(SKV_JANSSON_ROOT "" CACHE PATH "Folder with include/jansson.h and lib/libjansson.a")
+if(SKV_JANSSON_ROOT)
+  get_filename_component(_skv_jr ${SKV_JANSSON_ROOT} ABSOLUTE BASE_DIR ${CMAKE_SOURCE_DIR})
+  add_library(PkgConfig::SKV_JANSSON STATIC IMPORTED GLOBAL)
+  set_target_properties(PkgConfig::SKV_JANSSON PROPERTIES
+    IMPORTED_LOCATION ${_skv_jr}/lib/libjansson.a
+    INTERFACE_INCLUDE_DIRECTORIES ${_skv_jr}/include)
+else()
+  pkg_check_modules(SKV_JANSSON REQUIRED IMPORTED_TARGET jansson)
+endif()
+if(NOT PKG_CONFIG_FOUND)
+  # No pkg-config at all (bare GPU image): every optional library below counts as absent.
+  macro(pkg_check_modules prefix)
+    set(${prefix}_FOUND OFF)
+  endmacro()
+endif()
 # OpenBLAS built with OpenMP, so BLAS and our OpenMP loops share one thread pool (two
 # spinning pools on the same cores, pthread OpenBLAS + libgomp, made decode 3x slower).
 set(_skv_blas_pc /usr/lib/${CMAKE_LIBRARY_ARCHITECTURE}/openblas-openmp/pkgconfig)

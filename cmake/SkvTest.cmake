@@ -1,4 +1,6 @@
 # skv_add_test(name SOURCES ... LIBS ... LABELS ... [ARGS ...] [TIMEOUT s] [ENV ...]):
+# Tests run two at a time on small machines: OpenMP threads must sleep, not spin, at barriers
+# (OMP_WAIT_POLICY=passive), or a busy core stalls every barrier of the other test.
 # one test executable registered with ctest. Exit code 77 means SKIP (e.g. no GPU).
 function(skv_add_test name)
   cmake_parse_arguments(T "" "TIMEOUT" "SOURCES;LIBS;LABELS;ARGS;ENV" ${ARGN})
@@ -11,7 +13,7 @@ function(skv_add_test name)
   endif()
   set_tests_properties(${name} PROPERTIES LABELS "${T_LABELS}" SKIP_RETURN_CODE 77
                        TIMEOUT ${T_TIMEOUT}
-                       ENVIRONMENT "SKV_SOURCE_DIR=${CMAKE_SOURCE_DIR};SKV_BINARY_DIR=${CMAKE_BINARY_DIR};${T_ENV}")
+                       ENVIRONMENT "SKV_SOURCE_DIR=${CMAKE_SOURCE_DIR};SKV_BINARY_DIR=${CMAKE_BINARY_DIR};OMP_WAIT_POLICY=passive;${T_ENV}")
 endfunction()
 
 # skv_add_script_test(name COMMAND ... LABELS ...): a test that runs a command (e.g. Python).
@@ -23,5 +25,5 @@ function(skv_add_script_test name)
   endif()
   set_tests_properties(${name} PROPERTIES LABELS "${T_LABELS}" SKIP_RETURN_CODE 77
                        TIMEOUT ${T_TIMEOUT}
-                       ENVIRONMENT "SKV_SOURCE_DIR=${CMAKE_SOURCE_DIR};SKV_BINARY_DIR=${CMAKE_BINARY_DIR};${T_ENV}")
+                       ENVIRONMENT "SKV_SOURCE_DIR=${CMAKE_SOURCE_DIR};SKV_BINARY_DIR=${CMAKE_BINARY_DIR};OMP_WAIT_POLICY=passive;${T_ENV}")
 endfunction()

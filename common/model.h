@@ -47,6 +47,14 @@ typedef struct skv_model skv_model_t;
 skv_status_t skv_model_load(const char *dir, skv_backend_t *be, const skv_model_opts_t *opts,
                             skv_model_t **model_p);
 
+/* Builds a model of config cfg (validated by the caller, e.g. skv_model_config_preset) with
+ * deterministic pseudo-random weights from seed instead of a checkpoint: benchmarks at real
+ * sizes without a 16 GB file, and backend comparisons (every backend gets bit-identical
+ * weights, exact in bf16). Same ownership and errors as skv_model_load. */
+skv_status_t skv_model_create_random(const skv_model_config_t *cfg, skv_backend_t *be,
+                                     const skv_model_opts_t *opts, uint64_t seed,
+                                     skv_model_t **model_p);
+
 /* Frees the model's weights and workspace. */
 void skv_model_destroy(skv_model_t *model);
 
@@ -54,6 +62,9 @@ void skv_model_destroy(skv_model_t *model);
 const skv_model_config_t *skv_model_config(const skv_model_t *model);
 int skv_model_is_swiftkv(const skv_model_t *model);
 int32_t skv_model_max_context(const skv_model_t *model);
+/* The step limits the model was loaded with (opts.max_seqs, opts.max_batch_tokens). */
+int32_t skv_model_max_seqs(const skv_model_t *model);
+int32_t skv_model_max_batch_tokens(const skv_model_t *model);
 
 /* Fills the KV layout this model needs for pools of block_size tokens per block. */
 void skv_model_kv_layout(const skv_model_t *model, int32_t block_size, skv_kv_layout_t *layout);

@@ -277,6 +277,40 @@ skv_status_t skv_model_config_load(const char *dir, skv_model_config_t *cfg)
     return SKV_STATUS_OK;
 }
 
+skv_status_t skv_model_config_preset(const char *name, skv_model_config_t *cfg)
+{
+    int tiny = strncmp(name, "tiny", 4) == 0;
+    if (strcmp(name, "llama3-8b") != 0 && strcmp(name, "llama3-8b-swiftkv") != 0 &&
+        strcmp(name, "tiny") != 0 && strcmp(name, "tiny-swiftkv") != 0) {
+        SKV_LOG_ERROR("unknown model preset '%s' (llama3-8b, llama3-8b-swiftkv, tiny, "
+                      "tiny-swiftkv)", name);
+        return SKV_STATUS_NOT_FOUND;
+    }
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->vocab_size = tiny ? 1024 : 128256;
+    cfg->hidden_size = tiny ? 512 : 4096;
+    cfg->intermediate_size = tiny ? 1024 : 14336;
+    cfg->n_layers = tiny ? 4 : 32;
+    cfg->n_heads = tiny ? 8 : 32;
+    cfg->n_kv_heads = tiny ? 2 : 8;
+    cfg->head_dim = tiny ? 64 : 128;
+    cfg->max_pos = tiny ? 4096 : 131072;
+    cfg->rms_eps = 1e-5f;
+    cfg->rope_theta = tiny ? 10000.0 : 500000.0;
+    cfg->rope_type = tiny ? SKV_ROPE_DEFAULT : SKV_ROPE_LLAMA3;
+    cfg->rope_factor = 8.0;
+    cfg->rope_low_freq_factor = 1.0;
+    cfg->rope_high_freq_factor = 4.0;
+    cfg->rope_orig_max_pos = 8192;
+    cfg->swiftkv = strstr(name, "swiftkv") != NULL;
+    cfg->n_kv_layers = cfg->swiftkv ? cfg->n_layers / 2 : cfg->n_layers;
+    cfg->kv_group = 1;
+    cfg->bos_id = tiny ? 1 : 128000;
+    cfg->eos_ids[0] = tiny ? 2 : 128001;
+    cfg->n_eos = 1;
+    return SKV_STATUS_OK;
+}
+
 void skv_model_config_inv_freq(const skv_model_config_t *cfg, float *inv_freq)
 {
     int32_t half = cfg->head_dim / 2;

@@ -55,6 +55,12 @@ typedef struct {
  * UNSUPPORTED for an architecture or feature we do not run (attention_bias, another act). */
 skv_status_t skv_model_config_load(const char *dir, skv_model_config_t *cfg);
 
+/* Fills cfg with a named architecture without reading files: "llama3-8b" (Llama-3.1-8B),
+ * "llama3-8b-swiftkv" (the same with SwiftKV, Lk = 16, G = 1), "tiny" and "tiny-swiftkv"
+ * (vocab 1024, H 512, 4 layers, 8 heads / 2 kv heads of 64, Lk = 2; for tests).
+ * NOT_FOUND for another name. */
+skv_status_t skv_model_config_preset(const char *name, skv_model_config_t *cfg);
+
 /* Computes RoPE inverse frequencies [head_dim / 2] for cfg, scaling included. */
 void skv_model_config_inv_freq(const skv_model_config_t *cfg, float *inv_freq);
 

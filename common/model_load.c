@@ -6,6 +6,7 @@
  * gate/up into one [2F, H]; every later layer group's k/v_proj_swiftkv into ONE
  * [groups * 2 * kvh * hd, H] weight so SingleInputKV is a single GEMM.
  */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -92,7 +93,8 @@ static size_t skv_weight_elems(const skv_model_t *m)
     return n + (8 * (size_t)c->n_layers + 8) * SKV_WEIGHT_ALIGN;
 }
 
-static skv_status_t skv_load_layer(skv_model_t *m, skv_st_t *st, int32_t l, char **arena)
+/* Carves layer l's weights out of the arena (the shapes this mode needs). */
+static void skv_carve_layer(skv_model_t *m, int32_t l, char **arena)
 {
     const skv_model_config_t *c = &m->cfg;
     int64_t H = c->hidden_size, F = c->intermediate_size;
@@ -103,6 +105,19 @@ static skv_status_t skv_load_layer(skv_model_t *m, skv_st_t *st, int32_t l, char
     skv_weight(m, arena, H, q, &L->wo);
     skv_weight(m, arena, 2 * F, H, &L->w_gate_up);
     skv_weight(m, arena, H, F, &L->w_down);
+    if (l < m->n_full_layers) {
+        skv_weight(m, arena, q + 2 * kv, H, &L->wqkv);
+    } else {
+        skv_weight(m, arena, q, H, &L->wq_swiftkv);
+    }
+}
+
+static skv_status_t skv_load_layer(skv_model_t *m, skv_st_t *st, int32_t l)
+{
+    const skv_model_config_t *c = &m->cfg;
+    int64_t H = c->hidden_size, F = c->intermediate_size;
+    int64_t q = (int64_t)c->n_heads * c->head_dim, kv = (int64_t)c->n_kv_heads * c->head_dim;
+    skv_layer_t *L = &m->layers[l];
     SKV_CHECK(skv_load_layer_tensor(m, st, l, "input_layernorm.weight", 0, H, &L->attn_norm, 0));
     SKV_CHECK(skv_load_layer_tensor(m, st, l, "post_attention_layernorm.weight", 0, H,
                                     &L->ffn_norm, 0));
@@ -111,14 +126,12 @@ static skv_status_t skv_load_layer(skv_model_t *m, skv_st_t *st, int32_t l, char
     SKV_CHECK(skv_load_layer_tensor(m, st, l, "mlp.up_proj.weight", F, H, &L->w_gate_up, F));
     SKV_CHECK(skv_load_layer_tensor(m, st, l, "mlp.down_proj.weight", H, F, &L->w_down, 0));
     if (l < m->n_full_layers) {
-        skv_weight(m, arena, q + 2 * kv, H, &L->wqkv);
         SKV_CHECK(skv_load_layer_tensor(m, st, l, "self_attn.q_proj.weight", q, H, &L->wqkv, 0));
         SKV_CHECK(skv_load_layer_tensor(m, st, l, "self_attn.k_proj.weight", kv, H, &L->wqkv, q));
         SKV_CHECK(skv_load_layer_tensor(m, st, l, "self_attn.v_proj.weight", kv, H, &L->wqkv,
                                         q + kv));
         return SKV_STATUS_OK;
     }
-    skv_weight(m, arena, q, H, &L->wq_swiftkv);
     SKV_CHECK(skv_load_layer_tensor(m, st, l, "self_attn.q_proj_swiftkv.weight", q, H,
                                     &L->wq_swiftkv, 0));
     int32_t g = (l - c->n_kv_layers) / c->kv_group;
@@ -165,26 +178,55 @@ static skv_status_t skv_check_unused(skv_model_t *m, skv_st_t *st)
     return SKV_STATUS_OK;
 }
 
-static skv_status_t skv_load_globals(skv_model_t *m, skv_st_t *st, char **arena)
+/* Carves the model-wide weights out of the arena. */
+static void skv_carve_globals(skv_model_t *m, char **arena)
 {
     const skv_model_config_t *c = &m->cfg;
     int64_t H = c->hidden_size, V = c->vocab_size;
     skv_weight(m, arena, V, H, &m->embed);
     skv_weight(m, arena, 1, H, &m->norm);
-    SKV_CHECK(skv_load_tensor(st, "model.embed_tokens.weight", V, H, m->be, &m->embed, 0));
-    SKV_CHECK(skv_load_tensor(st, "model.norm.weight", 0, H, m->be, &m->norm, 0));
     if (c->tie_embeddings) {
         m->lm_head = m->embed;
     } else {
         skv_weight(m, arena, V, H, &m->lm_head);
-        SKV_CHECK(skv_load_tensor(st, "lm_head.weight", V, H, m->be, &m->lm_head, 0));
     }
     if (m->swiftkv) {
         int64_t kv = (int64_t)c->n_kv_heads * c->head_dim;
         skv_weight(m, arena, 1, H, &m->norm_swiftkv);
         skv_weight(m, arena, (int64_t)m->n_kv_groups * 2 * kv, H, &m->w_kv_swiftkv);
+    }
+}
+
+static skv_status_t skv_load_globals(skv_model_t *m, skv_st_t *st)
+{
+    const skv_model_config_t *c = &m->cfg;
+    int64_t H = c->hidden_size, V = c->vocab_size;
+    SKV_CHECK(skv_load_tensor(st, "model.embed_tokens.weight", V, H, m->be, &m->embed, 0));
+    SKV_CHECK(skv_load_tensor(st, "model.norm.weight", 0, H, m->be, &m->norm, 0));
+    if (!c->tie_embeddings) {
+        SKV_CHECK(skv_load_tensor(st, "lm_head.weight", V, H, m->be, &m->lm_head, 0));
+    }
+    if (m->swiftkv) {
         SKV_CHECK(skv_load_tensor(st, "model.norm_swiftkv.weight", 0, H, m->be, &m->norm_swiftkv,
                                   0));
+    }
+    return SKV_STATUS_OK;
+}
+
+/* Allocates the one weight arena and carves every weight of this mode out of it. */
+static skv_status_t skv_alloc_weights(skv_model_t *m)
+{
+    skv_tensor_t arena_t;
+    SKV_CHECK(skv_model_alloc_tensor(m, m->be->ops->weight_dtype, 1,
+                                     (int64_t)skv_weight_elems(m), &arena_t));
+    char *arena = arena_t.data;
+    m->layers = skv_calloc((size_t)m->cfg.n_layers, sizeof(*m->layers));
+    if (m->layers == NULL) {
+        return SKV_STATUS_NO_MEMORY;
+    }
+    skv_carve_globals(m, &arena);
+    for (int32_t l = 0; l < m->cfg.n_layers; l++) {
+        skv_carve_layer(m, l, &arena);
     }
     return SKV_STATUS_OK;
 }
@@ -192,20 +234,13 @@ static skv_status_t skv_load_globals(skv_model_t *m, skv_st_t *st, char **arena)
 static skv_status_t skv_load_weights(skv_model_t *m, const char *dir)
 {
     skv_st_t *st = NULL;
-    skv_tensor_t arena_t;
     SKV_CHECK(skv_st_open(dir, &st));
-    skv_status_t status = skv_model_alloc_tensor(m, m->be->ops->weight_dtype, 1,
-                                                 (int64_t)skv_weight_elems(m), &arena_t);
-    char *arena = arena_t.data;
-    m->layers = skv_calloc((size_t)m->cfg.n_layers, sizeof(*m->layers));
-    if (status == SKV_STATUS_OK && m->layers == NULL) {
-        status = SKV_STATUS_NO_MEMORY;
-    }
+    skv_status_t status = skv_alloc_weights(m);
     if (status == SKV_STATUS_OK) {
-        status = skv_load_globals(m, st, &arena);
+        status = skv_load_globals(m, st);
     }
     for (int32_t l = 0; l < m->cfg.n_layers && status == SKV_STATUS_OK; l++) {
-        status = skv_load_layer(m, st, l, &arena);
+        status = skv_load_layer(m, st, l);
     }
     if (status == SKV_STATUS_OK) {
         status = skv_check_unused(m, st);
@@ -292,6 +327,93 @@ fail:
     return status;
 }
 
+/* Random weights: fills t with skv_weight_hash_value(seed, i, scale, offset), on the backend
+ * when it has weight_fill, else in host chunks of bf16 (exact: see ops.h) through
+ * weight_upload. Both give identical values, so backends can be compared. */
+static skv_status_t skv_fill_weight(skv_model_t *m, const skv_tensor_t *t, uint64_t seed,
+                                    float scale, float offset)
+{
+    const skv_ops_t *ops = m->be->ops;
+    if (ops->weight_fill != NULL) {
+        return ops->weight_fill(m->be, t, seed, scale, offset);
+    }
+    int64_t chunk = (((int64_t)1 << 22) + t->cols - 1) / t->cols; /* ~4 Mi elements */
+    uint16_t *buf = skv_mallocn((size_t)(chunk * t->cols), sizeof(uint16_t));
+    skv_status_t status = buf ? SKV_STATUS_OK : SKV_STATUS_NO_MEMORY;
+    for (int64_t r0 = 0; r0 < t->rows && status == SKV_STATUS_OK; r0 += chunk) {
+        int64_t n = t->rows - r0 < chunk ? t->rows - r0 : chunk;
+        for (int64_t i = 0; i < n * t->cols; i++) {
+            uint64_t idx = (uint64_t)(r0 * t->cols + i);
+            buf[i] = skv_f32_to_bf16(skv_weight_hash_value(seed, idx, scale, offset));
+        }
+        status = ops->weight_upload(m->be, t, r0, buf, SKV_DTYPE_BF16, n);
+        if (status == SKV_STATUS_OK) {
+            status = ops->sync(m->be); /* buf is reused by the next chunk */
+        }
+    }
+    skv_free(buf);
+    return status;
+}
+
+/* The power of two nearest 1 / (74 sqrt(fan_in)): the hash's integers k in [-128, 127] have
+ * a standard deviation of about 74, so a linear layer's outputs keep unit scale. */
+static float skv_random_scale(int64_t fan_in)
+{
+    return ldexpf(1.0f, -(int)lrint(log2(74.0 * sqrt((double)fan_in))));
+}
+
+static skv_status_t skv_fill_random(skv_model_t *m, uint64_t seed)
+{
+    const skv_model_config_t *c = &m->cfg;
+    uint64_t id = seed * 1000003ULL;
+    const float norm_scale = 1.0f / 128.0f; /* norm weights 1 + k/128, in [0, 2) */
+    SKV_CHECK(skv_fill_weight(m, &m->embed, id++, 1.0f / 128.0f, 0.0f));
+    SKV_CHECK(skv_fill_weight(m, &m->norm, id++, norm_scale, 1.0f));
+    if (!c->tie_embeddings) {
+        SKV_CHECK(skv_fill_weight(m, &m->lm_head, id++, skv_random_scale(c->hidden_size), 0.0f));
+    }
+    if (m->swiftkv) {
+        SKV_CHECK(skv_fill_weight(m, &m->norm_swiftkv, id++, norm_scale, 1.0f));
+        SKV_CHECK(skv_fill_weight(m, &m->w_kv_swiftkv, id++, skv_random_scale(c->hidden_size),
+                                  0.0f));
+    }
+    for (int32_t l = 0; l < c->n_layers; l++) {
+        skv_layer_t *L = &m->layers[l];
+        const skv_tensor_t *proj = l < m->n_full_layers ? &L->wqkv : &L->wq_swiftkv;
+        SKV_CHECK(skv_fill_weight(m, &L->attn_norm, id++, norm_scale, 1.0f));
+        SKV_CHECK(skv_fill_weight(m, &L->ffn_norm, id++, norm_scale, 1.0f));
+        SKV_CHECK(skv_fill_weight(m, proj, id++, skv_random_scale(proj->cols), 0.0f));
+        SKV_CHECK(skv_fill_weight(m, &L->wo, id++, skv_random_scale(L->wo.cols), 0.0f));
+        SKV_CHECK(skv_fill_weight(m, &L->w_gate_up, id++, skv_random_scale(L->w_gate_up.cols),
+                                  0.0f));
+        SKV_CHECK(skv_fill_weight(m, &L->w_down, id++, skv_random_scale(L->w_down.cols), 0.0f));
+    }
+    return SKV_STATUS_OK;
+}
+
+skv_status_t skv_model_create_random(const skv_model_config_t *cfg, skv_backend_t *be,
+                                     const skv_model_opts_t *opts, uint64_t seed,
+                                     skv_model_t **model_p)
+{
+    skv_model_t *m = skv_calloc(1, sizeof(*m));
+    if (m == NULL) {
+        return SKV_STATUS_NO_MEMORY;
+    }
+    m->be = be;
+    m->cfg = *cfg;
+    skv_status_t status;
+    SKV_CHECK_GOTO(skv_model_setup(m, opts), fail);
+    SKV_CHECK_GOTO(skv_alloc_weights(m), fail);
+    SKV_CHECK_GOTO(skv_fill_random(m, seed), fail);
+    SKV_CHECK_GOTO(skv_alloc_workspace(m), fail);
+    SKV_CHECK_GOTO(be->ops->sync(be), fail);
+    *model_p = m;
+    return SKV_STATUS_OK;
+fail:
+    skv_model_destroy(m);
+    return status;
+}
+
 void skv_model_destroy(skv_model_t *m)
 {
     if (m == NULL) {
@@ -318,6 +440,16 @@ int skv_model_is_swiftkv(const skv_model_t *m)
 int32_t skv_model_max_context(const skv_model_t *m)
 {
     return m->max_ctx;
+}
+
+int32_t skv_model_max_seqs(const skv_model_t *m)
+{
+    return m->opts.max_seqs;
+}
+
+int32_t skv_model_max_batch_tokens(const skv_model_t *m)
+{
+    return m->opts.max_batch_tokens;
 }
 
 void skv_model_kv_layout(const skv_model_t *m, int32_t block_size, skv_kv_layout_t *layout)

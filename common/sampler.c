@@ -318,3 +318,11 @@ skv_status_t skv_sampler_next(skv_sampler_t *s, const float *logits, skv_sample_
     skv_logprobs(s, logits, out);
     return skv_sampler_accept(s, out->token);
 }
+
+skv_status_t skv_sampler_resume(skv_sampler_t *s, int32_t first_token)
+{
+    if (s->p.temperature != 0.0f) {
+        (void)skv_rng_uniform(&s->rng); /* exactly one draw per sampled token (skv_draw) */
+    }
+    return skv_sampler_accept(s, first_token);
+}

@@ -57,4 +57,9 @@ skv_status_t skv_sampler_next(skv_sampler_t *s, const float *logits, skv_sample_
 /* Records a token as generated without sampling (e.g. a first token decided elsewhere). */
 skv_status_t skv_sampler_accept(skv_sampler_t *s, int32_t token);
 
+/* Continues a request whose first token was sampled by another process with the same
+ * parameters: records the token and advances the RNG past the draw that produced it, so a
+ * seeded request gives the same tokens split across workers as in one process. */
+skv_status_t skv_sampler_resume(skv_sampler_t *s, int32_t first_token);
+
 #endif /* SKV_COMMON_SAMPLER_H */

@@ -78,6 +78,29 @@ typedef struct {
 
 typedef struct skv_backend skv_backend_t;
 
+/* Marks the few helpers below callable from device code when a CUDA compiler includes this
+ * header (no CUDA header is included here). */
+#ifdef __CUDACC__
+#define SKV_HOST_DEVICE __host__ __device__
+#else
+#define SKV_HOST_DEVICE
+#endif
+
+/* The deterministic "random" weight value of element idx of a tensor filled with seed:
+ * offset + k * scale with k an integer in [-128, 127] from a splitmix64 hash. With scale a
+ * power of two and offset 0 or 1 (|k * scale| <= 1 then), the value is exact in bf16, f16
+ * and f32, so every backend that fills a tensor (on the host or on a device) holds the same
+ * numbers: the CPU reference and a bf16 device run start from identical weights. */
+static inline SKV_HOST_DEVICE float skv_weight_hash_value(uint64_t seed, uint64_t idx, float scale,
+                                                          float offset)
+{
+    uint64_t z = seed + (idx + 1) * 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    return offset + (float)((int32_t)(z >> 56) - 128) * scale;
+}
+
 /* The ops table. Every op returns SKV_STATUS_OK or a status for a device failure; shape
  * mismatches are bugs of the caller and asserted. Shapes in comments: N rows, H hidden. */
 typedef struct skv_ops {
@@ -137,6 +160,13 @@ typedef struct skv_ops {
     /* out[M,H] = x[idx[m], :]; idx i32 [1,M]. */
     skv_status_t (*gather_rows)(skv_backend_t *be, const skv_tensor_t *out,
                                 const skv_tensor_t *x, const skv_tensor_t *idx);
+
+    /* Optional (NULL when absent): fills weight dst (dense, ld == cols) with
+     * skv_weight_hash_value(seed, row * cols + col, scale, offset), computed where the memory
+     * is. Random-weight models use it to skip the host; without it they fill host chunks and
+     * weight_upload them. Startup. */
+    skv_status_t (*weight_fill)(skv_backend_t *be, const skv_tensor_t *dst, uint64_t seed,
+                                float scale, float offset);
 } skv_ops_t;
 
 /* A backend instance: the ops table plus the backend's private state (it embeds this). */

@@ -1,9 +1,10 @@
 /*
  * skv_generate: loads a model folder and generates from a prompt with the engine alone (no
- * services). Prompt as token ids (--tokens 1,2,3). Prints the generated ids, one line per
- * token with its logprob when --verbose, and timings to stderr.
+ * services). Prompt as text (--prompt, encoded with the model's tokenizer.json; --chat wraps it
+ * as one user turn of the model's chat format) or as token ids (--tokens 1,2,3). Streams the
+ * generated text (or ids with --tokens) to stdout and timings to stderr.
  *
- *   skv_generate --model DIR --tokens 128000,15339 [--max-tokens 32] [--temperature T]
+ *   skv_generate --model DIR (--prompt TEXT [--chat] | --tokens 128000,15339) [--max-tokens 32]
  *                [--top-k K] [--top-p P] [--min-p P] [--seed S] [--mode auto|base|swiftkv]
  *                [--backend cpu|cpu-ref|cuda] [--threads N] [--block-size B] [--chunk N]
  *                [--ignore-eos]
@@ -18,10 +19,13 @@
 #include "common/clock.h"
 #include "common/generate.h"
 #include "common/log.h"
+#include "common/tokenizer.h"
 
 typedef struct {
     const char *model_dir;
     const char *tokens;
+    const char *prompt;
+    int chat;
     const char *backend;
     const char *mode;
     int threads;
@@ -31,7 +35,8 @@ typedef struct {
 
 static void skv_gen_usage(void)
 {
-    fprintf(stderr, "usage: skv_generate --model DIR --tokens ID,ID,... [--max-tokens N] "
+    fprintf(stderr, "usage: skv_generate --model DIR (--prompt TEXT [--chat] | --tokens ID,ID,...) "
+                    "[--max-tokens N] "
                     "[--temperature T] [--top-k K] [--top-p P] [--min-p P] [--seed S]\n"
                     "       [--mode auto|base|swiftkv] [--backend %s] [--threads N] "
                     "[--block-size B] [--chunk N] [--ignore-eos]\n",
@@ -46,6 +51,7 @@ static int skv_gen_parse(int argc, char **argv, skv_gen_args_t *a)
         {"min-p", 1, 0, 'P'},      {"seed", 1, 0, 's'},        {"mode", 1, 0, 'M'},
         {"backend", 1, 0, 'b'},    {"threads", 1, 0, 'j'},     {"block-size", 1, 0, 'B'},
         {"chunk", 1, 0, 'c'},      {"ignore-eos", 0, 0, 'e'},  {"help", 0, 0, 'h'},
+        {"prompt", 1, 0, 'x'},     {"chat", 0, 0, 'C'},
         {0, 0, 0, 0}};
     memset(a, 0, sizeof(*a));
     a->backend = "cpu";
@@ -70,10 +76,12 @@ static int skv_gen_parse(int argc, char **argv, skv_gen_args_t *a)
         case 'B': a->block_size = atoi(optarg); break;
         case 'c': a->gen.chunk_tokens = atoi(optarg); break;
         case 'e': a->gen.ignore_eos = 1; break;
+        case 'x': a->prompt = optarg; break;
+        case 'C': a->chat = 1; break;
         default: return -1;
         }
     }
-    return (a->model_dir && a->tokens && a->gen.max_new_tokens > 0 && a->block_size > 0) ? 0 : -1;
+    return (a->model_dir && (a->tokens != NULL) != (a->prompt != NULL) && a->gen.max_new_tokens > 0 && a->block_size > 0) ? 0 : -1;
 }
 
 /* Parses "1,2,3" into a new array; returns the count or -1. */
@@ -115,21 +123,35 @@ static skv_model_mode_t skv_gen_mode(const char *s)
     return strcmp(s, "swiftkv") == 0 ? SKV_MODEL_MODE_SWIFTKV : SKV_MODEL_MODE_AUTO;
 }
 
+typedef struct {
+    int printed;
+    skv_detok_t *detok; /* NULL: print ids */
+} skv_gen_out_t;
+
 static int skv_gen_print(void *ctx, const skv_sample_t *s)
 {
-    printf("%s%d", *(int *)ctx ? "," : "", s->token);
+    skv_gen_out_t *o = ctx;
+    const char *text;
+    size_t len;
+    if (o->detok == NULL) {
+        printf("%s%d", o->printed ? "," : "", s->token);
+    } else if (skv_detok_push(o->detok, s->token, &text, &len) == SKV_STATUS_OK) {
+        fwrite(text, 1, len, stdout);
+    }
     fflush(stdout);
-    *(int *)ctx = 1;
+    o->printed = 1;
     return 0;
 }
 
-static int skv_gen_run(const skv_gen_args_t *a, const int32_t *prompt, int32_t n_prompt)
+static int skv_gen_run(const skv_gen_args_t *a, const int32_t *prompt, int32_t n_prompt,
+                       skv_detok_t *detok)
 {
     skv_backend_t *be = NULL;
     skv_model_t *model = NULL;
     skv_kv_pool_t *pool = NULL;
     int32_t *out = skv_mallocn((size_t)a->gen.max_new_tokens, sizeof(int32_t));
-    int32_t n_out = 0, printed = 0;
+    int32_t n_out = 0;
+    skv_gen_out_t printed = {0, detok};
     skv_model_opts_t mo = {skv_gen_mode(a->mode), a->gen.chunk_tokens > 0 ? a->gen.chunk_tokens : 512,
                            1, 0};
     skv_generate_opts_t gen = a->gen;
@@ -145,6 +167,11 @@ static int skv_gen_run(const skv_gen_args_t *a, const int32_t *prompt, int32_t n
     int64_t t1 = skv_clock_now_ns();
     status = skv_generate(model, pool, prompt, n_prompt, &gen, skv_gen_print, &printed, out, &n_out);
     int64_t t2 = skv_clock_now_ns();
+    const char *tail;
+    size_t tail_len;
+    if (detok != NULL && skv_detok_flush(detok, &tail, &tail_len) == SKV_STATUS_OK) {
+        fwrite(tail, 1, tail_len, stdout);
+    }
     printf("\n");
     fprintf(stderr, "load %.1f ms, generate %d tokens after %d prompt tokens in %.1f ms (%s, %s)\n",
             (t1 - t0) / 1e6, n_out, n_prompt, (t2 - t1) / 1e6, a->backend,
@@ -162,20 +189,52 @@ done:
     return status == SKV_STATUS_OK ? 0 : 1;
 }
 
+/* Encodes the text prompt with the model's tokenizer (chat format with --chat). */
+static int32_t skv_gen_encode(const skv_gen_args_t *a, skv_tokenizer_t *tok, int32_t **ids_p)
+{
+    size_t n = 0;
+    skv_status_t s;
+    if (a->chat) {
+        skv_chat_msg_t msg = {"user", a->prompt};
+        s = skv_tokenizer_chat_encode(tok, &msg, 1, 1, ids_p, &n);
+    } else {
+        s = skv_tokenizer_encode(tok, a->prompt, strlen(a->prompt), SKV_TOKENIZER_ENCODE_ADD_BOS,
+                                 ids_p, &n);
+    }
+    return s == SKV_STATUS_OK && n > 0 ? (int32_t)n : -1;
+}
+
 int main(int argc, char **argv)
 {
     skv_gen_args_t a;
     int32_t *prompt = NULL;
+    skv_tokenizer_t *tok = NULL;
+    skv_detok_t detok;
     if (skv_gen_parse(argc, argv, &a) != 0) {
         skv_gen_usage();
         return 2;
     }
-    int32_t n_prompt = skv_gen_parse_ids(a.tokens, &prompt);
+    int32_t n_prompt;
+    if (a.tokens != NULL) {
+        n_prompt = skv_gen_parse_ids(a.tokens, &prompt);
+    } else if (skv_tokenizer_load(a.model_dir, &tok) != SKV_STATUS_OK) {
+        fprintf(stderr, "skv_generate: the model folder has no usable tokenizer.json\n");
+        return 1;
+    } else {
+        n_prompt = skv_gen_encode(&a, tok, &prompt);
+        skv_detok_init(&detok, tok, SKV_TOKENIZER_DECODE_SKIP_SPECIAL);
+        printf("%s", a.prompt);
+    }
     if (n_prompt < 0) {
-        fprintf(stderr, "skv_generate: --tokens must be a comma-separated list of ids\n");
+        fprintf(stderr, "skv_generate: the prompt could not be turned into token ids\n");
+        skv_tokenizer_destroy(tok);
         return 2;
     }
-    int rc = skv_gen_run(&a, prompt, n_prompt);
+    int rc = skv_gen_run(&a, prompt, n_prompt, tok ? &detok : NULL);
+    if (tok != NULL) {
+        skv_detok_cleanup(&detok);
+        skv_tokenizer_destroy(tok);
+    }
     skv_free(prompt);
     return rc;
 }

@@ -1,0 +1,265 @@
+/*
+ * kvx_bench.c: bandwidth of KV pushes between two processes on this host (skv_kvx), to be
+ * compared with `ucx_perftest -t ucp_put_bw` on the same transport (bench/kvx_bench.sh).
+ *
+ * A forked target registers a pool of total_bytes, reserves iters+1 requests over all of its
+ * blocks in a scattered order (so no two neighbours in a request are adjacent and nothing
+ * coalesces), and ships the descriptors over a socketpair. The parent pushes each request in
+ * pieces of piece_bytes per block (piece = block: one put per block; piece < block: layer by
+ * layer), finishes (flush + completion message) and waits. The first request is warm-up; the
+ * reported GB/s (1e9 bytes/s) covers the rest, completion round trips included.
+ *
+ * Usage: kvx_bench [--total MiB] [--block KiB] [--piece KiB] [--iters n] [--staged]
+ *                  [--ucx-pool]    (pool allocated by UCX instead of the caller)
+ * Transports come from UCX_TLS. This is a benchmark, not a test.
+ */
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/clock.h"
+#include "common/kvx.h"
+
+#define FP 0xBE7CULL
+
+typedef struct {
+    uint64_t total_bytes;
+    uint64_t block_bytes;
+    uint64_t piece_bytes;
+    int iters;
+    int staged;
+    int user_pool;
+} opts_t;
+
+static void die(const char *what)
+{
+    fprintf(stderr, "kvx_bench: %s\n", what);
+    exit(1);
+}
+
+static int read_full(int fd, void *p, size_t n)
+{
+    for (size_t got = 0; got < n;) {
+        ssize_t r = read(fd, (uint8_t *)p + got, n - got);
+        if (r <= 0) {
+            return -1;
+        }
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+static void noop_release(void *ctx, uint64_t rid, const uint32_t *ids, uint32_t n) {}
+
+static void count_complete(void *ctx, uint64_t rid, int32_t tok, skv_status_t st)
+{
+    (*(int *)ctx)++;
+}
+
+/* Scattered order: stride through the pool by a step coprime with n (and never 1 apart). */
+static void scatter(uint32_t *ids, uint32_t n)
+{
+    uint32_t step = n > 4 ? n / 2 + 1 : 1;
+    while (n > 4 && (n % step == 0 || step == n - 1)) {
+        step++;
+    }
+    for (uint32_t k = 0; k < n; k++) {
+        ids[k] = (uint32_t)(((uint64_t)k * step) % n);
+    }
+}
+
+static int run_target(const opts_t *o, int fd)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    uint32_t n = (uint32_t)(o->total_bytes / o->block_bytes);
+    /* Default: the caller's memory (what the engine does); --ucx-pool: UCX allocates it. */
+    uint8_t *pool = o->user_pool ? aligned_alloc(4096, o->total_bytes) : NULL;
+    uint32_t *ids = calloc(n, sizeof(*ids));
+    int done = 0;
+    skv_kvx_t *kvx = NULL;
+    if ((o->user_pool && pool == NULL) || ids == NULL ||
+        skv_kvx_create(NULL, &kvx) != SKV_STATUS_OK) {
+        die("target setup");
+    }
+    skv_kvx_pool_config_t pc = {.base = pool, .block_bytes = o->block_bytes, .n_blocks = n,
+                                .fingerprint = FP, .release = noop_release,
+                                .on_complete = count_complete, .complete_ctx = &done};
+    if (skv_kvx_pool_register(kvx, &pc) != SKV_STATUS_OK) {
+        die("pool register");
+    }
+    memset(skv_kvx_pool_base(kvx), 0, o->total_bytes); /* fault the pages in */
+    scatter(ids, n);
+    for (int i = 0; i <= o->iters; i++) { /* benchmark only: leases share the blocks */
+        void *d = NULL;
+        size_t len = 0;
+        if (skv_kvx_target_reserve(kvx, (uint64_t)i + 1, FP, ids, n, skv_clock_deadline_ms(600000),
+                                   &d, &len) != SKV_STATUS_OK) {
+            die("reserve");
+        }
+        uint32_t l32 = (uint32_t)len;
+        if (write(fd, &l32, 4) != 4 || write(fd, d, len) != (ssize_t)len) {
+            die("send descriptor");
+        }
+        skv_free(d);
+    }
+    while (done <= o->iters) {
+        skv_kvx_progress(kvx);
+    }
+    /* Keep progressing until the initiator closed its endpoint (it needs our progress). */
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    while (poll(&pfd, 1, 0) == 0) {
+        skv_kvx_progress(kvx);
+    }
+    skv_kvx_destroy(kvx);
+    return 0;
+}
+
+static skv_status_t memcpy_copy(void *ctx, uint32_t index, uint64_t offset, void *dst,
+                                uint64_t bytes)
+{
+    const opts_t *o = ((const void **)ctx)[0];
+    const uint8_t *src = ((const void **)ctx)[1];
+    memcpy(dst, src + (uint64_t)index * o->block_bytes + offset, bytes);
+    return SKV_STATUS_OK;
+}
+
+/* Pushes one whole request piece by piece; returns the status of the wait. */
+static skv_status_t push_one(skv_kvx_t *kvx, const opts_t *o, const skv_kvx_desc_t *d,
+                             const uint8_t *src, const void **srcs)
+{
+    skv_kvx_push_t *push = NULL;
+    skv_status_t st = skv_kvx_push_create(kvx, d, skv_clock_deadline_ms(600000), &push);
+    const void *ctx[2] = {o, src};
+    for (uint64_t off = 0; st == SKV_STATUS_OK && off < o->block_bytes; off += o->piece_bytes) {
+        for (uint32_t k = 0; k < d->n_blocks; k++) {
+            srcs[k] = src + (uint64_t)k * o->block_bytes + off;
+        }
+        st = o->staged ? skv_kvx_push_staged(push, 0, d->n_blocks, off, o->piece_bytes,
+                                             memcpy_copy, ctx)
+                       : skv_kvx_push_host(push, 0, d->n_blocks, off, o->piece_bytes, srcs);
+        skv_kvx_progress(kvx);
+    }
+    if (st == SKV_STATUS_OK) {
+        st = skv_kvx_push_finish(push, 1, SKV_STATUS_OK);
+    }
+    if (st == SKV_STATUS_OK) {
+        st = skv_kvx_push_wait(push);
+    }
+    skv_kvx_push_destroy(push);
+    return st;
+}
+
+static skv_kvx_desc_t *recv_desc(int fd)
+{
+    uint32_t len = 0;
+    if (read_full(fd, &len, 4) != 0) {
+        die("descriptor channel");
+    }
+    uint8_t *b = malloc(len);
+    skv_kvx_desc_t *d = NULL;
+    if (b == NULL || read_full(fd, b, len) != 0 || skv_kvx_desc_decode(b, len, &d) != 0) {
+        die("descriptor");
+    }
+    free(b);
+    return d;
+}
+
+static double run_initiator(const opts_t *o, int fd)
+{
+    skv_kvx_config_t cfg;
+    skv_kvx_config_default(&cfg);
+    skv_kvx_t *kvx = NULL;
+    uint8_t *src = aligned_alloc(4096, o->total_bytes);
+    const void **srcs = calloc(o->total_bytes / o->block_bytes, sizeof(*srcs));
+    if (src == NULL || srcs == NULL || skv_kvx_create(&cfg, &kvx) != SKV_STATUS_OK) {
+        die("initiator setup");
+    }
+    for (uint64_t i = 0; i < o->total_bytes; i++) {
+        src[i] = (uint8_t)(i * 131 + (i >> 12));
+    }
+    int64_t t0 = 0;
+    for (int i = 0; i <= o->iters; i++) {
+        skv_kvx_desc_t *d = recv_desc(fd);
+        if (i == 1) {
+            t0 = skv_clock_now_ns(); /* request 0 was warm-up (wireup, page faults) */
+        }
+        skv_status_t st = push_one(kvx, o, d, src, srcs);
+        if (st != SKV_STATUS_OK) {
+            fprintf(stderr, "kvx_bench: push %d: %s\n", i, skv_status_str(st));
+            exit(1);
+        }
+        skv_kvx_desc_destroy(d);
+    }
+    double secs = (double)(skv_clock_now_ns() - t0) / 1e9;
+    skv_kvx_destroy(kvx);
+    if (write(fd, "x", 1) != 1) {
+        die("signal target");
+    }
+    free(src);
+    free(srcs);
+    return (double)o->total_bytes * o->iters / secs / 1e9;
+}
+
+static void parse(int argc, char **argv, opts_t *o)
+{
+    *o = (opts_t){.total_bytes = 64 << 20, .block_bytes = 2 << 20, .piece_bytes = 0, .iters = 5,
+              .user_pool = 1};
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--staged") == 0) {
+            o->staged = 1;
+        } else if (strcmp(argv[i], "--ucx-pool") == 0) {
+            o->user_pool = 0;
+        } else if (i + 1 < argc && strcmp(argv[i], "--total") == 0) {
+            o->total_bytes = strtoull(argv[++i], NULL, 10) << 20;
+        } else if (i + 1 < argc && strcmp(argv[i], "--block") == 0) {
+            o->block_bytes = strtoull(argv[++i], NULL, 10) << 10;
+        } else if (i + 1 < argc && strcmp(argv[i], "--piece") == 0) {
+            o->piece_bytes = strtoull(argv[++i], NULL, 10) << 10;
+        } else if (i + 1 < argc && strcmp(argv[i], "--iters") == 0) {
+            o->iters = atoi(argv[++i]);
+        } else {
+            die("usage: kvx_bench [--total MiB] [--block KiB] [--piece KiB] [--iters n] "
+                "[--staged] [--ucx-pool]");
+        }
+    }
+    if (o->piece_bytes == 0) {
+        o->piece_bytes = o->block_bytes;
+    }
+    if (o->block_bytes == 0 || o->total_bytes % o->block_bytes || o->iters < 1 ||
+        o->block_bytes % o->piece_bytes) {
+        die("total must be a multiple of block, block of piece, iters >= 1");
+    }
+}
+
+int main(int argc, char **argv)
+{
+    opts_t o;
+    parse(argc, argv, &o);
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) != 0) {
+        die("socketpair");
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(sp[1]);
+        _exit(run_target(&o, sp[0]));
+    }
+    close(sp[0]);
+    alarm(300);
+    double gbs = run_initiator(&o, sp[1]);
+    int ws = 0;
+    waitpid(pid, &ws, 0);
+    printf("kvx_bench tls=%s total_mib=%llu block_kib=%llu piece_kib=%llu staged=%d user_pool=%d "
+           "iters=%d GB/s=%.3f\n", getenv("UCX_TLS") ? getenv("UCX_TLS") : "default",
+           (unsigned long long)(o.total_bytes >> 20), (unsigned long long)(o.block_bytes >> 10),
+           (unsigned long long)(o.piece_bytes >> 10), o.staged, o.user_pool, o.iters, gbs);
+    return WIFEXITED(ws) && WEXITSTATUS(ws) == 0 ? 0 : 1;
+}

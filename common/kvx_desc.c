@@ -1,0 +1,280 @@
+/*
+ * kvx_desc.c: the transfer-target descriptor as bytes, and the packed-rkey pre-check.
+ *
+ * Wire format (version 1, little-endian, fixed 72-byte header):
+ *   0 magic "SKVD" u32 | 4 version u16 | 6 flags u16 (0) | 8 request_id u64
+ *  16 lease_token u64  | 24 fingerprint u64 | 32 remote_base u64 | 40 block_bytes u64
+ *  48 pool_blocks u32  | 52 n_blocks u32 | 56 lease_ms_left u32 | 60 addr_bytes u32
+ *  64 rkey_bytes u32   | 68 reserved u32 (0)
+ *  72 block_ids u32[n_blocks] | worker address | packed rkey | CRC-32C u32 of all before.
+ * The lease travels as time left (ms) because monotonic clocks differ between hosts.
+ * Decoding never trusts a length before checking it against the bytes actually present.
+ */
+#include <pthread.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/clock.h"
+#include "common/kvx_internal.h"
+#include "common/log.h"
+
+#define SKV_KVX_DESC_MAGIC 0x44564B53u /* "SKVD" */
+#define SKV_KVX_DESC_VERSION 1u
+#define SKV_KVX_DESC_HEADER 72u
+#define SKV_KVX_DESC_MAX_LEASE_MS 86400000LL /* one day: anything longer is garbage */
+
+void skv_kvx_put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) {
+        p[i] = (uint8_t)(v >> (8 * i));
+    }
+}
+
+void skv_kvx_put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) {
+        p[i] = (uint8_t)(v >> (8 * i));
+    }
+}
+
+uint32_t skv_kvx_get_u32(const uint8_t *p)
+{
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--) {
+        v = (v << 8) | p[i];
+    }
+    return v;
+}
+
+uint64_t skv_kvx_get_u64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) {
+        v = (v << 8) | p[i];
+    }
+    return v;
+}
+
+/* ---- CRC-32C (Castagnoli), table-driven; catches truncation and bit flips ------------- */
+
+static uint32_t skv_kvx_crc_table[256];
+static pthread_once_t skv_kvx_crc_once = PTHREAD_ONCE_INIT;
+
+static void skv_kvx_crc_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) {
+            c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        }
+        skv_kvx_crc_table[i] = c;
+    }
+}
+
+static uint32_t skv_kvx_crc32c(const uint8_t *p, size_t n)
+{
+    pthread_once(&skv_kvx_crc_once, skv_kvx_crc_init);
+    uint32_t c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; i++) {
+        c = skv_kvx_crc_table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
+    }
+    return c ^ 0xFFFFFFFFu;
+}
+
+/* ---- packed rkey pre-check --------------------------------------------------------------- */
+
+skv_status_t skv_kvx_rkey_check(const void *rkey, size_t n)
+{
+    /* UCX 1.13-1.16 packed rkey: md_map u64, memory type u8, then for each bit of md_map a
+     * size byte and that many bytes; newer versions may append more, which is allowed. */
+    const uint8_t *p = rkey;
+    if (rkey == NULL || n < 9 || n > SKV_KVX_MAX_BLOB_BYTES) {
+        SKV_LOG_WARN("kvx: packed rkey of %zu bytes: too short or too long", n);
+        return SKV_STATUS_FORMAT;
+    }
+    uint64_t md_map = skv_kvx_get_u64(p);
+    /* md_map 0 is valid: no memory domain registered the region (shm transports cannot
+     * register malloc'd memory), RMA then runs over active messages. */
+    if (p[8] >= UCS_MEMORY_TYPE_LAST) {
+        SKV_LOG_WARN("kvx: packed rkey: md_map 0x%llx, memory type %u: not a UCX rkey",
+                     (unsigned long long)md_map, p[8]);
+        return SKV_STATUS_FORMAT;
+    }
+    size_t off = 9;
+    for (int bit = 0; bit < 64; bit++) {
+        if (!(md_map & (1ULL << bit))) {
+            continue;
+        }
+        if (off >= n || n - off - 1 < p[off]) {
+            SKV_LOG_WARN("kvx: packed rkey truncated at memory domain %d (%zu of %zu bytes)",
+                         bit, off, n);
+            return SKV_STATUS_FORMAT;
+        }
+        off += 1 + (size_t)p[off];
+    }
+    return SKV_STATUS_OK;
+}
+
+/* ---- encode ------------------------------------------------------------------------------ */
+
+/* Checks what encode and decode agree on; logs the first violated limit. */
+static skv_status_t skv_kvx_desc_check_fields(const skv_kvx_desc_t *d)
+{
+    uint64_t pool_bytes = 0;
+    uint64_t end = 0;
+    if (d->n_blocks == 0 || d->n_blocks > SKV_KVX_MAX_BLOCKS || d->block_bytes == 0 ||
+        d->pool_blocks == 0 || d->worker_addr_bytes == 0 ||
+        d->worker_addr_bytes > SKV_KVX_MAX_BLOB_BYTES || d->rkey_bytes == 0 ||
+        d->rkey_bytes > SKV_KVX_MAX_BLOB_BYTES) {
+        SKV_LOG_WARN("kvx: descriptor out of limits: %u blocks of %llu bytes, pool %u, "
+                     "address %zu bytes, rkey %zu bytes", d->n_blocks,
+                     (unsigned long long)d->block_bytes, d->pool_blocks, d->worker_addr_bytes,
+                     d->rkey_bytes);
+        return SKV_STATUS_FORMAT;
+    }
+    if (__builtin_mul_overflow(d->block_bytes, (uint64_t)d->pool_blocks, &pool_bytes) ||
+        __builtin_add_overflow(d->remote_base, pool_bytes, &end)) {
+        SKV_LOG_WARN("kvx: descriptor pool (base 0x%llx, %u x %llu bytes) overflows",
+                     (unsigned long long)d->remote_base, d->pool_blocks,
+                     (unsigned long long)d->block_bytes);
+        return SKV_STATUS_FORMAT;
+    }
+    for (uint32_t i = 0; i < d->n_blocks; i++) {
+        if (d->block_ids[i] >= d->pool_blocks) {
+            SKV_LOG_WARN("kvx: descriptor block id %u at %u is outside the pool of %u",
+                         d->block_ids[i], i, d->pool_blocks);
+            return SKV_STATUS_FORMAT;
+        }
+    }
+    return skv_kvx_rkey_check(d->rkey, d->rkey_bytes);
+}
+
+static void skv_kvx_desc_write_header(const skv_kvx_desc_t *d, uint32_t lease_ms, uint8_t *p)
+{
+    skv_kvx_put_u32(p + 0, SKV_KVX_DESC_MAGIC);
+    p[4] = SKV_KVX_DESC_VERSION;
+    p[5] = 0;
+    p[6] = p[7] = 0;
+    skv_kvx_put_u64(p + 8, d->request_id);
+    skv_kvx_put_u64(p + 16, d->lease_token);
+    skv_kvx_put_u64(p + 24, d->fingerprint);
+    skv_kvx_put_u64(p + 32, d->remote_base);
+    skv_kvx_put_u64(p + 40, d->block_bytes);
+    skv_kvx_put_u32(p + 48, d->pool_blocks);
+    skv_kvx_put_u32(p + 52, d->n_blocks);
+    skv_kvx_put_u32(p + 56, lease_ms);
+    skv_kvx_put_u32(p + 60, (uint32_t)d->worker_addr_bytes);
+    skv_kvx_put_u32(p + 64, (uint32_t)d->rkey_bytes);
+    skv_kvx_put_u32(p + 68, 0);
+}
+
+skv_status_t skv_kvx_desc_encode(const skv_kvx_desc_t *d, void **bytes_p, size_t *n_p)
+{
+    if (skv_kvx_desc_check_fields(d) != SKV_STATUS_OK) {
+        return SKV_STATUS_INVALID_ARGUMENT;
+    }
+    int64_t left_ms = (d->lease_deadline_ns - skv_clock_now_ns()) / 1000000;
+    left_ms = left_ms < 0 ? 0 : left_ms > SKV_KVX_DESC_MAX_LEASE_MS ? SKV_KVX_DESC_MAX_LEASE_MS
+                                                                    : left_ms;
+    size_t n = SKV_KVX_DESC_HEADER + 4 * (size_t)d->n_blocks + d->worker_addr_bytes +
+               d->rkey_bytes + 4;
+    uint8_t *p = skv_malloc(n);
+    if (p == NULL) {
+        return SKV_STATUS_NO_MEMORY;
+    }
+    skv_kvx_desc_write_header(d, (uint32_t)left_ms, p);
+    size_t off = SKV_KVX_DESC_HEADER;
+    for (uint32_t i = 0; i < d->n_blocks; i++, off += 4) {
+        skv_kvx_put_u32(p + off, d->block_ids[i]);
+    }
+    memcpy(p + off, d->worker_addr, d->worker_addr_bytes);
+    off += d->worker_addr_bytes;
+    memcpy(p + off, d->rkey, d->rkey_bytes);
+    off += d->rkey_bytes;
+    skv_kvx_put_u32(p + off, skv_kvx_crc32c(p, off));
+    *bytes_p = p;
+    *n_p = n;
+    return SKV_STATUS_OK;
+}
+
+/* ---- decode ------------------------------------------------------------------------------ */
+
+/* Validates the frame: header constants, exact total length, CRC. */
+static skv_status_t skv_kvx_desc_check_frame(const uint8_t *p, size_t n)
+{
+    if (p == NULL || n < SKV_KVX_DESC_HEADER + 4) {
+        SKV_LOG_WARN("kvx: descriptor of %zu bytes is shorter than its header", n);
+        return SKV_STATUS_FORMAT;
+    }
+    if (skv_kvx_get_u32(p) != SKV_KVX_DESC_MAGIC || p[4] != SKV_KVX_DESC_VERSION || p[5] != 0 ||
+        p[6] != 0 || p[7] != 0 || skv_kvx_get_u32(p + 68) != 0) {
+        SKV_LOG_WARN("kvx: descriptor: bad magic 0x%08x or version %u",
+                     skv_kvx_get_u32(p), p[4]);
+        return SKV_STATUS_FORMAT;
+    }
+    uint64_t n_blocks = skv_kvx_get_u32(p + 52);
+    uint64_t addr_bytes = skv_kvx_get_u32(p + 60);
+    uint64_t rkey_bytes = skv_kvx_get_u32(p + 64);
+    /* u64 arithmetic on u32 fields cannot overflow. */
+    uint64_t want = SKV_KVX_DESC_HEADER + 4 * n_blocks + addr_bytes + rkey_bytes + 4;
+    if (want != n) {
+        SKV_LOG_WARN("kvx: descriptor is %zu bytes, its fields say %llu", n,
+                     (unsigned long long)want);
+        return SKV_STATUS_FORMAT;
+    }
+    if (skv_kvx_crc32c(p, n - 4) != skv_kvx_get_u32(p + n - 4)) {
+        SKV_LOG_WARN("kvx: descriptor of %zu bytes: checksum mismatch", n);
+        return SKV_STATUS_FORMAT;
+    }
+    return SKV_STATUS_OK;
+}
+
+/* Fills d from a checked frame; blobs are copied into mem (sized by the caller). */
+static void skv_kvx_desc_read(const uint8_t *p, skv_kvx_desc_t *d, uint8_t *mem)
+{
+    d->request_id = skv_kvx_get_u64(p + 8);
+    d->lease_token = skv_kvx_get_u64(p + 16);
+    d->fingerprint = skv_kvx_get_u64(p + 24);
+    d->remote_base = skv_kvx_get_u64(p + 32);
+    d->block_bytes = skv_kvx_get_u64(p + 40);
+    d->pool_blocks = skv_kvx_get_u32(p + 48);
+    d->n_blocks = skv_kvx_get_u32(p + 52);
+    int64_t left_ms = skv_kvx_get_u32(p + 56);
+    d->lease_deadline_ns = skv_clock_now_ns() + left_ms * 1000000LL;
+    d->worker_addr_bytes = skv_kvx_get_u32(p + 60);
+    d->rkey_bytes = skv_kvx_get_u32(p + 64);
+    uint32_t *ids = (uint32_t *)mem;
+    size_t off = SKV_KVX_DESC_HEADER;
+    for (uint32_t i = 0; i < d->n_blocks; i++, off += 4) {
+        ids[i] = skv_kvx_get_u32(p + off);
+    }
+    d->block_ids = ids;
+    uint8_t *blobs = mem + 4 * (size_t)d->n_blocks;
+    memcpy(blobs, p + off, d->worker_addr_bytes + d->rkey_bytes);
+    d->worker_addr = blobs;
+    d->rkey = blobs + d->worker_addr_bytes;
+}
+
+skv_status_t skv_kvx_desc_decode(const void *bytes, size_t n, skv_kvx_desc_t **desc_p)
+{
+    const uint8_t *p = bytes;
+    SKV_CHECK(skv_kvx_desc_check_frame(p, n));
+    /* One allocation: the struct, then block ids (4-aligned), then the blobs. */
+    size_t payload = n - SKV_KVX_DESC_HEADER - 4;
+    skv_kvx_desc_t *d = skv_malloc(sizeof(*d) + payload);
+    if (d == NULL) {
+        return SKV_STATUS_NO_MEMORY;
+    }
+    skv_kvx_desc_read(p, d, (uint8_t *)(d + 1));
+    if (skv_kvx_desc_check_fields(d) != SKV_STATUS_OK) {
+        skv_free(d);
+        return SKV_STATUS_FORMAT;
+    }
+    *desc_p = d;
+    return SKV_STATUS_OK;
+}
+
+void skv_kvx_desc_destroy(skv_kvx_desc_t *desc)
+{
+    skv_free(desc);
+}

@@ -1,0 +1,99 @@
+/*
+ * kvx_internal.h: the structures shared by the kvx source files (kvx.c: transport, endpoint
+ * cache, progress; kvx_desc.c: descriptor codec; kvx_lease.c: target pool and leases;
+ * kvx_push.c: initiator puts, staging, completion). Not a public header.
+ *
+ * Invariants: everything is touched by the owner thread only; a peer is freed only when no
+ * push references it and its endpoint close finished; a lease is in the table until it ends,
+ * and it ends exactly once (handed to the owner, or released through the release callback).
+ */
+#ifndef SKV_COMMON_KVX_INTERNAL_H
+#define SKV_COMMON_KVX_INTERNAL_H
+
+#include <ucp/api/ucp.h>
+
+#include "common/kvx.h"
+
+/* Active message id of the completion message (the only AM we register). */
+#define SKV_KVX_AM_COMPLETE 0x5u
+
+/* Completion message: fixed 32 bytes, little-endian fields (see kvx_lease.c). */
+#define SKV_KVX_COMPLETE_MAGIC 0x43564B53u /* "SKVC" */
+#define SKV_KVX_COMPLETE_BYTES 32u
+
+/* One connected peer worker; shared by all pushes to it. */
+typedef struct skv_kvx_peer {
+    struct skv_kvx_peer *next;
+    void *addr;            /* the peer's worker address (the cache key), owned */
+    size_t addr_bytes;
+    ucp_ep_h ep;           /* NULL once closed */
+    ucs_status_t failure;  /* UCS_OK while healthy; set by the error handler */
+    void *close_req;       /* pending ucp_ep_close_nbx request, or NULL */
+    uint32_t refs;         /* live pushes using this peer */
+} skv_kvx_peer_t;
+
+/* A registered staging buffer; its puts in flight are counted so it is reused only after. */
+typedef struct {
+    void *ptr;
+    size_t bytes;
+    ucp_mem_h memh;
+    uint32_t inflight;
+    skv_kvx_push_t *push;  /* the push whose puts are in flight (errors go there) */
+} skv_kvx_stage_t;
+
+/* A reserved request on the target. */
+typedef struct {
+    uint64_t request_id;
+    uint64_t lease_token;
+    int64_t deadline_ns;   /* lease deadline; blocks go back at deadline + grace */
+    uint32_t n_blocks;
+    uint32_t *block_ids;   /* owned */
+} skv_kvx_lease_t;
+
+struct skv_kvx {
+    skv_kvx_config_t cfg;
+    ucp_context_h ctx;
+    ucp_worker_h worker;
+    ucp_address_t *addr;
+    size_t addr_bytes;
+    int cuda;
+    uint64_t rng;                /* xorshift state for lease tokens */
+    skv_kvx_peer_t *peers;
+    /* staging (initiator) */
+    skv_kvx_stage_t *stages;
+    unsigned n_stages;
+    unsigned next_stage;
+    /* pool and leases (target) */
+    int have_pool;
+    skv_kvx_pool_config_t pool;
+    ucp_mem_h pool_memh;
+    void *rkey_buf;
+    size_t rkey_bytes;
+    skv_kvx_lease_t *leases;
+    uint32_t n_leases;
+    uint32_t cap_leases;
+    int64_t next_scan_ns;        /* next lease-expiry scan */
+};
+
+/* kvx.c */
+skv_status_t skv_kvx_peer_get(skv_kvx_t *kvx, const void *addr, size_t addr_bytes,
+                              skv_kvx_peer_t **peer_p);
+void skv_kvx_peer_put(skv_kvx_t *kvx, skv_kvx_peer_t *peer);
+void skv_kvx_peer_force_close(skv_kvx_t *kvx, skv_kvx_peer_t *peer);
+skv_status_t skv_kvx_status_from_ucs(ucs_status_t status);
+uint64_t skv_kvx_random64(skv_kvx_t *kvx);
+
+/* kvx_lease.c */
+ucs_status_t skv_kvx_am_complete_cb(void *arg, const void *header, size_t header_bytes,
+                                    void *data, size_t data_bytes,
+                                    const ucp_am_recv_param_t *param);
+void skv_kvx_leases_expire(skv_kvx_t *kvx, int64_t now_ns);
+void skv_kvx_leases_cleanup(skv_kvx_t *kvx);
+
+/* kvx_desc.c: little-endian helpers shared with the completion message. */
+void skv_kvx_put_u32(uint8_t *p, uint32_t v);
+void skv_kvx_put_u64(uint8_t *p, uint64_t v);
+uint32_t skv_kvx_get_u32(const uint8_t *p);
+uint64_t skv_kvx_get_u64(const uint8_t *p);
+
+#endif /* SKV_COMMON_KVX_INTERNAL_H */

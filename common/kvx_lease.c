@@ -1,0 +1,319 @@
+/*
+ * kvx_lease.c: the target (decode) side: one registration of the whole KV pool, the lease
+ * table of reserved requests, the completion active-message handler, expiry and cancel.
+ *
+ * Every lease ends exactly once: a completion with status OK hands the blocks to the owner
+ * (on_complete OK, no release); anything else (failure completion, expiry, cancel, destroy)
+ * calls the release callback once, then tells the owner. A lease is unlinked from the table
+ * before any callback runs, so callbacks may reserve or cancel. Blocks of an expired lease go
+ * back release_grace_ms after its deadline, so puts a late initiator still had in flight land
+ * before the allocator can hand the blocks to someone else. This file never reads or writes
+ * the pool memory itself: the decode owner touches blocks only after completion.
+ */
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/clock.h"
+#include "common/kvx_internal.h"
+#include "common/log.h"
+
+#define SKV_KVX_DEFAULT_GRACE_MS 200
+
+/* Maps the pool: the caller's memory, or (base NULL) memory UCX allocates itself, which
+ * shared-memory transports can expose to peers so puts become plain one-sided copies. */
+static skv_status_t skv_kvx_pool_map(skv_kvx_t *kvx, void *base, uint64_t bytes)
+{
+    ucp_mem_map_params_t mp = {
+        .field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH |
+                      UCP_MEM_MAP_PARAM_FIELD_FLAGS,
+        .address = base,
+        .length = bytes,
+        .flags = base == NULL ? UCP_MEM_MAP_ALLOCATE : 0,
+    };
+    ucs_status_t us = ucp_mem_map(kvx->ctx, &mp, &kvx->pool_memh);
+    if (us != UCS_OK) {
+        SKV_LOG_ERROR("kvx: ucp_mem_map of %llu-byte pool (%s): %s", (unsigned long long)bytes,
+                      base == NULL ? "allocate" : "register", ucs_status_string(us));
+        kvx->pool_memh = NULL;
+        return SKV_STATUS_TRANSPORT;
+    }
+    ucp_mem_attr_t attr = {.field_mask = UCP_MEM_ATTR_FIELD_ADDRESS};
+    if (ucp_mem_query(kvx->pool_memh, &attr) != UCS_OK) {
+        SKV_LOG_ERROR("kvx: ucp_mem_query of the pool failed");
+        return SKV_STATUS_TRANSPORT;
+    }
+    kvx->pool.base = attr.address;
+    return SKV_STATUS_OK;
+}
+
+skv_status_t skv_kvx_pool_register(skv_kvx_t *kvx, const skv_kvx_pool_config_t *cfg)
+{
+    uint64_t bytes = 0;
+    if (kvx->have_pool || cfg->block_bytes == 0 || cfg->n_blocks == 0 || cfg->release == NULL ||
+        __builtin_mul_overflow(cfg->block_bytes, (uint64_t)cfg->n_blocks, &bytes)) {
+        SKV_LOG_ERROR("kvx: pool register: %u blocks of %llu bytes, registered %d",
+                      cfg->n_blocks, (unsigned long long)cfg->block_bytes, kvx->have_pool);
+        return SKV_STATUS_INVALID_ARGUMENT;
+    }
+    kvx->pool = *cfg;
+    skv_status_t status = skv_kvx_pool_map(kvx, cfg->base, bytes);
+    if (status != SKV_STATUS_OK) {
+        goto fail;
+    }
+    ucs_status_t us = ucp_rkey_pack(kvx->ctx, kvx->pool_memh, &kvx->rkey_buf, &kvx->rkey_bytes);
+    if (us != UCS_OK) {
+        SKV_LOG_ERROR("kvx: ucp_rkey_pack: %s", ucs_status_string(us));
+        kvx->rkey_buf = NULL;
+        status = SKV_STATUS_TRANSPORT;
+        goto fail;
+    }
+    if (kvx->pool.release_grace_ms <= 0) {
+        kvx->pool.release_grace_ms = SKV_KVX_DEFAULT_GRACE_MS;
+    }
+    kvx->have_pool = 1;
+    return SKV_STATUS_OK;
+fail:
+    if (kvx->pool_memh != NULL) {
+        ucp_mem_unmap(kvx->ctx, kvx->pool_memh);
+        kvx->pool_memh = NULL;
+    }
+    return status;
+}
+
+void *skv_kvx_pool_base(const skv_kvx_t *kvx)
+{
+    return kvx->have_pool ? kvx->pool.base : NULL;
+}
+
+skv_status_t skv_kvx_fingerprint_check(const skv_kvx_t *kvx, uint64_t fingerprint)
+{
+    if (!kvx->have_pool) {
+        SKV_LOG_WARN("kvx: fingerprint check without a registered pool");
+        return SKV_STATUS_INVALID_ARGUMENT;
+    }
+    if (fingerprint != kvx->pool.fingerprint) {
+        SKV_LOG_WARN("kvx: KV layout fingerprint mismatch: request 0x%016llx, pool 0x%016llx",
+                     (unsigned long long)fingerprint,
+                     (unsigned long long)kvx->pool.fingerprint);
+        return SKV_STATUS_INVALID_ARGUMENT;
+    }
+    return SKV_STATUS_OK;
+}
+
+/* Returns the table index of request_id's lease, or -1. */
+static long skv_kvx_lease_find(const skv_kvx_t *kvx, uint64_t request_id)
+{
+    for (uint32_t i = 0; i < kvx->n_leases; i++) {
+        if (kvx->leases[i].request_id == request_id) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+static skv_status_t skv_kvx_reserve_check(const skv_kvx_t *kvx, uint64_t request_id,
+                                          const uint32_t *block_ids, uint32_t n_blocks,
+                                          int64_t deadline_ns)
+{
+    if (n_blocks == 0 || n_blocks > SKV_KVX_MAX_BLOCKS || skv_clock_expired(deadline_ns)) {
+        SKV_LOG_WARN("kvx: reserve request %llu: %u blocks, deadline in %lld ms",
+                     (unsigned long long)request_id, n_blocks,
+                     (long long)(deadline_ns - skv_clock_now_ns()) / 1000000);
+        return SKV_STATUS_INVALID_ARGUMENT;
+    }
+    for (uint32_t i = 0; i < n_blocks; i++) {
+        if (block_ids[i] >= kvx->pool.n_blocks) {
+            SKV_LOG_WARN("kvx: reserve request %llu: block id %u outside the pool of %u",
+                         (unsigned long long)request_id, block_ids[i], kvx->pool.n_blocks);
+            return SKV_STATUS_INVALID_ARGUMENT;
+        }
+    }
+    if (skv_kvx_lease_find(kvx, request_id) >= 0) {
+        SKV_LOG_WARN("kvx: reserve request %llu: already holds a lease",
+                     (unsigned long long)request_id);
+        return SKV_STATUS_BUSY;
+    }
+    return SKV_STATUS_OK;
+}
+
+/* Appends a lease (ids copied); the table grows by doubling. */
+static skv_status_t skv_kvx_lease_add(skv_kvx_t *kvx, const skv_kvx_lease_t *src)
+{
+    if (kvx->n_leases == kvx->cap_leases) {
+        uint32_t cap = kvx->cap_leases ? 2 * kvx->cap_leases : 64;
+        skv_kvx_lease_t *t = skv_realloc(kvx->leases, cap * sizeof(*t));
+        if (t == NULL) {
+            return SKV_STATUS_NO_MEMORY;
+        }
+        kvx->leases = t;
+        kvx->cap_leases = cap;
+    }
+    uint32_t *ids = skv_mallocn(src->n_blocks, sizeof(*ids));
+    if (ids == NULL) {
+        return SKV_STATUS_NO_MEMORY;
+    }
+    memcpy(ids, src->block_ids, src->n_blocks * sizeof(*ids));
+    kvx->leases[kvx->n_leases] = *src;
+    kvx->leases[kvx->n_leases].block_ids = ids;
+    kvx->n_leases++;
+    return SKV_STATUS_OK;
+}
+
+/* Unlinks lease i (swap with the last) and returns it; the caller frees its ids. */
+static skv_kvx_lease_t skv_kvx_lease_take(skv_kvx_t *kvx, uint32_t i)
+{
+    skv_kvx_lease_t l = kvx->leases[i];
+    kvx->leases[i] = kvx->leases[--kvx->n_leases];
+    return l;
+}
+
+static skv_status_t skv_kvx_target_encode(skv_kvx_t *kvx, const skv_kvx_lease_t *l,
+                                          void **desc_p, size_t *desc_bytes_p)
+{
+    skv_kvx_desc_t d = {
+        .request_id = l->request_id,
+        .lease_token = l->lease_token,
+        .fingerprint = kvx->pool.fingerprint,
+        .remote_base = (uint64_t)(uintptr_t)kvx->pool.base,
+        .block_bytes = kvx->pool.block_bytes,
+        .pool_blocks = kvx->pool.n_blocks,
+        .n_blocks = l->n_blocks,
+        .block_ids = l->block_ids,
+        .lease_deadline_ns = l->deadline_ns,
+        .worker_addr = kvx->addr,
+        .worker_addr_bytes = kvx->addr_bytes,
+        .rkey = kvx->rkey_buf,
+        .rkey_bytes = kvx->rkey_bytes,
+    };
+    return skv_kvx_desc_encode(&d, desc_p, desc_bytes_p);
+}
+
+skv_status_t skv_kvx_target_reserve(skv_kvx_t *kvx, uint64_t request_id, uint64_t fingerprint,
+                                    const uint32_t *block_ids, uint32_t n_blocks,
+                                    int64_t lease_deadline_ns, void **desc_p,
+                                    size_t *desc_bytes_p)
+{
+    SKV_CHECK(skv_kvx_fingerprint_check(kvx, fingerprint));
+    SKV_CHECK(skv_kvx_reserve_check(kvx, request_id, block_ids, n_blocks, lease_deadline_ns));
+    skv_kvx_lease_t l = {
+        .request_id = request_id,
+        .lease_token = skv_kvx_random64(kvx),
+        .deadline_ns = lease_deadline_ns,
+        .n_blocks = n_blocks,
+        .block_ids = (uint32_t *)block_ids,
+    };
+    skv_status_t status = skv_kvx_target_encode(kvx, &l, desc_p, desc_bytes_p);
+    if (status != SKV_STATUS_OK) {
+        return status;
+    }
+    status = skv_kvx_lease_add(kvx, &l);
+    if (status != SKV_STATUS_OK) {
+        skv_free(*desc_p);
+        *desc_p = NULL;
+    }
+    return status;
+}
+
+/* Ends a lease that did not complete: release once, then tell the owner. */
+static void skv_kvx_lease_end_released(skv_kvx_t *kvx, skv_kvx_lease_t *l, skv_status_t why)
+{
+    kvx->pool.release(kvx->pool.release_ctx, l->request_id, l->block_ids, l->n_blocks);
+    if (kvx->pool.on_complete != NULL) {
+        kvx->pool.on_complete(kvx->pool.complete_ctx, l->request_id, -1, why);
+    }
+    skv_free(l->block_ids);
+}
+
+skv_status_t skv_kvx_target_cancel(skv_kvx_t *kvx, uint64_t request_id)
+{
+    long i = skv_kvx_lease_find(kvx, request_id);
+    if (i < 0) {
+        return SKV_STATUS_NOT_FOUND;
+    }
+    skv_kvx_lease_t l = skv_kvx_lease_take(kvx, (uint32_t)i);
+    skv_kvx_lease_end_released(kvx, &l, SKV_STATUS_CANCELLED);
+    return SKV_STATUS_OK;
+}
+
+void skv_kvx_target_stats(const skv_kvx_t *kvx, uint32_t *n_leases_p, uint64_t *n_blocks_p)
+{
+    uint64_t blocks = 0;
+    for (uint32_t i = 0; i < kvx->n_leases; i++) {
+        blocks += kvx->leases[i].n_blocks;
+    }
+    *n_leases_p = kvx->n_leases;
+    *n_blocks_p = blocks;
+}
+
+void skv_kvx_leases_expire(skv_kvx_t *kvx, int64_t now_ns)
+{
+    int64_t grace_ns = kvx->pool.release_grace_ms * 1000000LL;
+    uint32_t i = 0;
+    while (i < kvx->n_leases) {
+        if (now_ns < kvx->leases[i].deadline_ns + grace_ns) {
+            i++;
+            continue;
+        }
+        skv_kvx_lease_t l = skv_kvx_lease_take(kvx, i);
+        SKV_LOG_WARN("kvx: lease of request %llu (%u blocks) expired without completion",
+                     (unsigned long long)l.request_id, l.n_blocks);
+        /* The table may change inside the callbacks; index i now holds an unvisited lease. */
+        skv_kvx_lease_end_released(kvx, &l, SKV_STATUS_TIMEOUT);
+    }
+}
+
+void skv_kvx_leases_cleanup(skv_kvx_t *kvx)
+{
+    while (kvx->n_leases > 0) {
+        skv_kvx_lease_t l = skv_kvx_lease_take(kvx, kvx->n_leases - 1);
+        skv_kvx_lease_end_released(kvx, &l, SKV_STATUS_CANCELLED);
+    }
+    skv_free(kvx->leases);
+    kvx->leases = NULL;
+    kvx->cap_leases = 0;
+}
+
+/* Maps a status number received from a peer to our enum; unknown numbers become TRANSPORT. */
+static skv_status_t skv_kvx_wire_status(uint32_t v)
+{
+    if (v == SKV_STATUS_OK || v >= SKV_STATUS_COUNT_) {
+        return v == SKV_STATUS_OK ? SKV_STATUS_OK : SKV_STATUS_TRANSPORT;
+    }
+    return (skv_status_t)v;
+}
+
+/* Completion message: magic u32, version u16, reserved u16, request_id u64, lease_token u64,
+ * first_token i32, status u32. Runs inside ucp_worker_progress on the owner thread. */
+ucs_status_t skv_kvx_am_complete_cb(void *arg, const void *header, size_t header_bytes,
+                                    void *data, size_t data_bytes,
+                                    const ucp_am_recv_param_t *param)
+{
+    skv_kvx_t *kvx = arg;
+    const uint8_t *h = header;
+    if (header_bytes != SKV_KVX_COMPLETE_BYTES || data_bytes != 0 ||
+        skv_kvx_get_u32(h) != SKV_KVX_COMPLETE_MAGIC) {
+        SKV_LOG_WARN("kvx: malformed completion (%zu header, %zu data bytes) ignored",
+                     header_bytes, data_bytes);
+        return UCS_OK;
+    }
+    uint64_t request_id = skv_kvx_get_u64(h + 8);
+    uint64_t token = skv_kvx_get_u64(h + 16);
+    int32_t first_token = (int32_t)skv_kvx_get_u32(h + 24);
+    skv_status_t status = skv_kvx_wire_status(skv_kvx_get_u32(h + 28));
+    long i = skv_kvx_lease_find(kvx, request_id);
+    if (i < 0 || kvx->leases[i].lease_token != token) {
+        SKV_LOG_WARN("kvx: completion for unknown or expired request %llu ignored",
+                     (unsigned long long)request_id);
+        return UCS_OK;
+    }
+    skv_kvx_lease_t l = skv_kvx_lease_take(kvx, (uint32_t)i);
+    if (status != SKV_STATUS_OK) {
+        skv_kvx_lease_end_released(kvx, &l, status);
+        return UCS_OK;
+    }
+    if (kvx->pool.on_complete != NULL) {
+        kvx->pool.on_complete(kvx->pool.complete_ctx, l.request_id, first_token, SKV_STATUS_OK);
+    }
+    skv_free(l.block_ids);
+    return UCS_OK;
+}

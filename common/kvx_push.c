@@ -1,0 +1,493 @@
+/*
+ * kvx_push.c: the initiator (prefill) side: one push per request writes KV blocks into the
+ * target's pool with ucp_put_nbx, then flushes the endpoint and sends the completion message.
+ *
+ * Puts never wait: each is counted (per push for host sources, per staging buffer for staged
+ * sources) and the count drops in the UCX callback. Runs whose destination and source are
+ * both contiguous become one put. The state machine (PUSHING -> FLUSHING -> SENDING -> DONE)
+ * advances only in skv_kvx_push_test, so the engine loop is never blocked. The only waits
+ * (staging-buffer reuse, abandon at destroy) are bounded by the push deadline.
+ * Not here: device memory (the copy callback of a staged push reaches it).
+ */
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/clock.h"
+#include "common/kvx_internal.h"
+#include "common/log.h"
+
+typedef enum {
+    SKV_KVX_PUSH_PUSHING = 0,
+    SKV_KVX_PUSH_FLUSHING,
+    SKV_KVX_PUSH_SENDING,
+    SKV_KVX_PUSH_DONE,
+} skv_kvx_push_state_t;
+
+/* A pending contiguous run (destination address, source pointer, bytes) being coalesced. */
+typedef struct {
+    uint64_t dst;
+    const uint8_t *src;
+    uint64_t bytes;
+} skv_kvx_run_t;
+
+struct skv_kvx_push {
+    skv_kvx_t *kvx;
+    skv_kvx_peer_t *peer;
+    ucp_rkey_h rkey;
+    skv_kvx_desc_t *desc;        /* owned copy */
+    int64_t deadline_ns;
+    skv_kvx_push_state_t state;
+    skv_status_t error;          /* first error; sticky */
+    uint32_t inflight;           /* host-source puts not yet completed */
+    uint64_t n_puts;
+    void *flush_req;
+    void *am_req;
+    uint8_t msg[SKV_KVX_COMPLETE_BYTES]; /* completion header; alive until sent */
+};
+
+/* Records the first error of a push; logs it once. */
+static void skv_kvx_push_fail(skv_kvx_push_t *push, skv_status_t status, const char *what)
+{
+    if (push->error == SKV_STATUS_OK) {
+        SKV_LOG_WARN("kvx: push of request %llu failed (%s): %s",
+                     (unsigned long long)push->desc->request_id, what, skv_status_str(status));
+        push->error = status;
+    }
+}
+
+static void skv_kvx_put_host_cb(void *request, ucs_status_t status, void *user_data)
+{
+    skv_kvx_push_t *push = user_data;
+    ucp_request_free(request);
+    push->inflight--;
+    if (status != UCS_OK) {
+        skv_kvx_push_fail(push, skv_kvx_status_from_ucs(status), "put");
+    }
+}
+
+static void skv_kvx_put_stage_cb(void *request, ucs_status_t status, void *user_data)
+{
+    skv_kvx_stage_t *st = user_data;
+    ucp_request_free(request);
+    st->inflight--;
+    if (status != UCS_OK && st->push != NULL) {
+        skv_kvx_push_fail(st->push, skv_kvx_status_from_ucs(status), "staged put");
+    }
+}
+
+/* Copies the descriptor into one allocation the push owns. */
+static skv_status_t skv_kvx_desc_clone(const skv_kvx_desc_t *d, skv_kvx_desc_t **out_p)
+{
+    size_t ids = 4 * (size_t)d->n_blocks;
+    skv_kvx_desc_t *c = skv_malloc(sizeof(*c) + ids + d->worker_addr_bytes + d->rkey_bytes);
+    if (c == NULL) {
+        return SKV_STATUS_NO_MEMORY;
+    }
+    *c = *d;
+    uint8_t *mem = (uint8_t *)(c + 1);
+    memcpy(mem, d->block_ids, ids);
+    memcpy(mem + ids, d->worker_addr, d->worker_addr_bytes);
+    memcpy(mem + ids + d->worker_addr_bytes, d->rkey, d->rkey_bytes);
+    c->block_ids = (const uint32_t *)mem;
+    c->worker_addr = mem + ids;
+    c->rkey = mem + ids + d->worker_addr_bytes;
+    *out_p = c;
+    return SKV_STATUS_OK;
+}
+
+static skv_status_t skv_kvx_push_connect(skv_kvx_push_t *push)
+{
+    const skv_kvx_desc_t *d = push->desc;
+    SKV_CHECK(skv_kvx_rkey_check(d->rkey, d->rkey_bytes));
+    SKV_CHECK(skv_kvx_peer_get(push->kvx, d->worker_addr, d->worker_addr_bytes, &push->peer));
+    ucs_status_t us = ucp_ep_rkey_unpack(push->peer->ep, d->rkey, &push->rkey);
+    if (us != UCS_OK) {
+        SKV_LOG_WARN("kvx: request %llu: rkey of %zu bytes refused: %s",
+                     (unsigned long long)d->request_id, d->rkey_bytes, ucs_status_string(us));
+        push->rkey = NULL;
+        return SKV_STATUS_FORMAT;
+    }
+    return SKV_STATUS_OK;
+}
+
+skv_status_t skv_kvx_push_create(skv_kvx_t *kvx, const skv_kvx_desc_t *desc, int64_t deadline_ns,
+                                 skv_kvx_push_t **push_p)
+{
+    skv_status_t status;
+    if (skv_clock_expired(desc->lease_deadline_ns)) {
+        SKV_LOG_WARN("kvx: request %llu: lease already over", (unsigned long long)desc->request_id);
+        return SKV_STATUS_TIMEOUT;
+    }
+    skv_kvx_push_t *push = skv_calloc(1, sizeof(*push));
+    if (push == NULL) {
+        return SKV_STATUS_NO_MEMORY;
+    }
+    push->kvx = kvx;
+    push->deadline_ns = deadline_ns < desc->lease_deadline_ns ? deadline_ns
+                                                              : desc->lease_deadline_ns;
+    SKV_CHECK_GOTO(skv_kvx_desc_clone(desc, &push->desc), fail);
+    SKV_CHECK_GOTO(skv_kvx_push_connect(push), fail);
+    *push_p = push;
+    return SKV_STATUS_OK;
+fail:
+    skv_kvx_push_destroy(push);
+    return status;
+}
+
+/* Returns the push's error, noticing a failed peer or a passed deadline first. */
+static skv_status_t skv_kvx_push_health(skv_kvx_push_t *push)
+{
+    if (push->error == SKV_STATUS_OK && push->peer->failure != UCS_OK) {
+        skv_kvx_push_fail(push, skv_kvx_status_from_ucs(push->peer->failure), "peer");
+    }
+    if (push->error == SKV_STATUS_OK && push->state != SKV_KVX_PUSH_DONE &&
+        skv_clock_expired(push->deadline_ns)) {
+        skv_kvx_push_fail(push, SKV_STATUS_TIMEOUT, "deadline");
+    }
+    return push->error;
+}
+
+/* Issues one put; counted in *counter until its callback runs. */
+static skv_status_t skv_kvx_put(skv_kvx_push_t *push, const skv_kvx_run_t *run,
+                                ucp_send_nbx_callback_t cb, void *cb_arg, uint32_t *counter)
+{
+    ucp_request_param_t rp = {
+        .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA,
+        .cb.send = cb,
+        .user_data = cb_arg,
+    };
+    void *req = ucp_put_nbx(push->peer->ep, run->src, run->bytes, run->dst, push->rkey, &rp);
+    push->n_puts++;
+    if (req == NULL) {
+        return SKV_STATUS_OK; /* completed in place */
+    }
+    if (UCS_PTR_IS_ERR(req)) {
+        skv_kvx_push_fail(push, skv_kvx_status_from_ucs(UCS_PTR_STATUS(req)), "ucp_put_nbx");
+        return push->error;
+    }
+    /* Freed in the callback: a request freed earlier gets no callback (ucp_request_free). */
+    (*counter)++;
+    return SKV_STATUS_OK;
+}
+
+/* Checks that blocks [first, first+n) and bytes [offset, offset+bytes) are in range. */
+static skv_status_t skv_kvx_push_check_range(const skv_kvx_push_t *push, uint32_t first,
+                                             uint32_t n, uint64_t offset, uint64_t bytes)
+{
+    const skv_kvx_desc_t *d = push->desc;
+    if (push->state != SKV_KVX_PUSH_PUSHING || n == 0 || first >= d->n_blocks ||
+        n > d->n_blocks - first || bytes == 0 || offset >= d->block_bytes ||
+        bytes > d->block_bytes - offset) {
+        SKV_LOG_WARN("kvx: request %llu: push of blocks [%u, +%u) bytes [%llu, +%llu) outside "
+                     "%u blocks of %llu bytes (or after finish)",
+                     (unsigned long long)d->request_id, first, n, (unsigned long long)offset,
+                     (unsigned long long)bytes, d->n_blocks, (unsigned long long)d->block_bytes);
+        return SKV_STATUS_INVALID_ARGUMENT;
+    }
+    return SKV_STATUS_OK;
+}
+
+/* Remote address of bytes [offset, ...) of descriptor block index i. */
+static uint64_t skv_kvx_push_dst(const skv_kvx_push_t *push, uint32_t i, uint64_t offset)
+{
+    const skv_kvx_desc_t *d = push->desc;
+    return d->remote_base + (uint64_t)d->block_ids[i] * d->block_bytes + offset;
+}
+
+/* Extends run with (dst, src, bytes) when both sides are contiguous; returns 1 if merged. */
+static int skv_kvx_run_extend(skv_kvx_run_t *run, uint64_t dst, const uint8_t *src,
+                              uint64_t bytes)
+{
+    if (run->bytes != 0 && run->dst + run->bytes == dst && run->src + run->bytes == src) {
+        run->bytes += bytes;
+        return 1;
+    }
+    return 0;
+}
+
+skv_status_t skv_kvx_push_host(skv_kvx_push_t *push, uint32_t first, uint32_t n,
+                               uint64_t offset, uint64_t bytes, const void *const *srcs)
+{
+    SKV_CHECK(skv_kvx_push_check_range(push, first, n, offset, bytes));
+    SKV_CHECK(skv_kvx_push_health(push));
+    skv_kvx_run_t run = {0};
+    for (uint32_t k = 0; k < n; k++) {
+        uint64_t dst = skv_kvx_push_dst(push, first + k, offset);
+        const uint8_t *src = srcs[k];
+        if (skv_kvx_run_extend(&run, dst, src, bytes)) {
+            continue;
+        }
+        if (run.bytes != 0) {
+            SKV_CHECK(skv_kvx_put(push, &run, skv_kvx_put_host_cb, push, &push->inflight));
+        }
+        run = (skv_kvx_run_t){.dst = dst, .src = src, .bytes = bytes};
+    }
+    return skv_kvx_put(push, &run, skv_kvx_put_host_cb, push, &push->inflight);
+}
+
+/* ---- staged sources ---------------------------------------------------------------------- */
+
+/* Takes the next staging buffer, waiting (bounded) until its earlier puts completed. */
+static skv_status_t skv_kvx_stage_acquire(skv_kvx_push_t *push, skv_kvx_stage_t **st_p)
+{
+    skv_kvx_t *kvx = push->kvx;
+    skv_kvx_stage_t *st = &kvx->stages[kvx->next_stage];
+    kvx->next_stage = (kvx->next_stage + 1) % kvx->n_stages;
+    while (st->inflight > 0) {
+        skv_kvx_progress(kvx);
+        SKV_CHECK(skv_kvx_push_health(push));
+    }
+    st->push = push;
+    *st_p = st;
+    return SKV_STATUS_OK;
+}
+
+/* Staged-push cursor: the buffer being filled and the run being coalesced in it. */
+typedef struct {
+    skv_kvx_stage_t *st;
+    size_t fill;
+    skv_kvx_run_t run;
+} skv_kvx_stage_cursor_t;
+
+/* Puts the pending run of the cursor's buffer. */
+static skv_status_t skv_kvx_stage_emit(skv_kvx_push_t *push, skv_kvx_stage_cursor_t *c)
+{
+    if (c->run.bytes == 0) {
+        return SKV_STATUS_OK;
+    }
+    skv_kvx_run_t run = c->run;
+    c->run.bytes = 0;
+    return skv_kvx_put(push, &run, skv_kvx_put_stage_cb, c->st, &c->st->inflight);
+}
+
+/* Copies one piece into the current buffer (switching buffers when full) and coalesces it. */
+static skv_status_t skv_kvx_stage_piece(skv_kvx_push_t *push, skv_kvx_stage_cursor_t *c,
+                                        uint32_t i, uint64_t offset, uint64_t bytes,
+                                        skv_kvx_copy_fn copy, void *copy_ctx)
+{
+    if (c->st == NULL || c->fill == c->st->bytes) {
+        SKV_CHECK(skv_kvx_stage_emit(push, c));
+        SKV_CHECK(skv_kvx_stage_acquire(push, &c->st));
+        c->fill = 0;
+    }
+    uint8_t *dst_host = (uint8_t *)c->st->ptr + c->fill;
+    skv_status_t status = copy(copy_ctx, i, offset, dst_host, bytes);
+    if (status != SKV_STATUS_OK) {
+        skv_kvx_push_fail(push, status, "copy callback");
+        return status;
+    }
+    c->fill += bytes;
+    uint64_t dst = skv_kvx_push_dst(push, i, offset);
+    if (!skv_kvx_run_extend(&c->run, dst, dst_host, bytes)) {
+        SKV_CHECK(skv_kvx_stage_emit(push, c));
+        c->run = (skv_kvx_run_t){.dst = dst, .src = dst_host, .bytes = bytes};
+    }
+    return SKV_STATUS_OK;
+}
+
+skv_status_t skv_kvx_push_staged(skv_kvx_push_t *push, uint32_t first, uint32_t n,
+                                 uint64_t offset, uint64_t bytes, skv_kvx_copy_fn copy,
+                                 void *copy_ctx)
+{
+    SKV_CHECK(skv_kvx_push_check_range(push, first, n, offset, bytes));
+    SKV_CHECK(skv_kvx_push_health(push));
+    if (copy == NULL || push->kvx->n_stages == 0) {
+        return SKV_STATUS_UNSUPPORTED;
+    }
+    skv_kvx_stage_cursor_t c = {0};
+    for (uint32_t k = 0; k < n; k++) {
+        /* A block range larger than a staging buffer goes in buffer-sized pieces. */
+        for (uint64_t done = 0; done < bytes;) {
+            uint64_t room = c.st == NULL ? push->kvx->cfg.staging_bytes : c.st->bytes - c.fill;
+            room = room == 0 ? push->kvx->cfg.staging_bytes : room;
+            uint64_t piece = bytes - done < room ? bytes - done : room;
+            SKV_CHECK(skv_kvx_stage_piece(push, &c, first + k, offset + done, piece, copy,
+                                          copy_ctx));
+            done += piece;
+        }
+    }
+    return skv_kvx_stage_emit(push, &c);
+}
+
+/* ---- finish ------------------------------------------------------------------------------ */
+
+/* Returns the number of staged puts of this push still in flight. */
+static uint32_t skv_kvx_push_staged_inflight(const skv_kvx_push_t *push)
+{
+    uint32_t n = 0;
+    for (unsigned i = 0; i < push->kvx->n_stages; i++) {
+        if (push->kvx->stages[i].push == push) {
+            n += push->kvx->stages[i].inflight;
+        }
+    }
+    return n;
+}
+
+skv_status_t skv_kvx_push_finish(skv_kvx_push_t *push, int32_t first_token, skv_status_t status)
+{
+    SKV_CHECK(skv_kvx_push_health(push));
+    if (push->state != SKV_KVX_PUSH_PUSHING) {
+        return SKV_STATUS_INVALID_ARGUMENT;
+    }
+    uint8_t *m = push->msg;
+    skv_kvx_put_u32(m, SKV_KVX_COMPLETE_MAGIC);
+    skv_kvx_put_u32(m + 4, 1); /* version 1, reserved 0 */
+    skv_kvx_put_u64(m + 8, push->desc->request_id);
+    skv_kvx_put_u64(m + 16, push->desc->lease_token);
+    skv_kvx_put_u32(m + 24, (uint32_t)first_token);
+    skv_kvx_put_u32(m + 28, (uint32_t)status);
+    /* The flush covers every put issued so far on the endpoint, so all bytes are remote
+     * before the completion leaves (puts and AMs may use different lanes). */
+    ucp_request_param_t rp = {.op_attr_mask = 0};
+    void *req = ucp_ep_flush_nbx(push->peer->ep, &rp);
+    if (UCS_PTR_IS_ERR(req)) {
+        skv_kvx_push_fail(push, skv_kvx_status_from_ucs(UCS_PTR_STATUS(req)), "flush");
+        return push->error;
+    }
+    push->flush_req = req;
+    push->state = SKV_KVX_PUSH_FLUSHING;
+    return SKV_STATUS_OK;
+}
+
+/* Returns AGAIN while req is in flight, OK when done (req freed), or its error. */
+static skv_status_t skv_kvx_req_test(skv_kvx_push_t *push, void **req, const char *what)
+{
+    if (*req == NULL) {
+        return SKV_STATUS_OK;
+    }
+    ucs_status_t us = ucp_request_check_status(*req);
+    if (us == UCS_INPROGRESS) {
+        return SKV_STATUS_AGAIN;
+    }
+    ucp_request_free(*req);
+    *req = NULL;
+    if (us != UCS_OK) {
+        skv_kvx_push_fail(push, skv_kvx_status_from_ucs(us), what);
+        return push->error;
+    }
+    return SKV_STATUS_OK;
+}
+
+static skv_status_t skv_kvx_push_send_completion(skv_kvx_push_t *push)
+{
+    ucp_request_param_t rp = {.op_attr_mask = 0};
+    void *req = ucp_am_send_nbx(push->peer->ep, SKV_KVX_AM_COMPLETE, push->msg,
+                                sizeof(push->msg), NULL, 0, &rp);
+    if (UCS_PTR_IS_ERR(req)) {
+        skv_kvx_push_fail(push, skv_kvx_status_from_ucs(UCS_PTR_STATUS(req)), "completion");
+        return push->error;
+    }
+    push->am_req = req;
+    push->state = SKV_KVX_PUSH_SENDING;
+    return SKV_STATUS_OK;
+}
+
+/* Advances the state machine by at most one step per finished request. */
+static skv_status_t skv_kvx_push_step(skv_kvx_push_t *push)
+{
+    skv_status_t status;
+    switch (push->state) {
+    case SKV_KVX_PUSH_PUSHING:
+        return push->inflight + skv_kvx_push_staged_inflight(push) ? SKV_STATUS_AGAIN
+                                                                  : SKV_STATUS_OK;
+    case SKV_KVX_PUSH_FLUSHING:
+        status = skv_kvx_req_test(push, &push->flush_req, "flush");
+        if (status != SKV_STATUS_OK) {
+            return status;
+        }
+        status = skv_kvx_push_send_completion(push);
+        if (status != SKV_STATUS_OK) {
+            return status;
+        }
+        /* The AM may have completed in place: test it now. */
+        __attribute__((fallthrough));
+    case SKV_KVX_PUSH_SENDING:
+        SKV_CHECK(skv_kvx_req_test(push, &push->am_req, "completion"));
+        push->state = SKV_KVX_PUSH_DONE;
+        return SKV_STATUS_OK;
+    case SKV_KVX_PUSH_DONE:
+        return SKV_STATUS_OK;
+    }
+    return SKV_STATUS_INTERNAL;
+}
+
+skv_status_t skv_kvx_push_test(skv_kvx_push_t *push)
+{
+    skv_kvx_progress(push->kvx);
+    SKV_CHECK(skv_kvx_push_health(push));
+    return skv_kvx_push_step(push);
+}
+
+skv_status_t skv_kvx_push_wait(skv_kvx_push_t *push)
+{
+    skv_status_t status;
+    while ((status = skv_kvx_push_test(push)) == SKV_STATUS_AGAIN) {
+    }
+    return status;
+}
+
+uint64_t skv_kvx_push_n_puts(const skv_kvx_push_t *push)
+{
+    return push->n_puts;
+}
+
+/* Returns non-zero while UCX may still call back into (or read memory of) this push. */
+static int skv_kvx_push_busy(const skv_kvx_push_t *push)
+{
+    return push->inflight > 0 || skv_kvx_push_staged_inflight(push) > 0 ||
+           (push->flush_req && ucp_request_check_status(push->flush_req) == UCS_INPROGRESS) ||
+           (push->am_req && ucp_request_check_status(push->am_req) == UCS_INPROGRESS);
+}
+
+/* Waits for the push's requests until its deadline; then forces the endpoint closed, which
+ * completes them with errors, and waits (bounded) for that. Returns 1 when idle. */
+static int skv_kvx_push_drain(skv_kvx_push_t *push)
+{
+    skv_kvx_t *kvx = push->kvx;
+    while (skv_kvx_push_busy(push) && !skv_clock_expired(push->deadline_ns) &&
+           push->peer->failure == UCS_OK) {
+        skv_kvx_progress(kvx);
+    }
+    if (!skv_kvx_push_busy(push)) {
+        return 1;
+    }
+    skv_kvx_peer_force_close(kvx, push->peer);
+    int64_t deadline = skv_clock_deadline_ms(kvx->cfg.close_timeout_ms);
+    while (skv_kvx_push_busy(push) && !skv_clock_expired(deadline)) {
+        ucp_worker_progress(kvx->worker);
+    }
+    return !skv_kvx_push_busy(push);
+}
+
+void skv_kvx_push_destroy(skv_kvx_push_t *push)
+{
+    if (push == NULL) {
+        return;
+    }
+    if (push->peer != NULL && !skv_kvx_push_drain(push)) {
+        /* UCX still owns requests pointing into this push: leaking it beats a use after
+         * free. Only reachable when a forced close does not finish (a UCX bug). */
+        SKV_LOG_ERROR("kvx: request %llu: requests stuck after forced close; push leaked",
+                      (unsigned long long)push->desc->request_id);
+        return;
+    }
+    for (unsigned i = 0; i < push->kvx->n_stages; i++) {
+        if (push->kvx->stages[i].push == push) {
+            push->kvx->stages[i].push = NULL;
+        }
+    }
+    if (push->flush_req != NULL) {
+        ucp_request_free(push->flush_req);
+    }
+    if (push->am_req != NULL) {
+        ucp_request_free(push->am_req);
+    }
+    if (push->rkey != NULL) {
+        ucp_rkey_destroy(push->rkey);
+    }
+    if (push->peer != NULL) {
+        skv_kvx_peer_put(push->kvx, push->peer);
+    }
+    skv_kvx_desc_destroy(push->desc);
+    skv_free(push);
+}

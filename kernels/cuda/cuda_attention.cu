@@ -1,0 +1,548 @@
+/*
+ * cuda_attention.cu: causal GQA attention over the paged bf16 KV cache.
+ *
+ * Two kernels behind one op:
+ *  - prefill (skv_attn_prefill_kernel): flash-style. A block takes 128 consecutive query rows
+ *    of one sequence and one query head; it walks 64-key tiles of the cache up to the tile's
+ *    last position, computes S = Q K^T and O += P V on the tensor cores (WMMA bf16, fp32
+ *    accumulate) and keeps the online-softmax state per row. head_dim 64 or 128.
+ *  - rows (skv_attn_rows_kernel): one block per (query row, kv head, context split), all query
+ *    heads of the kv head together so K/V are read once. Used for decode, the SwiftKV logit
+ *    rows, short chunks and any head_dim (even, <= 256). Long contexts are split across
+ *    blocks; partial (max, sum, unnormalized output) go to the backend's preallocated
+ *    workspace and a combine kernel merges them. The split count is cut to fit the workspace.
+ * Precision: scores and softmax in fp32; the prefill kernel rounds P to bf16 for the tensor
+ * cores (normalizing by the sum of the rounded P), as flash attention does.
+ */
+#include <math.h>
+#include <mma.h>
+#include <stdint.h>
+
+#include "kernels/cuda/cuda_internal.h"
+
+using namespace nvcuda;
+typedef __nv_bfloat16 bf16;
+
+#define SKV_ATTN_THREADS 128
+#define SKV_ATTN_ROWS_TILE 128    /* keys per tile in the rows kernel */
+#define SKV_ATTN_ROWS_MAX_HEADS 8 /* query heads per block in the rows kernel */
+#define SKV_ATTN_MIN_SPLIT 128    /* fewest keys worth a split of their own */
+#define SKV_ATTN_BQ 128           /* query rows per prefill block (16 per warp) */
+#define SKV_ATTN_PREFILL_THREADS (SKV_ATTN_BQ / 16 * 32)
+#define SKV_ATTN_BK 64            /* keys per prefill tile */
+
+typedef struct {
+    const bf16 *base;
+    int32_t block_size, n_kv_heads, head_dim, n_cache_layers, layer;
+    const int32_t *seq_rows, *row_pos, *block_table;
+    int32_t max_blocks, n_seqs;
+} skv_attn_args_t;
+
+/* Element offset in the pool of the K vector of position p of the sequence whose block table
+ * row is bt, kv head kh. The V vector is n_kv_heads * block_size * head_dim further. */
+static __device__ int64_t skv_attn_koff(const skv_attn_args_t &a, const int32_t *bt, int32_t p,
+                                        int32_t kh)
+{
+    int64_t blk = bt[p / a.block_size];
+    int64_t idx = ((blk * a.n_cache_layers + a.layer) * 2) * a.n_kv_heads + kh;
+    return (idx * a.block_size + p % a.block_size) * a.head_dim;
+}
+
+static __device__ int32_t skv_attn_seq_of_row(const skv_attn_args_t &a, int32_t r)
+{
+    int32_t lo = 0, hi = a.n_seqs - 1; /* last s with seq_rows[s] <= r */
+    while (lo < hi) {
+        int32_t mid = (lo + hi + 1) / 2;
+        if (a.seq_rows[mid] <= r) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    return lo;
+}
+
+/* ---- rows kernel (decode) ------------------------------------------------------------- */
+
+__global__ void __launch_bounds__(SKV_ATTN_THREADS)
+    skv_attn_rows_kernel(skv_attn_args_t a, bf16 *out, int64_t ldo, const bf16 *q, int64_t ldq,
+                         int32_t n_heads, int32_t n_head_chunks, float scale, int32_t chunk,
+                         int32_t n_splits, float *ws_o, float *ws_ml)
+{
+    __shared__ __align__(16) float qs[SKV_ATTN_ROWS_MAX_HEADS][256];
+    __shared__ float sc[SKV_ATTN_ROWS_MAX_HEADS][SKV_ATTN_ROWS_TILE];
+    __shared__ float red[2048]; /* kgroups * heads * head_dim <= 2048 (see below) */
+    __shared__ int64_t koff[SKV_ATTN_ROWS_TILE];
+    __shared__ float m_s[SKV_ATTN_ROWS_MAX_HEADS], l_s[SKV_ATTN_ROWS_MAX_HEADS],
+        corr_s[SKV_ATTN_ROWS_MAX_HEADS];
+
+    int32_t r = blockIdx.x, kh = blockIdx.y / n_head_chunks, hc = blockIdx.y % n_head_chunks;
+    int32_t split = blockIdx.z, hd = a.head_dim, group = n_heads / a.n_kv_heads;
+    int32_t h0 = kh * group + hc * SKV_ATTN_ROWS_MAX_HEADS;
+    int32_t nh = min(SKV_ATTN_ROWS_MAX_HEADS, group - hc * SKV_ATTN_ROWS_MAX_HEADS);
+    int32_t s = skv_attn_seq_of_row(a, r);
+    const int32_t *bt = a.block_table + (int64_t)s * a.max_blocks;
+    int32_t ctx = a.row_pos[r] + 1;
+    int32_t p_begin = split * chunk, p_end = min(ctx, p_begin + chunk);
+    int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    int64_t v_delta = (int64_t)a.n_kv_heads * a.block_size * hd;
+
+    for (int i = tid; i < nh * hd; i += blockDim.x) {
+        qs[i / hd][i % hd] = __bfloat162float(q[(int64_t)r * ldq + (int64_t)(h0 + i / hd) * hd + i % hd]);
+    }
+    if (tid < SKV_ATTN_ROWS_MAX_HEADS) {
+        m_s[tid] = -INFINITY;
+        l_s[tid] = 0.0f;
+    }
+    /* Phase 3 layout: thread = (key group kg, dim pair j); hd / 2 pairs, 128 / (hd / 2)
+     * groups, so groups * heads * hd = 2 * 128 * 8 = 2048 floats of red at most. */
+    int32_t npairs = hd / 2, n_kg = SKV_ATTN_THREADS / npairs;
+    int32_t j = tid % npairs, kg = tid / npairs;
+    float2 acc[SKV_ATTN_ROWS_MAX_HEADS];
+#pragma unroll
+    for (int g = 0; g < SKV_ATTN_ROWS_MAX_HEADS; g++) {
+        acc[g] = make_float2(0.0f, 0.0f);
+    }
+    __syncthreads();
+
+    for (int32_t t0 = p_begin; t0 < p_end; t0 += SKV_ATTN_ROWS_TILE) {
+        int32_t nt = min(SKV_ATTN_ROWS_TILE, p_end - t0);
+        for (int i = tid; i < nt; i += blockDim.x) {
+            koff[i] = skv_attn_koff(a, bt, t0 + i, kh);
+        }
+        __syncthreads();
+        /* Phase 1: a thread per key: no shuffles, and the key's 16-byte loads are all in
+         * flight at once; q comes from shared memory as 16-byte broadcasts. */
+        for (int i = tid; i < nt; i += blockDim.x) {
+            float dot[SKV_ATTN_ROWS_MAX_HEADS];
+#pragma unroll
+            for (int g = 0; g < SKV_ATTN_ROWS_MAX_HEADS; g++) {
+                dot[g] = 0.0f;
+            }
+            if (hd % 8 == 0) {
+                const uint4 *k4 = (const uint4 *)(a.base + koff[i]);
+#pragma unroll 4
+                for (int c = 0; c < hd / 8; c++) {
+                    uint4 u = k4[c];
+                    const __nv_bfloat162 *b2 = (const __nv_bfloat162 *)&u;
+                    float2 k01 = __bfloat1622float2(b2[0]), k23 = __bfloat1622float2(b2[1]);
+                    float2 k45 = __bfloat1622float2(b2[2]), k67 = __bfloat1622float2(b2[3]);
+#pragma unroll
+                    for (int g = 0; g < SKV_ATTN_ROWS_MAX_HEADS; g++) {
+                        if (g < nh) {
+                            float4 qa = *(const float4 *)&qs[g][c * 8];
+                            float4 qb = *(const float4 *)&qs[g][c * 8 + 4];
+                            dot[g] += qa.x * k01.x + qa.y * k01.y + qa.z * k23.x + qa.w * k23.y +
+                                      qb.x * k45.x + qb.y * k45.y + qb.z * k67.x + qb.w * k67.y;
+                        }
+                    }
+                }
+            } else {
+                const __nv_bfloat162 *k2 = (const __nv_bfloat162 *)(a.base + koff[i]);
+                for (int jj = 0; jj < npairs; jj++) {
+                    float2 kf = __bfloat1622float2(k2[jj]);
+#pragma unroll
+                    for (int g = 0; g < SKV_ATTN_ROWS_MAX_HEADS; g++) {
+                        if (g < nh) {
+                            dot[g] += qs[g][2 * jj] * kf.x + qs[g][2 * jj + 1] * kf.y;
+                        }
+                    }
+                }
+            }
+#pragma unroll
+            for (int g = 0; g < SKV_ATTN_ROWS_MAX_HEADS; g++) {
+                if (g < nh) {
+                    sc[g][i] = dot[g] * scale;
+                }
+            }
+        }
+        __syncthreads();
+        /* Phase 2: a warp per head: tile max, rescale factor, probabilities, sum. */
+        for (int g = warp; g < nh; g += SKV_ATTN_THREADS / 32) {
+            float mx = -INFINITY;
+            for (int i = lane; i < nt; i += 32) {
+                mx = fmaxf(mx, sc[g][i]);
+            }
+            for (int o = 16; o > 0; o >>= 1) {
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+            }
+            float m_new = fmaxf(m_s[g], mx);
+            float sum = 0.0f;
+            for (int i = lane; i < nt; i += 32) {
+                float e = expf(sc[g][i] - m_new);
+                sc[g][i] = e;
+                sum += e;
+            }
+            for (int o = 16; o > 0; o >>= 1) {
+                sum += __shfl_xor_sync(0xffffffffu, sum, o);
+            }
+            __syncwarp();
+            if (lane == 0) {
+                float corr = expf(m_s[g] - m_new); /* 0 on the first tile (m = -inf) */
+                corr_s[g] = corr;
+                l_s[g] = l_s[g] * corr + sum;
+                m_s[g] = m_new;
+            }
+        }
+        __syncthreads();
+        /* Phase 3: acc = acc * corr + sum_i p_i v_i over this thread's keys. */
+        if (kg < n_kg) {
+#pragma unroll
+            for (int g = 0; g < SKV_ATTN_ROWS_MAX_HEADS; g++) {
+                if (g < nh) {
+                    acc[g].x *= corr_s[g];
+                    acc[g].y *= corr_s[g];
+                }
+            }
+#pragma unroll 4
+            for (int i = kg; i < nt; i += n_kg) {
+                float2 vf = __bfloat1622float2(
+                    ((const __nv_bfloat162 *)(a.base + koff[i] + v_delta))[j]);
+#pragma unroll
+                for (int g = 0; g < SKV_ATTN_ROWS_MAX_HEADS; g++) {
+                    if (g < nh) {
+                        acc[g].x += sc[g][i] * vf.x;
+                        acc[g].y += sc[g][i] * vf.y;
+                    }
+                }
+            }
+        }
+        __syncthreads(); /* sc and koff are rewritten by the next tile */
+    }
+    /* Reduce the key groups, then write the output (or this split's partial). */
+    if (kg < n_kg) {
+#pragma unroll
+        for (int g = 0; g < SKV_ATTN_ROWS_MAX_HEADS; g++) {
+            if (g < nh) {
+                red[(kg * SKV_ATTN_ROWS_MAX_HEADS + g) * hd + 2 * j] = acc[g].x;
+                red[(kg * SKV_ATTN_ROWS_MAX_HEADS + g) * hd + 2 * j + 1] = acc[g].y;
+            }
+        }
+    }
+    __syncthreads();
+    for (int i = tid; i < nh * hd; i += blockDim.x) {
+        int g = i / hd, d = i % hd;
+        float o = 0.0f;
+        for (int k = 0; k < n_kg; k++) {
+            o += red[(k * SKV_ATTN_ROWS_MAX_HEADS + g) * hd + d];
+        }
+        int32_t h = h0 + g;
+        if (n_splits == 1) {
+            out[(int64_t)r * ldo + (int64_t)h * hd + d] = __float2bfloat16(o / l_s[g]);
+        } else {
+            int64_t w = ((int64_t)r * n_heads + h) * n_splits + split;
+            ws_o[w * hd + d] = o;
+            if (d == 0) {
+                ws_ml[2 * w] = m_s[g]; /* -inf and 0 for an empty split */
+                ws_ml[2 * w + 1] = l_s[g];
+            }
+        }
+    }
+}
+
+/* grid (rows, heads), hd threads: merges the splits of one (row, head). */
+__global__ void skv_attn_combine_kernel(bf16 *out, int64_t ldo, int32_t n_heads, int32_t hd,
+                                        int32_t n_splits, const float *ws_o, const float *ws_ml)
+{
+    int32_t r = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
+    int64_t w0 = ((int64_t)r * n_heads + h) * n_splits;
+    float m = -INFINITY;
+    for (int z = 0; z < n_splits; z++) {
+        m = fmaxf(m, ws_ml[2 * (w0 + z)]);
+    }
+    float l = 0.0f, o = 0.0f;
+    for (int z = 0; z < n_splits; z++) {
+        float lz = ws_ml[2 * (w0 + z) + 1];
+        if (lz > 0.0f) {
+            float f = expf(ws_ml[2 * (w0 + z)] - m);
+            l += lz * f;
+            o += ws_o[(w0 + z) * hd + d] * f;
+        }
+    }
+    out[(int64_t)r * ldo + (int64_t)h * hd + d] = __float2bfloat16(o / l);
+}
+
+/* ---- prefill kernel (tensor cores) ---------------------------------------------------- */
+
+template <int HD> struct skv_prefill_smem {
+    static constexpr int LDB = HD + 8;            /* bf16 tiles: +16 B against bank conflicts */
+    static constexpr int LDS = SKV_ATTN_BK + 4;   /* f32 scores */
+    static constexpr int LDP = SKV_ATTN_BK + 8;   /* bf16 probabilities */
+    static constexpr int LDO = HD + 4;            /* f32 output accumulator */
+    static constexpr int Q_BYTES = SKV_ATTN_BQ * LDB * 2;
+    static constexpr int S_BYTES = SKV_ATTN_BQ * LDS * 4;
+    static constexpr int QS_BYTES = Q_BYTES > S_BYTES ? Q_BYTES : S_BYTES; /* Q then S */
+    static constexpr int KV_BYTES = SKV_ATTN_BK * LDB * 2;
+    static constexpr int P_BYTES = SKV_ATTN_BQ * LDP * 2;
+    static constexpr int O_BYTES = SKV_ATTN_BQ * LDO * 4;
+    /* After the key loop the f32 output tile reuses Q/S, K and V (all warps are past the
+     * loop's last barrier then). */
+    static constexpr int OFF_K = QS_BYTES;
+    static constexpr int OFF_V = OFF_K + KV_BYTES;
+    static constexpr int OFF_P = OFF_V + KV_BYTES;
+    static constexpr int OFF_O = 0;
+    static_assert(O_BYTES <= OFF_P, "output tile must fit in the Q/S, K and V space");
+    static constexpr int OFF_KOFF = OFF_P + P_BYTES;
+    static constexpr int OFF_POS = OFF_KOFF + SKV_ATTN_BK * 8;
+    static constexpr int OFF_M = OFF_POS + SKV_ATTN_BQ * 4;
+    static constexpr int OFF_L = OFF_M + SKV_ATTN_BQ * 4;
+    static constexpr int OFF_C = OFF_L + SKV_ATTN_BQ * 4;
+    static constexpr int BYTES = OFF_C + SKV_ATTN_BQ * 4;
+};
+
+/* grid (query tiles, sequences, heads), 8 warps; warp w owns query rows 16w..16w+15 of the
+ * tile, so its softmax and output updates need only __syncwarp. 128 rows per block: each K/V
+ * tile brought into shared memory serves 8 warps. */
+template <int HD>
+__global__ void __launch_bounds__(SKV_ATTN_PREFILL_THREADS)
+    skv_attn_prefill_kernel(skv_attn_args_t a, bf16 *out, int64_t ldo, const bf16 *q,
+                            int64_t ldq, int32_t n_heads, float scale)
+{
+    typedef skv_prefill_smem<HD> L;
+    extern __shared__ __align__(128) unsigned char smem[];
+    bf16 *Qs = (bf16 *)smem;
+    float *Ss = (float *)smem; /* reuses Q's space once Q is in registers */
+    bf16 *Ks = (bf16 *)(smem + L::OFF_K);
+    bf16 *Vs = (bf16 *)(smem + L::OFF_V);
+    bf16 *Ps = (bf16 *)(smem + L::OFF_P);
+    float *Os = (float *)(smem + L::OFF_O);
+    int64_t *koff = (int64_t *)(smem + L::OFF_KOFF);
+    int32_t *rpos = (int32_t *)(smem + L::OFF_POS);
+    float *m_s = (float *)(smem + L::OFF_M);
+    float *l_s = (float *)(smem + L::OFF_L);
+    float *corr_s = (float *)(smem + L::OFF_C);
+
+    int32_t s = blockIdx.y, h = blockIdx.z, kh = h / (n_heads / a.n_kv_heads);
+    int32_t r0 = a.seq_rows[s] + blockIdx.x * SKV_ATTN_BQ, r_end = a.seq_rows[s + 1];
+    if (r0 >= r_end) {
+        return;
+    }
+    int32_t nq = min(SKV_ATTN_BQ, r_end - r0);
+    const int32_t *bt = a.block_table + (int64_t)s * a.max_blocks;
+    int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    int64_t v_delta = (int64_t)a.n_kv_heads * a.block_size * HD;
+
+    for (int i = tid; i < SKV_ATTN_BQ * HD; i += blockDim.x) {
+        int row = i / HD, d = i % HD;
+        Qs[row * L::LDB + d] = row < nq ? q[(int64_t)(r0 + row) * ldq + (int64_t)h * HD + d]
+                                        : __float2bfloat16(0.0f);
+    }
+    if (tid < SKV_ATTN_BQ) {
+        /* Padding rows copy the last real row's position: finite softmax, never written. */
+        rpos[tid] = a.row_pos[r0 + min(tid, nq - 1)];
+        m_s[tid] = -INFINITY;
+        l_s[tid] = 0.0f;
+    }
+    __syncthreads();
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> qf[HD / 16];
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++) {
+        wmma::load_matrix_sync(qf[kk], Qs + warp * 16 * L::LDB + kk * 16, L::LDB);
+    }
+    /* O stays in registers across key tiles (HD / 16 accumulator tiles of 16 x 16). */
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> of[HD / 16];
+#pragma unroll
+    for (int nb = 0; nb < HD / 16; nb++) {
+        wmma::fill_fragment(of[nb], 0.0f);
+    }
+    int32_t n_keys = rpos[nq - 1] + 1; /* rows increase: the last row sees the most keys */
+    __syncthreads();                   /* Q space becomes S space */
+
+    for (int32_t k0 = 0; k0 < n_keys; k0 += SKV_ATTN_BK) {
+        if (tid < SKV_ATTN_BK) {
+            koff[tid] = k0 + tid < n_keys ? skv_attn_koff(a, bt, k0 + tid, kh) : -1;
+        }
+        __syncthreads();
+        /* K and V tiles, 16 bytes per load; keys past the end are zero (P is 0 there, and
+         * 0 * garbage could be NaN). */
+        for (int i = tid; i < SKV_ATTN_BK * HD / 8; i += blockDim.x) {
+            int key = i / (HD / 8), c = i % (HD / 8);
+            uint4 kv4 = make_uint4(0, 0, 0, 0), vv4 = make_uint4(0, 0, 0, 0);
+            if (koff[key] >= 0) {
+                kv4 = *(const uint4 *)(a.base + koff[key] + c * 8);
+                vv4 = *(const uint4 *)(a.base + koff[key] + v_delta + c * 8);
+            }
+            *(uint4 *)(Ks + key * L::LDB + c * 8) = kv4;
+            *(uint4 *)(Vs + key * L::LDB + c * 8) = vv4;
+        }
+        __syncthreads();
+        /* S (16 x 64 per warp) = Q K^T. K row-major [key][d] is K^T column-major. */
+#pragma unroll
+        for (int nb = 0; nb < SKV_ATTN_BK / 16; nb++) {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> c;
+            wmma::fill_fragment(c, 0.0f);
+#pragma unroll
+            for (int kk = 0; kk < HD / 16; kk++) {
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> kf;
+                wmma::load_matrix_sync(kf, Ks + nb * 16 * L::LDB + kk * 16, L::LDB);
+                wmma::mma_sync(c, qf[kk], kf, c);
+            }
+            wmma::store_matrix_sync(Ss + warp * 16 * L::LDS + nb * 16, c, L::LDS,
+                                    wmma::mem_row_major);
+        }
+        __syncwarp();
+        /* Online softmax: two lanes per row, 32 keys each. */
+        {
+            int row = warp * 16 + lane / 2, c0 = (lane % 2) * 32;
+            int32_t pos = rpos[row];
+            float *srow = Ss + row * L::LDS;
+            float mx = -INFINITY;
+            for (int c = c0; c < c0 + 32; c++) {
+                float v = k0 + c <= pos ? srow[c] * scale : -INFINITY;
+                srow[c] = v;
+                mx = fmaxf(mx, v);
+            }
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            float m_old = m_s[row], m_new = fmaxf(m_old, mx);
+            float corr = __expf(m_old - m_new);
+            float sum = 0.0f;
+            for (int c = c0; c < c0 + 32; c++) {
+                bf16 p = __float2bfloat16(__expf(srow[c] - m_new));
+                Ps[row * L::LDP + c] = p;
+                sum += __bfloat162float(p);
+            }
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+            __syncwarp();
+            if (lane % 2 == 0) {
+                l_s[row] = l_s[row] * corr + sum;
+                m_s[row] = m_new;
+                corr_s[row] = corr;
+            }
+            /* Rescale O rows whose max moved. The accumulator layout of a 16x16x16 f32 WMMA
+             * tile on sm_80+ (two m16n8 mma tiles): element i of lane l is row l/4 + 8 *
+             * ((i/2) % 2). Skipped when no row of the warp moved (the common case once the
+             * running max settles). */
+            if (!__all_sync(0xffffffffu, corr == 1.0f)) {
+                __syncwarp();
+                float c_lo = corr_s[warp * 16 + lane / 4], c_hi = corr_s[warp * 16 + lane / 4 + 8];
+#pragma unroll
+                for (int nb = 0; nb < HD / 16; nb++) {
+#pragma unroll
+                    for (int i = 0; i < of[nb].num_elements; i++) {
+                        of[nb].x[i] *= ((i / 2) % 2) ? c_hi : c_lo;
+                    }
+                }
+            }
+        }
+        __syncwarp();
+        /* O (16 x HD per warp) += P V; V row-major [key][d] is B row-major. */
+#pragma unroll
+        for (int kk = 0; kk < SKV_ATTN_BK / 16; kk++) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> pf;
+            wmma::load_matrix_sync(pf, Ps + warp * 16 * L::LDP + kk * 16, L::LDP);
+#pragma unroll
+            for (int nb = 0; nb < HD / 16; nb++) {
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> vf;
+                wmma::load_matrix_sync(vf, Vs + kk * 16 * L::LDB + nb * 16, L::LDB);
+                wmma::mma_sync(of[nb], pf, vf, of[nb]);
+            }
+        }
+        __syncthreads(); /* K, V and koff are rewritten by the next tile */
+    }
+    __syncthreads(); /* every warp is done with K/V before O overwrites them */
+#pragma unroll
+    for (int nb = 0; nb < HD / 16; nb++) {
+        wmma::store_matrix_sync(Os + warp * 16 * L::LDO + nb * 16, of[nb], L::LDO,
+                                wmma::mem_row_major);
+    }
+    __syncwarp();
+    for (int row = warp * 16; row < warp * 16 + 16 && row < nq; row++) {
+        float inv = 1.0f / l_s[row];
+        for (int d = lane; d < HD; d += 32) {
+            out[(int64_t)(r0 + row) * ldo + (int64_t)h * HD + d] =
+                __float2bfloat16(Os[row * L::LDO + d] * inv);
+        }
+    }
+}
+
+skv_status_t skv_cuda_attention_init(skv_backend_t *be)
+{
+    SKV_CUDA_CHECK(cudaFuncSetAttribute(skv_attn_prefill_kernel<64>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        skv_prefill_smem<64>::BYTES));
+    SKV_CUDA_CHECK(cudaFuncSetAttribute(skv_attn_prefill_kernel<128>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        skv_prefill_smem<128>::BYTES));
+    return SKV_STATUS_OK;
+}
+
+/* Launches the rows kernel with as many context splits as fill the GPU (and fit the
+ * workspace), then the combine kernel when there is more than one split. */
+static skv_status_t skv_attn_rows(skv_backend_t *be, const skv_attn_args_t *a, const skv_tensor_t *out,
+                                  const skv_tensor_t *q, int32_t n_heads, float scale,
+                                  int32_t n_rows, int32_t max_ctx)
+{
+    skv_cuda_backend_t *c = skv_cuda(be);
+    int32_t group = n_heads / a->n_kv_heads;
+    int32_t n_chunks = (group + SKV_ATTN_ROWS_MAX_HEADS - 1) / SKV_ATTN_ROWS_MAX_HEADS;
+    int64_t base_blocks = (int64_t)n_rows * a->n_kv_heads * n_chunks;
+    /* About 8 blocks per SM: enough independent loads in flight to stream the cache. */
+    int64_t want = (8 * c->n_sms + base_blocks - 1) / base_blocks;
+    int64_t most = (max_ctx + SKV_ATTN_MIN_SPLIT - 1) / SKV_ATTN_MIN_SPLIT;
+    int64_t fit = (int64_t)(SKV_CUDA_ATTN_WS_FLOATS /
+                            ((size_t)n_rows * n_heads * (size_t)(a->head_dim + 2)));
+    int64_t splits = want < most ? want : most;
+    splits = splits < fit ? splits : fit;
+    splits = splits < 1 ? 1 : splits;
+    int32_t chunk = (int32_t)((max_ctx + splits - 1) / splits);
+    splits = (max_ctx + chunk - 1) / chunk;
+    float *ws_o = c->d_attn_ws;
+    float *ws_ml = ws_o + (size_t)n_rows * n_heads * splits * a->head_dim;
+    dim3 grid((unsigned)n_rows, (unsigned)(a->n_kv_heads * n_chunks), (unsigned)splits);
+    skv_attn_rows_kernel<<<grid, SKV_ATTN_THREADS, 0, c->stream>>>(
+        *a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, n_chunks, scale,
+        chunk, (int32_t)splits, ws_o, ws_ml);
+    SKV_CUDA_CHECK_LAUNCH();
+    if (splits > 1) {
+        dim3 g2((unsigned)n_rows, (unsigned)n_heads);
+        skv_attn_combine_kernel<<<g2, a->head_dim, 0, c->stream>>>(
+            (bf16 *)out->data, out->ld, n_heads, a->head_dim, (int32_t)splits, ws_o, ws_ml);
+        SKV_CUDA_CHECK_LAUNCH();
+    }
+    return SKV_STATUS_OK;
+}
+
+skv_status_t skv_cuda_attention(skv_backend_t *be, const skv_tensor_t *out, const skv_tensor_t *q,
+                                const skv_kv_view_t *kv, int32_t cache_layer, int32_t n_heads,
+                                float scale, const skv_attn_meta_t *meta)
+{
+    int32_t hd = kv->head_dim;
+    SKV_ASSERT(q->cols == (int64_t)n_heads * hd && out->rows == q->rows);
+    SKV_ASSERT(q->rows == meta->n_rows && n_heads % kv->n_kv_heads == 0);
+    SKV_ASSERT(kv->dtype == SKV_DTYPE_BF16 && q->dtype == SKV_DTYPE_BF16);
+    if (hd % 2 != 0 || hd > 256) {
+        SKV_LOG_ERROR("cuda attention: head_dim %d unsupported (even, <= 256)", hd);
+        return SKV_STATUS_UNSUPPORTED;
+    }
+    if (meta->n_rows == 0) {
+        return SKV_STATUS_OK;
+    }
+    skv_attn_args_t a = {(const bf16 *)kv->base,  kv->block_size, kv->n_kv_heads, hd,
+                         kv->n_cache_layers,      cache_layer,
+                         (const int32_t *)meta->seq_rows.data,
+                         (const int32_t *)meta->row_pos.data,
+                         (const int32_t *)meta->block_table.data, meta->max_blocks,
+                         meta->n_seqs};
+    int32_t max_q = 0;
+    for (int32_t s = 0; s < meta->n_seqs; s++) {
+        int32_t n = meta->h_seq_rows[s + 1] - meta->h_seq_rows[s];
+        max_q = n > max_q ? n : max_q;
+    }
+    /* Few rows per sequence (decode, SwiftKV logit rows): the rows kernel reads each key once
+     * per kv head and splits long contexts; the tensor-core tile pays off from ~16 rows. */
+    if (max_q <= 16 || (hd != 64 && hd != 128)) {
+        return skv_attn_rows(be, &a, out, q, n_heads, scale, meta->n_rows, meta->max_ctx);
+    }
+    dim3 grid((unsigned)((max_q + SKV_ATTN_BQ - 1) / SKV_ATTN_BQ), (unsigned)meta->n_seqs,
+              (unsigned)n_heads);
+    cudaStream_t st = skv_cuda(be)->stream;
+    if (hd == 64) {
+        skv_attn_prefill_kernel<64><<<grid, SKV_ATTN_PREFILL_THREADS, skv_prefill_smem<64>::BYTES, st>>>(
+            a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, scale);
+    } else {
+        skv_attn_prefill_kernel<128><<<grid, SKV_ATTN_PREFILL_THREADS, skv_prefill_smem<128>::BYTES, st>>>(
+            a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, scale);
+    }
+    SKV_CUDA_CHECK_LAUNCH();
+    return SKV_STATUS_OK;
+}

@@ -1,0 +1,109 @@
+/*
+ * cuda_internal.h: state and helpers shared by the CUDA backend's translation units.
+ * Included only by the .cu files of kernels/cuda.
+ *
+ * Invariants: every op enqueues on be->stream and never allocates; every CUDA or cuBLAS
+ * failure becomes SKV_STATUS_DEVICE through SKV_CUDA_CHECK / SKV_CUBLAS_CHECK, which log the
+ * failing call once, where it is decided.
+ */
+#ifndef SKV_KERNELS_CUDA_INTERNAL_H
+#define SKV_KERNELS_CUDA_INTERNAL_H
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+extern "C" {
+#include "common/log.h"
+#include "kernels/cuda/cuda.h"
+}
+
+/* Attention split workspace: partial outputs of the decode kernel when a row's context is
+ * split over several blocks. Floats; 32 Mi floats (128 MiB) hold e.g. 512 rows x 32 heads
+ * x 15 splits of head_dim 128. Splits are cut to fit, never an error. */
+#define SKV_CUDA_ATTN_WS_FLOATS ((size_t)32 << 20)
+/* cuBLAS workspace, set once so cuBLAS never allocates on the hot path. */
+#define SKV_CUDA_CUBLAS_WS_BYTES ((size_t)32 << 20)
+/* Weight upload: two pinned host buffers and one device buffer of this many bytes. */
+#define SKV_CUDA_STAGE_BYTES ((size_t)64 << 20)
+
+typedef struct {
+    skv_backend_t base;
+    int device;
+    int n_sms;
+    cudaStream_t stream;
+    cublasHandle_t cublas;
+    void *d_cublas_ws;
+    float *d_attn_ws;          /* SKV_CUDA_ATTN_WS_FLOATS */
+    void *h_stage[2];          /* pinned upload staging */
+    cudaEvent_t stage_done[2]; /* the DMA out of h_stage[i] finished */
+    void *d_stage;             /* device side of a converting upload */
+} skv_cuda_backend_t;
+
+static inline skv_cuda_backend_t *skv_cuda(skv_backend_t *be)
+{
+    return (skv_cuda_backend_t *)be;
+}
+
+skv_status_t skv_cuda_error(cudaError_t err, const char *what, const char *file, int line);
+skv_status_t skv_cublas_error(cublasStatus_t st, const char *what, const char *file, int line);
+
+/* Turns a failing CUDA runtime call into SKV_STATUS_DEVICE (logged with the CUDA string). */
+#define SKV_CUDA_CHECK(call)                                                         \
+    do {                                                                             \
+        cudaError_t skv_cuda_err_ = (call);                                          \
+        if (skv_cuda_err_ != cudaSuccess) {                                          \
+            return skv_cuda_error(skv_cuda_err_, #call, __FILE__, __LINE__);         \
+        }                                                                            \
+    } while (0)
+
+/* After a kernel launch: launch-configuration errors surface here, not at the next sync. */
+#define SKV_CUDA_CHECK_LAUNCH() SKV_CUDA_CHECK(cudaGetLastError())
+
+#define SKV_CUBLAS_CHECK(call)                                                       \
+    do {                                                                             \
+        cublasStatus_t skv_cublas_st_ = (call);                                      \
+        if (skv_cublas_st_ != CUBLAS_STATUS_SUCCESS) {                               \
+            return skv_cublas_error(skv_cublas_st_, #call, __FILE__, __LINE__);      \
+        }                                                                            \
+    } while (0)
+
+static inline unsigned skv_cuda_blocks(int64_t n, int threads)
+{
+    return (unsigned)((n + threads - 1) / threads);
+}
+
+/* Element ops (cuda_kernels.cu). */
+skv_status_t skv_cuda_embed(skv_backend_t *be, const skv_tensor_t *out, const skv_tensor_t *table,
+                            const skv_tensor_t *tokens);
+skv_status_t skv_cuda_rmsnorm(skv_backend_t *be, const skv_tensor_t *out, const skv_tensor_t *x,
+                              const skv_tensor_t *w, float eps);
+skv_status_t skv_cuda_add_rmsnorm(skv_backend_t *be, const skv_tensor_t *x,
+                                  const skv_tensor_t *delta, const skv_tensor_t *out,
+                                  const skv_tensor_t *w, float eps);
+skv_status_t skv_cuda_rope(skv_backend_t *be, const skv_tensor_t *x, int32_t n_heads,
+                           int32_t head_dim, const skv_tensor_t *pos, const skv_tensor_t *inv_freq);
+skv_status_t skv_cuda_kv_write(skv_backend_t *be, const skv_kv_view_t *kv, int32_t cache_layer,
+                               const skv_tensor_t *k, const skv_tensor_t *v,
+                               const skv_attn_meta_t *meta);
+skv_status_t skv_cuda_swiftkv_kv_write(skv_backend_t *be, const skv_kv_view_t *kv,
+                                       int32_t first_layer, int32_t n_layers,
+                                       const skv_tensor_t *kvs, const skv_attn_meta_t *meta,
+                                       const skv_tensor_t *inv_freq);
+skv_status_t skv_cuda_swiglu(skv_backend_t *be, const skv_tensor_t *out,
+                             const skv_tensor_t *gate_up);
+skv_status_t skv_cuda_gather_rows(skv_backend_t *be, const skv_tensor_t *out,
+                                  const skv_tensor_t *x, const skv_tensor_t *idx);
+skv_status_t skv_cuda_weight_fill(skv_backend_t *be, const skv_tensor_t *dst, uint64_t seed,
+                                  float scale, float offset);
+/* Converts n_rows x cols of src_dtype (dense, device) into bf16 rows of dst from row0. */
+skv_status_t skv_cuda_convert_rows(skv_backend_t *be, const skv_tensor_t *dst, int64_t row0,
+                                   const void *d_src, skv_dtype_t src_dtype, int64_t n_rows);
+
+/* Attention (cuda_attention.cu). */
+skv_status_t skv_cuda_attention(skv_backend_t *be, const skv_tensor_t *out, const skv_tensor_t *q,
+                                const skv_kv_view_t *kv, int32_t cache_layer, int32_t n_heads,
+                                float scale, const skv_attn_meta_t *meta);
+
+#endif /* SKV_KERNELS_CUDA_INTERNAL_H */

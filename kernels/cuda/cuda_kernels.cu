@@ -1,0 +1,367 @@
+/*
+ * cuda_kernels.cu: the CUDA backend's element kernels: embedding gather, (fused residual)
+ * RMSNorm, RoPE, KV scatter, the fused SwiftKV epilogue, SwiGLU, row gather, weight
+ * conversion and hash fill. All bf16 in memory, fp32 inside a kernel.
+ *
+ * Each op's launcher takes the backend's stream and checks the launch. Kernels take explicit
+ * row strides, so column views of a fused buffer work unchanged. Math that the CPU reference
+ * does in f32 (RoPE angles pos * inv_freq, silu) is done the same way here; sin/cos use the
+ * accurate sincosf because angles reach 1e5 radians at long positions.
+ */
+#include <math.h>
+#include <stdint.h>
+
+#include "kernels/cuda/cuda_internal.h"
+
+typedef __nv_bfloat16 bf16;
+
+#define SKV_CUDA_ROW_THREADS 256
+
+/* Sum over the block (blockDim.x a multiple of 32, <= 1024); every thread gets the result. */
+static __device__ float skv_block_sum(float v)
+{
+    __shared__ float part[32];
+    for (int o = 16; o > 0; o >>= 1) {
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    }
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    __syncthreads(); /* part may still be read by a previous call */
+    if (lane == 0) {
+        part[warp] = v;
+    }
+    __syncthreads();
+    float t = 0.0f;
+    for (int w = 0; w < (int)blockDim.x / 32; w++) {
+        t += part[w];
+    }
+    return t;
+}
+
+/* One block per row: dst row <- src row (bf16). */
+__global__ void skv_copy_rows_kernel(bf16 *dst, int64_t ldd, const bf16 *src, int64_t lds,
+                                     const int32_t *idx, int64_t cols)
+{
+    int64_t r = blockIdx.x;
+    const bf16 *s = src + (int64_t)idx[r] * lds;
+    bf16 *d = dst + r * ldd;
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+        d[c] = s[c];
+    }
+}
+
+skv_status_t skv_cuda_embed(skv_backend_t *be, const skv_tensor_t *out, const skv_tensor_t *table,
+                            const skv_tensor_t *tokens)
+{
+    SKV_ASSERT(out->cols == table->cols && tokens->cols == out->rows);
+    SKV_ASSERT(out->dtype == SKV_DTYPE_BF16 && table->dtype == SKV_DTYPE_BF16);
+    if (out->rows == 0) {
+        return SKV_STATUS_OK;
+    }
+    /* Token ids were validated on the host by the engine before the step. */
+    skv_copy_rows_kernel<<<(unsigned)out->rows, SKV_CUDA_ROW_THREADS, 0, skv_cuda(be)->stream>>>(
+        (bf16 *)out->data, out->ld, (const bf16 *)table->data, table->ld,
+        (const int32_t *)tokens->data, out->cols);
+    SKV_CUDA_CHECK_LAUNCH();
+    return SKV_STATUS_OK;
+}
+
+skv_status_t skv_cuda_gather_rows(skv_backend_t *be, const skv_tensor_t *out,
+                                  const skv_tensor_t *x, const skv_tensor_t *idx)
+{
+    SKV_ASSERT(out->cols == x->cols && idx->cols == out->rows);
+    SKV_ASSERT(out->data != x->data); /* rows could overlap; the model gathers into xm */
+    if (out->rows == 0) {
+        return SKV_STATUS_OK;
+    }
+    skv_copy_rows_kernel<<<(unsigned)out->rows, SKV_CUDA_ROW_THREADS, 0, skv_cuda(be)->stream>>>(
+        (bf16 *)out->data, out->ld, (const bf16 *)x->data, x->ld, (const int32_t *)idx->data,
+        out->cols);
+    SKV_CUDA_CHECK_LAUNCH();
+    return SKV_STATUS_OK;
+}
+
+/* One block per row: if delta, x += delta (stored bf16, like the model's bf16 residual);
+ * then, if out, out = x * rsqrt(mean(x^2) + eps) * w over the stored (rounded) x. Each thread
+ * re-reads only elements it wrote itself, so out may alias x. */
+__global__ void skv_add_rmsnorm_kernel(bf16 *x, int64_t ldx, const bf16 *delta, int64_t ldd,
+                                       bf16 *out, int64_t ldo, const bf16 *w, int64_t cols,
+                                       float eps)
+{
+    int64_t r = blockIdx.x;
+    bf16 *xr = x + r * ldx;
+    float ss = 0.0f;
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+        float v = __bfloat162float(xr[c]);
+        if (delta != NULL) {
+            bf16 s = __float2bfloat16(v + __bfloat162float(delta[r * ldd + c]));
+            xr[c] = s;
+            v = __bfloat162float(s);
+        }
+        ss += v * v;
+    }
+    if (out == NULL) {
+        return;
+    }
+    float inv = rsqrtf(skv_block_sum(ss) / (float)cols + eps);
+    bf16 *orow = out + r * ldo;
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+        orow[c] = __float2bfloat16(__bfloat162float(xr[c]) * inv * __bfloat162float(w[c]));
+    }
+}
+
+static unsigned skv_row_threads(int64_t cols)
+{
+    /* Narrow rows get one warp per 32 columns (at least one warp), wide rows 256 threads. */
+    int64_t t = (cols + 31) / 32 * 32;
+    return (unsigned)(t < SKV_CUDA_ROW_THREADS ? (t < 32 ? 32 : t) : SKV_CUDA_ROW_THREADS);
+}
+
+skv_status_t skv_cuda_rmsnorm(skv_backend_t *be, const skv_tensor_t *out, const skv_tensor_t *x,
+                              const skv_tensor_t *w, float eps)
+{
+    SKV_ASSERT(out->rows == x->rows && out->cols == x->cols && w->cols == x->cols);
+    if (x->rows == 0) {
+        return SKV_STATUS_OK;
+    }
+    /* x is only read (delta NULL); the kernel writes out. */
+    skv_add_rmsnorm_kernel<<<(unsigned)x->rows, skv_row_threads(x->cols), 0,
+                             skv_cuda(be)->stream>>>((bf16 *)x->data, x->ld, NULL, 0,
+                                                     (bf16 *)out->data, out->ld,
+                                                     (const bf16 *)w->data, x->cols, eps);
+    SKV_CUDA_CHECK_LAUNCH();
+    return SKV_STATUS_OK;
+}
+
+skv_status_t skv_cuda_add_rmsnorm(skv_backend_t *be, const skv_tensor_t *x,
+                                  const skv_tensor_t *delta, const skv_tensor_t *out,
+                                  const skv_tensor_t *w, float eps)
+{
+    SKV_ASSERT(x->rows == delta->rows && x->cols == delta->cols);
+    SKV_ASSERT(out == NULL || (out->rows == x->rows && out->cols == x->cols));
+    if (x->rows == 0) {
+        return SKV_STATUS_OK;
+    }
+    skv_add_rmsnorm_kernel<<<(unsigned)x->rows, skv_row_threads(x->cols), 0,
+                             skv_cuda(be)->stream>>>(
+        (bf16 *)x->data, x->ld, (const bf16 *)delta->data, delta->ld,
+        out ? (bf16 *)out->data : NULL, out ? out->ld : 0, out ? (const bf16 *)w->data : NULL,
+        x->cols, eps);
+    SKV_CUDA_CHECK_LAUNCH();
+    return SKV_STATUS_OK;
+}
+
+/* Rotates pair (a, b) of one head by pos * inv_freq (f32 product, as the CPU reference). */
+static __device__ void skv_rope_pair(bf16 *a, bf16 *b, int32_t pos, float inv_freq)
+{
+    float s, c;
+    sincosf((float)pos * inv_freq, &s, &c);
+    float x = __bfloat162float(*a), y = __bfloat162float(*b);
+    *a = __float2bfloat16(x * c - y * s);
+    *b = __float2bfloat16(y * c + x * s);
+}
+
+/* One block per row; threads over (head, d < half) pairs. */
+__global__ void skv_rope_kernel(bf16 *x, int64_t ldx, int32_t n_heads, int32_t head_dim,
+                                const int32_t *pos, const float *inv_freq)
+{
+    int64_t r = blockIdx.x;
+    int32_t half = head_dim / 2, p = pos[r];
+    bf16 *xr = x + r * ldx;
+    for (int32_t i = threadIdx.x; i < n_heads * half; i += blockDim.x) {
+        int32_t h = i / half, d = i % half;
+        skv_rope_pair(&xr[h * head_dim + d], &xr[h * head_dim + d + half], p, inv_freq[d]);
+    }
+}
+
+skv_status_t skv_cuda_rope(skv_backend_t *be, const skv_tensor_t *x, int32_t n_heads,
+                           int32_t head_dim, const skv_tensor_t *pos, const skv_tensor_t *inv_freq)
+{
+    SKV_ASSERT(x->cols == (int64_t)n_heads * head_dim && pos->cols == x->rows);
+    SKV_ASSERT(inv_freq->dtype == SKV_DTYPE_F32 && head_dim % 2 == 0);
+    if (x->rows == 0) {
+        return SKV_STATUS_OK;
+    }
+    skv_rope_kernel<<<(unsigned)x->rows, skv_row_threads((int64_t)n_heads * head_dim / 2), 0,
+                      skv_cuda(be)->stream>>>((bf16 *)x->data, x->ld, n_heads, head_dim,
+                                              (const int32_t *)pos->data,
+                                              (const float *)inv_freq->data);
+    SKV_CUDA_CHECK_LAUNCH();
+    return SKV_STATUS_OK;
+}
+
+/* The pool geometry a kernel needs to address one (slot, layer, K|V, head) vector. */
+typedef struct {
+    bf16 *base;
+    int32_t block_size, n_kv_heads, head_dim, n_cache_layers;
+} skv_kv_geom_t;
+
+static skv_kv_geom_t skv_kv_geom(const skv_kv_view_t *kv)
+{
+    SKV_ASSERT(kv->dtype == SKV_DTYPE_BF16);
+    skv_kv_geom_t g = {(bf16 *)kv->base, kv->block_size, kv->n_kv_heads, kv->head_dim,
+                       kv->n_cache_layers};
+    return g;
+}
+
+static __device__ bf16 *skv_kv_vec(const skv_kv_geom_t &g, int32_t slot, int32_t layer, int32_t t,
+                                   int32_t head)
+{
+    int64_t block = slot / g.block_size, off = slot % g.block_size;
+    int64_t idx = ((block * g.n_cache_layers + layer) * 2 + t) * g.n_kv_heads + head;
+    return g.base + (idx * g.block_size + off) * g.head_dim;
+}
+
+/* One block per row; threads over kv_heads * head_dim elements of K and of V. */
+__global__ void skv_kv_write_kernel(skv_kv_geom_t g, int32_t layer, const bf16 *k, int64_t ldk,
+                                    const bf16 *v, int64_t ldv, const int32_t *row_slot)
+{
+    int64_t r = blockIdx.x;
+    int32_t slot = row_slot[r], width = g.n_kv_heads * g.head_dim;
+    for (int32_t i = threadIdx.x; i < width; i += blockDim.x) {
+        int32_t h = i / g.head_dim, d = i % g.head_dim;
+        skv_kv_vec(g, slot, layer, 0, h)[d] = k[r * ldk + i];
+        skv_kv_vec(g, slot, layer, 1, h)[d] = v[r * ldv + i];
+    }
+}
+
+skv_status_t skv_cuda_kv_write(skv_backend_t *be, const skv_kv_view_t *kv, int32_t cache_layer,
+                               const skv_tensor_t *k, const skv_tensor_t *v,
+                               const skv_attn_meta_t *meta)
+{
+    SKV_ASSERT(k->rows == v->rows && k->cols == (int64_t)kv->n_kv_heads * kv->head_dim);
+    SKV_ASSERT(cache_layer >= 0 && cache_layer < kv->n_cache_layers);
+    if (k->rows == 0) {
+        return SKV_STATUS_OK;
+    }
+    skv_kv_write_kernel<<<(unsigned)k->rows, skv_row_threads(k->cols), 0, skv_cuda(be)->stream>>>(
+        skv_kv_geom(kv), cache_layer, (const bf16 *)k->data, k->ld, (const bf16 *)v->data, v->ld,
+        (const int32_t *)meta->row_slot.data);
+    SKV_CUDA_CHECK_LAUNCH();
+    return SKV_STATUS_OK;
+}
+
+/* SwiftKV epilogue, grid (rows, later cache layers): K with RoPE and V of layer g of row r go
+ * to their slot in cache layer first + g. One launch for every later layer. */
+__global__ void skv_swiftkv_kv_write_kernel(skv_kv_geom_t g, int32_t first, const bf16 *kvs,
+                                            int64_t ld, const int32_t *row_slot,
+                                            const int32_t *row_pos, const float *inv_freq)
+{
+    int64_t r = blockIdx.x;
+    int32_t layer = blockIdx.y, slot = row_slot[r], pos = row_pos[r];
+    int32_t hd = g.head_dim, half = hd / 2, width = g.n_kv_heads * hd;
+    const bf16 *src = kvs + r * ld + (int64_t)layer * 2 * width;
+    for (int32_t i = threadIdx.x; i < g.n_kv_heads * half; i += blockDim.x) {
+        int32_t h = i / half, d = i % half;
+        bf16 *kd = skv_kv_vec(g, slot, first + layer, 0, h);
+        bf16 a = src[h * hd + d], b = src[h * hd + d + half];
+        skv_rope_pair(&a, &b, pos, inv_freq[d]);
+        kd[d] = a;
+        kd[d + half] = b;
+    }
+    for (int32_t i = threadIdx.x; i < width; i += blockDim.x) {
+        skv_kv_vec(g, slot, first + layer, 1, i / hd)[i % hd] = src[width + i];
+    }
+}
+
+skv_status_t skv_cuda_swiftkv_kv_write(skv_backend_t *be, const skv_kv_view_t *kv,
+                                       int32_t first_layer, int32_t n_layers,
+                                       const skv_tensor_t *kvs, const skv_attn_meta_t *meta,
+                                       const skv_tensor_t *inv_freq)
+{
+    int64_t width = (int64_t)kv->n_kv_heads * kv->head_dim;
+    SKV_ASSERT(kvs->cols == (int64_t)n_layers * 2 * width);
+    SKV_ASSERT(first_layer >= 0 && first_layer + n_layers <= kv->n_cache_layers);
+    if (kvs->rows == 0 || n_layers == 0) {
+        return SKV_STATUS_OK;
+    }
+    dim3 grid((unsigned)kvs->rows, (unsigned)n_layers);
+    skv_swiftkv_kv_write_kernel<<<grid, skv_row_threads(width), 0, skv_cuda(be)->stream>>>(
+        skv_kv_geom(kv), first_layer, (const bf16 *)kvs->data, kvs->ld,
+        (const int32_t *)meta->row_slot.data, (const int32_t *)meta->row_pos.data,
+        (const float *)inv_freq->data);
+    SKV_CUDA_CHECK_LAUNCH();
+    return SKV_STATUS_OK;
+}
+
+/* grid (column blocks, rows): out = silu(gate) * up, in f32, rounded once. */
+__global__ void skv_swiglu_kernel(bf16 *out, int64_t ldo, const bf16 *gu, int64_t ldg, int64_t f)
+{
+    int64_t r = blockIdx.y, c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= f) {
+        return;
+    }
+    float g = __bfloat162float(gu[r * ldg + c]), u = __bfloat162float(gu[r * ldg + f + c]);
+    out[r * ldo + c] = __float2bfloat16(g / (1.0f + expf(-g)) * u);
+}
+
+skv_status_t skv_cuda_swiglu(skv_backend_t *be, const skv_tensor_t *out,
+                             const skv_tensor_t *gate_up)
+{
+    int64_t f = out->cols;
+    SKV_ASSERT(gate_up->cols == 2 * f && gate_up->rows == out->rows);
+    if (out->rows == 0) {
+        return SKV_STATUS_OK;
+    }
+    dim3 grid(skv_cuda_blocks(f, 256), (unsigned)out->rows);
+    skv_swiglu_kernel<<<grid, 256, 0, skv_cuda(be)->stream>>>((bf16 *)out->data, out->ld,
+                                                               (const bf16 *)gate_up->data,
+                                                               gate_up->ld, f);
+    SKV_CUDA_CHECK_LAUNCH();
+    return SKV_STATUS_OK;
+}
+
+/* Grid-stride over n_rows * cols dense source elements into bf16 dst rows from row0. */
+template <typename T>
+__global__ void skv_convert_kernel(bf16 *dst, int64_t ld, const T *src, int64_t n, int64_t cols)
+{
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        dst[(i / cols) * ld + i % cols] = __float2bfloat16((float)src[i]);
+    }
+}
+
+skv_status_t skv_cuda_convert_rows(skv_backend_t *be, const skv_tensor_t *dst, int64_t row0,
+                                   const void *d_src, skv_dtype_t src_dtype, int64_t n_rows)
+{
+    int64_t n = n_rows * dst->cols;
+    bf16 *d = (bf16 *)dst->data + row0 * dst->ld;
+    unsigned blocks = skv_cuda_blocks(n, 256) < 4096 ? skv_cuda_blocks(n, 256) : 4096;
+    cudaStream_t st = skv_cuda(be)->stream;
+    if (n == 0) {
+        return SKV_STATUS_OK;
+    }
+    if (src_dtype == SKV_DTYPE_F32) {
+        skv_convert_kernel<float><<<blocks, 256, 0, st>>>(d, dst->ld, (const float *)d_src, n,
+                                                          dst->cols);
+    } else {
+        skv_convert_kernel<__half><<<blocks, 256, 0, st>>>(d, dst->ld, (const __half *)d_src, n,
+                                                           dst->cols);
+    }
+    SKV_CUDA_CHECK_LAUNCH();
+    return SKV_STATUS_OK;
+}
+
+__global__ void skv_fill_kernel(bf16 *dst, int64_t ld, int64_t n, int64_t cols, uint64_t seed,
+                                float scale, float offset)
+{
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        dst[(i / cols) * ld + i % cols] =
+            __float2bfloat16(skv_weight_hash_value(seed, (uint64_t)i, scale, offset));
+    }
+}
+
+skv_status_t skv_cuda_weight_fill(skv_backend_t *be, const skv_tensor_t *dst, uint64_t seed,
+                                  float scale, float offset)
+{
+    SKV_ASSERT(dst->dtype == SKV_DTYPE_BF16);
+    int64_t n = dst->rows * dst->cols;
+    if (n == 0) {
+        return SKV_STATUS_OK;
+    }
+    unsigned blocks = (unsigned)(skv_cuda(be)->n_sms * 8);
+    skv_fill_kernel<<<blocks, 256, 0, skv_cuda(be)->stream>>>((bf16 *)dst->data, dst->ld, n,
+                                                              dst->cols, seed, scale, offset);
+    SKV_CUDA_CHECK_LAUNCH();
+    return SKV_STATUS_OK;
+}

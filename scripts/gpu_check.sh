@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# gpu_check.sh: one pass on a GPU machine: configure + build the CUDA backend, run the gpu
+# tests (CUDA vs the CPU reference), compute-sanitizer memcheck on a small op table, and the
+# Llama-3-8B engine benchmarks on random weights (plain and SwiftKV Lk = 16).
+#
+#   scripts/gpu_check.sh [OUT_DIR]      (OUT_DIR defaults to ./gpu-out; logs land there)
+#
+# Needs nvcc, cmake, ninja and cuBLAS. jansson comes from .carry/jansson (include/ and
+# lib/libjansson.a) when pkg-config has none. SKV_GPU_STEPS=skip-bench / skip-tests trims.
+set -u -o pipefail
+out=${1:-gpu-out}
+mkdir -p "$out"
+build=build-gpu
+jroot=()
+[ -f .carry/jansson/lib/libjansson.a ] && jroot=(-DSKV_JANSSON_ROOT=.carry/jansson)
+steps=${SKV_GPU_STEPS:-}
+
+{
+    date -u
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+    nvcc --version | tail -1
+} 2>&1 | tee "$out/env.txt"
+
+t0=$(date +%s)
+cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
+    "${jroot[@]}" >"$out/build.log" 2>&1 &&
+    cmake --build $build -j16 --target test_cuda_ops test_cuda_model engine_bench \
+        >>"$out/build.log" 2>&1
+rc=$?
+echo "build rc=$rc in $(($(date +%s) - t0)) s"
+if [ $rc -ne 0 ]; then
+    tail -40 "$out/build.log"
+    exit 1
+fi
+
+if [[ $steps != *skip-tests* ]]; then
+    (cd $build && timeout 300 ctest -L gpu -V) >"$out/ctest.log" 2>&1
+    echo "ctest rc=$?"
+    grep -E "(FAIL|note|ok   tiny|ok   attention)|checks failed|case\(s\) failed|tests passed" \
+        "$out/ctest.log" | cut -c1-150 | head -40
+    timeout 240 compute-sanitizer --tool memcheck --leak-check no \
+        $build/tests/gpu/test_cuda_ops --quick >"$out/memcheck.log" 2>&1
+    echo "memcheck rc=$?"
+    grep -E "ERROR SUMMARY|checks failed" "$out/memcheck.log" | tail -3
+fi
+
+if [[ $steps != *skip-bench* ]]; then
+    for preset in llama3-8b llama3-8b-swiftkv; do
+        timeout 200 $build/bench/engine_bench --random-preset $preset --backend cuda \
+            --prompt-len 2048 --prefill-batch 8,1 --decode-batch 1,16,64 --context 1024,2048 \
+            --steps 5 --json "$out/bench-$preset.json" 2>&1 | tee "$out/bench-$preset.txt"
+        echo "bench $preset rc=$?"
+    done
+fi
+# Per-op device time (SKV_CUDA_PROFILE=1 wraps the ops table with events): decode batch 1
+# and 64, and one 8 x 2048 prefill, plain and SwiftKV.
+if [[ $steps != *skip-prof* ]]; then
+    for preset in llama3-8b llama3-8b-swiftkv; do
+        # Decode: create (1 sync) + 21 prefill forwards + 1 decode warm-up, then 20 timed.
+        for b in 1 64; do
+            echo "== $preset decode batch $b ctx 2048 (20 steps)" >>"$out/profile.txt"
+            SKV_CUDA_PROFILE=24 timeout 120 $build/bench/engine_bench --random-preset $preset \
+                --backend cuda --steps 20 --decode-batch $b --context 2048 --prefill-batch 1 \
+                --prompt-len 64 >>"$out/profile.txt" 2>&1
+        done
+        # Prefill 8 x 2048: create + warm-up dropped, 2 timed forwards (+ 3 tiny decodes).
+        echo "== $preset prefill 8 x 2048 (2 forwards)" >>"$out/profile.txt"
+        SKV_CUDA_PROFILE=3 timeout 120 $build/bench/engine_bench --random-preset $preset \
+            --backend cuda --steps 2 --decode-batch 1 --context 16 --prefill-batch 8 \
+            --prompt-len 2048 >>"$out/profile.txt" 2>&1
+    done
+    grep -vE "^(prefill|model)" "$out/profile.txt" | cut -c1-110
+fi
+echo "total $(($(date +%s) - t0)) s"

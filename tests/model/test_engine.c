@@ -1,0 +1,444 @@
+/*
+ * test_engine.c: the batching engine on the CPU backend with tiny models (plain and SwiftKV):
+ *   - greedy tokens of many concurrent requests (chunked prefill, mixed steps) equal each
+ *     request generated alone;
+ *   - seeded sampling gives the same tokens alone and in a batch;
+ *   - a pool far too small for the load: every request completes (preemption + recompute)
+ *     with the same tokens, no block leaks; an impossible request is refused with BUSY;
+ *   - cancel frees the blocks; prefill-only + transferred KV (the disaggregated flow with the
+ *     KV copied between two pools) equals single-process generation;
+ *   - the engine thread serves submissions from several threads.
+ * usage: test_engine MAKE_MODEL
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/clock.h"
+#include "common/engine.h"
+#include "common/generate.h"
+#include "kernels/cpu/cpu.h"
+
+#define N_REQ 12
+#define MAX_NEW 20
+
+static int skv_failures;
+#define SKV_EXPECT(cond, ...)                                                                     \
+    do {                                                                                          \
+        if (!(cond)) {                                                                            \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                  \
+            fprintf(stderr, __VA_ARGS__);                                                         \
+            fprintf(stderr, "\n");                                                                \
+            skv_failures++;                                                                       \
+        }                                                                                         \
+    } while (0)
+
+typedef struct {
+    int32_t tokens[N_REQ][MAX_NEW + 1];
+    int32_t n[N_REQ];
+    int finished[N_REQ];
+    skv_finish_t finish[N_REQ];
+    skv_kv_seq_t handed[N_REQ];
+    int32_t first[N_REQ];
+    pthread_mutex_t lock;
+} skv_sink_t;
+
+static void skv_on_token(void *ctx, uint64_t id, const skv_sample_t *s, int32_t index)
+{
+    skv_sink_t *k = ctx;
+    pthread_mutex_lock(&k->lock);
+    k->tokens[id][index] = s->token;
+    k->n[id] = index + 1;
+    pthread_mutex_unlock(&k->lock);
+}
+
+static void skv_on_finish(void *ctx, uint64_t id, const skv_request_result_t *r)
+{
+    skv_sink_t *k = ctx;
+    pthread_mutex_lock(&k->lock);
+    k->finished[id] = 1;
+    k->finish[id] = r->finish;
+    k->first[id] = r->first_token;
+    if (r->kv != NULL) {
+        k->handed[id] = *r->kv; /* take the blocks */
+        memset(r->kv, 0, sizeof(*r->kv));
+    }
+    pthread_mutex_unlock(&k->lock);
+}
+
+static void skv_prompt(int i, int32_t *p, int32_t *n)
+{
+    *n = 3 + (i * 7) % 23; /* 3..25 tokens */
+    for (int32_t j = 0; j < *n; j++) {
+        p[j] = (int32_t)((i * 131 + j * 17 + 1) % 1000);
+    }
+}
+
+static void skv_desc(skv_request_desc_t *d, int i, const int32_t *prompt, int32_t n,
+                     skv_sink_t *sink, float temperature)
+{
+    memset(d, 0, sizeof(*d));
+    d->id = (uint64_t)i;
+    d->prompt = prompt;
+    d->n_prompt = n;
+    d->max_tokens = MAX_NEW;
+    skv_sampling_params_default(&d->sampling);
+    d->sampling.temperature = temperature;
+    d->sampling.seed = 1000 + (uint64_t)i;
+    d->ignore_eos = 1;
+    d->first_token = -1;
+    d->cbs = (skv_request_cbs_t){skv_on_token, skv_on_finish, sink};
+}
+
+typedef struct {
+    skv_backend_t *be;
+    skv_model_t *model;
+} skv_fixture_t;
+
+static void skv_fixture(const char *dir, int32_t budget, int32_t max_seqs, skv_fixture_t *f)
+{
+    skv_model_opts_t mo = {SKV_MODEL_MODE_AUTO, budget, max_seqs, 0};
+    skv_cpu_backend_create(SKV_CPU_MODE_FAST, 2, &f->be);
+    if (skv_model_load(dir, f->be, &mo, &f->model) != SKV_STATUS_OK) {
+        fprintf(stderr, "cannot load %s\n", dir);
+        exit(1);
+    }
+}
+
+static void skv_fixture_free(skv_fixture_t *f)
+{
+    skv_model_destroy(f->model);
+    f->be->ops->destroy(f->be);
+}
+
+/* Reference: each request alone with skv_generate. */
+static void skv_alone(const char *dir, float temperature, int32_t out[N_REQ][MAX_NEW + 1])
+{
+    skv_fixture_t f;
+    skv_kv_pool_t *pool;
+    skv_kv_layout_t l;
+    skv_fixture(dir, 64, 1, &f);
+    skv_model_kv_layout(f.model, 16, &l);
+    skv_kv_pool_create(&l, 64, f.be, &pool);
+    for (int i = 0; i < N_REQ; i++) {
+        int32_t p[32], n, n_out;
+        skv_prompt(i, p, &n);
+        skv_generate_opts_t o;
+        memset(&o, 0, sizeof(o));
+        o.max_new_tokens = MAX_NEW;
+        o.ignore_eos = 1;
+        skv_sampling_params_default(&o.sampling);
+        o.sampling.temperature = temperature;
+        o.sampling.seed = 1000 + (uint64_t)i;
+        skv_generate(f.model, pool, p, n, &o, NULL, NULL, out[i], &n_out);
+    }
+    skv_kv_pool_destroy(pool);
+    skv_fixture_free(&f);
+}
+
+static void skv_run_until_done(skv_engine_t *e, skv_sink_t *k, int n)
+{
+    for (int step = 0; step < 10000; step++) {
+        int done = 0;
+        for (int i = 0; i < n; i++) {
+            done += k->finished[i];
+        }
+        if (done == n) {
+            return;
+        }
+        skv_engine_step(e);
+    }
+    SKV_EXPECT(0, "engine did not finish %d requests in 10000 steps", n);
+}
+
+static void skv_compare(const char *what, int32_t ref[N_REQ][MAX_NEW + 1], skv_sink_t *k)
+{
+    for (int i = 0; i < N_REQ; i++) {
+        SKV_EXPECT(k->finished[i] && k->n[i] == MAX_NEW &&
+                       memcmp(ref[i], k->tokens[i], sizeof(int32_t) * MAX_NEW) == 0,
+                   "%s: request %d differs from its run alone (finished %d, %d tokens)", what, i,
+                   k->finished[i], k->n[i]);
+    }
+}
+
+/* All requests at once through one engine with pool_blocks blocks of block_size. */
+static void skv_batched(const char *dir, float temperature, int32_t budget, int64_t pool_blocks,
+                        int32_t block_size, int32_t ref[N_REQ][MAX_NEW + 1], const char *what)
+{
+    skv_fixture_t f;
+    skv_kv_pool_t *pool;
+    skv_engine_t *e;
+    skv_kv_layout_t l;
+    skv_sink_t *k = skv_calloc(1, sizeof(*k));
+    pthread_mutex_init(&k->lock, NULL);
+    skv_fixture(dir, budget, 8, &f);
+    skv_model_kv_layout(f.model, block_size, &l);
+    skv_kv_pool_create(&l, pool_blocks, f.be, &pool);
+    skv_engine_opts_t eo = {64};
+    skv_engine_create(f.model, pool, &eo, &e);
+    int32_t prompts[N_REQ][32];
+    for (int i = 0; i < N_REQ; i++) {
+        int32_t n;
+        skv_request_desc_t d;
+        const char *why;
+        skv_prompt(i, prompts[i], &n);
+        skv_desc(&d, i, prompts[i], n, k, temperature);
+        SKV_EXPECT(skv_engine_submit(e, &d, &why) == SKV_STATUS_OK, "%s: submit %d", what, i);
+    }
+    skv_run_until_done(e, k, N_REQ);
+    skv_compare(what, ref, k);
+    skv_engine_stats_t st;
+    skv_engine_stats(e, &st);
+    printf("%-28s steps %4lld  preemptions %3lld\n", what, (long long)st.n_steps,
+           (long long)st.n_preemptions);
+    SKV_EXPECT(skv_kv_pool_n_free(pool) == pool_blocks, "%s: leaked %lld blocks", what,
+               (long long)(pool_blocks - skv_kv_pool_n_free(pool)));
+    if (pool_blocks < 20) {
+        SKV_EXPECT(st.n_preemptions > 0, "%s: expected preemptions with a tiny pool", what);
+    }
+    skv_engine_destroy(e);
+    skv_kv_pool_destroy(pool);
+    skv_fixture_free(&f);
+    skv_free(k);
+}
+
+static void skv_check_refusals_and_cancel(const char *dir)
+{
+    skv_fixture_t f;
+    skv_kv_pool_t *pool;
+    skv_engine_t *e;
+    skv_kv_layout_t l;
+    skv_sink_t *k = skv_calloc(1, sizeof(*k));
+    pthread_mutex_init(&k->lock, NULL);
+    skv_fixture(dir, 16, 4, &f);
+    skv_model_kv_layout(f.model, 4, &l);
+    skv_kv_pool_create(&l, 8, f.be, &pool);
+    skv_engine_opts_t eo = {2};
+    skv_engine_create(f.model, pool, &eo, &e);
+    int32_t p[40] = {1, 2, 3, 4};
+    skv_request_desc_t d;
+    const char *why;
+    skv_desc(&d, 0, p, 30, k, 0.0f);
+    SKV_EXPECT(skv_engine_submit(e, &d, &why) == SKV_STATUS_BUSY, "too large for the pool");
+    skv_desc(&d, 0, p, 4, k, 0.0f);
+    d.max_tokens = 1 << 20;
+    SKV_EXPECT(skv_engine_submit(e, &d, &why) == SKV_STATUS_OUT_OF_RANGE, "beyond context");
+    p[1] = 5000;
+    skv_desc(&d, 0, p, 4, k, 0.0f);
+    SKV_EXPECT(skv_engine_submit(e, &d, &why) == SKV_STATUS_INVALID_ARGUMENT, "bad token");
+    p[1] = 2;
+    skv_desc(&d, 0, p, 4, k, -1.0f);
+    SKV_EXPECT(skv_engine_submit(e, &d, &why) == SKV_STATUS_INVALID_ARGUMENT, "bad temperature");
+    for (int i = 0; i < 3; i++) {
+        skv_desc(&d, i, p, 4, k, 0.0f);
+        skv_status_t s = skv_engine_submit(e, &d, &why);
+        SKV_EXPECT(s == (i < 2 ? SKV_STATUS_OK : SKV_STATUS_BUSY), "queue bound at %d", i);
+    }
+    skv_engine_step(e);
+    skv_engine_step(e);
+    SKV_EXPECT(skv_kv_pool_n_free(pool) < 8, "running requests hold blocks");
+    skv_engine_cancel(e, 0);
+    skv_engine_cancel(e, 1);
+    skv_engine_cancel(e, 77); /* unknown: ignored */
+    skv_engine_step(e);
+    SKV_EXPECT(k->finished[0] && k->finish[0] == SKV_FINISH_CANCELLED, "cancel 0");
+    SKV_EXPECT(k->finished[1] && k->finish[1] == SKV_FINISH_CANCELLED, "cancel 1");
+    SKV_EXPECT(skv_kv_pool_n_free(pool) == 8, "cancel frees blocks");
+    skv_engine_destroy(e);
+    skv_kv_pool_destroy(pool);
+    skv_fixture_free(&f);
+    skv_free(k);
+}
+
+/* Copies the KV of blocks src[] in pool a into blocks dst[] of pool b (the UCX push does the
+ * same between processes). */
+static void skv_copy_blocks(skv_kv_pool_t *a, const int32_t *src, skv_kv_pool_t *b,
+                            const int32_t *dst, int32_t n)
+{
+    size_t bb = skv_kv_layout_block_bytes(skv_kv_pool_layout(a));
+    for (int32_t i = 0; i < n; i++) {
+        memcpy((char *)skv_kv_pool_base(b) + bb * (size_t)dst[i],
+               (char *)skv_kv_pool_base(a) + bb * (size_t)src[i], bb);
+    }
+}
+
+static void skv_check_disaggregated(const char *dir, float temperature,
+                                    int32_t ref[N_REQ][MAX_NEW + 1])
+{
+    skv_fixture_t fp, fd;
+    skv_kv_pool_t *pp, *pd;
+    skv_engine_t *ep, *ed;
+    skv_kv_layout_t l;
+    skv_sink_t *kp = skv_calloc(1, sizeof(*kp)), *kd = skv_calloc(1, sizeof(*kd));
+    pthread_mutex_init(&kp->lock, NULL);
+    pthread_mutex_init(&kd->lock, NULL);
+    skv_fixture(dir, 32, 8, &fp);
+    skv_fixture(dir, 32, 8, &fd);
+    skv_model_kv_layout(fp.model, 8, &l);
+    skv_kv_pool_create(&l, 128, fp.be, &pp);
+    skv_kv_pool_create(&l, 128, fd.be, &pd);
+    skv_engine_opts_t eo = {64};
+    skv_engine_create(fp.model, pp, &eo, &ep);
+    skv_engine_create(fd.model, pd, &eo, &ed);
+    int32_t prompts[N_REQ][32], n[N_REQ];
+    const char *why;
+    for (int i = 0; i < N_REQ; i++) {
+        skv_request_desc_t d;
+        skv_prompt(i, prompts[i], &n[i]);
+        skv_desc(&d, i, prompts[i], n[i], kp, temperature);
+        d.prefill_only = 1;
+        skv_engine_submit(ep, &d, &why);
+    }
+    skv_run_until_done(ep, kp, N_REQ);
+    for (int i = 0; i < N_REQ; i++) {
+        skv_request_desc_t d;
+        skv_kv_seq_t dst = {0};
+        SKV_EXPECT(kp->finish[i] == SKV_FINISH_PREFILLED && kp->first[i] == ref[i][0],
+                   "prefill-only %d: first token %d, alone %d", i, kp->first[i], ref[i][0]);
+        skv_kv_seq_reserve(pd, &dst, n[i]);
+        skv_copy_blocks(pp, kp->handed[i].blocks, pd, dst.blocks, dst.n_blocks);
+        skv_kv_seq_release(pp, &kp->handed[i]);
+        skv_desc(&d, i, prompts[i], n[i], kd, temperature);
+        d.n_cached = n[i];
+        d.kv = dst;
+        d.first_token = kp->first[i];
+        SKV_EXPECT(skv_engine_submit(ed, &d, &why) == SKV_STATUS_OK, "decode submit %d", i);
+        kd->tokens[i][0] = kp->first[i]; /* index 0 came from the prefill side */
+    }
+    skv_run_until_done(ed, kd, N_REQ);
+    skv_compare(temperature > 0 ? "disaggregated sampled" : "disaggregated greedy", ref, kd);
+    SKV_EXPECT(skv_kv_pool_n_free(pp) == 128 && skv_kv_pool_n_free(pd) == 128,
+               "disaggregated: leaked blocks");
+    skv_engine_destroy(ep);
+    skv_engine_destroy(ed);
+    skv_kv_pool_destroy(pp);
+    skv_kv_pool_destroy(pd);
+    skv_fixture_free(&fp);
+    skv_fixture_free(&fd);
+    skv_free(kp);
+    skv_free(kd);
+}
+
+typedef struct {
+    skv_engine_t *e;
+    skv_sink_t *k;
+    int first;
+    int32_t (*prompts)[32];
+} skv_submitter_t;
+
+static void *skv_submit_thread(void *arg)
+{
+    skv_submitter_t *s = arg;
+    for (int i = s->first; i < N_REQ; i += 3) {
+        int32_t n;
+        skv_request_desc_t d;
+        const char *why;
+        skv_prompt(i, s->prompts[i], &n);
+        skv_desc(&d, i, s->prompts[i], n, s->k, 0.0f);
+        while (skv_engine_submit(s->e, &d, &why) == SKV_STATUS_BUSY) {
+            usleep(1000);
+        }
+    }
+    return NULL;
+}
+
+static void skv_check_thread(const char *dir, int32_t ref[N_REQ][MAX_NEW + 1])
+{
+    skv_fixture_t f;
+    skv_kv_pool_t *pool;
+    skv_engine_t *e;
+    skv_kv_layout_t l;
+    skv_sink_t *k = skv_calloc(1, sizeof(*k));
+    pthread_mutex_init(&k->lock, NULL);
+    skv_fixture(dir, 48, 8, &f);
+    skv_model_kv_layout(f.model, 16, &l);
+    skv_kv_pool_create(&l, 64, f.be, &pool);
+    skv_engine_opts_t eo = {4};
+    skv_engine_create(f.model, pool, &eo, &e);
+    skv_engine_start(e);
+    int32_t prompts[N_REQ][32];
+    pthread_t th[3];
+    skv_submitter_t sub[3];
+    for (int t = 0; t < 3; t++) {
+        sub[t] = (skv_submitter_t){e, k, t, prompts};
+        pthread_create(&th[t], NULL, skv_submit_thread, &sub[t]);
+    }
+    for (int t = 0; t < 3; t++) {
+        pthread_join(th[t], NULL);
+    }
+    int64_t deadline = skv_clock_deadline_ms(60000);
+    int done = 0;
+    while (!skv_clock_expired(deadline) && done < N_REQ) {
+        usleep(2000);
+        pthread_mutex_lock(&k->lock);
+        done = 0;
+        for (int i = 0; i < N_REQ; i++) {
+            done += k->finished[i];
+        }
+        pthread_mutex_unlock(&k->lock);
+    }
+    skv_engine_stop(e);
+    skv_compare("engine thread", ref, k);
+    skv_engine_destroy(e);
+    SKV_EXPECT(skv_kv_pool_n_free(pool) == 64, "engine thread: leaked blocks");
+    skv_kv_pool_destroy(pool);
+    skv_fixture_free(&f);
+    skv_free(k);
+}
+
+static void skv_make(const char *tool, const char *preset, const char *out)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl(tool, tool, "--out", out, "--preset", preset, (char *)NULL);
+        _exit(127);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        fprintf(stderr, "model maker failed\n");
+        exit(1);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s MAKE_MODEL\n", argv[0]);
+        return 2;
+    }
+    char tmp[] = "/tmp/skv_engine_XXXXXX";
+    if (mkdtemp(tmp) == NULL) {
+        return 2;
+    }
+    const char *presets[2] = {"tiny", "tiny-swiftkv"};
+    static int32_t greedy[N_REQ][MAX_NEW + 1], sampled[N_REQ][MAX_NEW + 1];
+    for (int p = 0; p < 2; p++) {
+        char dir[512];
+        snprintf(dir, sizeof(dir), "%s/%s", tmp, presets[p]);
+        skv_make(argv[1], presets[p], dir);
+        printf("== %s\n", presets[p]);
+        skv_alone(dir, 0.0f, greedy);
+        skv_alone(dir, 0.9f, sampled);
+        skv_batched(dir, 0.0f, 32, 256, 16, greedy, "greedy, budget 32");
+        skv_batched(dir, 0.0f, 7, 256, 5, greedy, "greedy, budget 7, block 5");
+        skv_batched(dir, 0.9f, 32, 256, 16, sampled, "seeded sampling");
+        skv_batched(dir, 0.0f, 32, 14, 4, greedy, "tiny pool (preemption)");
+        skv_batched(dir, 0.9f, 32, 14, 4, sampled, "tiny pool, sampled");
+        skv_check_refusals_and_cancel(dir);
+        skv_check_disaggregated(dir, 0.0f, greedy);
+        skv_check_disaggregated(dir, 0.9f, sampled);
+        skv_check_thread(dir, greedy);
+    }
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", tmp);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "warning: cannot remove %s\n", tmp);
+    }
+    printf("%d failures\n", skv_failures);
+    return skv_failures ? 1 : 0;
+}
