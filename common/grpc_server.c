@@ -371,7 +371,9 @@ static void skv_grpc_call_fire_cancel(skv_grpc_call_t *call)
 
 /* ---- call writer API ---- */
 
-skv_status_t skv_grpc_call_write(skv_grpc_call_t *call, const ProtobufCMessage *msg)
+/* Packs msg and appends it to the call's queue (respecting max_queued unless `last`). When
+ * `last`, the call is finished in the same critical section. */
+static skv_status_t skv_grpc_call_enqueue(skv_grpc_call_t *call, const ProtobufCMessage *msg, int last)
 {
     const skv_grpc_method_entry_t *me = call->method;
     if (me == NULL || msg->descriptor != me->m.response_desc) {
@@ -395,7 +397,7 @@ skv_status_t skv_grpc_call_write(skv_grpc_call_t *call, const ProtobufCMessage *
     } else if (me->m.kind == SKV_GRPC_METHOD_UNARY && call->n_written > 0) {
         SKV_LOG_ERROR("grpc: %s: second write on a unary call", me->m.name);
         status = SKV_STATUS_INVALID_ARGUMENT;
-    } else if (call->n_queued >= call->server->max_queued) {
+    } else if (!last && call->n_queued >= call->server->max_queued) {
         status = SKV_STATUS_BUSY;
     } else {
         if (call->q_tail != NULL) {
@@ -407,7 +409,9 @@ skv_status_t skv_grpc_call_write(skv_grpc_call_t *call, const ProtobufCMessage *
         call->n_queued++;
         call->n_written++;
         m = NULL;
-        skv_grpc_call_pump_locked(call);
+        if (!last) {
+            skv_grpc_call_pump_locked(call);
+        }
     }
     pthread_mutex_unlock(&call->mu);
     if (m != NULL) {
@@ -415,6 +419,22 @@ skv_status_t skv_grpc_call_write(skv_grpc_call_t *call, const ProtobufCMessage *
         skv_free(m);
     }
     return status;
+}
+
+skv_status_t skv_grpc_call_write(skv_grpc_call_t *call, const ProtobufCMessage *msg)
+{
+    return skv_grpc_call_enqueue(call, msg, 0);
+}
+
+void skv_grpc_call_finish_msg(skv_grpc_call_t *call, const ProtobufCMessage *last_msg,
+                              skv_status_t status, const char *message)
+{
+    skv_status_t st = skv_grpc_call_enqueue(call, last_msg, 1);
+    if (st != SKV_STATUS_OK && st != SKV_STATUS_CANCELLED && status == SKV_STATUS_OK) {
+        status = st;
+        message = "the last message could not be queued";
+    }
+    skv_grpc_call_finish(call, status, message);
 }
 
 void skv_grpc_call_finish(skv_grpc_call_t *call, skv_status_t status, const char *message)

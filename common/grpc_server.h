@@ -115,6 +115,12 @@ skv_status_t skv_grpc_call_write(skv_grpc_call_t *call, const ProtobufCMessage *
  * the caller must not touch `call` again. Exactly once per call. Any thread. */
 void skv_grpc_call_finish(skv_grpc_call_t *call, skv_status_t status, const char *message);
 
+/* Queues last_msg regardless of max_queued (a final chunk, a unary answer), then finishes as
+ * skv_grpc_call_finish does; a failure to queue it (NO_MEMORY, wrong type) turns an OK status
+ * into that error. After this returns the caller must not touch `call`. Any thread. */
+void skv_grpc_call_finish_msg(skv_grpc_call_t *call, const ProtobufCMessage *last_msg,
+                              skv_status_t status, const char *message);
+
 /* Registers the cancel callback (replacing any); if the call is already cancelled it runs at
  * once on this thread. Any thread, before finish. */
 void skv_grpc_call_set_cancel(skv_grpc_call_t *call, skv_grpc_cancel_fn fn, void *user);

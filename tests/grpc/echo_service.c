@@ -31,8 +31,7 @@ static void echo_unary(skv_grpc_call_t *call, const ProtobufCMessage *request, v
     const Skv__Test__EchoRequest *req = (const Skv__Test__EchoRequest *)request;
     Skv__Test__EchoReply reply = SKV__TEST__ECHO_REPLY__INIT;
     reply.text = req->text;
-    skv_status_t st = skv_grpc_call_write(call, &reply.base);
-    skv_grpc_call_finish(call, st, st == SKV_STATUS_OK ? NULL : "write failed");
+    skv_grpc_call_finish_msg(call, &reply.base, SKV_STATUS_OK, NULL);
 }
 
 /* Writes `count` replies with BUSY retried (backpressure), then finishes. */
@@ -200,8 +199,7 @@ static void fake_generate(skv_grpc_call_t *call, const ProtobufCMessage *request
     last.usage = &usage;
     last.finish_reason = n >= max ? SKV__V1__FINISH_REASON__FINISH_REASON_LENGTH
                                   : SKV__V1__FINISH_REASON__FINISH_REASON_STOP;
-    (void)skv_grpc_call_write(call, &last.base);
-    skv_grpc_call_finish(call, SKV_STATUS_OK, NULL);
+    skv_grpc_call_finish_msg(call, &last.base, SKV_STATUS_OK, NULL);
 }
 
 /* Tokenize: one id per byte. */
