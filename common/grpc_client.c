@@ -43,18 +43,30 @@ struct skv_grpc_stream {
 skv_status_t skv_grpc_code_to_status(int grpc_code)
 {
     switch ((grpc_status_code)grpc_code) {
-    case GRPC_STATUS_OK: return SKV_STATUS_OK;
-    case GRPC_STATUS_CANCELLED: return SKV_STATUS_CANCELLED;
-    case GRPC_STATUS_INVALID_ARGUMENT: return SKV_STATUS_INVALID_ARGUMENT;
-    case GRPC_STATUS_DEADLINE_EXCEEDED: return SKV_STATUS_TIMEOUT;
-    case GRPC_STATUS_NOT_FOUND: return SKV_STATUS_NOT_FOUND;
-    case GRPC_STATUS_RESOURCE_EXHAUSTED: return SKV_STATUS_BUSY;
-    case GRPC_STATUS_FAILED_PRECONDITION: return SKV_STATUS_INVALID_ARGUMENT;
-    case GRPC_STATUS_OUT_OF_RANGE: return SKV_STATUS_OUT_OF_RANGE;
-    case GRPC_STATUS_UNIMPLEMENTED: return SKV_STATUS_UNSUPPORTED;
-    case GRPC_STATUS_UNAVAILABLE: return SKV_STATUS_UNAVAILABLE;
-    case GRPC_STATUS_DATA_LOSS: return SKV_STATUS_TRANSPORT;
-    default: return SKV_STATUS_INTERNAL;
+    case GRPC_STATUS_OK:
+        return SKV_STATUS_OK;
+    case GRPC_STATUS_CANCELLED:
+        return SKV_STATUS_CANCELLED;
+    case GRPC_STATUS_INVALID_ARGUMENT:
+        return SKV_STATUS_INVALID_ARGUMENT;
+    case GRPC_STATUS_DEADLINE_EXCEEDED:
+        return SKV_STATUS_TIMEOUT;
+    case GRPC_STATUS_NOT_FOUND:
+        return SKV_STATUS_NOT_FOUND;
+    case GRPC_STATUS_RESOURCE_EXHAUSTED:
+        return SKV_STATUS_BUSY;
+    case GRPC_STATUS_FAILED_PRECONDITION:
+        return SKV_STATUS_INVALID_ARGUMENT;
+    case GRPC_STATUS_OUT_OF_RANGE:
+        return SKV_STATUS_OUT_OF_RANGE;
+    case GRPC_STATUS_UNIMPLEMENTED:
+        return SKV_STATUS_UNSUPPORTED;
+    case GRPC_STATUS_UNAVAILABLE:
+        return SKV_STATUS_UNAVAILABLE;
+    case GRPC_STATUS_DATA_LOSS:
+        return SKV_STATUS_TRANSPORT;
+    default:
+        return SKV_STATUS_INTERNAL;
     }
 }
 
@@ -79,7 +91,8 @@ skv_status_t skv_grpc_channel_create(const char *target, const skv_grpc_channel_
     size_t n = 0;
     args[n].type = GRPC_ARG_INTEGER;
     args[n].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-    args[n++].value.integer = c->max_recv_message_bytes > 0 ? c->max_recv_message_bytes : 4 * 1024 * 1024;
+    args[n++].value.integer =
+        c->max_recv_message_bytes > 0 ? c->max_recv_message_bytes : 4 * 1024 * 1024;
     args[n].type = GRPC_ARG_INTEGER;
     args[n].key = GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS;
     args[n++].value.integer = c->dns_min_resolution_ms > 0 ? c->dns_min_resolution_ms : 1000;
@@ -127,11 +140,13 @@ static grpc_call *skv_grpc_client_call(skv_grpc_channel_t *ch, const char *metho
         deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
                                 gpr_time_from_millis(opts->timeout_ms, GPR_TIMESPAN));
     }
-    grpc_call *parent = opts != NULL && opts->parent != NULL ? skv_grpc_call_raw(opts->parent) : NULL;
+    grpc_call *parent =
+        opts != NULL && opts->parent != NULL ? skv_grpc_call_raw(opts->parent) : NULL;
     uint32_t mask = parent != NULL ? (GRPC_PROPAGATE_DEADLINE | GRPC_PROPAGATE_CANCELLATION)
                                    : GRPC_PROPAGATE_DEFAULTS;
     grpc_slice m = grpc_slice_from_copied_string(method);
-    grpc_call *call = grpc_channel_create_call(ch->channel, parent, mask, cq, m, NULL, deadline, NULL);
+    grpc_call *call =
+        grpc_channel_create_call(ch->channel, parent, mask, cq, m, NULL, deadline, NULL);
     grpc_slice_unref(m);
     return call;
 }
@@ -158,10 +173,11 @@ static void skv_grpc_set_err(skv_grpc_error_t *err, int code, const char *messag
 }
 
 /* Runs one unary call with the request already in a byte buffer (borrowed). */
-static skv_status_t skv_grpc_unary_bb(skv_grpc_channel_t *ch, const char *method, grpc_byte_buffer *req,
+static skv_status_t skv_grpc_unary_bb(skv_grpc_channel_t *ch, const char *method,
+                                      grpc_byte_buffer *req,
                                       const ProtobufCMessageDescriptor *response_desc,
-                                      const skv_grpc_call_opts_t *opts, ProtobufCMessage **response_p,
-                                      skv_grpc_error_t *err)
+                                      const skv_grpc_call_opts_t *opts,
+                                      ProtobufCMessage **response_p, skv_grpc_error_t *err)
 {
     grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
     grpc_call *call = skv_grpc_client_call(ch, method, opts, cq);
@@ -226,7 +242,8 @@ skv_status_t skv_grpc_unary(skv_grpc_channel_t *channel, const char *method,
 {
     grpc_byte_buffer *bb = NULL;
     SKV_CHECK(skv_grpc_pack(request, &bb));
-    skv_status_t status = skv_grpc_unary_bb(channel, method, bb, response_desc, opts, response_p, err);
+    skv_status_t status =
+        skv_grpc_unary_bb(channel, method, bb, response_desc, opts, response_p, err);
     grpc_byte_buffer_destroy(bb);
     return status;
 }
@@ -240,13 +257,15 @@ skv_status_t skv_grpc_unary_bytes(skv_grpc_channel_t *channel, const char *metho
     grpc_slice slice = grpc_slice_from_copied_buffer(request, request_bytes);
     grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&slice, 1);
     grpc_slice_unref(slice);
-    skv_status_t status = skv_grpc_unary_bb(channel, method, bb, response_desc, opts, response_p, err);
+    skv_status_t status =
+        skv_grpc_unary_bb(channel, method, bb, response_desc, opts, response_p, err);
     grpc_byte_buffer_destroy(bb);
     return status;
 }
 
 /* Starts the stream's first two batches. Returns 0 or -1. */
-static int skv_grpc_stream_start(skv_grpc_stream_t *s, grpc_byte_buffer *req, const skv_grpc_call_opts_t *opts)
+static int skv_grpc_stream_start(skv_grpc_stream_t *s, grpc_byte_buffer *req,
+                                 const skv_grpc_call_opts_t *opts)
 {
     grpc_op ops[4];
     memset(ops, 0, sizeof(ops));
@@ -311,7 +330,8 @@ static void skv_grpc_stream_end(skv_grpc_stream_t *s)
         s->start_pending = 0;
     }
     if (s->status_pending) {
-        grpc_completion_queue_pluck(s->cq, &s->tag_status, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        grpc_completion_queue_pluck(s->cq, &s->tag_status, gpr_inf_future(GPR_CLOCK_REALTIME),
+                                    NULL);
         s->status_pending = 0;
     }
     if (!s->ended) {
@@ -320,7 +340,8 @@ static void skv_grpc_stream_end(skv_grpc_stream_t *s)
     }
 }
 
-skv_status_t skv_grpc_stream_read(skv_grpc_stream_t *s, ProtobufCMessage **msg_p, skv_grpc_error_t *err)
+skv_status_t skv_grpc_stream_read(skv_grpc_stream_t *s, ProtobufCMessage **msg_p,
+                                  skv_grpc_error_t *err)
 {
     *msg_p = NULL;
     if (!s->ended) {
@@ -329,7 +350,8 @@ skv_status_t skv_grpc_stream_read(skv_grpc_stream_t *s, ProtobufCMessage **msg_p
         op.op = GRPC_OP_RECV_MESSAGE;
         op.data.recv_message.recv_message = &s->recv;
         if (grpc_call_start_batch(s->call, &op, 1, &s->tag_read, NULL) == GRPC_CALL_OK) {
-            grpc_completion_queue_pluck(s->cq, &s->tag_read, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+            grpc_completion_queue_pluck(s->cq, &s->tag_read, gpr_inf_future(GPR_CLOCK_REALTIME),
+                                        NULL);
         }
         if (s->recv != NULL) {
             char why[256];

@@ -23,23 +23,23 @@ typedef struct skv_grpc_channel skv_grpc_channel_t;
 typedef struct skv_grpc_stream skv_grpc_stream_t;
 
 typedef struct {
-    int max_recv_message_bytes;   /* 0 -> 4 MiB */
-    int dns_min_resolution_ms;    /* 0 -> 1000: how soon a dns:/// target may be re-resolved */
-    int round_robin;              /* non-zero: spread calls over all resolved addresses */
-    int keepalive_ms;             /* 0 -> off */
+    int max_recv_message_bytes; /* 0 -> 4 MiB */
+    int dns_min_resolution_ms;  /* 0 -> 1000: how soon a dns:/// target may be re-resolved */
+    int round_robin;            /* non-zero: spread calls over all resolved addresses */
+    int keepalive_ms;           /* 0 -> off */
 } skv_grpc_channel_config_t;
 
 /* Per-call options; a zeroed struct (or NULL) means no deadline, no parent. */
 typedef struct {
-    int64_t timeout_ms;             /* 0 -> no deadline of its own */
-    skv_grpc_call_t *parent;        /* a server call being served: propagate deadline + cancel */
-    int wait_for_ready;             /* non-zero: wait for the channel instead of failing fast */
+    int64_t timeout_ms;      /* 0 -> no deadline of its own */
+    skv_grpc_call_t *parent; /* a server call being served: propagate deadline + cancel */
+    int wait_for_ready;      /* non-zero: wait for the channel instead of failing fast */
 } skv_grpc_call_opts_t;
 
 /* What the server said when a call did not end OK. */
 typedef struct {
-    int grpc_code;                  /* grpc_status_code */
-    char message[256];              /* status details, truncated */
+    int grpc_code;     /* grpc_status_code */
+    char message[256]; /* status details, truncated */
 } skv_grpc_error_t;
 
 /* Creates a channel to `target` (connection is lazy). config may be NULL. Returns OK,

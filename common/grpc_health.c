@@ -144,7 +144,8 @@ void skv_grpc_health_registry_shutdown(skv_grpc_health_registry_t *h)
 void skv_grpc_health_check(skv_grpc_call_t *call, const ProtobufCMessage *request, void *user)
 {
     skv_grpc_health_registry_t *h = user;
-    const Grpc__Health__V1__HealthCheckRequest *req = (const Grpc__Health__V1__HealthCheckRequest *)request;
+    const Grpc__Health__V1__HealthCheckRequest *req =
+        (const Grpc__Health__V1__HealthCheckRequest *)request;
     pthread_mutex_lock(&h->mu);
     int status = skv_health_lookup_locked(h, req->service);
     pthread_mutex_unlock(&h->mu);
@@ -180,7 +181,8 @@ static void skv_health_watch_cancelled(skv_grpc_call_t *call, void *user)
 void skv_grpc_health_watch(skv_grpc_call_t *call, const ProtobufCMessage *request, void *user)
 {
     skv_grpc_health_registry_t *h = user;
-    const Grpc__Health__V1__HealthCheckRequest *req = (const Grpc__Health__V1__HealthCheckRequest *)request;
+    const Grpc__Health__V1__HealthCheckRequest *req =
+        (const Grpc__Health__V1__HealthCheckRequest *)request;
     skv_health_watcher_t *w = skv_calloc(1, sizeof(*w));
     char *service = skv_strdup(req->service);
     if (w == NULL || service == NULL) {

@@ -35,8 +35,8 @@ skv_status_t skv_grpc_health_registry_create(skv_grpc_health_registry_t **health
 void skv_grpc_health_registry_destroy(skv_grpc_health_registry_t *health);
 
 /* Sets a service's status and sends it to its Watch streams. Returns OK or NO_MEMORY. */
-skv_status_t skv_grpc_health_registry_set(skv_grpc_health_registry_t *health,
-                                          const char *service, skv_grpc_health_t status);
+skv_status_t skv_grpc_health_registry_set(skv_grpc_health_registry_t *health, const char *service,
+                                          skv_grpc_health_t status);
 
 /* Marks every service NOT_SERVING, sends that to the watchers and finishes their streams;
  * later Watch calls get NOT_SERVING and end at once. Any thread. */

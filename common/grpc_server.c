@@ -30,7 +30,7 @@
 #include "grpc/health/v1/health.pb-c.h"
 
 #define SKV_GRPC_DEFAULT_MSG_BYTES (4 * 1024 * 1024)
-#define SKV_GRPC_DEFAULT_QUEUED 256
+#define SKV_GRPC_DEFAULT_QUEUED    256
 
 typedef enum {
     SKV_GRPC_TAG_REQUEST = 0,
@@ -73,9 +73,9 @@ struct skv_grpc_server {
     skv_grpc_tag_t shutdown_tag;
     pthread_mutex_t mu; /* guards the fields below */
     pthread_cond_t cv;
-    int n_calls;        /* call contexts alive, pending requests included */
-    int n_active;       /* calls that arrived and are not freed yet */
-    int accepting;      /* 0 once a drain started: requests are not re-posted */
+    int n_calls;   /* call contexts alive, pending requests included */
+    int n_active;  /* calls that arrived and are not freed yet */
+    int accepting; /* 0 once a drain started: requests are not re-posted */
     int shutdown_notified;
     int drained;
     skv_status_t drain_status;
@@ -95,7 +95,7 @@ struct skv_grpc_call {
     ProtobufCMessage *request;
     int64_t deadline_ns;
     skv_grpc_tag_t tag_request, tag_send, tag_close;
-    int close_cancelled;   /* written by C core on RECV_CLOSE_ON_SERVER */
+    int close_cancelled; /* written by C core on RECV_CLOSE_ON_SERVER */
     skv_grpc_msg_t *q_head, *q_tail;
     int n_queued;
     int n_written;
@@ -132,7 +132,11 @@ int skv_utf8_valid(const char *s, size_t n)
     size_t i = 0;
     while (i < n) {
         unsigned c = p[i];
-        size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+        size_t len = c < 0x80           ? 1
+                     : (c >> 5) == 0x6  ? 2
+                     : (c >> 4) == 0xe  ? 3
+                     : (c >> 3) == 0x1e ? 4
+                                        : 0;
         if (len == 0 || i + len > n) {
             return 0;
         }
@@ -203,8 +207,8 @@ skv_status_t skv_grpc_unpack(grpc_byte_buffer *bb, const ProtobufCMessageDescrip
     }
     grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
     grpc_byte_buffer_reader_destroy(&reader);
-    ProtobufCMessage *msg = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(all),
-                                                      GRPC_SLICE_START_PTR(all));
+    ProtobufCMessage *msg =
+        protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
     size_t n = GRPC_SLICE_LENGTH(all);
     grpc_slice_unref(all);
     if (msg == NULL) {
@@ -296,7 +300,8 @@ static int skv_grpc_call_start_locked(skv_grpc_call_t *call, const grpc_op *ops,
     skv_grpc_call_ref(call);
     grpc_call_error err = grpc_call_start_batch(call->call, ops, n_ops, tag, NULL);
     if (err != GRPC_CALL_OK) {
-        SKV_LOG_ERROR("grpc: start_batch(%s, %zu ops) = %d", skv_grpc_call_method(call), n_ops, (int)err);
+        SKV_LOG_ERROR("grpc: start_batch(%s, %zu ops) = %d", skv_grpc_call_method(call), n_ops,
+                      (int)err);
         __atomic_sub_fetch(&call->refs, 1, __ATOMIC_RELAXED); /* caller still holds one */
         grpc_call_cancel(call->call, NULL);
         return -1;
@@ -373,7 +378,8 @@ static void skv_grpc_call_fire_cancel(skv_grpc_call_t *call)
 
 /* Packs msg and appends it to the call's queue (respecting max_queued unless `last`). When
  * `last`, the call is finished in the same critical section. */
-static skv_status_t skv_grpc_call_enqueue(skv_grpc_call_t *call, const ProtobufCMessage *msg, int last)
+static skv_status_t skv_grpc_call_enqueue(skv_grpc_call_t *call, const ProtobufCMessage *msg,
+                                          int last)
 {
     const skv_grpc_method_entry_t *me = call->method;
     if (me == NULL || msg->descriptor != me->m.response_desc) {
@@ -565,7 +571,8 @@ static void skv_grpc_call_arrived(skv_grpc_call_t *call)
     server->n_active++;
     pthread_mutex_unlock(&server->mu);
     call->active = 1;
-    call->deadline_ns = skv_grpc_deadline_to_ns(call->method ? call->deadline : call->details.deadline);
+    call->deadline_ns =
+        skv_grpc_deadline_to_ns(call->method ? call->deadline : call->details.deadline);
 
     grpc_op close_op;
     memset(&close_op, 0, sizeof(close_op));
@@ -586,7 +593,8 @@ static void skv_grpc_call_arrived(skv_grpc_call_t *call)
         return;
     }
     const skv_grpc_method_t *m = &call->method->m;
-    skv_status_t status = skv_grpc_unpack(call->payload, m->request_desc, &call->request, why, sizeof(why));
+    skv_status_t status =
+        skv_grpc_unpack(call->payload, m->request_desc, &call->request, why, sizeof(why));
     if (status != SKV_STATUS_OK) {
         SKV_LOG_DEBUG("grpc: %s: %s", m->name, why);
         skv_grpc_call_finish(call, status, why);
@@ -692,10 +700,12 @@ static skv_status_t skv_grpc_methods_init(skv_grpc_server_t *server,
         server->methods[i].m = *m;
     }
     skv_grpc_method_t *check = &server->methods[config->n_methods].m;
-    *check = (skv_grpc_method_t){"/grpc.health.v1.Health/Check", SKV_GRPC_METHOD_UNARY,
+    *check = (skv_grpc_method_t){"/grpc.health.v1.Health/Check",
+                                 SKV_GRPC_METHOD_UNARY,
                                  &grpc__health__v1__health_check_request__descriptor,
                                  &grpc__health__v1__health_check_response__descriptor,
-                                 skv_grpc_health_check, server->health};
+                                 skv_grpc_health_check,
+                                 server->health};
     skv_grpc_method_t *watch = &server->methods[config->n_methods + 1].m;
     *watch = *check;
     watch->name = "/grpc.health.v1.Health/Watch";
@@ -741,8 +751,9 @@ static skv_status_t skv_grpc_server_bind(skv_grpc_server_t *server,
     grpc_channel_args channel_args = {3, args};
     server->server = grpc_server_create(&channel_args, NULL);
     for (size_t i = 0; i < server->n_methods; i++) {
-        server->methods[i].registered = grpc_server_register_method(
-            server->server, server->methods[i].m.name, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+        server->methods[i].registered =
+            grpc_server_register_method(server->server, server->methods[i].m.name, NULL,
+                                        GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
         if (server->methods[i].registered == NULL) {
             SKV_LOG_ERROR("grpc: cannot register %s (duplicate?)", server->methods[i].m.name);
             return SKV_STATUS_INVALID_ARGUMENT;
@@ -776,7 +787,8 @@ static skv_status_t skv_grpc_server_launch(skv_grpc_server_t *server)
         skv_grpc_post_request(w, NULL);
     }
     for (int i = 0; i < server->n_workers; i++) {
-        if (pthread_create(&server->workers[i].thread, NULL, skv_grpc_worker_main, &server->workers[i]) != 0) {
+        if (pthread_create(&server->workers[i].thread, NULL, skv_grpc_worker_main,
+                           &server->workers[i]) != 0) {
             SKV_LOG_ERROR("grpc: cannot start server thread %d", i);
             return SKV_STATUS_NO_MEMORY;
         }
@@ -788,7 +800,8 @@ static skv_status_t skv_grpc_server_launch(skv_grpc_server_t *server)
 skv_status_t skv_grpc_server_create(const skv_grpc_server_config_t *config,
                                     skv_grpc_server_t **server_p)
 {
-    if (config == NULL || config->address == NULL || (config->n_methods > 0 && config->methods == NULL)) {
+    if (config == NULL || config->address == NULL ||
+        (config->n_methods > 0 && config->methods == NULL)) {
         SKV_LOG_ERROR("grpc: server config without an address or methods");
         return SKV_STATUS_INVALID_ARGUMENT;
     }
@@ -800,7 +813,8 @@ skv_status_t skv_grpc_server_create(const skv_grpc_server_config_t *config,
     pthread_mutex_init(&server->mu, NULL);
     pthread_cond_init(&server->cv, NULL);
     server->shutdown_tag.kind = SKV_GRPC_TAG_SHUTDOWN;
-    server->max_queued = config->max_queued_messages > 0 ? config->max_queued_messages : SKV_GRPC_DEFAULT_QUEUED;
+    server->max_queued =
+        config->max_queued_messages > 0 ? config->max_queued_messages : SKV_GRPC_DEFAULT_QUEUED;
     server->n_workers = config->n_threads > 0 ? config->n_threads : 2;
     skv_status_t status;
     server->workers = skv_calloc((size_t)server->n_workers, sizeof(*server->workers));
@@ -857,9 +871,18 @@ static int skv_grpc_server_wait_until(skv_grpc_server_t *server, int (*pred)(skv
     return done;
 }
 
-static int skv_grpc_no_active(skv_grpc_server_t *s) { return s->n_active == 0; }
-static int skv_grpc_notified(skv_grpc_server_t *s) { return s->shutdown_notified; }
-static int skv_grpc_no_calls(skv_grpc_server_t *s) { return s->n_calls == 0; }
+static int skv_grpc_no_active(skv_grpc_server_t *s)
+{
+    return s->n_active == 0;
+}
+static int skv_grpc_notified(skv_grpc_server_t *s)
+{
+    return s->shutdown_notified;
+}
+static int skv_grpc_no_calls(skv_grpc_server_t *s)
+{
+    return s->n_calls == 0;
+}
 
 /* Shuts down and drains every completion queue, joins the threads, destroys the server. */
 static void skv_grpc_server_stop_threads(skv_grpc_server_t *server)
@@ -875,8 +898,9 @@ static void skv_grpc_server_stop_threads(skv_grpc_server_t *server)
             pthread_join(w->thread, NULL);
             w->started = 0;
         } else if (w->cq != NULL) {
-            while (grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type
-                   != GRPC_QUEUE_SHUTDOWN) {
+            while (
+                grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+                GRPC_QUEUE_SHUTDOWN) {
             }
         }
     }
@@ -908,7 +932,8 @@ skv_status_t skv_grpc_server_drain(skv_grpc_server_t *server, int64_t grace_ms)
 
     skv_status_t status = SKV_STATUS_OK;
     if (!skv_grpc_server_wait_until(server, skv_grpc_no_active, skv_clock_deadline_ms(grace_ms))) {
-        SKV_LOG_WARN("grpc: drain grace of %lld ms over; cancelling the calls left", (long long)grace_ms);
+        SKV_LOG_WARN("grpc: drain grace of %lld ms over; cancelling the calls left",
+                     (long long)grace_ms);
         grpc_server_cancel_all_calls(server->server);
         status = SKV_STATUS_TIMEOUT;
     }

@@ -41,26 +41,27 @@ typedef void (*skv_grpc_handler_fn)(skv_grpc_call_t *call, const ProtobufCMessag
 typedef void (*skv_grpc_cancel_fn)(skv_grpc_call_t *call, void *user);
 
 typedef struct {
-    const char *name;                                /* "/skv.v1.Generation/Generate" */
+    const char *name; /* "/skv.v1.Generation/Generate" */
     skv_grpc_method_kind_t kind;
-    const ProtobufCMessageDescriptor *request_desc;  /* e.g. &skv__v1__generate_request__descriptor */
+    const ProtobufCMessageDescriptor
+        *request_desc; /* e.g. &skv__v1__generate_request__descriptor */
     const ProtobufCMessageDescriptor *response_desc;
     skv_grpc_handler_fn handler;
-    void *user;                                      /* passed to the handler */
+    void *user; /* passed to the handler */
 } skv_grpc_method_t;
 
 typedef struct {
-    const char *address;            /* "0.0.0.0:50051"; port 0 picks a free port */
-    int n_threads;                  /* completion-queue threads; 0 -> 2 */
-    int max_recv_message_bytes;     /* 0 -> 4 MiB */
-    int max_send_message_bytes;     /* 0 -> 4 MiB */
-    int max_queued_messages;        /* per call, before skv_grpc_call_write says BUSY; 0 -> 256 */
+    const char *address;              /* "0.0.0.0:50051"; port 0 picks a free port */
+    int n_threads;                    /* completion-queue threads; 0 -> 2 */
+    int max_recv_message_bytes;       /* 0 -> 4 MiB */
+    int max_send_message_bytes;       /* 0 -> 4 MiB */
+    int max_queued_messages;          /* per call, before skv_grpc_call_write says BUSY; 0 -> 256 */
     const skv_grpc_method_t *methods; /* copied; names and descriptors must outlive the server */
     size_t n_methods;
 } skv_grpc_server_config_t;
 
 typedef enum {
-    SKV_GRPC_HEALTH_UNKNOWN = 0,    /* numbering of grpc.health.v1.HealthCheckResponse */
+    SKV_GRPC_HEALTH_UNKNOWN = 0, /* numbering of grpc.health.v1.HealthCheckResponse */
     SKV_GRPC_HEALTH_SERVING = 1,
     SKV_GRPC_HEALTH_NOT_SERVING = 2,
 } skv_grpc_health_t;

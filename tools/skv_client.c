@@ -58,14 +58,15 @@ static int parse_ids(const char *s, int32_t *ids)
 
 static int report(const char *what, skv_status_t st, const skv_grpc_error_t *err)
 {
-    fprintf(stderr, "skv_client: %s failed: %s (grpc %d: %s)\n", what, skv_status_str(st), err->grpc_code,
-            err->message);
+    fprintf(stderr, "skv_client: %s failed: %s (grpc %d: %s)\n", what, skv_status_str(st),
+            err->grpc_code, err->message);
     return 1;
 }
 
 static const char *finish_name(int reason)
 {
-    static const char *names[] = {"unspecified", "stop", "length", "context_length", "cancelled", "error"};
+    static const char *names[] = {"unspecified",    "stop",      "length",
+                                  "context_length", "cancelled", "error"};
     return reason >= 0 && reason < 6 ? names[reason] : "unknown";
 }
 
@@ -81,14 +82,15 @@ static void print_chunk(const Skv__V1__GenerateChunk *c, int show_ids)
     fputs(c->text, stdout);
     fflush(stdout);
     if (c->finish_reason != SKV__V1__FINISH_REASON__FINISH_REASON_UNSPECIFIED) {
-        fprintf(stderr, "\n[finish=%s%s%s", finish_name(c->finish_reason), c->finish_detail[0] ? " " : "",
-                c->finish_detail);
+        fprintf(stderr, "\n[finish=%s%s%s", finish_name(c->finish_reason),
+                c->finish_detail[0] ? " " : "", c->finish_detail);
         if (c->usage != NULL) {
             fprintf(stderr, " prompt_tokens=%u completion_tokens=%u", c->usage->prompt_tokens,
                     c->usage->completion_tokens);
         }
         if (c->timings != NULL) {
-            fprintf(stderr, " ttft_us=%" PRIu64 " total_us=%" PRIu64, c->timings->ttft_us, c->timings->total_us);
+            fprintf(stderr, " ttft_us=%" PRIu64 " total_us=%" PRIu64, c->timings->ttft_us,
+                    c->timings->total_us);
         }
         fprintf(stderr, "]\n");
     }
@@ -96,13 +98,24 @@ static void print_chunk(const Skv__V1__GenerateChunk *c, int show_ids)
 
 static int cmd_generate(client_t *cl, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"prompt", 1, 0, 'p'}, {"token-ids", 1, 0, 'i'}, {"max-tokens", 1, 0, 'm'},
-        {"temperature", 1, 0, 't'}, {"top-k", 1, 0, 'k'}, {"top-p", 1, 0, 'P'}, {"min-p", 1, 0, 'M'},
-        {"seed", 1, 0, 's'}, {"presence-penalty", 1, 0, 'r'}, {"frequency-penalty", 1, 0, 'f'},
-        {"repetition-penalty", 1, 0, 'R'}, {"stop", 1, 0, 'S'}, {"stop-token-id", 1, 0, 'T'},
-        {"ignore-eos", 0, 0, 'e'}, {"logprobs", 1, 0, 'l'}, {"request-id", 1, 0, 'q'},
-        {"show-ids", 0, 0, 'd'}, {0, 0, 0, 0}};
+    static const struct option opts[] = {{"prompt", 1, 0, 'p'},
+                                         {"token-ids", 1, 0, 'i'},
+                                         {"max-tokens", 1, 0, 'm'},
+                                         {"temperature", 1, 0, 't'},
+                                         {"top-k", 1, 0, 'k'},
+                                         {"top-p", 1, 0, 'P'},
+                                         {"min-p", 1, 0, 'M'},
+                                         {"seed", 1, 0, 's'},
+                                         {"presence-penalty", 1, 0, 'r'},
+                                         {"frequency-penalty", 1, 0, 'f'},
+                                         {"repetition-penalty", 1, 0, 'R'},
+                                         {"stop", 1, 0, 'S'},
+                                         {"stop-token-id", 1, 0, 'T'},
+                                         {"ignore-eos", 0, 0, 'e'},
+                                         {"logprobs", 1, 0, 'l'},
+                                         {"request-id", 1, 0, 'q'},
+                                         {"show-ids", 0, 0, 'd'},
+                                         {0, 0, 0, 0}};
     Skv__V1__GenerateRequest req = SKV__V1__GENERATE_REQUEST__INIT;
     Skv__V1__SamplingParams sp = SKV__V1__SAMPLING_PARAMS__INIT;
     Skv__V1__StopCriteria stop = SKV__V1__STOP_CRITERIA__INIT;
@@ -116,29 +129,69 @@ static int cmd_generate(client_t *cl, int argc, char **argv)
     stop.stop_token_ids = stop_ids;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'p': req.input_case = SKV__V1__GENERATE_REQUEST__INPUT_TEXT; req.text = optarg; break;
+        case 'p':
+            req.input_case = SKV__V1__GENERATE_REQUEST__INPUT_TEXT;
+            req.text = optarg;
+            break;
         case 'i':
-            if ((int)(tids.n_ids = (size_t)parse_ids(optarg, ids)) < 0) return usage();
+            if ((int)(tids.n_ids = (size_t)parse_ids(optarg, ids)) < 0)
+                return usage();
             tids.ids = ids;
             req.input_case = SKV__V1__GENERATE_REQUEST__INPUT_TOKEN_IDS;
             req.token_ids = &tids;
             break;
-        case 'm': stop.max_tokens = (uint32_t)strtoul(optarg, NULL, 10); break;
-        case 't': sp.temperature = strtof(optarg, NULL); break;
-        case 'k': sp.top_k = atoi(optarg); break;
-        case 'P': sp.top_p = strtof(optarg, NULL); break;
-        case 'M': sp.min_p = strtof(optarg, NULL); break;
-        case 's': sp.seed_present_case = SKV__V1__SAMPLING_PARAMS__SEED_PRESENT_SEED; sp.seed = strtoull(optarg, NULL, 10); break;
-        case 'r': sp.presence_penalty = strtof(optarg, NULL); break;
-        case 'f': sp.frequency_penalty = strtof(optarg, NULL); break;
-        case 'R': sp.repetition_penalty = strtof(optarg, NULL); break;
-        case 'S': if (stop.n_stop == MAX_LIST) return usage(); stops[stop.n_stop++] = optarg; break;
-        case 'T': if (stop.n_stop_token_ids == MAX_LIST) return usage(); stop_ids[stop.n_stop_token_ids++] = atoi(optarg); break;
-        case 'e': stop.ignore_eos = 1; break;
-        case 'l': req.logprobs = (uint32_t)strtoul(optarg, NULL, 10); break;
-        case 'q': req.request_id = optarg; break;
-        case 'd': show_ids = 1; break;
-        default: return usage();
+        case 'm':
+            stop.max_tokens = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
+        case 't':
+            sp.temperature = strtof(optarg, NULL);
+            break;
+        case 'k':
+            sp.top_k = atoi(optarg);
+            break;
+        case 'P':
+            sp.top_p = strtof(optarg, NULL);
+            break;
+        case 'M':
+            sp.min_p = strtof(optarg, NULL);
+            break;
+        case 's':
+            sp.seed_present_case = SKV__V1__SAMPLING_PARAMS__SEED_PRESENT_SEED;
+            sp.seed = strtoull(optarg, NULL, 10);
+            break;
+        case 'r':
+            sp.presence_penalty = strtof(optarg, NULL);
+            break;
+        case 'f':
+            sp.frequency_penalty = strtof(optarg, NULL);
+            break;
+        case 'R':
+            sp.repetition_penalty = strtof(optarg, NULL);
+            break;
+        case 'S':
+            if (stop.n_stop == MAX_LIST)
+                return usage();
+            stops[stop.n_stop++] = optarg;
+            break;
+        case 'T':
+            if (stop.n_stop_token_ids == MAX_LIST)
+                return usage();
+            stop_ids[stop.n_stop_token_ids++] = atoi(optarg);
+            break;
+        case 'e':
+            stop.ignore_eos = 1;
+            break;
+        case 'l':
+            req.logprobs = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
+        case 'q':
+            req.request_id = optarg;
+            break;
+        case 'd':
+            show_ids = 1;
+            break;
+        default:
+            return usage();
         }
     }
     if (req.input_case == SKV__V1__GENERATE_REQUEST__INPUT__NOT_SET) {
@@ -151,7 +204,8 @@ static int cmd_generate(client_t *cl, int argc, char **argv)
     skv_status_t st = skv_grpc_stream_open(cl->channel, "/skv.v1.Generation/Generate", &req.base,
                                            &skv__v1__generate_chunk__descriptor, &call_opts, &s);
     ProtobufCMessage *msg = NULL;
-    while (st == SKV_STATUS_OK && (st = skv_grpc_stream_read(s, &msg, &err)) == SKV_STATUS_OK && msg != NULL) {
+    while (st == SKV_STATUS_OK && (st = skv_grpc_stream_read(s, &msg, &err)) == SKV_STATUS_OK &&
+           msg != NULL) {
         print_chunk((const Skv__V1__GenerateChunk *)msg, show_ids);
         protobuf_c_message_free_unpacked(msg, NULL);
     }
@@ -175,13 +229,15 @@ static int cmd_tokenize(client_t *cl, int argc, char **argv)
     Skv__V1__TokenizeRequest req = SKV__V1__TOKENIZE_REQUEST__INIT;
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (c != 't') return usage();
+        if (c != 't')
+            return usage();
         req.input_case = SKV__V1__TOKENIZE_REQUEST__INPUT_TEXT;
         req.text = optarg;
     }
     req.add_special_tokens = 1;
     ProtobufCMessage *m = NULL;
-    if (unary(cl, "/skv.v1.Generation/Tokenize", &req.base, &skv__v1__tokenize_response__descriptor, &m)) {
+    if (unary(cl, "/skv.v1.Generation/Tokenize", &req.base, &skv__v1__tokenize_response__descriptor,
+              &m)) {
         return 1;
     }
     const Skv__V1__TokenizeResponse *r = (const Skv__V1__TokenizeResponse *)m;
@@ -201,12 +257,14 @@ static int cmd_detokenize(client_t *cl, int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int n = c == 'i' ? parse_ids(optarg, ids) : -1;
-        if (n < 0) return usage();
+        if (n < 0)
+            return usage();
         req.ids = ids;
         req.n_ids = (size_t)n;
     }
     ProtobufCMessage *m = NULL;
-    if (unary(cl, "/skv.v1.Generation/Detokenize", &req.base, &skv__v1__detokenize_response__descriptor, &m)) {
+    if (unary(cl, "/skv.v1.Generation/Detokenize", &req.base,
+              &skv__v1__detokenize_response__descriptor, &m)) {
         return 1;
     }
     printf("%s\n", ((const Skv__V1__DetokenizeResponse *)m)->text);
@@ -225,17 +283,27 @@ static void print_fields(const ProtobufCMessage *m, const char *indent)
             size_t n = *(const size_t *)((const char *)m + f->quantifier_offset);
             printf("%s%s: [%zu items]", indent, f->name, n);
             if (f->type == PROTOBUF_C_TYPE_INT32) {
-                for (size_t k = 0; k < n; k++) printf(" %d", (*(int32_t *const *)p)[k]);
+                for (size_t k = 0; k < n; k++)
+                    printf(" %d", (*(int32_t *const *)p)[k]);
             }
             printf("\n");
             continue;
         }
         switch (f->type) {
-        case PROTOBUF_C_TYPE_STRING: printf("%s%s: %s\n", indent, f->name, *(char *const *)p); break;
-        case PROTOBUF_C_TYPE_UINT32: printf("%s%s: %u\n", indent, f->name, *(const uint32_t *)p); break;
-        case PROTOBUF_C_TYPE_INT32: printf("%s%s: %d\n", indent, f->name, *(const int32_t *)p); break;
-        case PROTOBUF_C_TYPE_UINT64: printf("%s%s: %" PRIu64 "\n", indent, f->name, *(const uint64_t *)p); break;
-        default: break;
+        case PROTOBUF_C_TYPE_STRING:
+            printf("%s%s: %s\n", indent, f->name, *(char *const *)p);
+            break;
+        case PROTOBUF_C_TYPE_UINT32:
+            printf("%s%s: %u\n", indent, f->name, *(const uint32_t *)p);
+            break;
+        case PROTOBUF_C_TYPE_INT32:
+            printf("%s%s: %d\n", indent, f->name, *(const int32_t *)p);
+            break;
+        case PROTOBUF_C_TYPE_UINT64:
+            printf("%s%s: %" PRIu64 "\n", indent, f->name, *(const uint64_t *)p);
+            break;
+        default:
+            break;
         }
     }
 }
@@ -259,11 +327,13 @@ static int cmd_health(client_t *cl, int argc, char **argv)
     Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (c != 's') return usage();
+        if (c != 's')
+            return usage();
         req.service = optarg;
     }
     ProtobufCMessage *m = NULL;
-    if (unary(cl, "/grpc.health.v1.Health/Check", &req.base, &grpc__health__v1__health_check_response__descriptor, &m)) {
+    if (unary(cl, "/grpc.health.v1.Health/Check", &req.base,
+              &grpc__health__v1__health_check_response__descriptor, &m)) {
         return 1;
     }
     int status = ((const Grpc__Health__V1__HealthCheckResponse *)m)->status;
@@ -276,14 +346,20 @@ static int run_command(client_t *cl, const char *cmd, int argc, char **argv)
 {
     Skv__V1__ModelInfoRequest mi = SKV__V1__MODEL_INFO_REQUEST__INIT;
     Skv__V1__StatsRequest sr = SKV__V1__STATS_REQUEST__INIT;
-    if (strcmp(cmd, "generate") == 0) return cmd_generate(cl, argc, argv);
-    if (strcmp(cmd, "tokenize") == 0) return cmd_tokenize(cl, argc, argv);
-    if (strcmp(cmd, "detokenize") == 0) return cmd_detokenize(cl, argc, argv);
-    if (strcmp(cmd, "health") == 0) return cmd_health(cl, argc, argv);
+    if (strcmp(cmd, "generate") == 0)
+        return cmd_generate(cl, argc, argv);
+    if (strcmp(cmd, "tokenize") == 0)
+        return cmd_tokenize(cl, argc, argv);
+    if (strcmp(cmd, "detokenize") == 0)
+        return cmd_detokenize(cl, argc, argv);
+    if (strcmp(cmd, "health") == 0)
+        return cmd_health(cl, argc, argv);
     if (strcmp(cmd, "model-info") == 0)
-        return cmd_show(cl, "/skv.v1.Generation/ModelInfo", &mi.base, &skv__v1__model_info_response__descriptor);
+        return cmd_show(cl, "/skv.v1.Generation/ModelInfo", &mi.base,
+                        &skv__v1__model_info_response__descriptor);
     if (strcmp(cmd, "stats") == 0)
-        return cmd_show(cl, "/skv.v1.Generation/Stats", &sr.base, &skv__v1__stats_response__descriptor);
+        return cmd_show(cl, "/skv.v1.Generation/Stats", &sr.base,
+                        &skv__v1__stats_response__descriptor);
     fprintf(stderr, "skv_client: unknown command '%s'\n", cmd);
     return usage();
 }
@@ -293,10 +369,14 @@ int main(int argc, char **argv)
     client_t cl = {.target = NULL, .timeout_ms = 0};
     int i = 1;
     for (; i < argc && strncmp(argv[i], "--", 2) == 0; i += 2) {
-        if (i + 1 >= argc) return usage();
-        if (strcmp(argv[i], "--target") == 0) cl.target = argv[i + 1];
-        else if (strcmp(argv[i], "--timeout-ms") == 0) cl.timeout_ms = strtoll(argv[i + 1], NULL, 10);
-        else return usage();
+        if (i + 1 >= argc)
+            return usage();
+        if (strcmp(argv[i], "--target") == 0)
+            cl.target = argv[i + 1];
+        else if (strcmp(argv[i], "--timeout-ms") == 0)
+            cl.timeout_ms = strtoll(argv[i + 1], NULL, 10);
+        else
+            return usage();
     }
     if (cl.target == NULL || i >= argc) {
         return usage();

@@ -16,7 +16,8 @@ int main(int argc, char **argv)
     skv_grpc_method_t methods[16];
     size_t n = skv_echo_methods(&state, methods);
     n += skv_fake_generation_methods(methods + n);
-    skv_grpc_server_config_t config = {.address = address, .n_threads = 2, .methods = methods, .n_methods = n};
+    skv_grpc_server_config_t config = {
+        .address = address, .n_threads = 2, .methods = methods, .n_methods = n};
     skv_grpc_signals_install();
     skv_grpc_server_t *server = NULL;
     if (skv_grpc_server_create(&config, &server) != SKV_STATUS_OK) {

@@ -124,7 +124,8 @@ static void *echo_relay_main(void *arg)
     skv_status_t st = skv_grpc_stream_open(self, "/skv.test.Echo/Hang", &job->req->base,
                                            &skv__test__echo_reply__descriptor, &opts, &child);
     ProtobufCMessage *msg = NULL;
-    while (st == SKV_STATUS_OK && (st = skv_grpc_stream_read(child, &msg, NULL)) == SKV_STATUS_OK && msg) {
+    while (st == SKV_STATUS_OK && (st = skv_grpc_stream_read(child, &msg, NULL)) == SKV_STATUS_OK &&
+           msg) {
         (void)skv_grpc_call_write(job->call, msg);
         protobuf_c_message_free_unpacked(msg, NULL);
     }
@@ -146,11 +147,16 @@ size_t skv_echo_methods(skv_echo_state_t *state, skv_grpc_method_t *m)
     const ProtobufCMessageDescriptor *rq = &skv__test__echo_request__descriptor;
     const ProtobufCMessageDescriptor *rp = &skv__test__echo_reply__descriptor;
     state->relay_child_status = -1;
-    m[0] = (skv_grpc_method_t){"/skv.test.Echo/Unary", SKV_GRPC_METHOD_UNARY, rq, rp, echo_unary, state};
-    m[1] = (skv_grpc_method_t){"/skv.test.Echo/Stream", SKV_GRPC_METHOD_SERVER_STREAMING, rq, rp, echo_stream, state};
-    m[2] = (skv_grpc_method_t){"/skv.test.Echo/Hang", SKV_GRPC_METHOD_SERVER_STREAMING, rq, rp, echo_hang, state};
-    m[3] = (skv_grpc_method_t){"/skv.test.Echo/SlowUnary", SKV_GRPC_METHOD_UNARY, rq, rp, echo_slow_unary, state};
-    m[4] = (skv_grpc_method_t){"/skv.test.Echo/Relay", SKV_GRPC_METHOD_SERVER_STREAMING, rq, rp, echo_relay, state};
+    m[0] = (skv_grpc_method_t){
+        "/skv.test.Echo/Unary", SKV_GRPC_METHOD_UNARY, rq, rp, echo_unary, state};
+    m[1] = (skv_grpc_method_t){
+        "/skv.test.Echo/Stream", SKV_GRPC_METHOD_SERVER_STREAMING, rq, rp, echo_stream, state};
+    m[2] = (skv_grpc_method_t){
+        "/skv.test.Echo/Hang", SKV_GRPC_METHOD_SERVER_STREAMING, rq, rp, echo_hang, state};
+    m[3] = (skv_grpc_method_t){
+        "/skv.test.Echo/SlowUnary", SKV_GRPC_METHOD_UNARY, rq, rp, echo_slow_unary, state};
+    m[4] = (skv_grpc_method_t){
+        "/skv.test.Echo/Relay", SKV_GRPC_METHOD_SERVER_STREAMING, rq, rp, echo_relay, state};
     return 5;
 }
 
@@ -176,11 +182,13 @@ static void fake_generate(skv_grpc_call_t *call, const ProtobufCMessage *request
         skv_grpc_call_finish(call, SKV_STATUS_UNSUPPORTED, "fake generation takes text only");
         return;
     }
-    uint32_t max = req->stop != NULL && req->stop->max_tokens > 0 ? req->stop->max_tokens : UINT32_MAX;
+    uint32_t max =
+        req->stop != NULL && req->stop->max_tokens > 0 ? req->stop->max_tokens : UINT32_MAX;
     char *copy = skv_strdup(req->text);
     char *save = NULL;
     uint32_t n = 0;
-    for (char *w = strtok_r(copy, " ", &save); w != NULL && n < max; w = strtok_r(NULL, " ", &save)) {
+    for (char *w = strtok_r(copy, " ", &save); w != NULL && n < max;
+         w = strtok_r(NULL, " ", &save)) {
         Skv__V1__GenerateChunk chunk = SKV__V1__GENERATE_CHUNK__INIT;
         char text[256];
         int32_t id = (int32_t)n;
@@ -243,17 +251,29 @@ static void fake_stats(skv_grpc_call_t *call, const ProtobufCMessage *request, v
 
 size_t skv_fake_generation_methods(skv_grpc_method_t *m)
 {
-    m[0] = (skv_grpc_method_t){"/skv.v1.Generation/Generate", SKV_GRPC_METHOD_SERVER_STREAMING,
+    m[0] = (skv_grpc_method_t){"/skv.v1.Generation/Generate",
+                               SKV_GRPC_METHOD_SERVER_STREAMING,
                                &skv__v1__generate_request__descriptor,
-                               &skv__v1__generate_chunk__descriptor, fake_generate, NULL};
-    m[1] = (skv_grpc_method_t){"/skv.v1.Generation/Tokenize", SKV_GRPC_METHOD_UNARY,
+                               &skv__v1__generate_chunk__descriptor,
+                               fake_generate,
+                               NULL};
+    m[1] = (skv_grpc_method_t){"/skv.v1.Generation/Tokenize",
+                               SKV_GRPC_METHOD_UNARY,
                                &skv__v1__tokenize_request__descriptor,
-                               &skv__v1__tokenize_response__descriptor, fake_tokenize, NULL};
-    m[2] = (skv_grpc_method_t){"/skv.v1.Generation/ModelInfo", SKV_GRPC_METHOD_UNARY,
+                               &skv__v1__tokenize_response__descriptor,
+                               fake_tokenize,
+                               NULL};
+    m[2] = (skv_grpc_method_t){"/skv.v1.Generation/ModelInfo",
+                               SKV_GRPC_METHOD_UNARY,
                                &skv__v1__model_info_request__descriptor,
-                               &skv__v1__model_info_response__descriptor, fake_model_info, NULL};
-    m[3] = (skv_grpc_method_t){"/skv.v1.Generation/Stats", SKV_GRPC_METHOD_UNARY,
+                               &skv__v1__model_info_response__descriptor,
+                               fake_model_info,
+                               NULL};
+    m[3] = (skv_grpc_method_t){"/skv.v1.Generation/Stats",
+                               SKV_GRPC_METHOD_UNARY,
                                &skv__v1__stats_request__descriptor,
-                               &skv__v1__stats_response__descriptor, fake_stats, NULL};
+                               &skv__v1__stats_response__descriptor,
+                               fake_stats,
+                               NULL};
     return 4;
 }

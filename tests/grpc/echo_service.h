@@ -12,12 +12,12 @@
 #include "common/grpc_server.h"
 
 typedef struct {
-    skv_grpc_channel_t *self;    /* atomic: channel to this server, for Relay; set after create */
-    int busy_seen;               /* atomic: writes answered BUSY (backpressure) */
-    int cancel_seen;             /* atomic: cancel callbacks run */
-    int producers_live;          /* atomic: producer threads running */
-    int64_t last_deadline_ns;    /* atomic: deadline seen by the last SlowUnary */
-    int relay_child_status;      /* atomic: skv_status_t of the last Relay child, -1 none */
+    skv_grpc_channel_t *self; /* atomic: channel to this server, for Relay; set after create */
+    int busy_seen;            /* atomic: writes answered BUSY (backpressure) */
+    int cancel_seen;          /* atomic: cancel callbacks run */
+    int producers_live;       /* atomic: producer threads running */
+    int64_t last_deadline_ns; /* atomic: deadline seen by the last SlowUnary */
+    int relay_child_status;   /* atomic: skv_status_t of the last Relay child, -1 none */
 } skv_echo_state_t;
 
 /* Fills methods[] (at most 16) with the Echo service bound to state; returns the count. */

@@ -34,9 +34,11 @@ static int fixture_setup(void **state)
 {
     fixture_t *f = calloc(1, sizeof(*f));
     skv_grpc_method_t methods[16];
-    skv_grpc_server_config_t config = {
-        .address = "127.0.0.1:0", .n_threads = 4, .max_queued_messages = 8,
-        .methods = methods, .n_methods = skv_echo_methods(&f->echo, methods)};
+    skv_grpc_server_config_t config = {.address = "127.0.0.1:0",
+                                       .n_threads = 4,
+                                       .max_queued_messages = 8,
+                                       .methods = methods,
+                                       .n_methods = skv_echo_methods(&f->echo, methods)};
     if (skv_grpc_server_create(&config, &f->server) != SKV_STATUS_OK) {
         return -1;
     }
@@ -77,13 +79,15 @@ static int wait_int(const int *p, int want)
 }
 
 static skv_status_t echo_unary_call(skv_grpc_channel_t *ch, const char *method, const char *text,
-                                    int64_t timeout_ms, skv_grpc_error_t *err, char *out, size_t out_bytes)
+                                    int64_t timeout_ms, skv_grpc_error_t *err, char *out,
+                                    size_t out_bytes)
 {
     Skv__Test__EchoRequest req = SKV__TEST__ECHO_REQUEST__INIT;
     req.text = (char *)text;
     skv_grpc_call_opts_t opts = {.timeout_ms = timeout_ms};
     ProtobufCMessage *resp = NULL;
-    skv_status_t st = skv_grpc_unary(ch, method, &req.base, &skv__test__echo_reply__descriptor, &opts, &resp, err);
+    skv_status_t st = skv_grpc_unary(ch, method, &req.base, &skv__test__echo_reply__descriptor,
+                                     &opts, &resp, err);
     if (st == SKV_STATUS_OK) {
         snprintf(out, out_bytes, "%s", ((Skv__Test__EchoReply *)resp)->text);
         protobuf_c_message_free_unpacked(resp, NULL);
@@ -96,13 +100,15 @@ static void test_unary(void **state)
     fixture_t *f = *state;
     char out[64];
     skv_grpc_error_t err;
-    assert_int_equal(echo_unary_call(f->channel, "/skv.test.Echo/Unary", "hello", 5000, &err, out, sizeof(out)),
-                     SKV_STATUS_OK);
+    assert_int_equal(
+        echo_unary_call(f->channel, "/skv.test.Echo/Unary", "hello", 5000, &err, out, sizeof(out)),
+        SKV_STATUS_OK);
     assert_string_equal(out, "hello");
 }
 
 /* Reads a whole Echo stream, checking order; returns the number of replies (or -1). */
-static int read_echo_stream(skv_grpc_stream_t *s, uint32_t payload_bytes, int slow_first, skv_status_t *final)
+static int read_echo_stream(skv_grpc_stream_t *s, uint32_t payload_bytes, int slow_first,
+                            skv_status_t *final)
 {
     int n = 0;
     ProtobufCMessage *msg;
@@ -124,7 +130,8 @@ static int read_echo_stream(skv_grpc_stream_t *s, uint32_t payload_bytes, int sl
 }
 
 static skv_grpc_stream_t *open_echo_stream(fixture_t *f, const char *method, uint32_t count,
-                                           uint32_t payload_bytes, uint32_t delay_ms, int64_t timeout_ms)
+                                           uint32_t payload_bytes, uint32_t delay_ms,
+                                           int64_t timeout_ms)
 {
     Skv__Test__EchoRequest req = SKV__TEST__ECHO_REQUEST__INIT;
     req.text = "s";
@@ -133,7 +140,8 @@ static skv_grpc_stream_t *open_echo_stream(fixture_t *f, const char *method, uin
     req.delay_ms = delay_ms;
     skv_grpc_call_opts_t opts = {.timeout_ms = timeout_ms};
     skv_grpc_stream_t *s = NULL;
-    assert_int_equal(skv_grpc_stream_open(f->channel, method, &req.base, &skv__test__echo_reply__descriptor, &opts, &s),
+    assert_int_equal(skv_grpc_stream_open(f->channel, method, &req.base,
+                                          &skv__test__echo_reply__descriptor, &opts, &s),
                      SKV_STATUS_OK);
     return s;
 }
@@ -200,8 +208,9 @@ static void test_deadline_exceeded(void **state)
     int64_t t0 = skv_clock_now_ns();
     char out[64];
     skv_grpc_error_t err;
-    assert_int_equal(echo_unary_call(f->channel, "/skv.test.Echo/SlowUnary", "x", 200, &err, out, sizeof(out)),
-                     SKV_STATUS_TIMEOUT);
+    assert_int_equal(
+        echo_unary_call(f->channel, "/skv.test.Echo/SlowUnary", "x", 200, &err, out, sizeof(out)),
+        SKV_STATUS_TIMEOUT);
     assert_int_equal(err.grpc_code, 4); /* DEADLINE_EXCEEDED */
     int64_t seen = __atomic_load_n(&f->echo.last_deadline_ns, __ATOMIC_SEQ_CST);
     /* The handler saw the client's deadline: about 200 ms after t0 on our clock. */
@@ -240,7 +249,8 @@ static void test_cancel_propagates_to_child(void **state)
     skv_grpc_stream_cancel(s);
     skv_grpc_stream_destroy(s);
     assert_true(wait_int(&f->echo.relay_child_status, 0));
-    assert_int_equal(__atomic_load_n(&f->echo.relay_child_status, __ATOMIC_SEQ_CST), SKV_STATUS_CANCELLED);
+    assert_int_equal(__atomic_load_n(&f->echo.relay_child_status, __ATOMIC_SEQ_CST),
+                     SKV_STATUS_CANCELLED);
     assert_true(wait_int(&f->echo.cancel_seen, before + 1)); /* the child's server side saw it */
 }
 
@@ -249,11 +259,13 @@ static void test_unknown_method(void **state)
     fixture_t *f = *state;
     char out[64];
     skv_grpc_error_t err;
-    assert_int_equal(echo_unary_call(f->channel, "/skv.test.Echo/Nope", "x", 5000, &err, out, sizeof(out)),
-                     SKV_STATUS_UNSUPPORTED);
+    assert_int_equal(
+        echo_unary_call(f->channel, "/skv.test.Echo/Nope", "x", 5000, &err, out, sizeof(out)),
+        SKV_STATUS_UNSUPPORTED);
     assert_int_equal(err.grpc_code, 12); /* UNIMPLEMENTED, at once rather than at the deadline */
-    assert_int_equal(echo_unary_call(f->channel, "/no.Such/Service", "x", 5000, &err, out, sizeof(out)),
-                     SKV_STATUS_UNSUPPORTED);
+    assert_int_equal(
+        echo_unary_call(f->channel, "/no.Such/Service", "x", 5000, &err, out, sizeof(out)),
+        SKV_STATUS_UNSUPPORTED);
 }
 
 static void test_malformed_payload(void **state)
@@ -263,19 +275,22 @@ static void test_malformed_payload(void **state)
     ProtobufCMessage *resp = NULL;
     /* field 1 (string) claims 5 bytes, 1 follows */
     static const uint8_t truncated[] = {0x0a, 0x05, 'a'};
-    assert_int_equal(skv_grpc_unary_bytes(f->channel, "/skv.test.Echo/Unary", truncated, sizeof(truncated),
-                                          &skv__test__echo_reply__descriptor, NULL, &resp, &err),
+    assert_int_equal(skv_grpc_unary_bytes(f->channel, "/skv.test.Echo/Unary", truncated,
+                                          sizeof(truncated), &skv__test__echo_reply__descriptor,
+                                          NULL, &resp, &err),
                      SKV_STATUS_INVALID_ARGUMENT);
     assert_int_equal(err.grpc_code, 3);
     assert_non_null(strstr(err.message, "malformed"));
     /* a string field that is not UTF-8 */
     static const uint8_t bad_utf8[] = {0x0a, 0x02, 0xc3, 0x28};
-    assert_int_equal(skv_grpc_unary_bytes(f->channel, "/skv.test.Echo/Unary", bad_utf8, sizeof(bad_utf8),
-                                          &skv__test__echo_reply__descriptor, NULL, &resp, &err),
+    assert_int_equal(skv_grpc_unary_bytes(f->channel, "/skv.test.Echo/Unary", bad_utf8,
+                                          sizeof(bad_utf8), &skv__test__echo_reply__descriptor,
+                                          NULL, &resp, &err),
                      SKV_STATUS_INVALID_ARGUMENT);
     assert_non_null(strstr(err.message, "UTF-8"));
     char out[64];
-    assert_int_equal(echo_unary_call(f->channel, "/skv.test.Echo/Unary", "still up", 5000, &err, out, sizeof(out)),
+    assert_int_equal(echo_unary_call(f->channel, "/skv.test.Echo/Unary", "still up", 5000, &err,
+                                     out, sizeof(out)),
                      SKV_STATUS_OK);
 }
 
@@ -295,8 +310,9 @@ static int health_check(fixture_t *f, const char *service, skv_status_t *st_p)
     req.service = (char *)service;
     ProtobufCMessage *resp = NULL;
     skv_grpc_call_opts_t opts = {.timeout_ms = 5000};
-    *st_p = skv_grpc_unary(f->channel, "/grpc.health.v1.Health/Check", &req.base,
-                           &grpc__health__v1__health_check_response__descriptor, &opts, &resp, NULL);
+    *st_p =
+        skv_grpc_unary(f->channel, "/grpc.health.v1.Health/Check", &req.base,
+                       &grpc__health__v1__health_check_response__descriptor, &opts, &resp, NULL);
     if (*st_p != SKV_STATUS_OK) {
         return -1;
     }
@@ -329,13 +345,18 @@ static void test_health(void **state)
     req.service = "skv.test.Echo";
     skv_grpc_stream_t *w = NULL;
     assert_int_equal(skv_grpc_stream_open(f->channel, "/grpc.health.v1.Health/Watch", &req.base,
-                                          &grpc__health__v1__health_check_response__descriptor, NULL, &w),
+                                          &grpc__health__v1__health_check_response__descriptor,
+                                          NULL, &w),
                      SKV_STATUS_OK);
     assert_int_equal(watch_next(w), SKV_GRPC_HEALTH_SERVING);
-    assert_int_equal(skv_grpc_server_set_health(f->server, "skv.test.Echo", SKV_GRPC_HEALTH_NOT_SERVING), SKV_STATUS_OK);
+    assert_int_equal(
+        skv_grpc_server_set_health(f->server, "skv.test.Echo", SKV_GRPC_HEALTH_NOT_SERVING),
+        SKV_STATUS_OK);
     assert_int_equal(watch_next(w), SKV_GRPC_HEALTH_NOT_SERVING);
     assert_int_equal(health_check(f, "skv.test.Echo", &st), SKV_GRPC_HEALTH_NOT_SERVING);
-    assert_int_equal(skv_grpc_server_set_health(f->server, "skv.test.Echo", SKV_GRPC_HEALTH_SERVING), SKV_STATUS_OK);
+    assert_int_equal(
+        skv_grpc_server_set_health(f->server, "skv.test.Echo", SKV_GRPC_HEALTH_SERVING),
+        SKV_STATUS_OK);
     assert_int_equal(watch_next(w), SKV_GRPC_HEALTH_SERVING);
     skv_grpc_stream_cancel(w);
     skv_grpc_stream_destroy(w);
@@ -358,11 +379,13 @@ static void test_drain_lets_inflight_finish(void **state)
 {
     fixture_t *f = *state;
     /* 20 replies 25 ms apart (~0.5 s) started before the drain must all arrive, OK. */
-    reader_t r = {open_echo_stream(f, "/skv.test.Echo/Stream", 20, 8, 25, 30000), 0, SKV_STATUS_INTERNAL};
+    reader_t r = {open_echo_stream(f, "/skv.test.Echo/Stream", 20, 8, 25, 30000), 0,
+                  SKV_STATUS_INTERNAL};
     Grpc__Health__V1__HealthCheckRequest hreq = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
     skv_grpc_stream_t *w = NULL;
     assert_int_equal(skv_grpc_stream_open(f->channel, "/grpc.health.v1.Health/Watch", &hreq.base,
-                                          &grpc__health__v1__health_check_response__descriptor, NULL, &w),
+                                          &grpc__health__v1__health_check_response__descriptor,
+                                          NULL, &w),
                      SKV_STATUS_OK);
     assert_int_equal(watch_next(w), SKV_GRPC_HEALTH_SERVING);
     pthread_t t;
@@ -382,8 +405,9 @@ static void test_drain_lets_inflight_finish(void **state)
     /* nobody listens any more */
     char out[64];
     skv_grpc_error_t err;
-    assert_int_equal(echo_unary_call(f->channel, "/skv.test.Echo/Unary", "x", 2000, &err, out, sizeof(out)),
-                     SKV_STATUS_UNAVAILABLE);
+    assert_int_equal(
+        echo_unary_call(f->channel, "/skv.test.Echo/Unary", "x", 2000, &err, out, sizeof(out)),
+        SKV_STATUS_UNAVAILABLE);
 }
 
 static void test_drain_grace_expires(void **state)
@@ -421,14 +445,18 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unary, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_stream_backpressure, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_streams, fixture_setup, fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_client_cancel_seen_by_server, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_client_cancel_seen_by_server, fixture_setup,
+                                        fixture_teardown),
         cmocka_unit_test_setup_teardown(test_deadline_exceeded, fixture_setup, fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_deadline_propagates_to_child, fixture_setup, fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_cancel_propagates_to_child, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_deadline_propagates_to_child, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_propagates_to_child, fixture_setup,
+                                        fixture_teardown),
         cmocka_unit_test_setup_teardown(test_unknown_method, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_malformed_payload, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_health, fixture_setup, fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_drain_lets_inflight_finish, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_drain_lets_inflight_finish, fixture_setup,
+                                        fixture_teardown),
         cmocka_unit_test_setup_teardown(test_drain_grace_expires, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_port_taken, fixture_setup, fixture_teardown),
     };
