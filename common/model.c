@@ -187,11 +187,13 @@ static skv_status_t skv_attn_block(skv_model_t *m, int32_t l, int64_t R, const s
     skv_tensor_t q = skv_tensor_cols(&qkv, 0, qw);
 
     SKV_CHECK(ops->matmul(m->be, &qkv, &h, swiftkv_q ? &L->wq_swiftkv : &L->wqkv));
-    SKV_CHECK(ops->rope(m->be, &q, c->n_heads, c->head_dim, pos, &m->inv_freq));
+    /* q and k are adjacent columns of qkv: one RoPE call rotates both (heads are independent). */
+    int32_t rope_heads = swiftkv_q ? c->n_heads : c->n_heads + c->n_kv_heads;
+    skv_tensor_t qk = skv_tensor_cols(&qkv, 0, (int64_t)rope_heads * c->head_dim);
+    SKV_CHECK(ops->rope(m->be, &qk, rope_heads, c->head_dim, pos, &m->inv_freq));
     if (!swiftkv_q) {
         skv_tensor_t k = skv_tensor_cols(&qkv, qw, kvw);
         skv_tensor_t v = skv_tensor_cols(&qkv, qw + kvw, kvw);
-        SKV_CHECK(ops->rope(m->be, &k, c->n_kv_heads, c->head_dim, pos, &m->inv_freq));
         SKV_CHECK(ops->kv_write(m->be, kv, cache_layer, &k, &v, meta));
     }
     float scale = 1.0f / sqrtf((float)c->head_dim);

@@ -23,13 +23,14 @@ steps=${SKV_GPU_STEPS:-}
 
 t0=$(date +%s)
 cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
-    "${jroot[@]}" >"$out/build.log" 2>&1 &&
+    "${jroot[@]}" >"$build.log" 2>&1 &&
     cmake --build $build -j16 --target test_cuda_ops test_cuda_model engine_bench \
-        >>"$out/build.log" 2>&1
+        >>"$build.log" 2>&1
 rc=$?
 echo "build rc=$rc in $(($(date +%s) - t0)) s"
 if [ $rc -ne 0 ]; then
-    tail -40 "$out/build.log"
+    cp "$build.log" "$out/build.log" # only on failure: at most 8 files come back
+    tail -40 "$build.log"
     exit 1
 fi
 

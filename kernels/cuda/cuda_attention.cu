@@ -64,6 +64,27 @@ static __device__ int32_t skv_attn_seq_of_row(const skv_attn_args_t &a, int32_t 
 
 /* ---- rows kernel (decode) ------------------------------------------------------------- */
 
+/* Loads VEC consecutive bf16 (VEC 8: one 16-byte load; VEC 2: one 4-byte load) as floats. */
+template <int VEC> static __device__ void skv_load_vec(const bf16 *p, float *f)
+{
+    if (VEC == 8) {
+        uint4 u = *(const uint4 *)p;
+        const __nv_bfloat162 *b2 = (const __nv_bfloat162 *)&u;
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            float2 t = __bfloat1622float2(b2[e]);
+            f[2 * e] = t.x;
+            f[2 * e + 1] = t.y;
+        }
+    } else {
+        float2 t = __bfloat1622float2(*(const __nv_bfloat162 *)p);
+        f[0] = t.x;
+        f[1] = t.y;
+    }
+}
+
+/* VEC: head_dim elements per thread and key in the P V phase (8 when head_dim % 8 == 0). */
+template <int VEC>
 __global__ void __launch_bounds__(SKV_ATTN_THREADS)
     skv_attn_rows_kernel(skv_attn_args_t a, bf16 *out, int64_t ldo, const bf16 *q, int64_t ldq,
                          int32_t n_heads, int32_t n_head_chunks, float scale, int32_t chunk,
@@ -71,7 +92,7 @@ __global__ void __launch_bounds__(SKV_ATTN_THREADS)
 {
     __shared__ __align__(16) float qs[SKV_ATTN_ROWS_MAX_HEADS][256];
     __shared__ float sc[SKV_ATTN_ROWS_MAX_HEADS][SKV_ATTN_ROWS_TILE];
-    __shared__ float red[2048]; /* kgroups * heads * head_dim <= 2048 (see below) */
+    __shared__ float red[8192]; /* kgroups * heads * head_dim <= 8192 (see below) */
     __shared__ int64_t koff[SKV_ATTN_ROWS_TILE];
     __shared__ float m_s[SKV_ATTN_ROWS_MAX_HEADS], l_s[SKV_ATTN_ROWS_MAX_HEADS],
         corr_s[SKV_ATTN_ROWS_MAX_HEADS];
@@ -86,6 +107,7 @@ __global__ void __launch_bounds__(SKV_ATTN_THREADS)
     int32_t p_begin = split * chunk, p_end = min(ctx, p_begin + chunk);
     int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     int64_t v_delta = (int64_t)a.n_kv_heads * a.block_size * hd;
+    int32_t npairs = hd / 2;
 
     for (int i = tid; i < nh * hd; i += blockDim.x) {
         qs[i / hd][i % hd] = __bfloat162float(q[(int64_t)r * ldq + (int64_t)(h0 + i / hd) * hd + i % hd]);
@@ -94,14 +116,17 @@ __global__ void __launch_bounds__(SKV_ATTN_THREADS)
         m_s[tid] = -INFINITY;
         l_s[tid] = 0.0f;
     }
-    /* Phase 3 layout: thread = (key group kg, dim pair j); hd / 2 pairs, 128 / (hd / 2)
-     * groups, so groups * heads * hd = 2 * 128 * 8 = 2048 floats of red at most. */
-    int32_t npairs = hd / 2, n_kg = SKV_ATTN_THREADS / npairs;
-    int32_t j = tid % npairs, kg = tid / npairs;
-    float2 acc[SKV_ATTN_ROWS_MAX_HEADS];
+    /* Phase 3 layout: thread = (key group kg, chunk j of VEC dims); hd / VEC chunks and
+     * 128 / (hd / VEC) groups, so groups * heads * hd <= 128 * VEC * 8 = 8192 floats of red. */
+    int32_t nchunks = hd / VEC, n_kg = SKV_ATTN_THREADS / nchunks;
+    int32_t j = tid % nchunks, kg = tid / nchunks;
+    float acc[SKV_ATTN_ROWS_MAX_HEADS][VEC];
 #pragma unroll
     for (int g = 0; g < SKV_ATTN_ROWS_MAX_HEADS; g++) {
-        acc[g] = make_float2(0.0f, 0.0f);
+#pragma unroll
+        for (int e = 0; e < VEC; e++) {
+            acc[g][e] = 0.0f;
+        }
     }
     __syncthreads();
 
@@ -190,19 +215,24 @@ __global__ void __launch_bounds__(SKV_ATTN_THREADS)
 #pragma unroll
             for (int g = 0; g < SKV_ATTN_ROWS_MAX_HEADS; g++) {
                 if (g < nh) {
-                    acc[g].x *= corr_s[g];
-                    acc[g].y *= corr_s[g];
+#pragma unroll
+                    for (int e = 0; e < VEC; e++) {
+                        acc[g][e] *= corr_s[g];
+                    }
                 }
             }
-#pragma unroll 4
+#pragma unroll 2
             for (int i = kg; i < nt; i += n_kg) {
-                float2 vf = __bfloat1622float2(
-                    ((const __nv_bfloat162 *)(a.base + koff[i] + v_delta))[j]);
+                float vf[VEC];
+                skv_load_vec<VEC>(a.base + koff[i] + v_delta + j * VEC, vf);
 #pragma unroll
                 for (int g = 0; g < SKV_ATTN_ROWS_MAX_HEADS; g++) {
                     if (g < nh) {
-                        acc[g].x += sc[g][i] * vf.x;
-                        acc[g].y += sc[g][i] * vf.y;
+                        float p = sc[g][i];
+#pragma unroll
+                        for (int e = 0; e < VEC; e++) {
+                            acc[g][e] += p * vf[e];
+                        }
                     }
                 }
             }
@@ -214,8 +244,10 @@ __global__ void __launch_bounds__(SKV_ATTN_THREADS)
 #pragma unroll
         for (int g = 0; g < SKV_ATTN_ROWS_MAX_HEADS; g++) {
             if (g < nh) {
-                red[(kg * SKV_ATTN_ROWS_MAX_HEADS + g) * hd + 2 * j] = acc[g].x;
-                red[(kg * SKV_ATTN_ROWS_MAX_HEADS + g) * hd + 2 * j + 1] = acc[g].y;
+#pragma unroll
+                for (int e = 0; e < VEC; e++) {
+                    red[(kg * SKV_ATTN_ROWS_MAX_HEADS + g) * hd + j * VEC + e] = acc[g][e];
+                }
             }
         }
     }
@@ -489,9 +521,15 @@ static skv_status_t skv_attn_rows(skv_backend_t *be, const skv_attn_args_t *a, c
     float *ws_o = c->d_attn_ws;
     float *ws_ml = ws_o + (size_t)n_rows * n_heads * splits * a->head_dim;
     dim3 grid((unsigned)n_rows, (unsigned)(a->n_kv_heads * n_chunks), (unsigned)splits);
-    skv_attn_rows_kernel<<<grid, SKV_ATTN_THREADS, 0, c->stream>>>(
-        *a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, n_chunks, scale,
-        chunk, (int32_t)splits, ws_o, ws_ml);
+    if (a->head_dim % 8 == 0) {
+        skv_attn_rows_kernel<8><<<grid, SKV_ATTN_THREADS, 0, c->stream>>>(
+            *a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, n_chunks,
+            scale, chunk, (int32_t)splits, ws_o, ws_ml);
+    } else {
+        skv_attn_rows_kernel<2><<<grid, SKV_ATTN_THREADS, 0, c->stream>>>(
+            *a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, n_chunks,
+            scale, chunk, (int32_t)splits, ws_o, ws_ml);
+    }
     SKV_CUDA_CHECK_LAUNCH();
     if (splits > 1) {
         dim3 g2((unsigned)n_rows, (unsigned)n_heads);
