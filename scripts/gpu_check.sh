@@ -52,6 +52,10 @@ if [[ $steps != *skip-bench* ]]; then
             --steps 5 --json "$out/bench-$preset.json" 2>&1 | tee "$out/bench-$preset.txt"
         echo "bench $preset rc=$?"
     done
+    # The same decode steps without CUDA graphs (each op launched from the host).
+    SKV_NO_GRAPHS=1 timeout 100 $build/bench/engine_bench --random-preset llama3-8b \
+        --backend cuda --prompt-len 16 --prefill-batch 1 --decode-batch 1,16,64 \
+        --context 1024,2048 --steps 5 2>&1 | tee "$out/bench-llama3-8b-nographs.txt"
 fi
 # Per-op device time (SKV_CUDA_PROFILE=1 wraps the ops table with events): decode batch 1
 # and 64, and one 8 x 2048 prefill, plain and SwiftKV.

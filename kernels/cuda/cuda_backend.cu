@@ -40,6 +40,9 @@ static void skv_cuda_destroy(skv_backend_t *be)
     if (c->stream != NULL) {
         cudaStreamSynchronize(c->stream);
     }
+    for (int i = 0; i < c->n_graphs; i++) {
+        cudaGraphExecDestroy(c->graphs[i].exec);
+    }
     for (int i = 0; i < 2; i++) {
         if (c->stage_done[i] != NULL) {
             cudaEventDestroy(c->stage_done[i]);
@@ -173,6 +176,55 @@ static skv_status_t skv_cuda_matmul(skv_backend_t *be, const skv_tensor_t *out,
     return SKV_STATUS_OK;
 }
 
+/* CUDA graphs: a decode step is ~400 small launches; replaying one graph removes the host
+ * launch cost and the gaps between kernels. Thread-local capture mode, so other threads'
+ * CUDA calls are not affected while one backend records. */
+static skv_status_t skv_cuda_graph_launch(skv_backend_t *be, uint64_t key)
+{
+    skv_cuda_backend_t *c = skv_cuda(be);
+    for (int i = 0; i < c->n_graphs; i++) {
+        if (c->graphs[i].key == key) {
+            SKV_CUDA_CHECK(cudaGraphLaunch(c->graphs[i].exec, c->stream));
+            return SKV_STATUS_OK;
+        }
+    }
+    return SKV_STATUS_NOT_FOUND;
+}
+
+static skv_status_t skv_cuda_graph_capture_begin(skv_backend_t *be)
+{
+    SKV_CUDA_CHECK(cudaStreamBeginCapture(skv_cuda(be)->stream, cudaStreamCaptureModeThreadLocal));
+    return SKV_STATUS_OK;
+}
+
+static skv_status_t skv_cuda_graph_capture_end(skv_backend_t *be, uint64_t key, int keep)
+{
+    skv_cuda_backend_t *c = skv_cuda(be);
+    cudaGraph_t graph = NULL;
+    cudaGraphExec_t exec = NULL;
+    SKV_CUDA_CHECK(cudaStreamEndCapture(c->stream, &graph));
+    if (!keep) {
+        cudaGraphDestroy(graph);
+        return SKV_STATUS_OK;
+    }
+    cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    if (err != cudaSuccess) {
+        return skv_cuda_error(err, "cudaGraphInstantiate", __FILE__, __LINE__);
+    }
+    SKV_CUDA_CHECK(cudaGraphLaunch(exec, c->stream));
+    if (c->n_graphs == SKV_CUDA_MAX_GRAPHS) {
+        /* Full: evict the oldest (its last launch is ordered before this one on the stream;
+         * destroying an exec with a pending launch is allowed). */
+        cudaGraphExecDestroy(c->graphs[0].exec);
+        memmove(&c->graphs[0], &c->graphs[1], sizeof(c->graphs[0]) * (SKV_CUDA_MAX_GRAPHS - 1));
+        c->n_graphs--;
+    }
+    c->graphs[c->n_graphs].key = key;
+    c->graphs[c->n_graphs++].exec = exec;
+    return SKV_STATUS_OK;
+}
+
 static const skv_ops_t skv_cuda_ops_table = {
     /* .name = */ "cuda",
     /* .act_dtype = */ SKV_DTYPE_BF16,
@@ -196,6 +248,9 @@ static const skv_ops_t skv_cuda_ops_table = {
     skv_cuda_swiglu,
     skv_cuda_gather_rows,
     skv_cuda_weight_fill,
+    skv_cuda_graph_launch,
+    skv_cuda_graph_capture_begin,
+    skv_cuda_graph_capture_end,
 };
 
 /* Creates the stream, handles and fixed workspace; on failure the caller destroys c. */
