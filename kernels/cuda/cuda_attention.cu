@@ -26,7 +26,7 @@ typedef __nv_bfloat16 bf16;
 #define SKV_ATTN_THREADS 128
 #define SKV_ATTN_ROWS_TILE 128    /* keys per tile in the rows kernel */
 #define SKV_ATTN_ROWS_MAX_HEADS 8 /* query heads per block in the rows kernel */
-#define SKV_ATTN_MIN_SPLIT 128    /* fewest keys worth a split of their own */
+#define SKV_ATTN_MIN_SPLIT 64     /* fewest keys worth a split of their own */
 #define SKV_ATTN_BQ 128           /* query rows per prefill block (16 per warp) */
 #define SKV_ATTN_PREFILL_THREADS (SKV_ATTN_BQ / 16 * 32)
 #define SKV_ATTN_BK 64            /* keys per prefill tile */
@@ -83,8 +83,10 @@ template <int VEC> static __device__ void skv_load_vec(const bf16 *p, float *f)
     }
 }
 
-/* VEC: head_dim elements per thread and key in the P V phase (8 when head_dim % 8 == 0). */
-template <int VEC>
+/* VEC: head_dim elements per thread and key in the P V phase (8 when head_dim % 8 == 0).
+ * HDC: head_dim known at compile time (64, 128: loops unroll, so a key's loads are all in
+ * flight), or 0 for any even head_dim <= 256. */
+template <int VEC, int HDC>
 __global__ void __launch_bounds__(SKV_ATTN_THREADS)
     skv_attn_rows_kernel(skv_attn_args_t a, bf16 *out, int64_t ldo, const bf16 *q, int64_t ldq,
                          int32_t n_heads, int32_t n_head_chunks, float scale, int32_t chunk,
@@ -98,7 +100,8 @@ __global__ void __launch_bounds__(SKV_ATTN_THREADS)
         corr_s[SKV_ATTN_ROWS_MAX_HEADS];
 
     int32_t r = blockIdx.x, kh = blockIdx.y / n_head_chunks, hc = blockIdx.y % n_head_chunks;
-    int32_t split = blockIdx.z, hd = a.head_dim, group = n_heads / a.n_kv_heads;
+    const int32_t hd = HDC ? HDC : a.head_dim;
+    int32_t split = blockIdx.z, group = n_heads / a.n_kv_heads;
     int32_t h0 = kh * group + hc * SKV_ATTN_ROWS_MAX_HEADS;
     int32_t nh = min(SKV_ATTN_ROWS_MAX_HEADS, group - hc * SKV_ATTN_ROWS_MAX_HEADS);
     int32_t s = skv_attn_seq_of_row(a, r);
@@ -521,15 +524,20 @@ static skv_status_t skv_attn_rows(skv_backend_t *be, const skv_attn_args_t *a, c
     float *ws_o = c->d_attn_ws;
     float *ws_ml = ws_o + (size_t)n_rows * n_heads * splits * a->head_dim;
     dim3 grid((unsigned)n_rows, (unsigned)(a->n_kv_heads * n_chunks), (unsigned)splits);
-    if (a->head_dim % 8 == 0) {
-        skv_attn_rows_kernel<8><<<grid, SKV_ATTN_THREADS, 0, c->stream>>>(
-            *a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, n_chunks,
-            scale, chunk, (int32_t)splits, ws_o, ws_ml);
+#define SKV_ATTN_ROWS_LAUNCH(VEC, HDC)                                                     \
+    skv_attn_rows_kernel<VEC, HDC><<<grid, SKV_ATTN_THREADS, 0, c->stream>>>(                \
+        *a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, n_chunks, scale, \
+        chunk, (int32_t)splits, ws_o, ws_ml)
+    if (a->head_dim == 128) {
+        SKV_ATTN_ROWS_LAUNCH(8, 128);
+    } else if (a->head_dim == 64) {
+        SKV_ATTN_ROWS_LAUNCH(8, 64);
+    } else if (a->head_dim % 8 == 0) {
+        SKV_ATTN_ROWS_LAUNCH(8, 0);
     } else {
-        skv_attn_rows_kernel<2><<<grid, SKV_ATTN_THREADS, 0, c->stream>>>(
-            *a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, n_chunks,
-            scale, chunk, (int32_t)splits, ws_o, ws_ml);
+        SKV_ATTN_ROWS_LAUNCH(2, 0);
     }
+#undef SKV_ATTN_ROWS_LAUNCH
     SKV_CUDA_CHECK_LAUNCH();
     if (splits > 1) {
         dim3 g2((unsigned)n_rows, (unsigned)n_heads);
