@@ -49,13 +49,21 @@ if [[ $steps != *skip-bench* ]]; then
     for preset in llama3-8b llama3-8b-swiftkv; do
         timeout 200 $build/bench/engine_bench --random-preset $preset --backend cuda \
             --prompt-len 2048 --prefill-batch 8,1 --decode-batch 1,16,64 --context 1024,2048 \
-            --steps 5 --json "$out/bench-$preset.json" 2>&1 | tee "$out/bench-$preset.txt"
+            --steps 5 --json "$out/bench-$preset.json" $([ $preset = llama3-8b ] && echo --upload) \
+            2>&1 | tee "$out/bench-$preset.txt"
         echo "bench $preset rc=$?"
     done
     # The same decode steps without CUDA graphs (each op launched from the host).
     SKV_NO_GRAPHS=1 timeout 100 $build/bench/engine_bench --random-preset llama3-8b \
-        --backend cuda --prompt-len 16 --prefill-batch 1 --decode-batch 1,16,64 \
-        --context 1024,2048 --steps 5 2>&1 | tee "$out/bench-llama3-8b-nographs.txt"
+        --backend cuda --prompt-len 64 --prefill-batch 1 --decode-batch 1,16,64 \
+        --context 1024,2048 --steps 5 2>&1 | tee "$out/bench-ab.txt"
+    # A/B: the first prefill attention kernel (S through shared memory).
+    for preset in llama3-8b llama3-8b-swiftkv; do
+        SKV_ATTN_PREFILL=1 timeout 100 $build/bench/engine_bench --random-preset $preset \
+            --backend cuda --prompt-len 2048 --prefill-batch 8 --decode-batch 1 --context 16 \
+            --steps 5 2>&1 | grep -E "^(model|prefill)" | sed 's/^/prefill-v1 /' |
+            tee -a "$out/bench-ab.txt"
+    done
 fi
 # Per-op device time (SKV_CUDA_PROFILE=1 wraps the ops table with events): decode batch 1
 # and 64, and one 8 x 2048 prefill, plain and SwiftKV.
