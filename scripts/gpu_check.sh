@@ -3,12 +3,13 @@
 # tests (CUDA vs the CPU reference), compute-sanitizer memcheck on a small op table, and the
 # Llama-3-8B engine benchmarks on random weights (plain and SwiftKV Lk = 16).
 #
-#   scripts/gpu_check.sh [OUT_DIR]      (OUT_DIR defaults to ./gpu-out; logs land there)
+#   scripts/gpu_check.sh [OUT_DIR]      (OUT_DIR defaults to build-gpu/out; logs land there)
 #
 # Needs nvcc, cmake, ninja and cuBLAS. jansson comes from .carry/jansson (include/ and
-# lib/libjansson.a) when pkg-config has none. SKV_GPU_STEPS=skip-bench / skip-tests trims.
+# lib/libjansson.a) when pkg-config has none. SKV_GPU_STEPS=skip-tests,skip-bench,skip-prof
+# (any of them) trims the run.
 set -u -o pipefail
-out=${1:-gpu-out}
+out=${1:-build-gpu/out}
 mkdir -p "$out"
 build=build-gpu
 jroot=()

@@ -2,10 +2,11 @@
  * cuda_attention.cu: causal GQA attention over the paged bf16 KV cache.
  *
  * Two kernels behind one op:
- *  - prefill (skv_attn_prefill_kernel): flash-style. A block takes 128 consecutive query rows
- *    of one sequence and one query head; it walks 64-key tiles of the cache up to the tile's
- *    last position, computes S = Q K^T and O += P V on the tensor cores (WMMA bf16, fp32
- *    accumulate) and keeps the online-softmax state per row. head_dim 64 or 128.
+ *  - prefill (skv_attn_prefill2_kernel; skv_attn_prefill_kernel with SKV_ATTN_PREFILL=1):
+ *    flash-style. A block takes 128 consecutive query rows of one sequence and one query
+ *    head; it walks 64-key tiles of the cache up to the tile's last position, computes
+ *    S = Q K^T and O += P V on the tensor cores (WMMA bf16, fp32 accumulate) and keeps the
+ *    online-softmax state per row, S and O in registers. head_dim 64 or 128.
  *  - rows (skv_attn_rows_kernel): one block per (query row, kv head, context split), all query
  *    heads of the kv head together so K/V are read once. Used for decode, the SwiftKV logit
  *    rows, short chunks and any head_dim (even, <= 256). Long contexts are split across
