@@ -13,6 +13,8 @@
  * Prefill: B prompts of P random tokens in one step (the prefill worker's batch), tokens/s
  * and achieved model FLOP/s (2 * multiply-adds of the linear layers actually run + attention).
  * Decode: B sequences at context C, one token each per step, ms/step and tokens/s.
+ * --upload: weight_upload throughput from host f32 / f16 / bf16 rows into a 512 MiB weight
+ * (host bytes per second; what loading a checkpoint costs on this backend).
  * --gemm: the backend's own GEMM rate on the model's largest projection (the ceiling the
  * prefill number is compared with).
  */
@@ -29,7 +31,7 @@
 
 typedef struct {
     const char *model_dir, *preset, *backend, *mode, *json;
-    int32_t prompt_len, steps, threads, gemm;
+    int32_t prompt_len, steps, threads, gemm, upload;
     int32_t contexts[16], n_ctx;
     int32_t prefill_batches[16], n_prefill;
     int32_t decode_batches[16], n_decode;
@@ -51,7 +53,7 @@ static int skv_bench_parse(int argc, char **argv, skv_bench_args_t *a)
         {"model", 1, 0, 'm'}, {"backend", 1, 0, 'b'}, {"mode", 1, 0, 'M'},
         {"prompt-len", 1, 0, 'p'}, {"prefill-batch", 1, 0, 'B'}, {"decode-batch", 1, 0, 'D'},
         {"context", 1, 0, 'c'}, {"steps", 1, 0, 's'}, {"threads", 1, 0, 'j'},
-        {"json", 1, 0, 'J'}, {"gemm", 0, 0, 'g'}, {"random-preset", 1, 0, 'R'},
+        {"json", 1, 0, 'J'}, {"gemm", 0, 0, 'g'}, {"random-preset", 1, 0, 'R'}, {"upload", 0, 0, 'U'},
         {0, 0, 0, 0}};
     memset(a, 0, sizeof(*a));
     a->backend = "cpu";
@@ -72,6 +74,7 @@ static int skv_bench_parse(int argc, char **argv, skv_bench_args_t *a)
         case 'D': a->n_decode = skv_bench_list(optarg, a->decode_batches); break;
         case 'c': a->n_ctx = skv_bench_list(optarg, a->contexts); break;
         case 'R': a->preset = optarg; break;
+        case 'U': a->upload = 1; break;
         case 's': a->steps = atoi(optarg); break;
         case 'j': a->threads = atoi(optarg); break;
         case 'J': a->json = optarg; break;
@@ -198,6 +201,43 @@ out:
     return total < 0 ? -1 : total / timed;
 }
 
+/* weight_upload of a [65536, 4096] weight from host rows of each dtype; prints GB/s of host
+ * bytes (best of 3, after one warm-up). */
+static void skv_bench_upload(skv_backend_t *be)
+{
+    const int64_t rows = 65536, cols = 4096;
+    skv_dtype_t wd = be->ops->weight_dtype, srcs[3] = {SKV_DTYPE_F32, SKV_DTYPE_F16, SKV_DTYPE_BF16};
+    void *dst = NULL;
+    void *host = skv_mallocn((size_t)(rows * cols), 4);
+    if (host == NULL || be->ops->alloc(be, (size_t)(rows * cols) * skv_dtype_size(wd), &dst) != 0) {
+        fprintf(stderr, "upload bench: cannot allocate\n");
+        skv_free(host);
+        return;
+    }
+    for (int64_t i = 0; i < rows * cols; i++) {
+        ((uint32_t *)host)[i] = 0x3F803F80u + (uint32_t)(i & 0xFF); /* ~1.0 in every dtype */
+    }
+    skv_tensor_t t = skv_tensor_make(dst, wd, rows, cols);
+    for (int k = 0; k < 3; k++) {
+        double best = -1;
+        for (int it = 0; it < 4; it++) {
+            int64_t t0 = skv_clock_now_ns();
+            if (be->ops->weight_upload(be, &t, 0, host, srcs[k], rows) != 0 ||
+                be->ops->sync(be) != 0) {
+                break;
+            }
+            double dt = (skv_clock_now_ns() - t0) / 1e9;
+            best = it == 0 ? best : (best < 0 || dt < best ? dt : best);
+        }
+        double bytes = (double)(rows * cols) * skv_dtype_size(srcs[k]);
+        printf("upload   %4s -> %s %lldx%lld: %8.1f ms  %6.1f GB/s of host bytes\n",
+               skv_dtype_name(srcs[k]), skv_dtype_name(wd), (long long)rows, (long long)cols,
+               best * 1e3, bytes / best / 1e9);
+    }
+    be->ops->free(be, dst);
+    skv_free(host);
+}
+
 static skv_model_mode_t skv_bench_mode(const char *s)
 {
     return strcmp(s, "base") == 0      ? SKV_MODEL_MODE_BASE
@@ -238,6 +278,9 @@ int main(int argc, char **argv)
     skv_model_config_t pcfg;
     if (skv_backend_create(a.backend, a.threads, 0, &be) != SKV_STATUS_OK) {
         return 1;
+    }
+    if (a.upload) {
+        skv_bench_upload(be);
     }
     int64_t t_load = skv_clock_now_ns();
     skv_status_t st = a.preset ? skv_model_config_preset(a.preset, &pcfg) : SKV_STATUS_OK;

@@ -5,6 +5,8 @@
  * with one copy; everything else is ops calls.
  */
 #include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/log.h"
@@ -97,7 +99,9 @@ static void skv_step_fill_n(skv_model_t *m, skv_step_t *st, size_t *used, int32_
         const skv_seq_step_t *q = &seqs[s];
         rows[s] = r;
         memset(bt + (size_t)s * max_blocks, 0, sizeof(int32_t) * (size_t)max_blocks);
-        memcpy(bt + (size_t)s * max_blocks, q->blocks, sizeof(int32_t) * (size_t)q->n_blocks);
+        /* A table may hold blocks reserved ahead; only those covering the context matter. */
+        int32_t nb = q->n_blocks < max_blocks ? q->n_blocks : max_blocks;
+        memcpy(bt + (size_t)s * max_blocks, q->blocks, sizeof(int32_t) * (size_t)nb);
         for (int32_t i = 0; i < q->n_tokens; i++, r++) {
             int32_t p = q->pos0 + i;
             tok[r] = q->tokens[i];
@@ -149,20 +153,30 @@ static void skv_step_fill_m(skv_model_t *m, skv_step_t *st, size_t *used,
     rows[M] = M;
 }
 
-/* Lays out and uploads all integer metadata of a step with one host-to-backend copy. */
+/* Lays out and uploads all integer metadata of a step with one host-to-backend copy.
+ * ctx_cap > 0 (graph steps): block tables are ctx_cap / block_size wide whatever the
+ * sequences hold, and max_ctx reads ctx_cap, so the layout and every op's host-side launch
+ * decisions depend only on (n_seqs, ctx_cap). */
 static skv_status_t skv_step_prepare(skv_model_t *m, const skv_kv_pool_t *pool,
-                                     const skv_seq_step_t *seqs, int32_t n_seqs, skv_step_t *st)
+                                     const skv_seq_step_t *seqs, int32_t n_seqs,
+                                     int32_t ctx_cap, skv_step_t *st)
 {
-    int32_t max_blocks = 1;
+    int32_t max_blocks = 1, bs = skv_kv_pool_layout(pool)->block_size;
     memset(st, 0, sizeof(*st));
     for (int32_t s = 0; s < n_seqs; s++) {
         st->n_rows += seqs[s].n_tokens;
         st->n_logit_rows += seqs[s].want_logits ? 1 : 0;
         max_blocks = seqs[s].n_blocks > max_blocks ? seqs[s].n_blocks : max_blocks;
     }
+    if (ctx_cap > 0) {
+        max_blocks = (ctx_cap + bs - 1) / bs;
+    }
     size_t used = 0;
-    skv_step_fill_n(m, st, &used, skv_kv_pool_layout(pool)->block_size, seqs, n_seqs, max_blocks);
+    skv_step_fill_n(m, st, &used, bs, seqs, n_seqs, max_blocks);
     skv_step_fill_m(m, st, &used, seqs, n_seqs, max_blocks);
+    if (ctx_cap > 0) {
+        st->meta_n.max_ctx = st->meta_m.max_ctx = ctx_cap;
+    }
     return m->be->ops->copy_h2d(m->be, m->d_ints, m->h_ints, used * sizeof(int32_t));
 }
 
@@ -187,11 +201,13 @@ static skv_status_t skv_attn_block(skv_model_t *m, int32_t l, int64_t R, const s
     skv_tensor_t q = skv_tensor_cols(&qkv, 0, qw);
 
     SKV_CHECK(ops->matmul(m->be, &qkv, &h, swiftkv_q ? &L->wq_swiftkv : &L->wqkv));
-    SKV_CHECK(ops->rope(m->be, &q, c->n_heads, c->head_dim, pos, &m->inv_freq));
+    /* q and k are adjacent columns of qkv: one RoPE call rotates both (heads are independent). */
+    int32_t rope_heads = swiftkv_q ? c->n_heads : c->n_heads + c->n_kv_heads;
+    skv_tensor_t qk = skv_tensor_cols(&qkv, 0, (int64_t)rope_heads * c->head_dim);
+    SKV_CHECK(ops->rope(m->be, &qk, rope_heads, c->head_dim, pos, &m->inv_freq));
     if (!swiftkv_q) {
         skv_tensor_t k = skv_tensor_cols(&qkv, qw, kvw);
         skv_tensor_t v = skv_tensor_cols(&qkv, qw + kvw, kvw);
-        SKV_CHECK(ops->rope(m->be, &k, c->n_kv_heads, c->head_dim, pos, &m->inv_freq));
         SKV_CHECK(ops->kv_write(m->be, kv, cache_layer, &k, &v, meta));
     }
     float scale = 1.0f / sqrtf((float)c->head_dim);
@@ -254,8 +270,8 @@ static skv_status_t skv_swiftkv_project(skv_model_t *m, const skv_step_t *st,
                                         &st->meta_n, &m->inv_freq);
 }
 
-/* Final norm and lm_head for the M rows in xm; copies the logits to the host. */
-static skv_status_t skv_logits(skv_model_t *m, const skv_step_t *st, int normed, float *out)
+/* Final norm and lm_head for the M rows in xm (logits stay in backend memory). */
+static skv_status_t skv_lm_head(skv_model_t *m, const skv_step_t *st, int normed)
 {
     const skv_ops_t *ops = m->be->ops;
     int64_t M = st->n_logit_rows;
@@ -265,9 +281,83 @@ static skv_status_t skv_logits(skv_model_t *m, const skv_step_t *st, int normed,
     if (!normed) {
         SKV_CHECK(ops->rmsnorm(m->be, &hm, &xm, &m->norm, m->cfg.rms_eps));
     }
-    SKV_CHECK(ops->matmul(m->be, &lg, &hm, &m->lm_head));
-    SKV_CHECK(ops->copy_d2h(m->be, out, lg.data, (size_t)M * m->cfg.vocab_size * sizeof(float)));
-    return ops->sync(m->be);
+    return ops->matmul(m->be, &lg, &hm, &m->lm_head);
+}
+
+/* Every op of one step, from the embedding to the logits in backend memory; no host
+ * synchronization, so it can be recorded as a graph. */
+static skv_status_t skv_forward_ops(skv_model_t *m, const skv_step_t *st, const skv_kv_view_t *kv)
+{
+    const skv_ops_t *ops = m->be->ops;
+    int64_t N = st->n_rows, M = st->n_logit_rows;
+    skv_tensor_t x = skv_tensor_rows(&m->x, 0, N);
+    skv_tensor_t h = skv_tensor_rows(&m->h, 0, N);
+    float eps = m->cfg.rms_eps;
+
+    /* 1. Embedding, then layers 0..Lk-1 (all layers in base mode) for all N rows. */
+    SKV_CHECK(ops->embed(m->be, &x, &m->embed, &st->tokens));
+    SKV_CHECK(ops->rmsnorm(m->be, &h, &x, &m->layers[0].attn_norm, eps));
+    SKV_CHECK(skv_layers(m, 0, m->n_full_layers, &x, kv, &st->meta_n, &st->meta_n.row_pos,
+                         m->swiftkv ? &m->norm_swiftkv : NULL));
+    /* 2. SingleInputKV for every later layer (SwiftKV mode). */
+    if (m->swiftkv) {
+        SKV_CHECK(skv_swiftkv_project(m, st, kv));
+    }
+    if (M == 0) {
+        return SKV_STATUS_OK; /* a non-final prefill chunk ends here */
+    }
+    /* 3. Only the M logit rows continue. */
+    skv_tensor_t xm = skv_tensor_rows(&m->xm, 0, M);
+    SKV_CHECK(ops->gather_rows(m->be, &xm, &x, &st->logit_rows));
+    if (!m->swiftkv) {
+        return skv_lm_head(m, st, 0);
+    }
+    /* 4. Later layers for the M rows with their own metadata. */
+    skv_tensor_t hm = skv_tensor_rows(&m->h, 0, M);
+    SKV_CHECK(ops->rmsnorm(m->be, &hm, &xm, &m->layers[m->n_full_layers].attn_norm, eps));
+    SKV_CHECK(skv_layers(m, m->n_full_layers, m->cfg.n_layers, &xm, kv, &st->meta_m,
+                         &st->meta_m.row_pos, &m->norm));
+    /* 5. lm_head on the M rows (already normed by the fused add). */
+    return skv_lm_head(m, st, 1);
+}
+
+/* A pure decode step (one token and logits per sequence) on a backend with graphs runs as
+ * a recorded graph keyed by (model, pool, n_seqs, context bucket); returns the bucket (a
+ * power of two >= the step's context, so a graph serves many steps), or 0 for no graph. */
+static int32_t skv_graph_ctx_cap(const skv_model_t *m, const skv_seq_step_t *seqs,
+                                 int32_t n_seqs)
+{
+    if (m->be->ops->graph_launch == NULL || getenv("SKV_NO_GRAPHS") != NULL) {
+        return 0;
+    }
+    int32_t max_ctx = 0;
+    for (int32_t s = 0; s < n_seqs; s++) {
+        if (seqs[s].n_tokens != 1 || !seqs[s].want_logits) {
+            return 0;
+        }
+        max_ctx = seqs[s].pos0 + 1 > max_ctx ? seqs[s].pos0 + 1 : max_ctx;
+    }
+    int32_t cap = 256;
+    while (cap < max_ctx) {
+        cap *= 2;
+    }
+    return cap < m->max_ctx ? cap : m->max_ctx;
+}
+
+static skv_status_t skv_forward_graph(skv_model_t *m, const skv_step_t *st,
+                                      const skv_kv_view_t *kv, int32_t n_seqs, int32_t ctx_cap)
+{
+    const skv_ops_t *ops = m->be->ops;
+    uint64_t key = (uint64_t)(uintptr_t)m * 0x9E3779B97F4A7C15ULL;
+    key ^= (uint64_t)(uintptr_t)kv->base + ((uint64_t)n_seqs << 32) + (uint64_t)ctx_cap;
+    skv_status_t status = ops->graph_launch(m->be, key);
+    if (status != SKV_STATUS_NOT_FOUND) {
+        return status;
+    }
+    SKV_CHECK(ops->graph_capture_begin(m->be));
+    status = skv_forward_ops(m, st, kv);
+    skv_status_t end = ops->graph_capture_end(m->be, key, status == SKV_STATUS_OK);
+    return status != SKV_STATUS_OK ? status : end;
 }
 
 skv_status_t skv_model_forward(skv_model_t *m, skv_kv_pool_t *pool, const skv_seq_step_t *seqs,
@@ -276,37 +366,18 @@ skv_status_t skv_model_forward(skv_model_t *m, skv_kv_pool_t *pool, const skv_se
     const skv_ops_t *ops = m->be->ops;
     skv_step_t st;
     SKV_CHECK(skv_step_validate(m, pool, seqs, n_seqs));
-    SKV_CHECK(skv_step_prepare(m, pool, seqs, n_seqs, &st));
+    int32_t ctx_cap = skv_graph_ctx_cap(m, seqs, n_seqs);
+    SKV_CHECK(skv_step_prepare(m, pool, seqs, n_seqs, ctx_cap, &st));
     skv_kv_view_t kv = skv_kv_pool_view(pool);
     SKV_ASSERT(kv.n_cache_layers == m->n_cache_layers);
-    int64_t N = st.n_rows, M = st.n_logit_rows;
-    skv_tensor_t x = skv_tensor_rows(&m->x, 0, N);
-    skv_tensor_t h = skv_tensor_rows(&m->h, 0, N);
-    float eps = m->cfg.rms_eps;
-
-    /* 1. Embedding, then layers 0..Lk-1 (all layers in base mode) for all N rows. */
-    SKV_CHECK(ops->embed(m->be, &x, &m->embed, &st.tokens));
-    SKV_CHECK(ops->rmsnorm(m->be, &h, &x, &m->layers[0].attn_norm, eps));
-    SKV_CHECK(skv_layers(m, 0, m->n_full_layers, &x, &kv, &st.meta_n, &st.meta_n.row_pos,
-                         m->swiftkv ? &m->norm_swiftkv : NULL));
-    /* 2. SingleInputKV for every later layer (SwiftKV mode). */
-    if (m->swiftkv) {
-        SKV_CHECK(skv_swiftkv_project(m, &st, &kv));
+    if (ctx_cap > 0) {
+        SKV_CHECK(skv_forward_graph(m, &st, &kv, n_seqs, ctx_cap));
+    } else {
+        SKV_CHECK(skv_forward_ops(m, &st, &kv));
     }
-    if (M == 0) {
-        return ops->sync(m->be); /* a non-final prefill chunk ends here */
+    if (st.n_logit_rows > 0) {
+        size_t bytes = (size_t)st.n_logit_rows * m->cfg.vocab_size * sizeof(float);
+        SKV_CHECK(ops->copy_d2h(m->be, logits, m->logits.data, bytes));
     }
-    /* 3. Only the M logit rows continue. */
-    skv_tensor_t xm = skv_tensor_rows(&m->xm, 0, M);
-    SKV_CHECK(ops->gather_rows(m->be, &xm, &x, &st.logit_rows));
-    if (!m->swiftkv) {
-        return skv_logits(m, &st, 0, logits);
-    }
-    /* 4. Later layers for the M rows with their own metadata. */
-    skv_tensor_t hm = skv_tensor_rows(&m->h, 0, M);
-    SKV_CHECK(ops->rmsnorm(m->be, &hm, &xm, &m->layers[m->n_full_layers].attn_norm, eps));
-    SKV_CHECK(skv_layers(m, m->n_full_layers, m->cfg.n_layers, &xm, &kv, &st.meta_m,
-                         &st.meta_m.row_pos, &m->norm));
-    /* 5. lm_head on the M rows (already normed by the fused add). */
-    return skv_logits(m, &st, 1, logits);
+    return ops->sync(m->be);
 }

@@ -13,6 +13,10 @@
  * Base mode: every layer for every token with the original projections (plain Llama, and a
  * SwiftKV checkpoint run as its teacher).
  *
+ * Pure decode steps (one token and logits per sequence) run as a recorded graph on backends
+ * that have the graph ops (CUDA), one per (batch size, power-of-two context bucket);
+ * SKV_NO_GRAPHS in the environment turns that off.
+ *
  * Threading: one thread drives a model at a time.
  */
 #ifndef SKV_COMMON_MODEL_H

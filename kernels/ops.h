@@ -167,6 +167,18 @@ typedef struct skv_ops {
      * weight_upload them. Startup. */
     skv_status_t (*weight_fill)(skv_backend_t *be, const skv_tensor_t *dst, uint64_t seed,
                                 float scale, float offset);
+
+    /* Optional (all three NULL when absent): record a step's ops once and replay them.
+     * graph_launch replays the graph stored under key: OK, or NOT_FOUND when there is none
+     * (nothing logged). graph_capture_begin starts recording: ops called until
+     * graph_capture_end are recorded, not run. graph_capture_end(key, keep): keep != 0
+     * stores the recording under key and launches it; keep == 0 discards it (the step failed
+     * while recording). The caller guarantees that one key always records the same ops with
+     * the same arguments (tensor addresses, shapes, host-side metadata such as max_ctx);
+     * only the contents of backend memory may differ between replays. */
+    skv_status_t (*graph_launch)(skv_backend_t *be, uint64_t key);
+    skv_status_t (*graph_capture_begin)(skv_backend_t *be);
+    skv_status_t (*graph_capture_end)(skv_backend_t *be, uint64_t key, int keep);
 } skv_ops_t;
 
 /* A backend instance: the ops table plus the backend's private state (it embeds this). */

@@ -3,12 +3,13 @@
 # tests (CUDA vs the CPU reference), compute-sanitizer memcheck on a small op table, and the
 # Llama-3-8B engine benchmarks on random weights (plain and SwiftKV Lk = 16).
 #
-#   scripts/gpu_check.sh [OUT_DIR]      (OUT_DIR defaults to ./gpu-out; logs land there)
+#   scripts/gpu_check.sh [OUT_DIR]      (OUT_DIR defaults to build-gpu/out; logs land there)
 #
 # Needs nvcc, cmake, ninja and cuBLAS. jansson comes from .carry/jansson (include/ and
-# lib/libjansson.a) when pkg-config has none. SKV_GPU_STEPS=skip-bench / skip-tests trims.
+# lib/libjansson.a) when pkg-config has none. SKV_GPU_STEPS=skip-tests,skip-bench,skip-prof
+# (any of them) trims the run.
 set -u -o pipefail
-out=${1:-gpu-out}
+out=${1:-build-gpu/out}
 mkdir -p "$out"
 build=build-gpu
 jroot=()
@@ -23,13 +24,14 @@ steps=${SKV_GPU_STEPS:-}
 
 t0=$(date +%s)
 cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
-    "${jroot[@]}" >"$out/build.log" 2>&1 &&
+    "${jroot[@]}" >"$build.log" 2>&1 &&
     cmake --build $build -j16 --target test_cuda_ops test_cuda_model engine_bench \
-        >>"$out/build.log" 2>&1
+        >>"$build.log" 2>&1
 rc=$?
 echo "build rc=$rc in $(($(date +%s) - t0)) s"
 if [ $rc -ne 0 ]; then
-    tail -40 "$out/build.log"
+    cp "$build.log" "$out/build.log" # only on failure: at most 8 files come back
+    tail -40 "$build.log"
     exit 1
 fi
 
@@ -48,8 +50,20 @@ if [[ $steps != *skip-bench* ]]; then
     for preset in llama3-8b llama3-8b-swiftkv; do
         timeout 200 $build/bench/engine_bench --random-preset $preset --backend cuda \
             --prompt-len 2048 --prefill-batch 8,1 --decode-batch 1,16,64 --context 1024,2048 \
-            --steps 5 --json "$out/bench-$preset.json" 2>&1 | tee "$out/bench-$preset.txt"
+            --steps 5 --json "$out/bench-$preset.json" $([ $preset = llama3-8b ] && echo --upload) \
+            2>&1 | tee "$out/bench-$preset.txt"
         echo "bench $preset rc=$?"
+    done
+    # The same decode steps without CUDA graphs (each op launched from the host).
+    SKV_NO_GRAPHS=1 timeout 100 $build/bench/engine_bench --random-preset llama3-8b \
+        --backend cuda --prompt-len 64 --prefill-batch 1 --decode-batch 1,16,64 \
+        --context 1024,2048 --steps 5 2>&1 | tee "$out/bench-ab.txt"
+    # A/B: the first prefill attention kernel (S through shared memory).
+    for preset in llama3-8b llama3-8b-swiftkv; do
+        SKV_ATTN_PREFILL=1 timeout 100 $build/bench/engine_bench --random-preset $preset \
+            --backend cuda --prompt-len 2048 --prefill-batch 8 --decode-batch 1 --context 16 \
+            --steps 5 2>&1 | grep -E "^(model|prefill)" | sed 's/^/prefill-v1 /' |
+            tee -a "$out/bench-ab.txt"
     done
 fi
 # Per-op device time (SKV_CUDA_PROFILE=1 wraps the ops table with events): decode batch 1

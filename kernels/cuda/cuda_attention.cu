@@ -2,10 +2,11 @@
  * cuda_attention.cu: causal GQA attention over the paged bf16 KV cache.
  *
  * Two kernels behind one op:
- *  - prefill (skv_attn_prefill_kernel): flash-style. A block takes 128 consecutive query rows
- *    of one sequence and one query head; it walks 64-key tiles of the cache up to the tile's
- *    last position, computes S = Q K^T and O += P V on the tensor cores (WMMA bf16, fp32
- *    accumulate) and keeps the online-softmax state per row. head_dim 64 or 128.
+ *  - prefill (skv_attn_prefill2_kernel; skv_attn_prefill_kernel with SKV_ATTN_PREFILL=1):
+ *    flash-style. A block takes 128 consecutive query rows of one sequence and one query
+ *    head; it walks 64-key tiles of the cache up to the tile's last position, computes
+ *    S = Q K^T and O += P V on the tensor cores (WMMA bf16, fp32 accumulate) and keeps the
+ *    online-softmax state per row, S and O in registers. head_dim 64 or 128.
  *  - rows (skv_attn_rows_kernel): one block per (query row, kv head, context split), all query
  *    heads of the kv head together so K/V are read once. Used for decode, the SwiftKV logit
  *    rows, short chunks and any head_dim (even, <= 256). Long contexts are split across
@@ -17,6 +18,7 @@
 #include <math.h>
 #include <mma.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "kernels/cuda/cuda_internal.h"
 
@@ -26,7 +28,7 @@ typedef __nv_bfloat16 bf16;
 #define SKV_ATTN_THREADS 128
 #define SKV_ATTN_ROWS_TILE 128    /* keys per tile in the rows kernel */
 #define SKV_ATTN_ROWS_MAX_HEADS 8 /* query heads per block in the rows kernel */
-#define SKV_ATTN_MIN_SPLIT 128    /* fewest keys worth a split of their own */
+#define SKV_ATTN_MIN_SPLIT 64     /* fewest keys worth a split of their own */
 #define SKV_ATTN_BQ 128           /* query rows per prefill block (16 per warp) */
 #define SKV_ATTN_PREFILL_THREADS (SKV_ATTN_BQ / 16 * 32)
 #define SKV_ATTN_BK 64            /* keys per prefill tile */
@@ -64,6 +66,29 @@ static __device__ int32_t skv_attn_seq_of_row(const skv_attn_args_t &a, int32_t 
 
 /* ---- rows kernel (decode) ------------------------------------------------------------- */
 
+/* Loads VEC consecutive bf16 (VEC 8: one 16-byte load; VEC 2: one 4-byte load) as floats. */
+template <int VEC> static __device__ void skv_load_vec(const bf16 *p, float *f)
+{
+    if (VEC == 8) {
+        uint4 u = *(const uint4 *)p;
+        const __nv_bfloat162 *b2 = (const __nv_bfloat162 *)&u;
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            float2 t = __bfloat1622float2(b2[e]);
+            f[2 * e] = t.x;
+            f[2 * e + 1] = t.y;
+        }
+    } else {
+        float2 t = __bfloat1622float2(*(const __nv_bfloat162 *)p);
+        f[0] = t.x;
+        f[1] = t.y;
+    }
+}
+
+/* VEC: head_dim elements per thread and key in the P V phase (8 when head_dim % 8 == 0).
+ * HDC: head_dim known at compile time (64, 128: loops unroll, so a key's loads are all in
+ * flight), or 0 for any even head_dim <= 256. */
+template <int VEC, int HDC>
 __global__ void __launch_bounds__(SKV_ATTN_THREADS)
     skv_attn_rows_kernel(skv_attn_args_t a, bf16 *out, int64_t ldo, const bf16 *q, int64_t ldq,
                          int32_t n_heads, int32_t n_head_chunks, float scale, int32_t chunk,
@@ -71,13 +96,14 @@ __global__ void __launch_bounds__(SKV_ATTN_THREADS)
 {
     __shared__ __align__(16) float qs[SKV_ATTN_ROWS_MAX_HEADS][256];
     __shared__ float sc[SKV_ATTN_ROWS_MAX_HEADS][SKV_ATTN_ROWS_TILE];
-    __shared__ float red[2048]; /* kgroups * heads * head_dim <= 2048 (see below) */
+    __shared__ float red[8192]; /* kgroups * heads * head_dim <= 8192 (see below) */
     __shared__ int64_t koff[SKV_ATTN_ROWS_TILE];
     __shared__ float m_s[SKV_ATTN_ROWS_MAX_HEADS], l_s[SKV_ATTN_ROWS_MAX_HEADS],
         corr_s[SKV_ATTN_ROWS_MAX_HEADS];
 
     int32_t r = blockIdx.x, kh = blockIdx.y / n_head_chunks, hc = blockIdx.y % n_head_chunks;
-    int32_t split = blockIdx.z, hd = a.head_dim, group = n_heads / a.n_kv_heads;
+    const int32_t hd = HDC ? HDC : a.head_dim;
+    int32_t split = blockIdx.z, group = n_heads / a.n_kv_heads;
     int32_t h0 = kh * group + hc * SKV_ATTN_ROWS_MAX_HEADS;
     int32_t nh = min(SKV_ATTN_ROWS_MAX_HEADS, group - hc * SKV_ATTN_ROWS_MAX_HEADS);
     int32_t s = skv_attn_seq_of_row(a, r);
@@ -86,6 +112,7 @@ __global__ void __launch_bounds__(SKV_ATTN_THREADS)
     int32_t p_begin = split * chunk, p_end = min(ctx, p_begin + chunk);
     int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     int64_t v_delta = (int64_t)a.n_kv_heads * a.block_size * hd;
+    int32_t npairs = hd / 2;
 
     for (int i = tid; i < nh * hd; i += blockDim.x) {
         qs[i / hd][i % hd] = __bfloat162float(q[(int64_t)r * ldq + (int64_t)(h0 + i / hd) * hd + i % hd]);
@@ -94,14 +121,17 @@ __global__ void __launch_bounds__(SKV_ATTN_THREADS)
         m_s[tid] = -INFINITY;
         l_s[tid] = 0.0f;
     }
-    /* Phase 3 layout: thread = (key group kg, dim pair j); hd / 2 pairs, 128 / (hd / 2)
-     * groups, so groups * heads * hd = 2 * 128 * 8 = 2048 floats of red at most. */
-    int32_t npairs = hd / 2, n_kg = SKV_ATTN_THREADS / npairs;
-    int32_t j = tid % npairs, kg = tid / npairs;
-    float2 acc[SKV_ATTN_ROWS_MAX_HEADS];
+    /* Phase 3 layout: thread = (key group kg, chunk j of VEC dims); hd / VEC chunks and
+     * 128 / (hd / VEC) groups, so groups * heads * hd <= 128 * VEC * 8 = 8192 floats of red. */
+    int32_t nchunks = hd / VEC, n_kg = SKV_ATTN_THREADS / nchunks;
+    int32_t j = tid % nchunks, kg = tid / nchunks;
+    float acc[SKV_ATTN_ROWS_MAX_HEADS][VEC];
 #pragma unroll
     for (int g = 0; g < SKV_ATTN_ROWS_MAX_HEADS; g++) {
-        acc[g] = make_float2(0.0f, 0.0f);
+#pragma unroll
+        for (int e = 0; e < VEC; e++) {
+            acc[g][e] = 0.0f;
+        }
     }
     __syncthreads();
 
@@ -190,19 +220,24 @@ __global__ void __launch_bounds__(SKV_ATTN_THREADS)
 #pragma unroll
             for (int g = 0; g < SKV_ATTN_ROWS_MAX_HEADS; g++) {
                 if (g < nh) {
-                    acc[g].x *= corr_s[g];
-                    acc[g].y *= corr_s[g];
+#pragma unroll
+                    for (int e = 0; e < VEC; e++) {
+                        acc[g][e] *= corr_s[g];
+                    }
                 }
             }
-#pragma unroll 4
+#pragma unroll 2
             for (int i = kg; i < nt; i += n_kg) {
-                float2 vf = __bfloat1622float2(
-                    ((const __nv_bfloat162 *)(a.base + koff[i] + v_delta))[j]);
+                float vf[VEC];
+                skv_load_vec<VEC>(a.base + koff[i] + v_delta + j * VEC, vf);
 #pragma unroll
                 for (int g = 0; g < SKV_ATTN_ROWS_MAX_HEADS; g++) {
                     if (g < nh) {
-                        acc[g].x += sc[g][i] * vf.x;
-                        acc[g].y += sc[g][i] * vf.y;
+                        float p = sc[g][i];
+#pragma unroll
+                        for (int e = 0; e < VEC; e++) {
+                            acc[g][e] += p * vf[e];
+                        }
                     }
                 }
             }
@@ -214,8 +249,10 @@ __global__ void __launch_bounds__(SKV_ATTN_THREADS)
 #pragma unroll
         for (int g = 0; g < SKV_ATTN_ROWS_MAX_HEADS; g++) {
             if (g < nh) {
-                red[(kg * SKV_ATTN_ROWS_MAX_HEADS + g) * hd + 2 * j] = acc[g].x;
-                red[(kg * SKV_ATTN_ROWS_MAX_HEADS + g) * hd + 2 * j + 1] = acc[g].y;
+#pragma unroll
+                for (int e = 0; e < VEC; e++) {
+                    red[(kg * SKV_ATTN_ROWS_MAX_HEADS + g) * hd + j * VEC + e] = acc[g][e];
+                }
             }
         }
     }
@@ -455,6 +492,199 @@ __global__ void __launch_bounds__(SKV_ATTN_PREFILL_THREADS)
     }
 }
 
+/* ---- prefill kernel v2: softmax on register fragments --------------------------------- */
+
+template <int HD> struct skv_prefill2_smem {
+    static constexpr int LDB = HD + 8;
+    static constexpr int LDP = SKV_ATTN_BK + 8;
+    static constexpr int LDO = HD + 4;
+    static constexpr int OFF_K = SKV_ATTN_BQ * LDB * 2; /* Q stays for the whole kernel */
+    static constexpr int OFF_V = OFF_K + SKV_ATTN_BK * LDB * 2;
+    static constexpr int OFF_P = OFF_V + SKV_ATTN_BK * LDB * 2;
+    static constexpr int O_BYTES = SKV_ATTN_BQ * LDO * 4; /* final O reuses Q, K and V */
+    static_assert(O_BYTES <= OFF_P, "output tile must fit in the Q, K and V space");
+    static constexpr int OFF_KOFF = OFF_P + SKV_ATTN_BQ * LDP * 2;
+    static constexpr int OFF_POS = OFF_KOFF + SKV_ATTN_BK * 8;
+    static constexpr int OFF_L = OFF_POS + SKV_ATTN_BQ * 4;
+    static constexpr int BYTES = OFF_L + SKV_ATTN_BQ * 4;
+};
+
+/* Same contract and grid as skv_attn_prefill_kernel. S stays in registers: lane l of a warp
+ * holds rows l/4 and l/4 + 8 of its 16 (the sm_80+ accumulator layout, see the O rescale
+ * above), so the row max and sum reduce over the 4 lanes of a row with two shuffles and S
+ * never goes through shared memory. Q fragments are re-read from shared memory per tile. */
+template <int HD>
+__global__ void __launch_bounds__(SKV_ATTN_PREFILL_THREADS, 2) /* 2 blocks/SM: <= 128 regs */
+    skv_attn_prefill2_kernel(skv_attn_args_t a, bf16 *out, int64_t ldo, const bf16 *q,
+                             int64_t ldq, int32_t n_heads, float scale)
+{
+    typedef skv_prefill2_smem<HD> L;
+    extern __shared__ __align__(128) unsigned char smem[];
+    bf16 *Qs = (bf16 *)smem;
+    bf16 *Ks = (bf16 *)(smem + L::OFF_K);
+    bf16 *Vs = (bf16 *)(smem + L::OFF_V);
+    bf16 *Ps = (bf16 *)(smem + L::OFF_P);
+    float *Os = (float *)smem;
+    int64_t *koff = (int64_t *)(smem + L::OFF_KOFF);
+    int32_t *rpos = (int32_t *)(smem + L::OFF_POS);
+    float *l_s = (float *)(smem + L::OFF_L);
+
+    int32_t s = blockIdx.y, h = blockIdx.z, kh = h / (n_heads / a.n_kv_heads);
+    int32_t r0 = a.seq_rows[s] + blockIdx.x * SKV_ATTN_BQ, r_end = a.seq_rows[s + 1];
+    if (r0 >= r_end) {
+        return;
+    }
+    int32_t nq = min(SKV_ATTN_BQ, r_end - r0);
+    const int32_t *bt = a.block_table + (int64_t)s * a.max_blocks;
+    int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    int64_t v_delta = (int64_t)a.n_kv_heads * a.block_size * HD;
+
+    for (int i = tid; i < SKV_ATTN_BQ * HD; i += blockDim.x) {
+        int row = i / HD, d = i % HD;
+        Qs[row * L::LDB + d] = row < nq ? q[(int64_t)(r0 + row) * ldq + (int64_t)h * HD + d]
+                                        : __float2bfloat16(0.0f);
+    }
+    if (tid < SKV_ATTN_BQ) {
+        rpos[tid] = a.row_pos[r0 + min(tid, nq - 1)];
+    }
+    __syncthreads();
+    int32_t row_lo = warp * 16 + lane / 4, row_hi = row_lo + 8;
+    int32_t pos_lo = rpos[row_lo], pos_hi = rpos[row_hi];
+    float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> of[HD / 16];
+#pragma unroll
+    for (int nb = 0; nb < HD / 16; nb++) {
+        wmma::fill_fragment(of[nb], 0.0f);
+    }
+    int32_t n_keys = rpos[nq - 1] + 1;
+
+    for (int32_t k0 = 0; k0 < n_keys; k0 += SKV_ATTN_BK) {
+        if (tid < SKV_ATTN_BK) {
+            koff[tid] = k0 + tid < n_keys ? skv_attn_koff(a, bt, k0 + tid, kh) : -1;
+        }
+        __syncthreads();
+        for (int i = tid; i < SKV_ATTN_BK * HD / 8; i += blockDim.x) {
+            int key = i / (HD / 8), c = i % (HD / 8);
+            uint4 kv4 = make_uint4(0, 0, 0, 0), vv4 = make_uint4(0, 0, 0, 0);
+            if (koff[key] >= 0) {
+                kv4 = *(const uint4 *)(a.base + koff[key] + c * 8);
+                vv4 = *(const uint4 *)(a.base + koff[key] + v_delta + c * 8);
+            }
+            *(uint4 *)(Ks + key * L::LDB + c * 8) = kv4;
+            *(uint4 *)(Vs + key * L::LDB + c * 8) = vv4;
+        }
+        __syncthreads();
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> sf[SKV_ATTN_BK / 16];
+#pragma unroll
+        for (int nb = 0; nb < SKV_ATTN_BK / 16; nb++) {
+            wmma::fill_fragment(sf[nb], 0.0f);
+        }
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> qa;
+            wmma::load_matrix_sync(qa, Qs + warp * 16 * L::LDB + kk * 16, L::LDB);
+#pragma unroll
+            for (int nb = 0; nb < SKV_ATTN_BK / 16; nb++) {
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> kf;
+                wmma::load_matrix_sync(kf, Ks + nb * 16 * L::LDB + kk * 16, L::LDB);
+                wmma::mma_sync(sf[nb], qa, kf, sf[nb]);
+            }
+        }
+        /* Mask, row max over this lane's 16 values per row, then over the row's 4 lanes. */
+        float mx_lo = -INFINITY, mx_hi = -INFINITY;
+#pragma unroll
+        for (int nb = 0; nb < SKV_ATTN_BK / 16; nb++) {
+#pragma unroll
+            for (int i = 0; i < sf[nb].num_elements; i++) {
+                int col = nb * 16 + 2 * (lane % 4) + (i & 1) + 8 * (i >> 2);
+                bool hi = (i >> 1) & 1;
+                float v = sf[nb].x[i] * scale;
+                v = k0 + col <= (hi ? pos_hi : pos_lo) ? v : -INFINITY;
+                sf[nb].x[i] = v;
+                if (hi) {
+                    mx_hi = fmaxf(mx_hi, v);
+                } else {
+                    mx_lo = fmaxf(mx_lo, v);
+                }
+            }
+        }
+        for (int o = 1; o <= 2; o <<= 1) {
+            mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, o));
+            mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, o));
+        }
+        float mn_lo = fmaxf(m_lo, mx_lo), mn_hi = fmaxf(m_hi, mx_hi);
+        float c_lo = __expf(m_lo - mn_lo), c_hi = __expf(m_hi - mn_hi);
+        float sum_lo = 0.0f, sum_hi = 0.0f;
+#pragma unroll
+        for (int nb = 0; nb < SKV_ATTN_BK / 16; nb++) {
+#pragma unroll
+            for (int i = 0; i < sf[nb].num_elements; i++) {
+                int col = nb * 16 + 2 * (lane % 4) + (i & 1) + 8 * (i >> 2);
+                bool hi = (i >> 1) & 1;
+                bf16 p = __float2bfloat16(__expf(sf[nb].x[i] - (hi ? mn_hi : mn_lo)));
+                Ps[(hi ? row_hi : row_lo) * L::LDP + col] = p;
+                if (hi) {
+                    sum_hi += __bfloat162float(p);
+                } else {
+                    sum_lo += __bfloat162float(p);
+                }
+            }
+        }
+        for (int o = 1; o <= 2; o <<= 1) {
+            sum_lo += __shfl_xor_sync(0xffffffffu, sum_lo, o);
+            sum_hi += __shfl_xor_sync(0xffffffffu, sum_hi, o);
+        }
+        l_lo = l_lo * c_lo + sum_lo;
+        l_hi = l_hi * c_hi + sum_hi;
+        m_lo = mn_lo;
+        m_hi = mn_hi;
+        if (!__all_sync(0xffffffffu, c_lo == 1.0f && c_hi == 1.0f)) {
+#pragma unroll
+            for (int nb = 0; nb < HD / 16; nb++) {
+#pragma unroll
+                for (int i = 0; i < of[nb].num_elements; i++) {
+                    of[nb].x[i] *= ((i >> 1) & 1) ? c_hi : c_lo;
+                }
+            }
+        }
+        __syncwarp();
+#pragma unroll
+        for (int kk = 0; kk < SKV_ATTN_BK / 16; kk++) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> pf;
+            wmma::load_matrix_sync(pf, Ps + warp * 16 * L::LDP + kk * 16, L::LDP);
+#pragma unroll
+            for (int nb = 0; nb < HD / 16; nb++) {
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> vf;
+                wmma::load_matrix_sync(vf, Vs + kk * 16 * L::LDB + nb * 16, L::LDB);
+                wmma::mma_sync(of[nb], pf, vf, of[nb]);
+            }
+        }
+        __syncthreads(); /* K, V, P and koff are rewritten by the next tile */
+    }
+    if (lane % 4 == 0) {
+        l_s[row_lo] = l_lo;
+        l_s[row_hi] = l_hi;
+    }
+    __syncthreads(); /* O overwrites Q, K and V */
+#pragma unroll
+    for (int nb = 0; nb < HD / 16; nb++) {
+        wmma::store_matrix_sync(Os + warp * 16 * L::LDO + nb * 16, of[nb], L::LDO,
+                                wmma::mem_row_major);
+    }
+    __syncwarp();
+    for (int row = warp * 16; row < warp * 16 + 16 && row < nq; row++) {
+        float inv = 1.0f / l_s[row];
+        for (int d = lane; d < HD; d += 32) {
+            out[(int64_t)(r0 + row) * ldo + (int64_t)h * HD + d] =
+                __float2bfloat16(Os[row * L::LDO + d] * inv);
+        }
+    }
+}
+
+/* SKV_ATTN_PREFILL=1 selects the first prefill kernel (S through shared memory), for A/B
+ * timing; the register-softmax kernel is the default. */
+static int g_skv_attn_prefill_v1;
+
 skv_status_t skv_cuda_attention_init(skv_backend_t *be)
 {
     SKV_CUDA_CHECK(cudaFuncSetAttribute(skv_attn_prefill_kernel<64>,
@@ -463,6 +693,14 @@ skv_status_t skv_cuda_attention_init(skv_backend_t *be)
     SKV_CUDA_CHECK(cudaFuncSetAttribute(skv_attn_prefill_kernel<128>,
                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         skv_prefill_smem<128>::BYTES));
+    SKV_CUDA_CHECK(cudaFuncSetAttribute(skv_attn_prefill2_kernel<64>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        skv_prefill2_smem<64>::BYTES));
+    SKV_CUDA_CHECK(cudaFuncSetAttribute(skv_attn_prefill2_kernel<128>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        skv_prefill2_smem<128>::BYTES));
+    const char *env = getenv("SKV_ATTN_PREFILL");
+    g_skv_attn_prefill_v1 = env != NULL && env[0] == '1';
     return SKV_STATUS_OK;
 }
 
@@ -489,9 +727,20 @@ static skv_status_t skv_attn_rows(skv_backend_t *be, const skv_attn_args_t *a, c
     float *ws_o = c->d_attn_ws;
     float *ws_ml = ws_o + (size_t)n_rows * n_heads * splits * a->head_dim;
     dim3 grid((unsigned)n_rows, (unsigned)(a->n_kv_heads * n_chunks), (unsigned)splits);
-    skv_attn_rows_kernel<<<grid, SKV_ATTN_THREADS, 0, c->stream>>>(
-        *a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, n_chunks, scale,
-        chunk, (int32_t)splits, ws_o, ws_ml);
+#define SKV_ATTN_ROWS_LAUNCH(VEC, HDC)                                                     \
+    skv_attn_rows_kernel<VEC, HDC><<<grid, SKV_ATTN_THREADS, 0, c->stream>>>(                \
+        *a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, n_chunks, scale, \
+        chunk, (int32_t)splits, ws_o, ws_ml)
+    if (a->head_dim == 128) {
+        SKV_ATTN_ROWS_LAUNCH(8, 128);
+    } else if (a->head_dim == 64) {
+        SKV_ATTN_ROWS_LAUNCH(8, 64);
+    } else if (a->head_dim % 8 == 0) {
+        SKV_ATTN_ROWS_LAUNCH(8, 0);
+    } else {
+        SKV_ATTN_ROWS_LAUNCH(2, 0);
+    }
+#undef SKV_ATTN_ROWS_LAUNCH
     SKV_CUDA_CHECK_LAUNCH();
     if (splits > 1) {
         dim3 g2((unsigned)n_rows, (unsigned)n_heads);
@@ -536,7 +785,17 @@ skv_status_t skv_cuda_attention(skv_backend_t *be, const skv_tensor_t *out, cons
     dim3 grid((unsigned)((max_q + SKV_ATTN_BQ - 1) / SKV_ATTN_BQ), (unsigned)meta->n_seqs,
               (unsigned)n_heads);
     cudaStream_t st = skv_cuda(be)->stream;
-    if (hd == 64) {
+    if (!g_skv_attn_prefill_v1) {
+        if (hd == 64) {
+            skv_attn_prefill2_kernel<64>
+                <<<grid, SKV_ATTN_PREFILL_THREADS, skv_prefill2_smem<64>::BYTES, st>>>(
+                    a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, scale);
+        } else {
+            skv_attn_prefill2_kernel<128>
+                <<<grid, SKV_ATTN_PREFILL_THREADS, skv_prefill2_smem<128>::BYTES, st>>>(
+                    a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, scale);
+        }
+    } else if (hd == 64) {
         skv_attn_prefill_kernel<64><<<grid, SKV_ATTN_PREFILL_THREADS, skv_prefill_smem<64>::BYTES, st>>>(
             a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, scale);
     } else {

@@ -8,6 +8,7 @@
  * allocate. The device must be current (cudaSetDevice) on the driving thread: create makes
  * it current on the calling thread.
  */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,6 +40,9 @@ static void skv_cuda_destroy(skv_backend_t *be)
     skv_cuda_backend_t *c = skv_cuda(be);
     if (c->stream != NULL) {
         cudaStreamSynchronize(c->stream);
+    }
+    for (int i = 0; i < c->n_graphs; i++) {
+        cudaGraphExecDestroy(c->graphs[i].exec);
     }
     for (int i = 0; i < 2; i++) {
         if (c->stage_done[i] != NULL) {
@@ -105,6 +109,52 @@ static skv_status_t skv_cuda_sync(skv_backend_t *be)
     return SKV_STATUS_OK;
 }
 
+/* Host-side copies into pinned staging run on this many threads: one thread's memcpy
+ * (~6 GB/s) is far below PCIe, several together approach it. */
+#define SKV_CUDA_STAGE_THREADS 8
+
+typedef struct {
+    char *dst;
+    const char *src;
+    size_t bytes;
+} skv_cuda_copy_part_t;
+
+static void *skv_cuda_copy_part(void *arg)
+{
+    skv_cuda_copy_part_t *p = (skv_cuda_copy_part_t *)arg;
+    memcpy(p->dst, p->src, p->bytes);
+    return NULL;
+}
+
+/* memcpy of bytes split over up to SKV_CUDA_STAGE_THREADS threads (this thread included);
+ * falls back to one thread when a thread cannot be started. */
+static void skv_cuda_parallel_memcpy(void *dst, const void *src, size_t bytes)
+{
+    pthread_t tids[SKV_CUDA_STAGE_THREADS];
+    skv_cuda_copy_part_t parts[SKV_CUDA_STAGE_THREADS];
+    int started[SKV_CUDA_STAGE_THREADS] = {0};
+    int n = bytes >= ((size_t)4 << 20) ? SKV_CUDA_STAGE_THREADS : 1;
+    size_t per = (bytes + (size_t)n - 1) / (size_t)n;
+    for (int i = 0; i < n; i++) {
+        size_t off = per * (size_t)i < bytes ? per * (size_t)i : bytes;
+        size_t len = bytes - off < per ? bytes - off : per;
+        parts[i] = (skv_cuda_copy_part_t){(char *)dst + off, (const char *)src + off, len};
+        if (i > 0 && pthread_create(&tids[i], NULL, skv_cuda_copy_part, &parts[i]) == 0) {
+            started[i] = 1;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        if (!started[i]) {
+            skv_cuda_copy_part(&parts[i]);
+        }
+    }
+    for (int i = 1; i < n; i++) {
+        if (started[i]) {
+            pthread_join(tids[i], NULL);
+        }
+    }
+}
+
 /* Weight upload: host rows -> pinned staging (memcpy) -> device, double-buffered so the
  * memcpy of one chunk overlaps the DMA of the other. bf16 sources land in dst directly (a 2-D
  * copy handles dst's row stride); f32/f16 sources land in d_stage and a kernel converts
@@ -130,7 +180,7 @@ static skv_status_t skv_cuda_weight_upload(skv_backend_t *be, const skv_tensor_t
         size_t bytes = (size_t)n * row_bytes;
         /* Wait until the DMA that last read this staging buffer is done. */
         SKV_CUDA_CHECK(cudaEventSynchronize(c->stage_done[b]));
-        memcpy(c->h_stage[b], (const char *)src + (size_t)r * row_bytes, bytes);
+        skv_cuda_parallel_memcpy(c->h_stage[b], (const char *)src + (size_t)r * row_bytes, bytes);
         if (src_dtype == SKV_DTYPE_BF16) {
             char *d = (char *)dst->data + (size_t)(row0 + r) * dst->ld * 2;
             SKV_CUDA_CHECK(cudaMemcpy2DAsync(d, (size_t)dst->ld * 2, c->h_stage[b], row_bytes,
@@ -173,6 +223,55 @@ static skv_status_t skv_cuda_matmul(skv_backend_t *be, const skv_tensor_t *out,
     return SKV_STATUS_OK;
 }
 
+/* CUDA graphs: a decode step is ~400 small launches; replaying one graph removes the host
+ * launch cost and the gaps between kernels. Thread-local capture mode, so other threads'
+ * CUDA calls are not affected while one backend records. */
+static skv_status_t skv_cuda_graph_launch(skv_backend_t *be, uint64_t key)
+{
+    skv_cuda_backend_t *c = skv_cuda(be);
+    for (int i = 0; i < c->n_graphs; i++) {
+        if (c->graphs[i].key == key) {
+            SKV_CUDA_CHECK(cudaGraphLaunch(c->graphs[i].exec, c->stream));
+            return SKV_STATUS_OK;
+        }
+    }
+    return SKV_STATUS_NOT_FOUND;
+}
+
+static skv_status_t skv_cuda_graph_capture_begin(skv_backend_t *be)
+{
+    SKV_CUDA_CHECK(cudaStreamBeginCapture(skv_cuda(be)->stream, cudaStreamCaptureModeThreadLocal));
+    return SKV_STATUS_OK;
+}
+
+static skv_status_t skv_cuda_graph_capture_end(skv_backend_t *be, uint64_t key, int keep)
+{
+    skv_cuda_backend_t *c = skv_cuda(be);
+    cudaGraph_t graph = NULL;
+    cudaGraphExec_t exec = NULL;
+    SKV_CUDA_CHECK(cudaStreamEndCapture(c->stream, &graph));
+    if (!keep) {
+        cudaGraphDestroy(graph);
+        return SKV_STATUS_OK;
+    }
+    cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    if (err != cudaSuccess) {
+        return skv_cuda_error(err, "cudaGraphInstantiate", __FILE__, __LINE__);
+    }
+    SKV_CUDA_CHECK(cudaGraphLaunch(exec, c->stream));
+    if (c->n_graphs == SKV_CUDA_MAX_GRAPHS) {
+        /* Full: evict the oldest (its last launch is ordered before this one on the stream;
+         * destroying an exec with a pending launch is allowed). */
+        cudaGraphExecDestroy(c->graphs[0].exec);
+        memmove(&c->graphs[0], &c->graphs[1], sizeof(c->graphs[0]) * (SKV_CUDA_MAX_GRAPHS - 1));
+        c->n_graphs--;
+    }
+    c->graphs[c->n_graphs].key = key;
+    c->graphs[c->n_graphs++].exec = exec;
+    return SKV_STATUS_OK;
+}
+
 static const skv_ops_t skv_cuda_ops_table = {
     /* .name = */ "cuda",
     /* .act_dtype = */ SKV_DTYPE_BF16,
@@ -196,6 +295,9 @@ static const skv_ops_t skv_cuda_ops_table = {
     skv_cuda_swiglu,
     skv_cuda_gather_rows,
     skv_cuda_weight_fill,
+    skv_cuda_graph_launch,
+    skv_cuda_graph_capture_begin,
+    skv_cuda_graph_capture_end,
 };
 
 /* Creates the stream, handles and fixed workspace; on failure the caller destroys c. */

@@ -28,6 +28,14 @@ extern "C" {
 /* Weight upload: two pinned host buffers and one device buffer of this many bytes. */
 #define SKV_CUDA_STAGE_BYTES ((size_t)64 << 20)
 
+/* Captured step graphs kept per backend (decode batch sizes x context buckets). */
+#define SKV_CUDA_MAX_GRAPHS 64
+
+typedef struct {
+    uint64_t key;
+    cudaGraphExec_t exec;
+} skv_cuda_graph_t;
+
 typedef struct {
     skv_backend_t base;
     int device;
@@ -39,6 +47,8 @@ typedef struct {
     void *h_stage[2];          /* pinned upload staging */
     cudaEvent_t stage_done[2]; /* the DMA out of h_stage[i] finished */
     void *d_stage;             /* device side of a converting upload */
+    skv_cuda_graph_t graphs[SKV_CUDA_MAX_GRAPHS];
+    int n_graphs;
 } skv_cuda_backend_t;
 
 static inline skv_cuda_backend_t *skv_cuda(skv_backend_t *be)

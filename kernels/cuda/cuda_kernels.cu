@@ -80,9 +80,34 @@ skv_status_t skv_cuda_gather_rows(skv_backend_t *be, const skv_tensor_t *out,
     return SKV_STATUS_OK;
 }
 
+/* Unpacks / packs 8 bf16 held in a 16-byte vector. */
+static __device__ void skv_unpack8(const uint4 &u, float *f)
+{
+    const __nv_bfloat162 *b = (const __nv_bfloat162 *)&u;
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        float2 t = __bfloat1622float2(b[e]);
+        f[2 * e] = t.x;
+        f[2 * e + 1] = t.y;
+    }
+}
+
+static __device__ uint4 skv_pack8(const float *f)
+{
+    uint4 u;
+    __nv_bfloat162 *b = (__nv_bfloat162 *)&u;
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        b[e] = __floats2bfloat162_rn(f[2 * e], f[2 * e + 1]);
+    }
+    return u;
+}
+
 /* One block per row: if delta, x += delta (stored bf16, like the model's bf16 residual);
  * then, if out, out = x * rsqrt(mean(x^2) + eps) * w over the stored (rounded) x. Each thread
- * re-reads only elements it wrote itself, so out may alias x. */
+ * re-reads only elements it wrote itself, so out may alias x. VEC8: 16-byte accesses (every
+ * row start and cols a multiple of 8 elements, checked by the launcher). */
+template <bool VEC8>
 __global__ void skv_add_rmsnorm_kernel(bf16 *x, int64_t ldx, const bf16 *delta, int64_t ldd,
                                        bf16 *out, int64_t ldo, const bf16 *w, int64_t cols,
                                        float eps)
@@ -90,30 +115,99 @@ __global__ void skv_add_rmsnorm_kernel(bf16 *x, int64_t ldx, const bf16 *delta, 
     int64_t r = blockIdx.x;
     bf16 *xr = x + r * ldx;
     float ss = 0.0f;
-    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
-        float v = __bfloat162float(xr[c]);
-        if (delta != NULL) {
-            bf16 s = __float2bfloat16(v + __bfloat162float(delta[r * ldd + c]));
-            xr[c] = s;
-            v = __bfloat162float(s);
+    if (VEC8) {
+        for (int64_t c = threadIdx.x * 8; c < cols; c += blockDim.x * 8) {
+            float v[8];
+            uint4 xu = *(const uint4 *)(xr + c);
+            skv_unpack8(xu, v);
+            if (delta != NULL) {
+                float d[8];
+                skv_unpack8(*(const uint4 *)(delta + r * ldd + c), d);
+#pragma unroll
+                for (int e = 0; e < 8; e++) {
+                    v[e] += d[e];
+                }
+                xu = skv_pack8(v);
+                *(uint4 *)(xr + c) = xu;
+                skv_unpack8(xu, v); /* the norm sees the rounded residual */
+            }
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                ss += v[e] * v[e];
+            }
         }
-        ss += v * v;
+    } else {
+        for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+            float v = __bfloat162float(xr[c]);
+            if (delta != NULL) {
+                bf16 s = __float2bfloat16(v + __bfloat162float(delta[r * ldd + c]));
+                xr[c] = s;
+                v = __bfloat162float(s);
+            }
+            ss += v * v;
+        }
     }
     if (out == NULL) {
         return;
     }
     float inv = rsqrtf(skv_block_sum(ss) / (float)cols + eps);
     bf16 *orow = out + r * ldo;
-    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
-        orow[c] = __float2bfloat16(__bfloat162float(xr[c]) * inv * __bfloat162float(w[c]));
+    if (VEC8) {
+        for (int64_t c = threadIdx.x * 8; c < cols; c += blockDim.x * 8) {
+            float v[8], wv[8];
+            skv_unpack8(*(const uint4 *)(xr + c), v);
+            skv_unpack8(*(const uint4 *)(w + c), wv);
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                v[e] = v[e] * inv * wv[e];
+            }
+            *(uint4 *)(orow + c) = skv_pack8(v);
+        }
+    } else {
+        for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+            orow[c] = __float2bfloat16(__bfloat162float(xr[c]) * inv * __bfloat162float(w[c]));
+        }
     }
 }
+
+/* Whether every row of t starts on 16 bytes and holds whole 16-byte vectors. */
+static bool skv_vec8_ok(const skv_tensor_t *t)
+{
+    return t == NULL || ((uintptr_t)t->data % 16 == 0 && t->ld % 8 == 0 && t->cols % 8 == 0);
+}
+
+static skv_status_t skv_launch_add_rmsnorm(skv_backend_t *be, const skv_tensor_t *x,
+                                           const skv_tensor_t *delta, const skv_tensor_t *out,
+                                           const skv_tensor_t *w, float eps);
 
 static unsigned skv_row_threads(int64_t cols)
 {
     /* Narrow rows get one warp per 32 columns (at least one warp), wide rows 256 threads. */
     int64_t t = (cols + 31) / 32 * 32;
     return (unsigned)(t < SKV_CUDA_ROW_THREADS ? (t < 32 ? 32 : t) : SKV_CUDA_ROW_THREADS);
+}
+
+static skv_status_t skv_launch_add_rmsnorm(skv_backend_t *be, const skv_tensor_t *x,
+                                           const skv_tensor_t *delta, const skv_tensor_t *out,
+                                           const skv_tensor_t *w, float eps)
+{
+    bool vec = skv_vec8_ok(x) && skv_vec8_ok(delta) && skv_vec8_ok(out) && skv_vec8_ok(w);
+    unsigned threads = skv_row_threads(vec ? x->cols / 8 : x->cols);
+    cudaStream_t st = skv_cuda(be)->stream;
+    bf16 *xd = (bf16 *)x->data;
+    const bf16 *dd = delta ? (const bf16 *)delta->data : NULL;
+    bf16 *od = out ? (bf16 *)out->data : NULL;
+    const bf16 *wd = out ? (const bf16 *)w->data : NULL;
+    int64_t ldd = delta ? delta->ld : 0, ldo = out ? out->ld : 0;
+    if (vec) {
+        skv_add_rmsnorm_kernel<true><<<(unsigned)x->rows, threads, 0, st>>>(xd, x->ld, dd, ldd, od,
+                                                                         ldo, wd, x->cols, eps);
+    } else {
+        skv_add_rmsnorm_kernel<false><<<(unsigned)x->rows, threads, 0, st>>>(
+            xd, x->ld, dd, ldd, od, ldo, wd, x->cols, eps);
+    }
+    SKV_CUDA_CHECK_LAUNCH();
+    return SKV_STATUS_OK;
 }
 
 skv_status_t skv_cuda_rmsnorm(skv_backend_t *be, const skv_tensor_t *out, const skv_tensor_t *x,
@@ -124,12 +218,7 @@ skv_status_t skv_cuda_rmsnorm(skv_backend_t *be, const skv_tensor_t *out, const 
         return SKV_STATUS_OK;
     }
     /* x is only read (delta NULL); the kernel writes out. */
-    skv_add_rmsnorm_kernel<<<(unsigned)x->rows, skv_row_threads(x->cols), 0,
-                             skv_cuda(be)->stream>>>((bf16 *)x->data, x->ld, NULL, 0,
-                                                     (bf16 *)out->data, out->ld,
-                                                     (const bf16 *)w->data, x->cols, eps);
-    SKV_CUDA_CHECK_LAUNCH();
-    return SKV_STATUS_OK;
+    return skv_launch_add_rmsnorm(be, x, NULL, out, w, eps);
 }
 
 skv_status_t skv_cuda_add_rmsnorm(skv_backend_t *be, const skv_tensor_t *x,
@@ -141,13 +230,7 @@ skv_status_t skv_cuda_add_rmsnorm(skv_backend_t *be, const skv_tensor_t *x,
     if (x->rows == 0) {
         return SKV_STATUS_OK;
     }
-    skv_add_rmsnorm_kernel<<<(unsigned)x->rows, skv_row_threads(x->cols), 0,
-                             skv_cuda(be)->stream>>>(
-        (bf16 *)x->data, x->ld, (const bf16 *)delta->data, delta->ld,
-        out ? (bf16 *)out->data : NULL, out ? out->ld : 0, out ? (const bf16 *)w->data : NULL,
-        x->cols, eps);
-    SKV_CUDA_CHECK_LAUNCH();
-    return SKV_STATUS_OK;
+    return skv_launch_add_rmsnorm(be, x, delta, out, out ? w : NULL, eps);
 }
 
 /* Rotates pair (a, b) of one head by pos * inv_freq (f32 product, as the CPU reference). */

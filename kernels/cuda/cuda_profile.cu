@@ -199,5 +199,8 @@ void skv_cuda_profile_maybe_wrap(const skv_ops_t **ops)
     wrapped.attention = p_attention;
     wrapped.swiglu = p_swiglu;
     wrapped.gather_rows = p_gather_rows;
+    wrapped.graph_launch = NULL; /* replays would bypass the wrappers: profile eagerly */
+    wrapped.graph_capture_begin = NULL;
+    wrapped.graph_capture_end = NULL;
     *ops = &wrapped;
 }

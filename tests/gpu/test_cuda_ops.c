@@ -196,13 +196,14 @@ static void pair_check(const char *what, const pair_t *p, double tol)
 
 /* ---- element ops --------------------------------------------------------------------- */
 
-static void test_norms(int64_t N, int64_t H)
+/* pad: extra row stride of x, delta and out (0: dense rows, the 16-byte vector path). */
+static void test_norms(int64_t N, int64_t H, int64_t pad)
 {
     char name[128];
-    pair_t x = pair_new(N, H, H + 3, -2, 2, SKV_DTYPE_BF16);
-    pair_t d = pair_new(N, H, H + 1, -1, 1, SKV_DTYPE_BF16);
+    pair_t x = pair_new(N, H, H + 3 * pad, -2, 2, SKV_DTYPE_BF16);
+    pair_t d = pair_new(N, H, H + pad, -1, 1, SKV_DTYPE_BF16);
     pair_t w = pair_new(1, H, H, 0.5f, 1.5f, SKV_DTYPE_BF16);
-    pair_t o = pair_new(N, H, H + 5, 0, 1, SKV_DTYPE_BF16);
+    pair_t o = pair_new(N, H, H + 5 * pad, 0, 1, SKV_DTYPE_BF16);
     pair_poison(&o);
     check(g_cpu->ops->rmsnorm(g_cpu, &o.c, &x.c, &w.c, 1e-5f), "cpu rmsnorm");
     check(g_gpu->ops->rmsnorm(g_gpu, &o.g, &x.g, &w.g, 1e-5f), "gpu rmsnorm");
@@ -217,7 +218,8 @@ static void test_norms(int64_t N, int64_t H)
     pair_poison(&o);
     check(g_cpu->ops->add_rmsnorm(g_cpu, &x.c, &d.c, &o.c, &w.c, 1e-5f), "cpu add_rmsnorm");
     check(g_gpu->ops->add_rmsnorm(g_gpu, &x.g, &d.g, &o.g, &w.g, 1e-5f), "gpu add_rmsnorm");
-    snprintf(name, sizeof(name), "add_rmsnorm x N %lld H %lld", (long long)N, (long long)H);
+    snprintf(name, sizeof(name), "add_rmsnorm x N %lld H %lld pad %lld", (long long)N,
+             (long long)H, (long long)pad);
     pair_check(name, &x, TOL_BF16);
     snprintf(name, sizeof(name), "add_rmsnorm out N %lld H %lld", (long long)N, (long long)H);
     pair_check(name, &o, TOL_BF16);
@@ -567,9 +569,10 @@ int main(int argc, char **argv)
     check(skv_cpu_backend_create(SKV_CPU_MODE_REFERENCE, 1, &g_cpu), "cpu backend");
     int quick = argc > 1 && strcmp(argv[1], "--quick") == 0; /* for compute-sanitizer runs */
 
-    int64_t norm_shapes[][2] = {{1, 64}, {7, 100}, {33, 4096}, {300, 1000}, {2, 4097}};
+    int64_t norm_shapes[][3] = {{1, 64, 1},  {7, 100, 1},  {33, 4096, 1}, {300, 1000, 1},
+                                {2, 4097, 1}, {1, 4096, 0}, {65, 512, 0},  {3, 1000, 0}};
     for (size_t i = 0; i < sizeof(norm_shapes) / sizeof(norm_shapes[0]); i++) {
-        test_norms(norm_shapes[i][0], norm_shapes[i][1]);
+        test_norms(norm_shapes[i][0], norm_shapes[i][1], norm_shapes[i][2]);
     }
     test_matmul(1, 64, 96, SKV_DTYPE_BF16, 0);
     test_matmul(7, 100, 37, SKV_DTYPE_BF16, 1);
