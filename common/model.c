@@ -76,6 +76,24 @@ static skv_tensor_t skv_step_ints(skv_model_t *m, size_t *used, int32_t **host, 
     return t;
 }
 
+/* Carves one attention metadata set (n_seqs sequences, n_rows query rows) out of the staging
+ * buffer and returns its host arrays for the caller to fill. */
+static void skv_step_meta(skv_model_t *m, size_t *used, skv_attn_meta_t *a, int32_t n_seqs,
+                          int32_t n_rows, int32_t max_blocks, int32_t **pos, int32_t **slot,
+                          int32_t **rows, int32_t **bt)
+{
+    a->row_pos = skv_step_ints(m, used, pos, 1, n_rows);
+    a->row_slot = skv_step_ints(m, used, slot, 1, n_rows);
+    a->seq_rows = skv_step_ints(m, used, rows, 1, n_seqs + 1);
+    a->block_table = skv_step_ints(m, used, bt, n_seqs, max_blocks);
+    a->n_seqs = n_seqs;
+    a->n_rows = n_rows;
+    a->max_blocks = max_blocks;
+    a->max_ctx = 0;
+    a->h_seq_rows = *rows;
+    a->h_row_pos = *pos;
+}
+
 /* Fills the N-row metadata (token ids, positions, slots, rows per seq, block table). */
 static void skv_step_fill_n(skv_model_t *m, skv_step_t *st, size_t *used, int32_t bs,
                             const skv_seq_step_t *seqs, int32_t n_seqs, int32_t max_blocks)
@@ -84,16 +102,7 @@ static void skv_step_fill_n(skv_model_t *m, skv_step_t *st, size_t *used, int32_
     int32_t N = st->n_rows;
     st->tokens = skv_step_ints(m, used, &tok, 1, N);
     skv_attn_meta_t *a = &st->meta_n;
-    a->row_pos = skv_step_ints(m, used, &pos, 1, N);
-    a->row_slot = skv_step_ints(m, used, &slot, 1, N);
-    a->seq_rows = skv_step_ints(m, used, &rows, 1, n_seqs + 1);
-    a->block_table = skv_step_ints(m, used, &bt, n_seqs, max_blocks);
-    a->n_seqs = n_seqs;
-    a->n_rows = N;
-    a->max_blocks = max_blocks;
-    a->max_ctx = 0;
-    a->h_seq_rows = rows;
-    a->h_row_pos = pos;
+    skv_step_meta(m, used, a, n_seqs, N, max_blocks, &pos, &slot, &rows, &bt);
     int32_t r = 0;
     for (int32_t s = 0; s < n_seqs; s++) {
         const skv_seq_step_t *q = &seqs[s];
@@ -125,16 +134,7 @@ static void skv_step_fill_m(skv_model_t *m, skv_step_t *st, size_t *used,
     const int32_t *n_bt = m->h_ints + ((int32_t *)st->meta_n.block_table.data - (int32_t *)m->d_ints);
     st->logit_rows = skv_step_ints(m, used, &idx, 1, M);
     skv_attn_meta_t *a = &st->meta_m;
-    a->row_pos = skv_step_ints(m, used, &pos, 1, M);
-    a->row_slot = skv_step_ints(m, used, &slot, 1, M);
-    a->seq_rows = skv_step_ints(m, used, &rows, 1, M + 1);
-    a->block_table = skv_step_ints(m, used, &bt, M, max_blocks);
-    a->n_seqs = M;
-    a->n_rows = M;
-    a->max_blocks = max_blocks;
-    a->max_ctx = 0;
-    a->h_seq_rows = rows;
-    a->h_row_pos = pos;
+    skv_step_meta(m, used, a, M, M, max_blocks, &pos, &slot, &rows, &bt);
     int32_t k = 0;
     for (int32_t s = 0; s < n_seqs; s++) {
         if (!seqs[s].want_logits) {
