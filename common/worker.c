@@ -17,8 +17,8 @@
 #include "common/log.h"
 #include "common/worker_internal.h"
 
-#define SKV_WORKER_IDLE_WAIT_NS 5000000LL    /* nothing in flight: bound on cancel latency */
-#define SKV_WORKER_UCX_WAIT_NS 1000000LL     /* leases or pushes live: UCX wants progress */
+#define SKV_WORKER_IDLE_WAIT_NS 5000000LL /* nothing in flight: bound on cancel latency */
+#define SKV_WORKER_UCX_WAIT_NS  1000000LL /* leases or pushes live: UCX wants progress */
 
 void skv_worker_config_default(skv_worker_config_t *cfg)
 {
@@ -84,11 +84,21 @@ static void skv_worker_dispatch(skv_worker_t *w, skv_wreq_t *r)
 {
     r->id = ++w->next_id;
     switch (r->kind) {
-    case SKV_WREQ_GENERATE: skv_worker_start_generate(w, r); break;
-    case SKV_WREQ_DECODE: skv_worker_start_decode(w, r); break;
-    case SKV_WREQ_PREFILL: skv_worker_start_prefill(w, r); break;
-    case SKV_WREQ_RESERVE: skv_worker_reserve(w, r); break;
-    case SKV_WREQ_RELEASE: skv_worker_release(w, r); break;
+    case SKV_WREQ_GENERATE:
+        skv_worker_start_generate(w, r);
+        break;
+    case SKV_WREQ_DECODE:
+        skv_worker_start_decode(w, r);
+        break;
+    case SKV_WREQ_PREFILL:
+        skv_worker_start_prefill(w, r);
+        break;
+    case SKV_WREQ_RESERVE:
+        skv_worker_reserve(w, r);
+        break;
+    case SKV_WREQ_RELEASE:
+        skv_worker_release(w, r);
+        break;
     }
 }
 

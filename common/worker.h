@@ -34,18 +34,18 @@ typedef enum {
 
 typedef struct {
     skv_worker_role_t role;
-    const char *listen;         /* gRPC address, "0.0.0.0:50052"; port 0 picks one */
-    int grpc_threads;           /* completion-queue threads; 0 -> 2 */
-    int32_t max_waiting;        /* engine queue bound (backpressure); 0 -> 256 */
-    int32_t max_requests;       /* live calls of all kinds beyond which RESOURCE_EXHAUSTED;
-                                   0 -> 1024 */
-    uint32_t lease_ms_default;  /* Reserve without lease_ms; 0 -> 10000 */
-    uint32_t lease_ms_max;      /* cap on a requested lease; 0 -> 60000 */
-    int64_t push_timeout_ms;    /* bound of one KV push without a call deadline; 0 -> 30000 */
-    const char *model_name;     /* reported by ModelInfo */
-    const char *backend_name;   /* "cpu" | "cuda", reported by ModelInfo */
-    const char *advertise;      /* address other processes use to reach this worker (Stats,
-                                   TransferTarget.decode_target); NULL -> listen address */
+    const char *listen;        /* gRPC address, "0.0.0.0:50052"; port 0 picks one */
+    int grpc_threads;          /* completion-queue threads; 0 -> 2 */
+    int32_t max_waiting;       /* engine queue bound (backpressure); 0 -> 256 */
+    int32_t max_requests;      /* live calls of all kinds beyond which RESOURCE_EXHAUSTED;
+                                  0 -> 1024 */
+    uint32_t lease_ms_default; /* Reserve without lease_ms; 0 -> 10000 */
+    uint32_t lease_ms_max;     /* cap on a requested lease; 0 -> 60000 */
+    int64_t push_timeout_ms;   /* bound of one KV push without a call deadline; 0 -> 30000 */
+    const char *model_name;    /* reported by ModelInfo */
+    const char *backend_name;  /* "cpu" | "cuda", reported by ModelInfo */
+    const char *advertise;     /* address other processes use to reach this worker (Stats,
+                                  TransferTarget.decode_target); NULL -> listen address */
 } skv_worker_config_t;
 
 typedef struct skv_worker skv_worker_t;

@@ -150,13 +150,15 @@ static skv_status_t skv_worker_reserve_check(skv_worker_t *w, const Skv__V1__Res
     }
     if ((int64_t)q->n_prompt_token_ids + (int64_t)q->max_tokens > ctx ||
         (int64_t)q->n_prompt_token_ids >= ctx) {
-        snprintf(why, why_bytes, "prompt (%zu tokens) + max_tokens (%u) exceed the context (%" PRId64
-                                 ")", q->n_prompt_token_ids, q->max_tokens, ctx);
+        snprintf(why, why_bytes,
+                 "prompt (%zu tokens) + max_tokens (%u) exceed the context (%" PRId64 ")",
+                 q->n_prompt_token_ids, q->max_tokens, ctx);
         return SKV_STATUS_OUT_OF_RANGE;
     }
     if (q->layout_fingerprint != 0 && q->layout_fingerprint != w->fingerprint) {
-        snprintf(why, why_bytes, "KV layout fingerprint mismatch: prefill %016" PRIx64
-                                 ", decode %016" PRIx64, q->layout_fingerprint, w->fingerprint);
+        snprintf(why, why_bytes,
+                 "KV layout fingerprint mismatch: prefill %016" PRIx64 ", decode %016" PRIx64,
+                 q->layout_fingerprint, w->fingerprint);
         return SKV_STATUS_INVALID_ARGUMENT;
     }
     int64_t need = ((int64_t)q->n_prompt_token_ids + (int64_t)q->max_tokens + bs) / bs;
@@ -210,9 +212,9 @@ static skv_status_t skv_wres_lease(skv_worker_t *w, skv_wres_t *res, uint32_t le
     for (int32_t i = 0; i < res->kv.n_blocks; i++) {
         ids[i] = (uint32_t)res->kv.blocks[i];
     }
-    skv_status_t st = skv_kvx_target_reserve(w->kvx, res->id, w->fingerprint, ids,
-                                             (uint32_t)res->kv.n_blocks,
-                                             skv_clock_deadline_ms(lease_ms), desc_p, desc_bytes_p);
+    skv_status_t st =
+        skv_kvx_target_reserve(w->kvx, res->id, w->fingerprint, ids, (uint32_t)res->kv.n_blocks,
+                               skv_clock_deadline_ms(lease_ms), desc_p, desc_bytes_p);
     skv_free(ids);
     return st;
 }
@@ -230,8 +232,8 @@ static void skv_worker_reserve_answer(skv_worker_t *w, skv_wreq_t *r, const skv_
     t.block_ids = (uint32_t *)res->kv.blocks; /* ids are < 2^31: same bits as int32 */
     t.layout_fingerprint = w->fingerprint;
     t.block_size = (uint32_t)skv_kv_pool_layout(w->pool)->block_size;
-    t.lease_deadline_unix_ms = (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u +
-                               lease_ms;
+    t.lease_deadline_unix_ms =
+        (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u + lease_ms;
     t.decode_target = w->advertise;
     t.reservation_id = res->id;
     Skv__V1__ReserveResponse a = SKV__V1__RESERVE_RESPONSE__INIT;
@@ -252,8 +254,9 @@ void skv_worker_reserve(skv_worker_t *w, skv_wreq_t *r)
     skv_status_t st = skv_worker_reserve_check(w, q, why, sizeof(why));
     if (st == SKV_STATUS_OK) {
         st = skv_wres_make(w, q, &res);
-        snprintf(why, sizeof(why), "%s", st == SKV_STATUS_BUSY ? "no free KV blocks for the prompt"
-                                                               : "no memory for the reservation");
+        snprintf(why, sizeof(why), "%s",
+                 st == SKV_STATUS_BUSY ? "no free KV blocks for the prompt"
+                                       : "no memory for the reservation");
     }
     if (st == SKV_STATUS_OK) {
         res->id = r->id;
@@ -289,8 +292,7 @@ void skv_worker_release(skv_worker_t *w, skv_wreq_t *r)
 }
 
 /* Fails a Decode call and frees the reservation it was bound to. */
-static void skv_worker_decode_fail(skv_worker_t *w, skv_wreq_t *r, skv_status_t st,
-                                   const char *why)
+static void skv_worker_decode_fail(skv_worker_t *w, skv_wreq_t *r, skv_status_t st, const char *why)
 {
     skv_wres_t *res = r->res;
     if (res != NULL) {

@@ -31,35 +31,35 @@ typedef struct skv_wres skv_wres_t;
  * the transport hold no reference (in_engine == 0, push == NULL). */
 typedef struct skv_wreq {
     struct skv_wreq *next;
-    struct skv_worker *w;        /* back pointer for engine callbacks */
+    struct skv_worker *w; /* back pointer for engine callbacks */
     skv_wreq_kind_t kind;
     uint64_t id;                 /* engine request id and UCX lease/completion id */
     skv_grpc_call_t *call;       /* NULL once finished */
     const ProtobufCMessage *msg; /* the request, owned by the call until finished */
     const char *request_id;      /* points into msg */
     int64_t received_ns;
-    int in_engine;               /* submitted; on_finish not yet seen */
-    int cancel_asked;            /* skv_engine_cancel already called */
+    int in_engine;    /* submitted; on_finish not yet seen */
+    int cancel_asked; /* skv_engine_cancel already called */
     /* streamed tokens not yet written (stream kinds), and the end once known */
-    int32_t *out_tokens;         /* [n_out] */
-    skv_sample_t *out_samples;   /* [n_out], only when logprobs were asked */
+    int32_t *out_tokens;       /* [n_out] */
+    skv_sample_t *out_samples; /* [n_out], only when logprobs were asked */
     int32_t n_out, cap_out;
-    int want_logprobs;           /* keep out_samples (decided at submit) */
-    int32_t n_sent;              /* tokens written so far, plus DECODE's transferred first */
+    int want_logprobs; /* keep out_samples (decided at submit) */
+    int32_t n_sent;    /* tokens written so far, plus DECODE's transferred first */
     int32_t n_prompt;
     int finish_ready;
     skv_finish_t finish;
     skv_status_t finish_status;
-    const char *finish_detail;   /* static */
+    const char *finish_detail; /* static */
     skv_request_timing_t timing;
     int64_t max_gap_ns, sum_gap_ns, n_gaps, last_token_ns;
     /* DECODE: the reservation it waits on */
     skv_wres_t *res;
     /* PREFILL */
-    skv_kvx_desc_t *desc;        /* decoded target, NULL without one */
-    skv_kvx_push_t *push;        /* in flight */
-    skv_kv_seq_t kv;             /* the prompt's blocks while pushing */
-    skv_sample_t first;          /* the sampled first token */
+    skv_kvx_desc_t *desc; /* decoded target, NULL without one */
+    skv_kvx_push_t *push; /* in flight */
+    skv_kv_seq_t kv;      /* the prompt's blocks while pushing */
+    skv_sample_t first;   /* the sampled first token */
     int has_first;
     int64_t push_start_ns, push_end_ns;
 } skv_wreq_t;
@@ -67,16 +67,16 @@ typedef struct skv_wreq {
 /* One reservation of KV blocks on a decode worker (Decode.Reserve). */
 struct skv_wres {
     skv_wres_t *next;
-    uint64_t id;               /* lease id (in the descriptor and the UCX completion) */
-    char *request_id;          /* copied */
-    int32_t *prompt;           /* [n_prompt], copied: the engine needs it for penalties and
-                                  for recompute after a preemption */
+    uint64_t id;      /* lease id (in the descriptor and the UCX completion) */
+    char *request_id; /* copied */
+    int32_t *prompt;  /* [n_prompt], copied: the engine needs it for penalties and
+                         for recompute after a preemption */
     int32_t n_prompt;
-    skv_kv_seq_t kv;           /* the leased blocks */
-    int ready;                 /* completion arrived: kv holds the prompt's KV */
+    skv_kv_seq_t kv; /* the leased blocks */
+    int ready;       /* completion arrived: kv holds the prompt's KV */
     int32_t first_token;
-    int64_t expires_ns;        /* a ready reservation nobody decodes is freed after this */
-    skv_wreq_t *decode;        /* a Decode call waiting for the completion */
+    int64_t expires_ns; /* a ready reservation nobody decodes is freed after this */
+    skv_wreq_t *decode; /* a Decode call waiting for the completion */
 };
 
 struct skv_worker {
@@ -85,11 +85,11 @@ struct skv_worker {
     skv_kv_pool_t *pool;
     skv_backend_t *be;
     skv_engine_t *engine;
-    skv_kvx_t *kvx;             /* loop thread only */
+    skv_kvx_t *kvx; /* loop thread only */
     skv_grpc_server_t *server;
     uint64_t fingerprint;
     uint64_t block_bytes;
-    int host_pool;              /* pool memory is host memory (CPU backends) */
+    int host_pool; /* pool memory is host memory (CPU backends) */
     char advertise[256];
     /* inbox and loop control */
     pthread_mutex_t mu;

@@ -42,15 +42,16 @@ static const char *skv_env_or(const char *name, const char *fallback)
 
 static void skv_wmain_usage(const char *prog)
 {
-    fprintf(stderr,
-            "usage: %s --model DIR [--listen ADDR] [--advertise ADDR] [--role prefill|decode|both]\n"
-            "       [--backend %s] [--device N] [--threads N] [--mode auto|base|swiftkv]\n"
-            "       [--block-size N] [--kv-mem-mb N] [--max-batch-tokens N] [--max-seqs N]\n"
-            "       [--max-waiting N] [--max-requests N] [--lease-ms N] [--grace-ms N]\n"
-            "       [--port-file PATH]\n"
-            "env: SKV_MODEL SKV_LISTEN SKV_ADVERTISE SKV_ROLE SKV_BACKEND SKV_KV_MEM_MB; UCX_* "
-            "choose the KV transports (see common/kvx.md)\n",
-            prog, skv_backend_names());
+    fprintf(
+        stderr,
+        "usage: %s --model DIR [--listen ADDR] [--advertise ADDR] [--role prefill|decode|both]\n"
+        "       [--backend %s] [--device N] [--threads N] [--mode auto|base|swiftkv]\n"
+        "       [--block-size N] [--kv-mem-mb N] [--max-batch-tokens N] [--max-seqs N]\n"
+        "       [--max-waiting N] [--max-requests N] [--lease-ms N] [--grace-ms N]\n"
+        "       [--port-file PATH]\n"
+        "env: SKV_MODEL SKV_LISTEN SKV_ADVERTISE SKV_ROLE SKV_BACKEND SKV_KV_MEM_MB; UCX_* "
+        "choose the KV transports (see common/kvx.md)\n",
+        prog, skv_backend_names());
 }
 
 static void skv_wmain_defaults(skv_wmain_args_t *a, skv_worker_role_t role)
@@ -74,35 +75,81 @@ static void skv_wmain_defaults(skv_wmain_args_t *a, skv_worker_role_t role)
 /* Returns 0, or 2 for bad usage. */
 static int skv_wmain_parse(int argc, char **argv, skv_wmain_args_t *a)
 {
-    static const struct option opts[] = {
-        {"model", 1, 0, 'm'},       {"listen", 1, 0, 'l'},        {"advertise", 1, 0, 'a'},
-        {"role", 1, 0, 'r'},        {"backend", 1, 0, 'b'},       {"device", 1, 0, 'd'},
-        {"threads", 1, 0, 'j'},     {"mode", 1, 0, 'M'},          {"block-size", 1, 0, 'B'},
-        {"kv-mem-mb", 1, 0, 'k'},   {"max-batch-tokens", 1, 0, 'T'}, {"max-seqs", 1, 0, 'S'},
-        {"max-waiting", 1, 0, 'W'}, {"max-requests", 1, 0, 'R'}, {"lease-ms", 1, 0, 'L'},
-        {"grace-ms", 1, 0, 'g'},    {"port-file", 1, 0, 'p'},     {"help", 0, 0, 'h'},
-        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"model", 1, 0, 'm'},
+                                         {"listen", 1, 0, 'l'},
+                                         {"advertise", 1, 0, 'a'},
+                                         {"role", 1, 0, 'r'},
+                                         {"backend", 1, 0, 'b'},
+                                         {"device", 1, 0, 'd'},
+                                         {"threads", 1, 0, 'j'},
+                                         {"mode", 1, 0, 'M'},
+                                         {"block-size", 1, 0, 'B'},
+                                         {"kv-mem-mb", 1, 0, 'k'},
+                                         {"max-batch-tokens", 1, 0, 'T'},
+                                         {"max-seqs", 1, 0, 'S'},
+                                         {"max-waiting", 1, 0, 'W'},
+                                         {"max-requests", 1, 0, 'R'},
+                                         {"lease-ms", 1, 0, 'L'},
+                                         {"grace-ms", 1, 0, 'g'},
+                                         {"port-file", 1, 0, 'p'},
+                                         {"help", 0, 0, 'h'},
+                                         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'm': a->model_dir = optarg; break;
-        case 'l': a->wc.listen = optarg; break;
-        case 'a': a->wc.advertise = optarg; break;
-        case 'r': a->role = optarg; break;
-        case 'b': a->backend = optarg; break;
-        case 'd': a->device = atoi(optarg); break;
-        case 'j': a->threads = atoi(optarg); break;
-        case 'M': a->mode = optarg; break;
-        case 'B': a->block_size = atoi(optarg); break;
-        case 'k': a->kv_mem_mb = atoi(optarg); break;
-        case 'T': a->max_batch_tokens = atoi(optarg); break;
-        case 'S': a->max_seqs = atoi(optarg); break;
-        case 'W': a->wc.max_waiting = atoi(optarg); break;
-        case 'R': a->wc.max_requests = atoi(optarg); break;
-        case 'L': a->wc.lease_ms_default = (uint32_t)atoi(optarg); break;
-        case 'g': a->grace_ms = atoll(optarg); break;
-        case 'p': a->port_file = optarg; break;
-        default: return 2;
+        case 'm':
+            a->model_dir = optarg;
+            break;
+        case 'l':
+            a->wc.listen = optarg;
+            break;
+        case 'a':
+            a->wc.advertise = optarg;
+            break;
+        case 'r':
+            a->role = optarg;
+            break;
+        case 'b':
+            a->backend = optarg;
+            break;
+        case 'd':
+            a->device = atoi(optarg);
+            break;
+        case 'j':
+            a->threads = atoi(optarg);
+            break;
+        case 'M':
+            a->mode = optarg;
+            break;
+        case 'B':
+            a->block_size = atoi(optarg);
+            break;
+        case 'k':
+            a->kv_mem_mb = atoi(optarg);
+            break;
+        case 'T':
+            a->max_batch_tokens = atoi(optarg);
+            break;
+        case 'S':
+            a->max_seqs = atoi(optarg);
+            break;
+        case 'W':
+            a->wc.max_waiting = atoi(optarg);
+            break;
+        case 'R':
+            a->wc.max_requests = atoi(optarg);
+            break;
+        case 'L':
+            a->wc.lease_ms_default = (uint32_t)atoi(optarg);
+            break;
+        case 'g':
+            a->grace_ms = atoll(optarg);
+            break;
+        case 'p':
+            a->port_file = optarg;
+            break;
+        default:
+            return 2;
         }
     }
     if (a->role != NULL) {
@@ -126,12 +173,12 @@ static skv_status_t skv_wmain_mode(const char *name, skv_model_mode_t *mode)
             : strcmp(name, "swiftkv") == 0 ? SKV_MODEL_MODE_SWIFTKV
                                            : SKV_MODEL_MODE_AUTO;
     return strcmp(name, "auto") == 0 || *mode != SKV_MODEL_MODE_AUTO ? SKV_STATUS_OK
-                                                                      : SKV_STATUS_INVALID_ARGUMENT;
+                                                                     : SKV_STATUS_INVALID_ARGUMENT;
 }
 
 /* Builds the KV pool of kv_mem_mb megabytes. */
-static skv_status_t skv_wmain_pool(const skv_wmain_args_t *a, skv_model_t *model,
-                                   skv_backend_t *be, skv_kv_pool_t **pool_p)
+static skv_status_t skv_wmain_pool(const skv_wmain_args_t *a, skv_model_t *model, skv_backend_t *be,
+                                   skv_kv_pool_t **pool_p)
 {
     skv_kv_layout_t layout;
     skv_model_kv_layout(model, a->block_size, &layout);

@@ -33,8 +33,9 @@ static skv_status_t skv_worker_target_check(skv_worker_t *w, skv_wreq_t *r,
 {
     int32_t bs = skv_kv_pool_layout(w->pool)->block_size;
     if (t->layout_fingerprint != w->fingerprint || t->block_size != (uint32_t)bs) {
-        snprintf(why, why_bytes, "KV layout mismatch: decode fingerprint %016" PRIx64
-                                 " block size %u, prefill %016" PRIx64 " block size %d",
+        snprintf(why, why_bytes,
+                 "KV layout mismatch: decode fingerprint %016" PRIx64
+                 " block size %u, prefill %016" PRIx64 " block size %d",
                  t->layout_fingerprint, t->block_size, w->fingerprint, bs);
         return SKV_STATUS_INVALID_ARGUMENT;
     }
@@ -45,8 +46,9 @@ static skv_status_t skv_worker_target_check(skv_worker_t *w, skv_wreq_t *r,
     uint32_t need = (uint32_t)((n_prompt + bs - 1) / bs);
     if (r->desc->fingerprint != w->fingerprint || r->desc->block_bytes != w->block_bytes ||
         r->desc->n_blocks < need) {
-        snprintf(why, why_bytes, "the transfer target does not fit the prompt (%u blocks of %" PRIu64
-                                 " bytes for %u needed of %" PRIu64 ")",
+        snprintf(why, why_bytes,
+                 "the transfer target does not fit the prompt (%u blocks of %" PRIu64
+                 " bytes for %u needed of %" PRIu64 ")",
                  r->desc->n_blocks, r->desc->block_bytes, need, w->block_bytes);
         return SKV_STATUS_INVALID_ARGUMENT;
     }
@@ -103,8 +105,8 @@ static skv_status_t skv_worker_copy_block(void *ctx, uint32_t index, uint64_t of
 static skv_status_t skv_worker_push_issue(skv_worker_t *w, skv_wreq_t *r, uint32_t n_blocks)
 {
     if (!w->host_pool) {
-        SKV_CHECK(skv_kvx_push_staged(r->push, 0, n_blocks, 0, w->block_bytes,
-                                      skv_worker_copy_block, r));
+        SKV_CHECK(
+            skv_kvx_push_staged(r->push, 0, n_blocks, 0, w->block_bytes, skv_worker_copy_block, r));
         return skv_kvx_push_finish(r->push, r->first.token, SKV_STATUS_OK);
     }
     const void **srcs = skv_mallocn(n_blocks, sizeof(*srcs));
@@ -206,10 +208,10 @@ static void skv_worker_prefill_on_finish(void *ctx, uint64_t id, const skv_reque
     r->n_prompt = res->n_prompt;
     if (res->finish != SKV_FINISH_PREFILLED || !r->has_first) {
         skv_status_t st = res->finish == SKV_FINISH_CANCELLED ? SKV_STATUS_CANCELLED
-                          : res->status != SKV_STATUS_OK     ? res->status
-                                                             : SKV_STATUS_INTERNAL;
-        skv_worker_prefill_fail(w, r, st, st == SKV_STATUS_CANCELLED ? "cancelled"
-                                                                      : "the prefill failed");
+                          : res->status != SKV_STATUS_OK      ? res->status
+                                                              : SKV_STATUS_INTERNAL;
+        skv_worker_prefill_fail(w, r, st,
+                                st == SKV_STATUS_CANCELLED ? "cancelled" : "the prefill failed");
         return;
     }
     r->kv = *res->kv; /* the prompt's blocks are ours until the push ends */

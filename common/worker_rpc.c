@@ -17,8 +17,8 @@
 #define SKV_WORKER_VERSION "swiftkv-serve 0.1.0"
 
 /* Queues the call for the loop, or finishes it at once when the worker is full. */
-static void skv_worker_enqueue(skv_grpc_call_t *call, const ProtobufCMessage *msg,
-                               skv_worker_t *w, skv_wreq_kind_t kind, const char *request_id)
+static void skv_worker_enqueue(skv_grpc_call_t *call, const ProtobufCMessage *msg, skv_worker_t *w,
+                               skv_wreq_kind_t kind, const char *request_id)
 {
     int64_t live = __atomic_add_fetch(&w->n_live_calls, 1, __ATOMIC_RELAXED);
     skv_wreq_t *r = live <= w->cfg.max_requests ? skv_calloc(1, sizeof(*r)) : NULL;
@@ -29,7 +29,11 @@ static void skv_worker_enqueue(skv_grpc_call_t *call, const ProtobufCMessage *ms
                                                         : "no memory for the request");
         return;
     }
-    *r = (skv_wreq_t){.w = w, .kind = kind, .call = call, .msg = msg, .request_id = request_id,
+    *r = (skv_wreq_t){.w = w,
+                      .kind = kind,
+                      .call = call,
+                      .msg = msg,
+                      .request_id = request_id,
                       .received_ns = skv_clock_now_ns()};
     pthread_mutex_lock(&w->mu);
     if (w->inbox_tail != NULL) {
@@ -101,7 +105,7 @@ static void skv_worker_on_model_info(skv_grpc_call_t *call, const ProtobufCMessa
 
 static const char *skv_worker_role_name(skv_worker_role_t role)
 {
-    return role == SKV_WORKER_ROLE_PREFILL ? "prefill"
+    return role == SKV_WORKER_ROLE_PREFILL  ? "prefill"
            : role == SKV_WORKER_ROLE_DECODE ? "decode"
                                             : "worker";
 }
@@ -125,9 +129,12 @@ static void skv_worker_on_stats(skv_grpc_call_t *call, const ProtobufCMessage *m
     skv_grpc_call_finish_msg(call, &a.base, SKV_STATUS_OK, NULL);
 }
 
-#define SKV_M(svc, name, kind, rq, rp, fn)                                                  \
-    (skv_grpc_method_t){"/skv.v1." svc "/" name, SKV_GRPC_METHOD_##kind,                   \
-                        &skv__v1__##rq##__descriptor, &skv__v1__##rp##__descriptor, fn, w}
+#define SKV_M(svc, name, kind, rq, rp, fn)                                                         \
+    (skv_grpc_method_t)                                                                            \
+    {                                                                                              \
+        "/skv.v1." svc "/" name, SKV_GRPC_METHOD_##kind, &skv__v1__##rq##__descriptor,             \
+            &skv__v1__##rp##__descriptor, fn, w                                                    \
+    }
 
 size_t skv_worker_methods(skv_worker_t *w, skv_grpc_method_t *m)
 {
@@ -135,8 +142,8 @@ size_t skv_worker_methods(skv_worker_t *w, skv_grpc_method_t *m)
     if (w->cfg.role & SKV_WORKER_ROLE_PREFILL) {
         m[n++] = SKV_M("Prefill", "Prefill", UNARY, prefill_request, prefill_response,
                        skv_worker_on_prefill);
-        m[n++] = SKV_M("Prefill", "Stats", UNARY, stats_request, stats_response,
-                       skv_worker_on_stats);
+        m[n++] =
+            SKV_M("Prefill", "Stats", UNARY, stats_request, stats_response, skv_worker_on_stats);
     }
     if (w->cfg.role & SKV_WORKER_ROLE_DECODE) {
         m[n++] = SKV_M("Decode", "Reserve", UNARY, reserve_request, reserve_response,
@@ -145,16 +152,16 @@ size_t skv_worker_methods(skv_worker_t *w, skv_grpc_method_t *m)
                        skv_worker_on_release);
         m[n++] = SKV_M("Decode", "Decode", SERVER_STREAMING, decode_request, decode_chunk,
                        skv_worker_on_decode);
-        m[n++] = SKV_M("Decode", "Stats", UNARY, stats_request, stats_response,
-                       skv_worker_on_stats);
+        m[n++] =
+            SKV_M("Decode", "Stats", UNARY, stats_request, stats_response, skv_worker_on_stats);
         m[n++] = SKV_M("Worker", "Generate", SERVER_STREAMING, worker_generate_request,
                        decode_chunk, skv_worker_on_generate);
         m[n++] = SKV_M("Worker", "Prefill", UNARY, prefill_request, prefill_response,
                        skv_worker_on_prefill);
         m[n++] = SKV_M("Worker", "ModelInfo", UNARY, model_info_request, model_info_response,
                        skv_worker_on_model_info);
-        m[n++] = SKV_M("Worker", "Stats", UNARY, stats_request, stats_response,
-                       skv_worker_on_stats);
+        m[n++] =
+            SKV_M("Worker", "Stats", UNARY, stats_request, stats_response, skv_worker_on_stats);
     }
     return n;
 }
@@ -163,8 +170,8 @@ size_t skv_worker_methods(skv_worker_t *w, skv_grpc_method_t *m)
 static uint64_t skv_worker_random_seed(void)
 {
     static uint64_t counter;
-    uint64_t x = (uint64_t)skv_clock_now_ns() ^ (__atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED)
-                                                 * 0x9E3779B97F4A7C15ULL);
+    uint64_t x = (uint64_t)skv_clock_now_ns() ^
+                 (__atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED) * 0x9E3779B97F4A7C15ULL);
     x ^= x >> 31;
     return x * 0xBF58476D1CE4E5B9ULL;
 }

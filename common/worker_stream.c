@@ -54,8 +54,7 @@ static void skv_wreq_note_gap(skv_wreq_t *r, int64_t now)
     r->last_token_ns = now;
 }
 
-static void skv_worker_stream_on_token(void *ctx, uint64_t id, const skv_sample_t *s,
-                                       int32_t index)
+static void skv_worker_stream_on_token(void *ctx, uint64_t id, const skv_sample_t *s, int32_t index)
 {
     (void)id;
     (void)index;
@@ -65,8 +64,7 @@ static void skv_worker_stream_on_token(void *ctx, uint64_t id, const skv_sample_
     if (r->call == NULL) {
         return;
     }
-    if (skv_wreq_out_push(r, s, r->want_logprobs) != SKV_STATUS_OK &&
-        !r->cancel_asked) {
+    if (skv_wreq_out_push(r, s, r->want_logprobs) != SKV_STATUS_OK && !r->cancel_asked) {
         r->cancel_asked = skv_engine_cancel(r->w->engine, r->id) == SKV_STATUS_OK;
     }
 }
@@ -98,13 +96,16 @@ const skv_request_cbs_t skv_worker_stream_cbs = {skv_worker_stream_on_token,
 static Skv__V1__FinishReason skv_worker_finish_reason(const skv_worker_t *w, const skv_wreq_t *r)
 {
     switch (r->finish) {
-    case SKV_FINISH_STOP: return SKV__V1__FINISH_REASON__FINISH_REASON_STOP;
+    case SKV_FINISH_STOP:
+        return SKV__V1__FINISH_REASON__FINISH_REASON_STOP;
     case SKV_FINISH_LENGTH:
         return r->n_prompt + r->n_sent + r->n_out >= skv_model_max_context(w->model)
                    ? SKV__V1__FINISH_REASON__FINISH_REASON_CONTEXT_LENGTH
                    : SKV__V1__FINISH_REASON__FINISH_REASON_LENGTH;
-    case SKV_FINISH_CANCELLED: return SKV__V1__FINISH_REASON__FINISH_REASON_CANCELLED;
-    default: return SKV__V1__FINISH_REASON__FINISH_REASON_ERROR;
+    case SKV_FINISH_CANCELLED:
+        return SKV__V1__FINISH_REASON__FINISH_REASON_CANCELLED;
+    default:
+        return SKV__V1__FINISH_REASON__FINISH_REASON_ERROR;
     }
 }
 
@@ -118,9 +119,8 @@ static void skv_worker_fill_timings(const skv_wreq_t *r, int64_t now, Skv__V1__T
 {
     skv__v1__timings__init(t);
     t->queue_us = skv_us(r->received_ns, r->timing.first_scheduled);
-    t->prefill_us = r->kind == SKV_WREQ_GENERATE
-                        ? skv_us(r->timing.first_scheduled, r->timing.first_token)
-                        : 0;
+    t->prefill_us =
+        r->kind == SKV_WREQ_GENERATE ? skv_us(r->timing.first_scheduled, r->timing.first_token) : 0;
     t->ttft_us = r->kind == SKV_WREQ_GENERATE ? skv_us(r->received_ns, r->timing.first_token) : 0;
     t->decode_us = skv_us(r->timing.first_token, r->timing.last_token);
     t->inter_token_mean_us = r->n_gaps > 0 ? (uint64_t)(r->sum_gap_ns / r->n_gaps / 1000) : 0;
@@ -251,7 +251,7 @@ skv_status_t skv_worker_stop_from_msg(const skv_worker_t *w, const Skv__V1__Stop
     d->n_stop_ids = (int32_t)m->n_stop_token_ids;
     d->ignore_eos = m->ignore_eos;
     d->min_tokens = (int32_t)(m->min_tokens < (uint32_t)d->max_tokens ? m->min_tokens
-                                                                       : (uint32_t)d->max_tokens);
+                                                                      : (uint32_t)d->max_tokens);
     return SKV_STATUS_OK;
 }
 
