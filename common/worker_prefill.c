@@ -82,8 +82,10 @@ void skv_worker_start_prefill(skv_worker_t *w, skv_wreq_t *r)
         st = skv_engine_submit(w->engine, &d, &swhy);
     }
     if (st != SKV_STATUS_OK) {
-        snprintf(why, sizeof(why), "%s", swhy ? swhy : q->n_token_ids ? why : "token_ids is empty");
-        skv_worker_prefill_fail(w, r, st, why);
+        skv_worker_prefill_fail(w, r, st,
+                                swhy             ? swhy
+                                : q->n_token_ids ? why
+                                                 : "token_ids is empty");
         return;
     }
     r->in_engine = 1;
