@@ -261,10 +261,11 @@ static int skv_req_stop_reason(const skv_engine_t *e, const skv_req_t *r)
     if (r->d.prefill_only) {
         return SKV_FINISH_PREFILLED;
     }
-    if (!r->d.ignore_eos && skv_model_config_is_eos(skv_model_config(e->model), t)) {
+    int may_stop = r->n_generated >= r->d.min_tokens; /* min_tokens defers EOS and stops */
+    if (may_stop && !r->d.ignore_eos && skv_model_config_is_eos(skv_model_config(e->model), t)) {
         return SKV_FINISH_STOP;
     }
-    for (int32_t i = 0; i < r->d.n_stop_ids; i++) {
+    for (int32_t i = 0; may_stop && i < r->d.n_stop_ids; i++) {
         if (r->d.stop_ids[i] == t) {
             return SKV_FINISH_STOP;
         }
@@ -410,7 +411,7 @@ static void skv_engine_post(skv_engine_t *e, int32_t n_seqs)
         int64_t now = skv_clock_now_ns();
         r->timing.first_token = r->timing.first_token ? r->timing.first_token : now;
         r->timing.last_token = now;
-        if (r->d.cbs.on_token && !r->d.prefill_only) {
+        if (r->d.cbs.on_token) {
             r->d.cbs.on_token(r->d.cbs.ctx, r->d.id, &sample, r->n_generated);
         }
         r->n_generated++;

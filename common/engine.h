@@ -65,7 +65,8 @@ typedef struct {
 } skv_request_result_t;
 
 typedef struct {
-    /* Called for every generated token (index 0 = first). */
+    /* Called for every generated token (index 0 = first), also for the first token of a
+     * prefill_only request (before its on_finish). */
     void (*on_token)(void *ctx, uint64_t id, const skv_sample_t *sample, int32_t index);
     /* Called exactly once per accepted request, last. */
     void (*on_finish)(void *ctx, uint64_t id, const skv_request_result_t *result);
@@ -81,6 +82,7 @@ typedef struct {
     int32_t stop_ids[SKV_ENGINE_MAX_STOP_IDS];
     int32_t n_stop_ids;
     int ignore_eos;
+    int32_t min_tokens;  /* EOS and stop ids do not end the request before this many tokens */
     int prefill_only;
     /* Decode-side admission of transferred KV: the first n_cached prompt tokens are in kv
      * (ownership moves to the engine on success) and first_token (>= 0) was sampled by the

@@ -1,0 +1,10 @@
+/*
+ * prefill_worker: the prefill worker process. Everything but the default role lives in
+ * common/worker*.c; flags and environment are listed in common/worker_main.c.
+ */
+#include "common/worker_main.h"
+
+int main(int argc, char **argv)
+{
+    return skv_worker_main(argc, argv, SKV_WORKER_ROLE_PREFILL);
+}

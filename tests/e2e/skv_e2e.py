@@ -1,0 +1,87 @@
+"""Shared helpers of the end-to-end tests: stub generation, process start/stop, checks.
+
+Processes are started with --listen 127.0.0.1:0 and --port-file, so tests never collide on
+ports; every wait has a deadline. Nothing here knows the tests' expectations.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+from grpc_tools import protoc
+
+PROTOS = ["skv/v1/generate.proto", "skv/v1/worker.proto", "grpc/health/v1/health.proto"]
+
+
+def gen_stubs(include_dirs, out_dir):
+    """Generates Python stubs of our protos into out_dir and makes them importable."""
+    args = ["protoc"] + [f"-I{d}" for d in include_dirs]
+    args += [f"--python_out={out_dir}", f"--grpc_python_out={out_dir}"] + PROTOS
+    if protoc.main(args) != 0:
+        raise SystemExit("grpc_tools.protoc failed")
+    for root, _dirs, _files in os.walk(out_dir):
+        open(os.path.join(root, "__init__.py"), "a").close()
+    sys.path.insert(0, out_dir)
+    grpc.__path__.append(os.path.join(out_dir, "grpc"))  # generated grpc.health next to grpcio
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+    print(f"ok: {what}", flush=True)
+
+
+def expect_code(fn, code, what):
+    """Calls fn (which must raise grpc.RpcError) and checks the status code."""
+    try:
+        fn()
+    except grpc.RpcError as e:
+        check(e.code() == code and bool(e.details()), f"{what}: {e.code()} ({e.details()})")
+        return e
+    raise AssertionError(f"{what}: expected {code}, the call succeeded")
+
+
+class Proc:
+    """A server process started with a port file; stop() sends SIGTERM and waits."""
+
+    def __init__(self, argv, tmp, name, env=None):
+        self.name = name
+        self.port_file = os.path.join(tmp, f"{name}.port")
+        self.log_path = os.path.join(tmp, f"{name}.log")
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(argv + ["--listen", "127.0.0.1:0", "--port-file", self.port_file],
+                                     stdout=self.log, stderr=subprocess.STDOUT,
+                                     env=dict(os.environ, **(env or {})))
+        deadline = time.monotonic() + 60
+        while not os.path.exists(self.port_file):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{name} did not start:\n{self.tail()}")
+            time.sleep(0.05)
+        self.port = int(open(self.port_file).read())
+        self.addr = f"127.0.0.1:{self.port}"
+
+    def tail(self):
+        self.log.flush()
+        return open(self.log_path).read()[-3000:]
+
+    def stop(self, timeout=30):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError(f"{self.name} did not exit after SIGTERM:\n{self.tail()}")
+        self.log.close()
+        return rc
+
+
+def wait_until(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out: {what}")
