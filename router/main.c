@@ -4,30 +4,26 @@
  *
  *   skv_router --tokenizer DIR|tokenizer.json --decode HOST:PORT[,HOST:PORT...] [options]
  *
- * Flag                     Environment               Default      Meaning
- * --listen ADDR            SKV_ROUTER_LISTEN         0.0.0.0:50051  public gRPC address (port 0:
- * any)
- * --tokenizer PATH         SKV_TOKENIZER             (required)   model dir or tokenizer.json
- * --decode LIST            SKV_DECODE_ADDRS          (required)   decode workers, comma-separated
- * --prefill LIST           SKV_PREFILL_ADDRS         (none)       prefill workers; none: every
- *                                                                 request runs Worker.Generate
- * --disagg-min-tokens N    SKV_DISAGG_MIN_TOKENS     32           shorter prompts skip prefill
- * workers
- * --max-inflight N         SKV_MAX_INFLIGHT          256          Generate calls at once, beyond:
- *                                                                 RESOURCE_EXHAUSTED
- * --threads N              SKV_ROUTER_THREADS        4            server completion-queue threads
- * --resolve-ms N           SKV_RESOLVE_MS            5000         DNS re-resolution period (-1:
- * never)
- * --backoff-ms N           SKV_BACKOFF_MS            2000         skip a worker that was
- * UNAVAILABLE
- * --rpc-timeout-ms N       SKV_RPC_TIMEOUT_MS        5000         Reserve/Release/Stats/ModelInfo
- * --request-timeout-ms N   SKV_REQUEST_TIMEOUT_MS    600000       bound of a request without a
- *                                                                 client deadline
- * --lease-ms N             SKV_LEASE_MS              30000        KV reservation lease
- * --startup-timeout-ms N   SKV_STARTUP_TIMEOUT_MS    60000        wait for a decode worker's
- * ModelInfo
- * --drain-ms N             SKV_DRAIN_MS              30000        grace for in-flight calls on
- * SIGTERM
+ * Flag (environment)                     default        meaning
+ * --listen ADDR (SKV_ROUTER_LISTEN)        0.0.0.0:50051  public gRPC address; port 0: any
+ * --tokenizer PATH (SKV_TOKENIZER)         required       model dir or tokenizer.json
+ * --decode LIST (SKV_DECODE_ADDRS)         required       decode workers, comma-separated
+ * --prefill LIST (SKV_PREFILL_ADDRS)       none           prefill workers; none: every
+ *                                                         request runs Worker.Generate on D
+ * --disagg-min-tokens N (SKV_DISAGG_MIN_TOKENS)  32       shorter prompts skip prefill workers
+ * --max-inflight N (SKV_MAX_INFLIGHT)      256            Generate calls at once; beyond them
+ *                                                         RESOURCE_EXHAUSTED
+ * --threads N (SKV_ROUTER_THREADS)         4              server completion-queue threads
+ * --resolve-ms N (SKV_RESOLVE_MS)          5000           DNS re-resolution period; -1: never
+ * --backoff-ms N (SKV_BACKOFF_MS)          2000           skip a worker that was UNAVAILABLE
+ * --rpc-timeout-ms N (SKV_RPC_TIMEOUT_MS)  5000           Reserve/Release/Stats/ModelInfo
+ * --request-timeout-ms N (SKV_REQUEST_TIMEOUT_MS)  600000 bound of a request that has no
+ *                                                         client deadline
+ * --lease-ms N (SKV_LEASE_MS)              30000          KV reservation lease
+ * --startup-timeout-ms N (SKV_STARTUP_TIMEOUT_MS)  60000  wait for a ModelInfo answer
+ * --drain-ms N (SKV_DRAIN_MS)              30000          grace for in-flight calls on SIGTERM
+ * --port-file PATH (SKV_PORT_FILE)         none           write the bound port there once
+ *                                                         serving (tests listen on port 0)
  * --help
  * A worker address is HOST:PORT where HOST may be a DNS name resolving to several pods (each
  * address becomes an endpoint; names are re-resolved every --resolve-ms), or a gRPC target
@@ -56,6 +52,7 @@ typedef struct {
     skv_router_config_t config;
     const char *decode;
     const char *prefill;
+    const char *port_file;
     int64_t drain_ms;
     char *decode_copy, *prefill_copy;
     const char *decode_list[SKV_MAX_ADDRS];
@@ -69,7 +66,7 @@ static int skv_usage(FILE *f)
                "       [--max-inflight N] [--threads N] [--resolve-ms N] [--backoff-ms N] "
                "[--rpc-timeout-ms N]\n"
                "       [--request-timeout-ms N] [--lease-ms N] [--startup-timeout-ms N] "
-               "[--drain-ms N]\n"
+               "[--drain-ms N] [--port-file PATH]\n"
                "Each flag also reads an environment variable (SKV_DECODE_ADDRS, "
                "SKV_PREFILL_ADDRS, SKV_TOKENIZER, ...):\nsee the header of router/main.c.\n");
     return 2;
@@ -130,6 +127,7 @@ static int skv_parse(int argc, char **argv, skv_args_t *a)
         {"--lease-ms", "SKV_LEASE_MS", 'u', &c->lease_ms},
         {"--startup-timeout-ms", "SKV_STARTUP_TIMEOUT_MS", 'l', &c->startup_timeout_ms},
         {"--drain-ms", "SKV_DRAIN_MS", 'l', &a->drain_ms},
+        {"--port-file", "SKV_PORT_FILE", 's', &a->port_file},
     };
     const size_t n_opts = sizeof(opts) / sizeof(opts[0]);
     c->listen = "0.0.0.0:50051";
@@ -180,6 +178,17 @@ static int skv_lists(skv_args_t *a)
     return a->config.n_decode > 0 ? 0 : -1;
 }
 
+/* Writes the port to path through a rename, so readers never see a partial file. */
+static void skv_write_port_file(const char *path, int port)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL || fprintf(f, "%d\n", port) < 0 || fclose(f) != 0 || rename(tmp, path) != 0) {
+        SKV_LOG_ERROR("skv_router: cannot write the port file %s", path);
+    }
+}
+
 int main(int argc, char **argv)
 {
     static skv_args_t args;
@@ -195,6 +204,9 @@ int main(int argc, char **argv)
     }
     printf("PORT %d\n", skv_router_port(router));
     fflush(stdout);
+    if (args.port_file != NULL) {
+        skv_write_port_file(args.port_file, skv_router_port(router));
+    }
     SKV_LOG_INFO("skv_router: serving on port %d (%zu decode, %zu prefill names)",
                  skv_router_port(router), args.config.n_decode, args.config.n_prefill);
     st = skv_grpc_server_wait_signal(skv_router_server(router), args.drain_ms);

@@ -471,6 +471,7 @@ void skv_router_generate(skv_grpc_call_t *call, const ProtobufCMessage *request,
     d->r = r;
     d->call = call;
     d->req = (const Skv__V1__GenerateRequest *)request;
+    skv__v1__timings__init(&d->timings);
     d->t0_ns = skv_clock_now_ns();
     d->deadline_ns = skv_router_deadline(r, call, d->t0_ns);
     skv_router_next_id(r, d->id, sizeof(d->id));
