@@ -132,8 +132,9 @@ static skv_status_t skv_router_ask_info(skv_router_t *r, int64_t deadline_ns)
     for (size_t i = 0; i < n; i++) {
         Skv__V1__ModelInfoRequest rq = SKV__V1__MODEL_INFO_REQUEST__INIT;
         int64_t left = (deadline_ns - skv_clock_now_ns()) / 1000000;
+        left = left < 1 ? 1 : left; /* timeout 0 would mean no deadline at all */
         skv_grpc_call_opts_t o = {
-            .timeout_ms = left < r->config.rpc_timeout_ms ? left + 1 : r->config.rpc_timeout_ms};
+            .timeout_ms = left < r->config.rpc_timeout_ms ? left : r->config.rpc_timeout_ms};
         skv_grpc_error_t err = {0};
         ProtobufCMessage *m = NULL;
         if (st != SKV_STATUS_OK &&

@@ -387,7 +387,7 @@ out:
     return st;
 }
 
-/* Copies the model's EOS ids etc. are in r->model; validates and prepares the pipeline. */
+/* Validates the request, prepares its text pipeline and picks its decode worker. */
 static skv_status_t skv_router_prepare(skv_router_drive_t *d)
 {
     const Skv__V1__StopCriteria *s = d->req->stop;

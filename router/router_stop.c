@@ -59,6 +59,12 @@ void skv_stop_matcher_cleanup(skv_stop_matcher_t *m)
     m->matched = -1;
 }
 
+/* Where output starts: buf, or "" before anything was pushed (never NULL). */
+static const char *skv_stop_out(const skv_stop_matcher_t *m)
+{
+    return m->buf != NULL ? m->buf : "";
+}
+
 /* Drops the piece released by the previous call. */
 static void skv_stop_compact(skv_stop_matcher_t *m)
 {
@@ -125,7 +131,7 @@ skv_status_t skv_stop_matcher_push(skv_stop_matcher_t *m, const char *text, size
                                    const char **out_p, size_t *out_len_p, int *match_p)
 {
     skv_stop_compact(m);
-    *out_p = m->buf;
+    *out_p = skv_stop_out(m);
     *out_len_p = 0;
     *match_p = m->matched;
     if (m->matched >= 0) {
@@ -139,14 +145,14 @@ skv_status_t skv_stop_matcher_push(skv_stop_matcher_t *m, const char *text, size
             m->matched = hit;
             m->n_released = m->include_stop ? end : end - m->stop_bytes[hit];
             m->n_buf = m->n_released; /* text after the stop is never emitted */
-            *out_p = m->buf;
+            *out_p = skv_stop_out(m);
             *out_len_p = m->n_released;
             *match_p = hit;
             return SKV_STATUS_OK;
         }
     }
     m->n_released = m->n_buf - skv_stop_hold_bytes(m);
-    *out_p = m->buf;
+    *out_p = skv_stop_out(m);
     *out_len_p = m->n_released;
     return SKV_STATUS_OK;
 }
@@ -154,7 +160,7 @@ skv_status_t skv_stop_matcher_push(skv_stop_matcher_t *m, const char *text, size
 void skv_stop_matcher_flush(skv_stop_matcher_t *m, const char **out_p, size_t *out_len_p)
 {
     skv_stop_compact(m);
-    *out_p = m->buf;
+    *out_p = skv_stop_out(m);
     *out_len_p = 0;
     if (m->matched >= 0) {
         return;

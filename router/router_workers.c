@@ -183,7 +183,9 @@ skv_status_t skv_router_workers_set(skv_router_workers_t *w, skv_router_role_t r
     if (sorted == NULL) {
         return SKV_STATUS_NO_MEMORY;
     }
-    memcpy(sorted, addrs, n * sizeof(*sorted));
+    if (n > 0) {
+        memcpy(sorted, addrs, n * sizeof(*sorted));
+    }
     n = skv_router_addrs_sort_unique(sorted, n);
     pthread_mutex_lock(&w->mu);
     dead = skv_mallocn(w->n_eps[role] + 1, sizeof(*dead));
