@@ -56,7 +56,7 @@ skv_status_t skv_grpc_code_to_status(int grpc_code)
     case GRPC_STATUS_RESOURCE_EXHAUSTED:
         return SKV_STATUS_BUSY;
     case GRPC_STATUS_FAILED_PRECONDITION:
-        return SKV_STATUS_INVALID_ARGUMENT;
+        return SKV_STATUS_MISMATCH;
     case GRPC_STATUS_OUT_OF_RANGE:
         return SKV_STATUS_OUT_OF_RANGE;
     case GRPC_STATUS_UNIMPLEMENTED:

@@ -20,6 +20,7 @@ static const char *const skv_status_names[SKV_STATUS_COUNT_] = {
     [SKV_STATUS_TRANSPORT] = "TRANSPORT",
     [SKV_STATUS_DEVICE] = "DEVICE",
     [SKV_STATUS_INTERNAL] = "INTERNAL",
+    [SKV_STATUS_MISMATCH] = "MISMATCH",
 };
 
 /* grpc_status_code values, repeated here so common/ needs no gRPC header. */
@@ -47,6 +48,7 @@ static const int skv_status_grpc[SKV_STATUS_COUNT_] = {
     [SKV_STATUS_TRANSPORT] = SKV_GRPC_UNAVAILABLE,
     [SKV_STATUS_DEVICE] = SKV_GRPC_INTERNAL,
     [SKV_STATUS_INTERNAL] = SKV_GRPC_INTERNAL,
+    [SKV_STATUS_MISMATCH] = SKV_GRPC_FAILED_PRECONDITION,
 };
 
 const char *skv_status_str(skv_status_t status)

@@ -26,6 +26,7 @@ typedef enum {
     SKV_STATUS_TRANSPORT,         /* a transfer (UCX, gRPC) failed mid-way */
     SKV_STATUS_DEVICE,            /* a GPU/driver call failed */
     SKV_STATUS_INTERNAL,          /* a bug surfaced as an error where aborting is worse */
+    SKV_STATUS_MISMATCH,          /* peers disagree on a contract (KV layout fingerprint) */
     SKV_STATUS_COUNT_
 } skv_status_t;
 

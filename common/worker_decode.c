@@ -159,7 +159,7 @@ static skv_status_t skv_worker_reserve_check(skv_worker_t *w, const Skv__V1__Res
         snprintf(why, why_bytes,
                  "KV layout fingerprint mismatch: prefill %016" PRIx64 ", decode %016" PRIx64,
                  q->layout_fingerprint, w->fingerprint);
-        return SKV_STATUS_INVALID_ARGUMENT;
+        return SKV_STATUS_MISMATCH;
     }
     int64_t need = ((int64_t)q->n_prompt_token_ids + (int64_t)q->max_tokens + bs) / bs;
     if (need > skv_kv_pool_n_blocks(w->pool)) {

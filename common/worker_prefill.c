@@ -37,7 +37,7 @@ static skv_status_t skv_worker_target_check(skv_worker_t *w, skv_wreq_t *r,
                  "KV layout mismatch: decode fingerprint %016" PRIx64
                  " block size %u, prefill %016" PRIx64 " block size %d",
                  t->layout_fingerprint, t->block_size, w->fingerprint, bs);
-        return SKV_STATUS_INVALID_ARGUMENT;
+        return SKV_STATUS_MISMATCH;
     }
     if (skv_kvx_desc_decode(t->descriptor.data, t->descriptor.len, &r->desc) != SKV_STATUS_OK) {
         snprintf(why, why_bytes, "the transfer target's descriptor is malformed");

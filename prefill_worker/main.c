@@ -1,5 +1,5 @@
 /*
- * prefill_worker: the prefill worker process. Everything but the default role lives in
+ * skv_prefill_worker: the prefill worker process. Everything but the default role lives in
  * common/worker*.c; flags and environment are listed in common/worker_main.c.
  */
 #include "common/worker_main.h"

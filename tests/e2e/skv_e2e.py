@@ -27,6 +27,16 @@ def gen_stubs(include_dirs, out_dir):
     grpc.__path__.append(os.path.join(out_dir, "grpc"))  # generated grpc.health next to grpcio
 
 
+def cli_tokens(generate, model, prompt, n, temperature=0.0, seed=0):
+    """The single-process engine CLI's tokens for a prompt of ids (the reference output)."""
+    argv = [generate, "--model", model, "--tokens", ",".join(map(str, prompt)),
+            "--max-tokens", str(n), "--ignore-eos"]
+    if temperature > 0:
+        argv += ["--temperature", str(temperature), "--seed", str(seed)]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True).stdout
+    return [int(t) for t in out.strip().split(",")]
+
+
 def check(cond, what):
     if not cond:
         raise AssertionError(what)

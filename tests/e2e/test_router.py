@@ -20,7 +20,7 @@ import tempfile
 try:
     import grpc
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from skv_e2e import Proc, check, expect_code, gen_stubs, wait_until
+    from skv_e2e import Proc, check, cli_tokens, expect_code, gen_stubs, wait_until
     import e2e_client as E
 except ImportError:
     print("grpcio / grpcio-tools missing: skipping")
@@ -29,13 +29,6 @@ except ImportError:
 C = grpc.StatusCode
 DISAGG_MIN = 8
 PROMPTS = [[1000] + [(37 * i + 11 * k) % 1000 for k in range(2 + 5 * i)] for i in range(8)]
-
-
-def cli_tokens(args, prompt, n):
-    argv = [args.generate, "--model", args.model, "--tokens", ",".join(map(str, prompt)),
-            "--max-tokens", str(n), "--ignore-eos"]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True).stdout
-    return [int(t) for t in out.strip().split(",")]
 
 
 class Cluster:
@@ -64,7 +57,7 @@ def test_identity(args, cl):
         prompt = PROMPTS[i]
         res = E.generate(cl.r, token_ids=prompt, max_tokens=20)
         path = "disaggregated" if len(prompt) >= DISAGG_MIN else "combined"
-        check(res.ids == cli_tokens(args, prompt, 20),
+        check(res.ids == cli_tokens(args.generate, args.model, prompt, 20),
               f"prompt {i} ({len(prompt)} tokens, {path}): greedy == CLI")
         last = res.last
         check(last.finish_reason == cl.r.G.FINISH_REASON_LENGTH and
@@ -73,6 +66,23 @@ def test_identity(args, cl):
               "last chunk: LENGTH, usage, router timings")
     s = E.stats(cl.r)
     check(s.role == "router" and len(s.workers) == 2 and s.requests_total >= 4, "Stats: router + 2 workers")
+
+
+def test_c_client(args, cl):
+    """Our C client against the router: same text as the Python client, clear errors."""
+    text = "the C client asks the same question"
+    want = E.generate(cl.r, text=text, max_tokens=16).text
+    base = [args.client, "--target", cl.router.addr, "--timeout-ms", "30000"]
+    out = subprocess.run(base + ["generate", "--prompt", text, "--max-tokens", "16"],
+                         capture_output=True, text=True, timeout=60)
+    check(out.returncode == 0 and out.stdout == want and "finish=length" in out.stderr,
+          "C client generate: exit 0, same text as the Python client, finish reason")
+    bad = subprocess.run(base + ["generate", "--prompt", text, "--top-p", "3"],
+                         capture_output=True, text=True, timeout=60)
+    check(bad.returncode == 1 and "INVALID_ARGUMENT" in bad.stderr and "top_p" in bad.stderr,
+          "C client: a bad top_p exits 1 with INVALID_ARGUMENT naming the field")
+    health = subprocess.run(base + ["health"], capture_output=True, text=True, timeout=30)
+    check(health.returncode == 0 and "SERVING" in health.stdout, "C client health: SERVING")
 
 
 def test_text(cl):
@@ -163,7 +173,8 @@ def test_router_drain(cl):
 
 def main():
     ap = argparse.ArgumentParser()
-    for a in ("--router", "--decode-worker", "--prefill-worker", "--generate", "--make-model"):
+    for a in ("--router", "--decode-worker", "--prefill-worker", "--generate", "--make-model",
+              "--client"):
         ap.add_argument(a, required=True)
     ap.add_argument("--preset", default="tiny-swiftkv")
     ap.add_argument("-I", dest="includes", action="append", default=[])
@@ -177,6 +188,7 @@ def main():
         try:
             test_identity(args, cl)
             test_text(cl)
+            test_c_client(args, cl)
             test_concurrent(cl)
             test_cancel_deadline(cl)
             test_bad_input(cl)

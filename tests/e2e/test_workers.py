@@ -20,22 +20,13 @@ import time
 try:
     import grpc
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from skv_e2e import Proc, check, expect_code, gen_stubs, wait_until
+    from skv_e2e import Proc, check, cli_tokens, expect_code, gen_stubs, wait_until
 except ImportError:
     print("grpcio / grpcio-tools missing: skipping")
     sys.exit(77)
 
 C = grpc.StatusCode
 PROMPTS = [[1000] + [(37 * i + 11 * k) % 1000 for k in range(3 + 5 * i)] for i in range(8)]
-
-
-def cli_tokens(args, prompt, n, temperature=0.0, seed=0):
-    argv = [args.generate, "--model", args.model, "--tokens", ",".join(map(str, prompt)),
-            "--max-tokens", str(n), "--ignore-eos"]
-    if temperature > 0:
-        argv += ["--temperature", str(temperature), "--seed", str(seed)]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True).stdout
-    return [int(t) for t in out.strip().split(",")]
 
 
 class Cluster:
@@ -105,13 +96,13 @@ def expect_idle(cl, what):
 
 def test_identity(args, cl):
     for i, prompt in enumerate(PROMPTS[:4]):
-        ref = cli_tokens(args, prompt, 24)
+        ref = cli_tokens(args.generate, args.model, prompt, 24)
         c, _ = combined(cl, f"c{i}", prompt, 24)
         d, last, _ = disagg(cl, f"d{i}", prompt, 24)
         check(c == ref and d == ref, f"prompt {i} ({len(prompt)} tokens): combined and "
                                      f"disaggregated greedy == CLI")
         check(last.completion_tokens == 24 and last.finish_reason == 2, "length finish, 24 tokens")
-    ref = cli_tokens(args, PROMPTS[5], 20, temperature=0.8, seed=7)
+    ref = cli_tokens(args.generate, args.model, PROMPTS[5], 20, temperature=0.8, seed=7)
     c, _ = combined(cl, "cs", PROMPTS[5], 20, sampling(0.8, 7))
     d, _, _ = disagg(cl, "ds", PROMPTS[5], 20, sampling(0.8, 7))
     check(c == ref and d == ref, "seeded sampling: combined == disaggregated == CLI")
@@ -188,7 +179,7 @@ def test_bad_input(cl):
         expect_code(lambda: list(cl.worker.Generate(req, timeout=10)), code, what)
     expect_code(lambda: cl.decode.Reserve(W.ReserveRequest(request_id="fp", prompt_token_ids=[1, 2],
                                                            layout_fingerprint=12345), timeout=5),
-                C.INVALID_ARGUMENT, "Reserve with another KV layout fingerprint")
+                C.FAILED_PRECONDITION, "Reserve with another KV layout fingerprint")
     res = cl.decode.Reserve(W.ReserveRequest(request_id="garbage", prompt_token_ids=[1, 2, 3]),
                             timeout=5)
     tgt = W.TransferTarget()
@@ -203,7 +194,7 @@ def test_bad_input(cl):
     expect_code(lambda: cl.prefill.Prefill(W.PrefillRequest(request_id="garbage",
                                                             token_ids=[1, 2, 3], target=tgt),
                                            timeout=10),
-                C.INVALID_ARGUMENT, "Prefill into another KV layout")
+                C.FAILED_PRECONDITION, "Prefill into another KV layout")
     cl.decode.Release(W.ReleaseRequest(request_id="garbage"), timeout=5)
     expect_code(lambda: list(cl.decode.Decode(W.DecodeRequest(request_id="none", first_token=1),
                                               timeout=5)),
