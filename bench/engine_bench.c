@@ -49,13 +49,12 @@ static int32_t skv_bench_list(const char *s, int32_t *out)
 
 static int skv_bench_parse(int argc, char **argv, skv_bench_args_t *a)
 {
-    static const struct option opts[] = {{"model", 1, 0, 'm'},         {"backend", 1, 0, 'b'},
-                                         {"mode", 1, 0, 'M'},          {"prompt-len", 1, 0, 'p'},
-                                         {"prefill-batch", 1, 0, 'B'}, {"decode-batch", 1, 0, 'D'},
-                                         {"context", 1, 0, 'c'},       {"steps", 1, 0, 's'},
-                                         {"threads", 1, 0, 'j'},       {"json", 1, 0, 'J'},
-                                         {"gemm", 0, 0, 'g'},          {"random-preset", 1, 0, 'R'},
-                                         {"upload", 0, 0, 'U'},        {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"model", 1, 0, 'm'}, {"backend", 1, 0, 'b'}, {"mode", 1, 0, 'M'},
+        {"prompt-len", 1, 0, 'p'}, {"prefill-batch", 1, 0, 'B'}, {"decode-batch", 1, 0, 'D'},
+        {"context", 1, 0, 'c'}, {"steps", 1, 0, 's'}, {"threads", 1, 0, 'j'},
+        {"json", 1, 0, 'J'}, {"gemm", 0, 0, 'g'}, {"random-preset", 1, 0, 'R'}, {"upload", 0, 0, 'U'},
+        {0, 0, 0, 0}};
     memset(a, 0, sizeof(*a));
     a->backend = "cpu";
     a->mode = "auto";
@@ -67,47 +66,20 @@ static int skv_bench_parse(int argc, char **argv, skv_bench_args_t *a)
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'm':
-            a->model_dir = optarg;
-            break;
-        case 'b':
-            a->backend = optarg;
-            break;
-        case 'M':
-            a->mode = optarg;
-            break;
-        case 'p':
-            a->prompt_len = atoi(optarg);
-            break;
-        case 'B':
-            a->n_prefill = skv_bench_list(optarg, a->prefill_batches);
-            break;
-        case 'D':
-            a->n_decode = skv_bench_list(optarg, a->decode_batches);
-            break;
-        case 'c':
-            a->n_ctx = skv_bench_list(optarg, a->contexts);
-            break;
-        case 'R':
-            a->preset = optarg;
-            break;
-        case 'U':
-            a->upload = 1;
-            break;
-        case 's':
-            a->steps = atoi(optarg);
-            break;
-        case 'j':
-            a->threads = atoi(optarg);
-            break;
-        case 'J':
-            a->json = optarg;
-            break;
-        case 'g':
-            a->gemm = 1;
-            break;
-        default:
-            return -1;
+        case 'm': a->model_dir = optarg; break;
+        case 'b': a->backend = optarg; break;
+        case 'M': a->mode = optarg; break;
+        case 'p': a->prompt_len = atoi(optarg); break;
+        case 'B': a->n_prefill = skv_bench_list(optarg, a->prefill_batches); break;
+        case 'D': a->n_decode = skv_bench_list(optarg, a->decode_batches); break;
+        case 'c': a->n_ctx = skv_bench_list(optarg, a->contexts); break;
+        case 'R': a->preset = optarg; break;
+        case 'U': a->upload = 1; break;
+        case 's': a->steps = atoi(optarg); break;
+        case 'j': a->threads = atoi(optarg); break;
+        case 'J': a->json = optarg; break;
+        case 'g': a->gemm = 1; break;
+        default: return -1;
         }
     }
     for (int32_t i = 0; i < a->n_ctx; i++) {
@@ -115,8 +87,9 @@ static int skv_bench_parse(int argc, char **argv, skv_bench_args_t *a)
             return -1;
         }
     }
-    return (a->model_dir || a->preset) && a->prompt_len > 0 && a->n_ctx > 0 && a->steps > 0 ? 0
-                                                                                            : -1;
+    return (a->model_dir || a->preset) && a->prompt_len > 0 && a->n_ctx > 0 && a->steps > 0
+               ? 0
+               : -1;
 }
 
 /* Linear-layer FLOPs of one token through n layers (2 per multiply-add). */
@@ -233,8 +206,7 @@ out:
 static void skv_bench_upload(skv_backend_t *be)
 {
     const int64_t rows = 65536, cols = 4096;
-    skv_dtype_t wd = be->ops->weight_dtype,
-                srcs[3] = {SKV_DTYPE_F32, SKV_DTYPE_F16, SKV_DTYPE_BF16};
+    skv_dtype_t wd = be->ops->weight_dtype, srcs[3] = {SKV_DTYPE_F32, SKV_DTYPE_F16, SKV_DTYPE_BF16};
     void *dst = NULL;
     void *host = skv_mallocn((size_t)(rows * cols), 4);
     if (host == NULL || be->ops->alloc(be, (size_t)(rows * cols) * skv_dtype_size(wd), &dst) != 0) {
@@ -286,11 +258,9 @@ int main(int argc, char **argv)
 {
     skv_bench_args_t a;
     if (skv_bench_parse(argc, argv, &a) != 0) {
-        fprintf(stderr,
-                "usage: engine_bench (--model DIR | --random-preset NAME) [--backend %s] [--mode "
-                "auto|base|swiftkv] "
-                "[--prompt-len P] [--prefill-batch 1,4] [--decode-batch 1,16,64] "
-                "[--context C1,C2] [--steps S] [--threads N] [--json FILE]\n",
+        fprintf(stderr, "usage: engine_bench (--model DIR | --random-preset NAME) [--backend %s] [--mode auto|base|swiftkv] "
+                        "[--prompt-len P] [--prefill-batch 1,4] [--decode-batch 1,16,64] "
+                        "[--context C1,C2] [--steps S] [--threads N] [--json FILE]\n",
                 skv_backend_names());
         return 2;
     }
@@ -328,8 +298,7 @@ int main(int argc, char **argv)
     skv_model_kv_layout(m, 16, &layout);
     int64_t need_p = (int64_t)max_pb * ((a.prompt_len + 15) / 16);
     int64_t need_d = (int64_t)max_db * ((max_c + 16) / 16);
-    if (skv_kv_pool_create(&layout, need_p > need_d ? need_p : need_d, be, &pool) !=
-        SKV_STATUS_OK) {
+    if (skv_kv_pool_create(&layout, need_p > need_d ? need_p : need_d, be, &pool) != SKV_STATUS_OK) {
         return 1;
     }
     float *logits = skv_mallocn((size_t)mo.max_seqs * c->vocab_size, sizeof(float));
@@ -349,10 +318,9 @@ int main(int argc, char **argv)
         printf("prefill  batch %3d x %5d tokens: %9.1f ms  %10.0f tok/s  %8.1f GFLOP/s\n", B,
                a.prompt_len, s * 1e3, B * a.prompt_len / s, flops / s / 1e9);
         if (js) {
-            fprintf(js,
-                    "%s{\"batch\": %d, \"prompt_len\": %d, \"seconds\": %.6f, \"tok_s\": %.1f, "
-                    "\"gflops\": %.2f}",
-                    i ? ", " : "", B, a.prompt_len, s, B * a.prompt_len / s, flops / s / 1e9);
+            fprintf(js, "%s{\"batch\": %d, \"prompt_len\": %d, \"seconds\": %.6f, \"tok_s\": %.1f, "
+                        "\"gflops\": %.2f}", i ? ", " : "", B, a.prompt_len, s,
+                    B * a.prompt_len / s, flops / s / 1e9);
         }
     }
     if (js) {
@@ -362,13 +330,11 @@ int main(int argc, char **argv)
         for (int32_t i = 0; i < a.n_decode; i++) {
             int32_t B = a.decode_batches[i], C = a.contexts[k];
             double s = skv_bench_decode(m, pool, B, C, a.steps, logits);
-            printf("decode   batch %3d ctx %5d:       %9.2f ms/step  %8.1f tok/s\n", B, C, s * 1e3,
-                   B / s);
+            printf("decode   batch %3d ctx %5d:       %9.2f ms/step  %8.1f tok/s\n", B, C,
+                   s * 1e3, B / s);
             if (js) {
-                fprintf(js,
-                        "%s{\"batch\": %d, \"context\": %d, \"ms_step\": %.4f, "
-                        "\"tok_s\": %.1f}",
-                        (k || i) ? ", " : "", B, C, s * 1e3, B / s);
+                fprintf(js, "%s{\"batch\": %d, \"context\": %d, \"ms_step\": %.4f, "
+                            "\"tok_s\": %.1f}", (k || i) ? ", " : "", B, C, s * 1e3, B / s);
             }
         }
     }

@@ -13,7 +13,8 @@
 #include "kernels/cuda/cuda.h"
 #endif
 
-skv_status_t skv_backend_create(const char *name, int n_threads, int device, skv_backend_t **be_p)
+skv_status_t skv_backend_create(const char *name, int n_threads, int device,
+                                skv_backend_t **be_p)
 {
     if (strcmp(name, "cpu") == 0) {
         return skv_cpu_backend_create(SKV_CPU_MODE_FAST, n_threads, be_p);

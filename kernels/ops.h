@@ -66,12 +66,12 @@ typedef struct {
 typedef struct {
     int32_t n_seqs;
     int32_t n_rows;
-    int32_t max_blocks;        /* columns of block_table */
-    int32_t max_ctx;           /* max over rows of row_pos + 1 (bounds split work) */
-    skv_tensor_t seq_rows;     /* i32 [1, n_seqs + 1]: first query row of each sequence */
-    skv_tensor_t row_pos;      /* i32 [1, n_rows]: absolute position of each row */
-    skv_tensor_t row_slot;     /* i32 [1, n_rows]: cache slot (block * block_size + offset) */
-    skv_tensor_t block_table;  /* i32 [n_seqs, max_blocks]: physical block ids */
+    int32_t max_blocks;       /* columns of block_table */
+    int32_t max_ctx;          /* max over rows of row_pos + 1 (bounds split work) */
+    skv_tensor_t seq_rows;    /* i32 [1, n_seqs + 1]: first query row of each sequence */
+    skv_tensor_t row_pos;     /* i32 [1, n_rows]: absolute position of each row */
+    skv_tensor_t row_slot;    /* i32 [1, n_rows]: cache slot (block * block_size + offset) */
+    skv_tensor_t block_table; /* i32 [n_seqs, max_blocks]: physical block ids */
     const int32_t *h_seq_rows; /* host mirrors of the above, for host-side scheduling */
     const int32_t *h_row_pos;
 } skv_attn_meta_t;
@@ -128,8 +128,9 @@ typedef struct skv_ops {
     skv_status_t (*rmsnorm)(skv_backend_t *be, const skv_tensor_t *out, const skv_tensor_t *x,
                             const skv_tensor_t *w, float eps);
     /* x[N,H] += delta[N,H]; then out = rmsnorm(x, w) (fused residual). out may be NULL. */
-    skv_status_t (*add_rmsnorm)(skv_backend_t *be, const skv_tensor_t *x, const skv_tensor_t *delta,
-                                const skv_tensor_t *out, const skv_tensor_t *w, float eps);
+    skv_status_t (*add_rmsnorm)(skv_backend_t *be, const skv_tensor_t *x,
+                                const skv_tensor_t *delta, const skv_tensor_t *out,
+                                const skv_tensor_t *w, float eps);
     /* out[N,O] = x[N,I] * w[O,I]^T (PyTorch Linear layout). out dtype may be f32 for logits. */
     skv_status_t (*matmul)(skv_backend_t *be, const skv_tensor_t *out, const skv_tensor_t *x,
                            const skv_tensor_t *w);
@@ -145,18 +146,20 @@ typedef struct skv_ops {
      * layer g, [K_g | V_g]; RoPE the K parts at meta.row_pos and scatter K and V into cache
      * layers first_layer + g, all in one op. */
     skv_status_t (*swiftkv_kv_write)(skv_backend_t *be, const skv_kv_view_t *kv,
-                                     int32_t first_layer, int32_t n_layers, const skv_tensor_t *kvs,
-                                     const skv_attn_meta_t *meta, const skv_tensor_t *inv_freq);
+                                     int32_t first_layer, int32_t n_layers,
+                                     const skv_tensor_t *kvs, const skv_attn_meta_t *meta,
+                                     const skv_tensor_t *inv_freq);
     /* out[R, n_heads*head_dim] = softmax(q k^T * scale) v over the paged cache layer, causal,
      * GQA (head h uses kv head h / (n_heads / kv_heads)). */
     skv_status_t (*attention)(skv_backend_t *be, const skv_tensor_t *out, const skv_tensor_t *q,
                               const skv_kv_view_t *kv, int32_t cache_layer, int32_t n_heads,
                               float scale, const skv_attn_meta_t *meta);
     /* out[N,F] = silu(gate_up[:, :F]) * gate_up[:, F:]. */
-    skv_status_t (*swiglu)(skv_backend_t *be, const skv_tensor_t *out, const skv_tensor_t *gate_up);
+    skv_status_t (*swiglu)(skv_backend_t *be, const skv_tensor_t *out,
+                           const skv_tensor_t *gate_up);
     /* out[M,H] = x[idx[m], :]; idx i32 [1,M]. */
-    skv_status_t (*gather_rows)(skv_backend_t *be, const skv_tensor_t *out, const skv_tensor_t *x,
-                                const skv_tensor_t *idx);
+    skv_status_t (*gather_rows)(skv_backend_t *be, const skv_tensor_t *out,
+                                const skv_tensor_t *x, const skv_tensor_t *idx);
 
     /* Optional (NULL when absent): fills weight dst (dense, ld == cols) with
      * skv_weight_hash_value(seed, row * cols + col, scale, offset), computed where the memory

@@ -35,24 +35,24 @@ typedef struct {
 
 static void skv_gen_usage(void)
 {
-    fprintf(stderr,
-            "usage: skv_generate --model DIR (--prompt TEXT [--chat] | --tokens ID,ID,...) "
-            "[--max-tokens N] "
-            "[--temperature T] [--top-k K] [--top-p P] [--min-p P] [--seed S]\n"
-            "       [--mode auto|base|swiftkv] [--backend %s] [--threads N] "
-            "[--block-size B] [--chunk N] [--ignore-eos]\n",
+    fprintf(stderr, "usage: skv_generate --model DIR (--prompt TEXT [--chat] | --tokens ID,ID,...) "
+                    "[--max-tokens N] "
+                    "[--temperature T] [--top-k K] [--top-p P] [--min-p P] [--seed S]\n"
+                    "       [--mode auto|base|swiftkv] [--backend %s] [--threads N] "
+                    "[--block-size B] [--chunk N] [--ignore-eos]\n",
             skv_backend_names());
 }
 
 static int skv_gen_parse(int argc, char **argv, skv_gen_args_t *a)
 {
     static const struct option opts[] = {
-        {"model", 1, 0, 'm'},       {"tokens", 1, 0, 't'},     {"max-tokens", 1, 0, 'n'},
+        {"model", 1, 0, 'm'},      {"tokens", 1, 0, 't'},      {"max-tokens", 1, 0, 'n'},
         {"temperature", 1, 0, 'T'}, {"top-k", 1, 0, 'k'},      {"top-p", 1, 0, 'p'},
-        {"min-p", 1, 0, 'P'},       {"seed", 1, 0, 's'},       {"mode", 1, 0, 'M'},
-        {"backend", 1, 0, 'b'},     {"threads", 1, 0, 'j'},    {"block-size", 1, 0, 'B'},
-        {"chunk", 1, 0, 'c'},       {"ignore-eos", 0, 0, 'e'}, {"help", 0, 0, 'h'},
-        {"prompt", 1, 0, 'x'},      {"chat", 0, 0, 'C'},       {0, 0, 0, 0}};
+        {"min-p", 1, 0, 'P'},      {"seed", 1, 0, 's'},        {"mode", 1, 0, 'M'},
+        {"backend", 1, 0, 'b'},    {"threads", 1, 0, 'j'},     {"block-size", 1, 0, 'B'},
+        {"chunk", 1, 0, 'c'},      {"ignore-eos", 0, 0, 'e'},  {"help", 0, 0, 'h'},
+        {"prompt", 1, 0, 'x'},     {"chat", 0, 0, 'C'},
+        {0, 0, 0, 0}};
     memset(a, 0, sizeof(*a));
     a->backend = "cpu";
     a->mode = "auto";
@@ -62,62 +62,26 @@ static int skv_gen_parse(int argc, char **argv, skv_gen_args_t *a)
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'm':
-            a->model_dir = optarg;
-            break;
-        case 't':
-            a->tokens = optarg;
-            break;
-        case 'n':
-            a->gen.max_new_tokens = atoi(optarg);
-            break;
-        case 'T':
-            a->gen.sampling.temperature = strtof(optarg, NULL);
-            break;
-        case 'k':
-            a->gen.sampling.top_k = atoi(optarg);
-            break;
-        case 'p':
-            a->gen.sampling.top_p = strtof(optarg, NULL);
-            break;
-        case 'P':
-            a->gen.sampling.min_p = strtof(optarg, NULL);
-            break;
-        case 's':
-            a->gen.sampling.seed = strtoull(optarg, NULL, 10);
-            break;
-        case 'M':
-            a->mode = optarg;
-            break;
-        case 'b':
-            a->backend = optarg;
-            break;
-        case 'j':
-            a->threads = atoi(optarg);
-            break;
-        case 'B':
-            a->block_size = atoi(optarg);
-            break;
-        case 'c':
-            a->gen.chunk_tokens = atoi(optarg);
-            break;
-        case 'e':
-            a->gen.ignore_eos = 1;
-            break;
-        case 'x':
-            a->prompt = optarg;
-            break;
-        case 'C':
-            a->chat = 1;
-            break;
-        default:
-            return -1;
+        case 'm': a->model_dir = optarg; break;
+        case 't': a->tokens = optarg; break;
+        case 'n': a->gen.max_new_tokens = atoi(optarg); break;
+        case 'T': a->gen.sampling.temperature = strtof(optarg, NULL); break;
+        case 'k': a->gen.sampling.top_k = atoi(optarg); break;
+        case 'p': a->gen.sampling.top_p = strtof(optarg, NULL); break;
+        case 'P': a->gen.sampling.min_p = strtof(optarg, NULL); break;
+        case 's': a->gen.sampling.seed = strtoull(optarg, NULL, 10); break;
+        case 'M': a->mode = optarg; break;
+        case 'b': a->backend = optarg; break;
+        case 'j': a->threads = atoi(optarg); break;
+        case 'B': a->block_size = atoi(optarg); break;
+        case 'c': a->gen.chunk_tokens = atoi(optarg); break;
+        case 'e': a->gen.ignore_eos = 1; break;
+        case 'x': a->prompt = optarg; break;
+        case 'C': a->chat = 1; break;
+        default: return -1;
         }
     }
-    return (a->model_dir && (a->tokens != NULL) != (a->prompt != NULL) &&
-            a->gen.max_new_tokens > 0 && a->block_size > 0)
-               ? 0
-               : -1;
+    return (a->model_dir && (a->tokens != NULL) != (a->prompt != NULL) && a->gen.max_new_tokens > 0 && a->block_size > 0) ? 0 : -1;
 }
 
 /* Parses "1,2,3" into a new array; returns the count or -1. */
@@ -188,8 +152,8 @@ static int skv_gen_run(const skv_gen_args_t *a, const int32_t *prompt, int32_t n
     int32_t *out = skv_mallocn((size_t)a->gen.max_new_tokens, sizeof(int32_t));
     int32_t n_out = 0;
     skv_gen_out_t printed = {0, detok};
-    skv_model_opts_t mo = {skv_gen_mode(a->mode),
-                           a->gen.chunk_tokens > 0 ? a->gen.chunk_tokens : 512, 1, 0};
+    skv_model_opts_t mo = {skv_gen_mode(a->mode), a->gen.chunk_tokens > 0 ? a->gen.chunk_tokens : 512,
+                           1, 0};
     skv_generate_opts_t gen = a->gen;
     gen.chunk_tokens = mo.max_batch_tokens;
     skv_status_t status = out ? SKV_STATUS_OK : SKV_STATUS_NO_MEMORY;
@@ -201,8 +165,7 @@ static int skv_gen_run(const skv_gen_args_t *a, const int32_t *prompt, int32_t n
     int64_t ctx = n_prompt + a->gen.max_new_tokens + a->block_size;
     SKV_CHECK_GOTO(skv_kv_pool_create(&layout, ctx / a->block_size + 1, be, &pool), done);
     int64_t t1 = skv_clock_now_ns();
-    status =
-        skv_generate(model, pool, prompt, n_prompt, &gen, skv_gen_print, &printed, out, &n_out);
+    status = skv_generate(model, pool, prompt, n_prompt, &gen, skv_gen_print, &printed, out, &n_out);
     int64_t t2 = skv_clock_now_ns();
     const char *tail;
     size_t tail_len;

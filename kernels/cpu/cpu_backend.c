@@ -37,7 +37,7 @@ static int skv_cpu_threads(skv_backend_t *be)
 }
 
 #define SKV_F32(t, r, c) (((float *)(t)->data)[(int64_t)(r) * (t)->ld + (c)])
-#define SKV_I32(t, i)    (((const int32_t *)(t)->data)[i])
+#define SKV_I32(t, i) (((const int32_t *)(t)->data)[i])
 
 static void skv_cpu_destroy(skv_backend_t *be)
 {
@@ -187,8 +187,8 @@ static skv_status_t skv_cpu_matmul(skv_backend_t *be, const skv_tensor_t *out,
 #ifdef SKV_HAVE_OPENBLAS
     if (((skv_cpu_backend_t *)be)->mode == SKV_CPU_MODE_FAST) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)x->rows, (int)w->rows,
-                    (int)x->cols, 1.0f, x->data, (int)x->ld, w->data, (int)w->ld, 0.0f, out->data,
-                    (int)out->ld);
+                    (int)x->cols, 1.0f, x->data, (int)x->ld, w->data, (int)w->ld, 0.0f,
+                    out->data, (int)out->ld);
         return SKV_STATUS_OK;
     }
 #endif
@@ -348,8 +348,7 @@ static skv_status_t skv_cpu_attention(skv_backend_t *be, const skv_tensor_t *out
         while (SKV_I32(&meta->seq_rows, s + 1) <= r) {
             s++;
         }
-        const int32_t *blocks =
-            (const int32_t *)meta->block_table.data + (int64_t)s * meta->max_blocks;
+        const int32_t *blocks = (const int32_t *)meta->block_table.data + (int64_t)s * meta->max_blocks;
         int32_t ctx = SKV_I32(&meta->row_pos, r) + 1;
         skv_cpu_attn_head(&SKV_F32(out, r, (int64_t)h * hd), &SKV_F32(q, r, (int64_t)h * hd), kv,
                           blocks, cache_layer, h / group, ctx, scale);

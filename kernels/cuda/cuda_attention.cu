@@ -25,13 +25,13 @@
 using namespace nvcuda;
 typedef __nv_bfloat16 bf16;
 
-#define SKV_ATTN_THREADS         128
-#define SKV_ATTN_ROWS_TILE       128 /* keys per tile in the rows kernel */
-#define SKV_ATTN_ROWS_MAX_HEADS  8   /* query heads per block in the rows kernel */
-#define SKV_ATTN_MIN_SPLIT       64  /* fewest keys worth a split of their own */
-#define SKV_ATTN_BQ              128 /* query rows per prefill block (16 per warp) */
+#define SKV_ATTN_THREADS 128
+#define SKV_ATTN_ROWS_TILE 128    /* keys per tile in the rows kernel */
+#define SKV_ATTN_ROWS_MAX_HEADS 8 /* query heads per block in the rows kernel */
+#define SKV_ATTN_MIN_SPLIT 64     /* fewest keys worth a split of their own */
+#define SKV_ATTN_BQ 128           /* query rows per prefill block (16 per warp) */
 #define SKV_ATTN_PREFILL_THREADS (SKV_ATTN_BQ / 16 * 32)
-#define SKV_ATTN_BK              64 /* keys per prefill tile */
+#define SKV_ATTN_BK 64            /* keys per prefill tile */
 
 typedef struct {
     const bf16 *base;
@@ -115,8 +115,7 @@ __global__ void __launch_bounds__(SKV_ATTN_THREADS)
     int32_t npairs = hd / 2;
 
     for (int i = tid; i < nh * hd; i += blockDim.x) {
-        qs[i / hd][i % hd] =
-            __bfloat162float(q[(int64_t)r * ldq + (int64_t)(h0 + i / hd) * hd + i % hd]);
+        qs[i / hd][i % hd] = __bfloat162float(q[(int64_t)r * ldq + (int64_t)(h0 + i / hd) * hd + i % hd]);
     }
     if (tid < SKV_ATTN_ROWS_MAX_HEADS) {
         m_s[tid] = -INFINITY;
@@ -303,10 +302,10 @@ __global__ void skv_attn_combine_kernel(bf16 *out, int64_t ldo, int32_t n_heads,
 /* ---- prefill kernel (tensor cores) ---------------------------------------------------- */
 
 template <int HD> struct skv_prefill_smem {
-    static constexpr int LDB = HD + 8;          /* bf16 tiles: +16 B against bank conflicts */
-    static constexpr int LDS = SKV_ATTN_BK + 4; /* f32 scores */
-    static constexpr int LDP = SKV_ATTN_BK + 8; /* bf16 probabilities */
-    static constexpr int LDO = HD + 4;          /* f32 output accumulator */
+    static constexpr int LDB = HD + 8;            /* bf16 tiles: +16 B against bank conflicts */
+    static constexpr int LDS = SKV_ATTN_BK + 4;   /* f32 scores */
+    static constexpr int LDP = SKV_ATTN_BK + 8;   /* bf16 probabilities */
+    static constexpr int LDO = HD + 4;            /* f32 output accumulator */
     static constexpr int Q_BYTES = SKV_ATTN_BQ * LDB * 2;
     static constexpr int S_BYTES = SKV_ATTN_BQ * LDS * 4;
     static constexpr int QS_BYTES = Q_BYTES > S_BYTES ? Q_BYTES : S_BYTES; /* Q then S */
@@ -333,8 +332,8 @@ template <int HD> struct skv_prefill_smem {
  * tile brought into shared memory serves 8 warps. */
 template <int HD>
 __global__ void __launch_bounds__(SKV_ATTN_PREFILL_THREADS)
-    skv_attn_prefill_kernel(skv_attn_args_t a, bf16 *out, int64_t ldo, const bf16 *q, int64_t ldq,
-                            int32_t n_heads, float scale)
+    skv_attn_prefill_kernel(skv_attn_args_t a, bf16 *out, int64_t ldo, const bf16 *q,
+                            int64_t ldq, int32_t n_heads, float scale)
 {
     typedef skv_prefill_smem<HD> L;
     extern __shared__ __align__(128) unsigned char smem[];
@@ -362,8 +361,8 @@ __global__ void __launch_bounds__(SKV_ATTN_PREFILL_THREADS)
 
     for (int i = tid; i < SKV_ATTN_BQ * HD; i += blockDim.x) {
         int row = i / HD, d = i % HD;
-        Qs[row * L::LDB + d] =
-            row < nq ? q[(int64_t)(r0 + row) * ldq + (int64_t)h * HD + d] : __float2bfloat16(0.0f);
+        Qs[row * L::LDB + d] = row < nq ? q[(int64_t)(r0 + row) * ldq + (int64_t)h * HD + d]
+                                        : __float2bfloat16(0.0f);
     }
     if (tid < SKV_ATTN_BQ) {
         /* Padding rows copy the last real row's position: finite softmax, never written. */
@@ -516,8 +515,8 @@ template <int HD> struct skv_prefill2_smem {
  * never goes through shared memory. Q fragments are re-read from shared memory per tile. */
 template <int HD>
 __global__ void __launch_bounds__(SKV_ATTN_PREFILL_THREADS, 2) /* 2 blocks/SM: <= 128 regs */
-    skv_attn_prefill2_kernel(skv_attn_args_t a, bf16 *out, int64_t ldo, const bf16 *q, int64_t ldq,
-                             int32_t n_heads, float scale)
+    skv_attn_prefill2_kernel(skv_attn_args_t a, bf16 *out, int64_t ldo, const bf16 *q,
+                             int64_t ldq, int32_t n_heads, float scale)
 {
     typedef skv_prefill2_smem<HD> L;
     extern __shared__ __align__(128) unsigned char smem[];
@@ -542,8 +541,8 @@ __global__ void __launch_bounds__(SKV_ATTN_PREFILL_THREADS, 2) /* 2 blocks/SM: <
 
     for (int i = tid; i < SKV_ATTN_BQ * HD; i += blockDim.x) {
         int row = i / HD, d = i % HD;
-        Qs[row * L::LDB + d] =
-            row < nq ? q[(int64_t)(r0 + row) * ldq + (int64_t)h * HD + d] : __float2bfloat16(0.0f);
+        Qs[row * L::LDB + d] = row < nq ? q[(int64_t)(r0 + row) * ldq + (int64_t)h * HD + d]
+                                        : __float2bfloat16(0.0f);
     }
     if (tid < SKV_ATTN_BQ) {
         rpos[tid] = a.row_pos[r0 + min(tid, nq - 1)];
@@ -707,9 +706,9 @@ skv_status_t skv_cuda_attention_init(skv_backend_t *be)
 
 /* Launches the rows kernel with as many context splits as fill the GPU (and fit the
  * workspace), then the combine kernel when there is more than one split. */
-static skv_status_t skv_attn_rows(skv_backend_t *be, const skv_attn_args_t *a,
-                                  const skv_tensor_t *out, const skv_tensor_t *q, int32_t n_heads,
-                                  float scale, int32_t n_rows, int32_t max_ctx)
+static skv_status_t skv_attn_rows(skv_backend_t *be, const skv_attn_args_t *a, const skv_tensor_t *out,
+                                  const skv_tensor_t *q, int32_t n_heads, float scale,
+                                  int32_t n_rows, int32_t max_ctx)
 {
     skv_cuda_backend_t *c = skv_cuda(be);
     int32_t group = n_heads / a->n_kv_heads;
@@ -718,8 +717,8 @@ static skv_status_t skv_attn_rows(skv_backend_t *be, const skv_attn_args_t *a,
     /* About 8 blocks per SM: enough independent loads in flight to stream the cache. */
     int64_t want = (8 * c->n_sms + base_blocks - 1) / base_blocks;
     int64_t most = (max_ctx + SKV_ATTN_MIN_SPLIT - 1) / SKV_ATTN_MIN_SPLIT;
-    int64_t fit =
-        (int64_t)(SKV_CUDA_ATTN_WS_FLOATS / ((size_t)n_rows * n_heads * (size_t)(a->head_dim + 2)));
+    int64_t fit = (int64_t)(SKV_CUDA_ATTN_WS_FLOATS /
+                            ((size_t)n_rows * n_heads * (size_t)(a->head_dim + 2)));
     int64_t splits = want < most ? want : most;
     splits = splits < fit ? splits : fit;
     splits = splits < 1 ? 1 : splits;
@@ -728,9 +727,9 @@ static skv_status_t skv_attn_rows(skv_backend_t *be, const skv_attn_args_t *a,
     float *ws_o = c->d_attn_ws;
     float *ws_ml = ws_o + (size_t)n_rows * n_heads * splits * a->head_dim;
     dim3 grid((unsigned)n_rows, (unsigned)(a->n_kv_heads * n_chunks), (unsigned)splits);
-#define SKV_ATTN_ROWS_LAUNCH(VEC, HDC)                                                             \
-    skv_attn_rows_kernel<VEC, HDC><<<grid, SKV_ATTN_THREADS, 0, c->stream>>>(                      \
-        *a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, n_chunks, scale,    \
+#define SKV_ATTN_ROWS_LAUNCH(VEC, HDC)                                                     \
+    skv_attn_rows_kernel<VEC, HDC><<<grid, SKV_ATTN_THREADS, 0, c->stream>>>(                \
+        *a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, n_chunks, scale, \
         chunk, (int32_t)splits, ws_o, ws_ml)
     if (a->head_dim == 128) {
         SKV_ATTN_ROWS_LAUNCH(8, 128);
@@ -767,16 +766,11 @@ skv_status_t skv_cuda_attention(skv_backend_t *be, const skv_tensor_t *out, cons
     if (meta->n_rows == 0) {
         return SKV_STATUS_OK;
     }
-    skv_attn_args_t a = {(const bf16 *)kv->base,
-                         kv->block_size,
-                         kv->n_kv_heads,
-                         hd,
-                         kv->n_cache_layers,
-                         cache_layer,
+    skv_attn_args_t a = {(const bf16 *)kv->base,  kv->block_size, kv->n_kv_heads, hd,
+                         kv->n_cache_layers,      cache_layer,
                          (const int32_t *)meta->seq_rows.data,
                          (const int32_t *)meta->row_pos.data,
-                         (const int32_t *)meta->block_table.data,
-                         meta->max_blocks,
+                         (const int32_t *)meta->block_table.data, meta->max_blocks,
                          meta->n_seqs};
     int32_t max_q = 0;
     for (int32_t s = 0; s < meta->n_seqs; s++) {
@@ -802,13 +796,11 @@ skv_status_t skv_cuda_attention(skv_backend_t *be, const skv_tensor_t *out, cons
                     a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, scale);
         }
     } else if (hd == 64) {
-        skv_attn_prefill_kernel<64>
-            <<<grid, SKV_ATTN_PREFILL_THREADS, skv_prefill_smem<64>::BYTES, st>>>(
-                a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, scale);
+        skv_attn_prefill_kernel<64><<<grid, SKV_ATTN_PREFILL_THREADS, skv_prefill_smem<64>::BYTES, st>>>(
+            a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, scale);
     } else {
-        skv_attn_prefill_kernel<128>
-            <<<grid, SKV_ATTN_PREFILL_THREADS, skv_prefill_smem<128>::BYTES, st>>>(
-                a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, scale);
+        skv_attn_prefill_kernel<128><<<grid, SKV_ATTN_PREFILL_THREADS, skv_prefill_smem<128>::BYTES, st>>>(
+            a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, scale);
     }
     SKV_CUDA_CHECK_LAUNCH();
     return SKV_STATUS_OK;

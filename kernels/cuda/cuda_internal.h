@@ -60,23 +60,23 @@ skv_status_t skv_cuda_error(cudaError_t err, const char *what, const char *file,
 skv_status_t skv_cublas_error(cublasStatus_t st, const char *what, const char *file, int line);
 
 /* Turns a failing CUDA runtime call into SKV_STATUS_DEVICE (logged with the CUDA string). */
-#define SKV_CUDA_CHECK(call)                                                                       \
-    do {                                                                                           \
-        cudaError_t skv_cuda_err_ = (call);                                                        \
-        if (skv_cuda_err_ != cudaSuccess) {                                                        \
-            return skv_cuda_error(skv_cuda_err_, #call, __FILE__, __LINE__);                       \
-        }                                                                                          \
+#define SKV_CUDA_CHECK(call)                                                         \
+    do {                                                                             \
+        cudaError_t skv_cuda_err_ = (call);                                          \
+        if (skv_cuda_err_ != cudaSuccess) {                                          \
+            return skv_cuda_error(skv_cuda_err_, #call, __FILE__, __LINE__);         \
+        }                                                                            \
     } while (0)
 
 /* After a kernel launch: launch-configuration errors surface here, not at the next sync. */
 #define SKV_CUDA_CHECK_LAUNCH() SKV_CUDA_CHECK(cudaGetLastError())
 
-#define SKV_CUBLAS_CHECK(call)                                                                     \
-    do {                                                                                           \
-        cublasStatus_t skv_cublas_st_ = (call);                                                    \
-        if (skv_cublas_st_ != CUBLAS_STATUS_SUCCESS) {                                             \
-            return skv_cublas_error(skv_cublas_st_, #call, __FILE__, __LINE__);                    \
-        }                                                                                          \
+#define SKV_CUBLAS_CHECK(call)                                                       \
+    do {                                                                             \
+        cublasStatus_t skv_cublas_st_ = (call);                                      \
+        if (skv_cublas_st_ != CUBLAS_STATUS_SUCCESS) {                               \
+            return skv_cublas_error(skv_cublas_st_, #call, __FILE__, __LINE__);      \
+        }                                                                            \
     } while (0)
 
 static inline unsigned skv_cuda_blocks(int64_t n, int threads)
@@ -103,8 +103,8 @@ skv_status_t skv_cuda_swiftkv_kv_write(skv_backend_t *be, const skv_kv_view_t *k
                                        const skv_tensor_t *inv_freq);
 skv_status_t skv_cuda_swiglu(skv_backend_t *be, const skv_tensor_t *out,
                              const skv_tensor_t *gate_up);
-skv_status_t skv_cuda_gather_rows(skv_backend_t *be, const skv_tensor_t *out, const skv_tensor_t *x,
-                                  const skv_tensor_t *idx);
+skv_status_t skv_cuda_gather_rows(skv_backend_t *be, const skv_tensor_t *out,
+                                  const skv_tensor_t *x, const skv_tensor_t *idx);
 skv_status_t skv_cuda_weight_fill(skv_backend_t *be, const skv_tensor_t *dst, uint64_t seed,
                                   float scale, float offset);
 /* Converts n_rows x cols of src_dtype (dense, device) into bf16 rows of dst from row0. */

@@ -65,8 +65,8 @@ skv_status_t skv_cuda_embed(skv_backend_t *be, const skv_tensor_t *out, const sk
     return SKV_STATUS_OK;
 }
 
-skv_status_t skv_cuda_gather_rows(skv_backend_t *be, const skv_tensor_t *out, const skv_tensor_t *x,
-                                  const skv_tensor_t *idx)
+skv_status_t skv_cuda_gather_rows(skv_backend_t *be, const skv_tensor_t *out,
+                                  const skv_tensor_t *x, const skv_tensor_t *idx)
 {
     SKV_ASSERT(out->cols == x->cols && idx->cols == out->rows);
     SKV_ASSERT(out->data != x->data); /* rows could overlap; the model gathers into xm */
@@ -200,11 +200,11 @@ static skv_status_t skv_launch_add_rmsnorm(skv_backend_t *be, const skv_tensor_t
     const bf16 *wd = out ? (const bf16 *)w->data : NULL;
     int64_t ldd = delta ? delta->ld : 0, ldo = out ? out->ld : 0;
     if (vec) {
-        skv_add_rmsnorm_kernel<true>
-            <<<(unsigned)x->rows, threads, 0, st>>>(xd, x->ld, dd, ldd, od, ldo, wd, x->cols, eps);
+        skv_add_rmsnorm_kernel<true><<<(unsigned)x->rows, threads, 0, st>>>(xd, x->ld, dd, ldd, od,
+                                                                         ldo, wd, x->cols, eps);
     } else {
-        skv_add_rmsnorm_kernel<false>
-            <<<(unsigned)x->rows, threads, 0, st>>>(xd, x->ld, dd, ldd, od, ldo, wd, x->cols, eps);
+        skv_add_rmsnorm_kernel<false><<<(unsigned)x->rows, threads, 0, st>>>(
+            xd, x->ld, dd, ldd, od, ldo, wd, x->cols, eps);
     }
     SKV_CUDA_CHECK_LAUNCH();
     return SKV_STATUS_OK;
@@ -386,8 +386,9 @@ skv_status_t skv_cuda_swiglu(skv_backend_t *be, const skv_tensor_t *out,
         return SKV_STATUS_OK;
     }
     dim3 grid(skv_cuda_blocks(f, 256), (unsigned)out->rows);
-    skv_swiglu_kernel<<<grid, 256, 0, skv_cuda(be)->stream>>>(
-        (bf16 *)out->data, out->ld, (const bf16 *)gate_up->data, gate_up->ld, f);
+    skv_swiglu_kernel<<<grid, 256, 0, skv_cuda(be)->stream>>>((bf16 *)out->data, out->ld,
+                                                               (const bf16 *)gate_up->data,
+                                                               gate_up->ld, f);
     SKV_CUDA_CHECK_LAUNCH();
     return SKV_STATUS_OK;
 }
@@ -413,11 +414,11 @@ skv_status_t skv_cuda_convert_rows(skv_backend_t *be, const skv_tensor_t *dst, i
         return SKV_STATUS_OK;
     }
     if (src_dtype == SKV_DTYPE_F32) {
-        skv_convert_kernel<float>
-            <<<blocks, 256, 0, st>>>(d, dst->ld, (const float *)d_src, n, dst->cols);
+        skv_convert_kernel<float><<<blocks, 256, 0, st>>>(d, dst->ld, (const float *)d_src, n,
+                                                          dst->cols);
     } else {
-        skv_convert_kernel<__half>
-            <<<blocks, 256, 0, st>>>(d, dst->ld, (const __half *)d_src, n, dst->cols);
+        skv_convert_kernel<__half><<<blocks, 256, 0, st>>>(d, dst->ld, (const __half *)d_src, n,
+                                                           dst->cols);
     }
     SKV_CUDA_CHECK_LAUNCH();
     return SKV_STATUS_OK;

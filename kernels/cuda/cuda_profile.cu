@@ -1,11 +1,11 @@
 /*
  * cuda_profile.cu: an optional per-op GPU time breakdown (SKV_CUDA_PROFILE=1 in the
  * environment; SKV_CUDA_PROFILE=K > 1 drops what the first K - 1 syncs collected, i.e. startup
- * and warm-up steps, which include lazy module loading). It wraps the ops table: each op is
- * bracketed by two events on the stream; sync collects the elapsed times, and destroy prints the
- * table to stderr. The times are device time between the events, so idle gaps while the GPU waits
- * for the host (launch-bound steps) show up in the op that follows them. Development only: costs
- * two event records per op, never on in production.
+ * and warm-up steps, which include lazy module loading). It wraps the ops table: each op is bracketed by two events on the stream;
+ * sync collects the elapsed times, and destroy prints the table to stderr. The times are
+ * device time between the events, so idle gaps while the GPU waits for the host (launch-bound
+ * steps) show up in the op that follows them. Development only: costs two event records per
+ * op, never on in production.
  */
 #include <stdio.h>
 #include <string.h>
@@ -13,7 +13,7 @@
 #include "kernels/cuda/cuda_internal.h"
 
 #define SKV_PROF_SLOTS 8192 /* ops between two syncs before an early collect */
-#define SKV_PROF_KEYS  32
+#define SKV_PROF_KEYS 32
 
 typedef struct {
     const skv_ops_t *real;
@@ -70,12 +70,12 @@ static void skv_prof_end(skv_backend_t *be)
     g_prof->n++;
 }
 
-#define SKV_PROF_WRAP(NAME, CALL)                                                                  \
-    do {                                                                                           \
-        skv_prof_begin(be, NAME);                                                                  \
-        skv_status_t st_ = (CALL);                                                                 \
-        skv_prof_end(be);                                                                          \
-        return st_;                                                                                \
+#define SKV_PROF_WRAP(NAME, CALL)        \
+    do {                                 \
+        skv_prof_begin(be, NAME);        \
+        skv_status_t st_ = (CALL);       \
+        skv_prof_end(be);                \
+        return st_;                      \
     } while (0)
 
 static skv_status_t p_sync(skv_backend_t *be)
@@ -123,8 +123,8 @@ static skv_status_t p_kv_write(skv_backend_t *be, const skv_kv_view_t *kv, int32
     SKV_PROF_WRAP("kv_write", g_prof->real->kv_write(be, kv, l, k, v, m));
 }
 static skv_status_t p_swiftkv_kv_write(skv_backend_t *be, const skv_kv_view_t *kv, int32_t f,
-                                       int32_t n, const skv_tensor_t *kvs, const skv_attn_meta_t *m,
-                                       const skv_tensor_t *inv)
+                                       int32_t n, const skv_tensor_t *kvs,
+                                       const skv_attn_meta_t *m, const skv_tensor_t *inv)
 {
     SKV_PROF_WRAP("swiftkv_kv_write", g_prof->real->swiftkv_kv_write(be, kv, f, n, kvs, m, inv));
 }

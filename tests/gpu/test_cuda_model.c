@@ -25,8 +25,8 @@
 #include "common/model.h"
 #include "kernels/cpu/cpu.h"
 
-#define N_PROMPT  45
-#define N_STEPS   32
+#define N_PROMPT 45
+#define N_STEPS 32
 #define LOGIT_TOL 2e-2
 
 typedef struct {
@@ -136,8 +136,7 @@ static int run_case(const char *what, skv_backend_t *cpu, skv_backend_t *gpu, co
                 break;
             }
             printf("note %s: near-tie at step %d (cpu gap %.2e of max %.3f); continuing with "
-                   "the cpu token\n",
-                   what, step, gap, mx);
+                   "the cpu token\n", what, step, gap, mx);
             ties++;
             tg = tc;
         }
@@ -152,8 +151,8 @@ static int run_case(const char *what, skv_backend_t *cpu, skv_backend_t *gpu, co
         }
     }
     if (!fail) {
-        printf("ok   %s: %d greedy steps, %d near-tie(s), worst logits rel err %.3e\n", what, step,
-               ties, worst);
+        printf("ok   %s: %d greedy steps, %d near-tie(s), worst logits rel err %.3e\n", what,
+               step, ties, worst);
     }
     side_close(&c);
     side_close(&g);

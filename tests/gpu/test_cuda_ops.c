@@ -218,8 +218,8 @@ static void test_norms(int64_t N, int64_t H, int64_t pad)
     pair_poison(&o);
     check(g_cpu->ops->add_rmsnorm(g_cpu, &x.c, &d.c, &o.c, &w.c, 1e-5f), "cpu add_rmsnorm");
     check(g_gpu->ops->add_rmsnorm(g_gpu, &x.g, &d.g, &o.g, &w.g, 1e-5f), "gpu add_rmsnorm");
-    snprintf(name, sizeof(name), "add_rmsnorm x N %lld H %lld pad %lld", (long long)N, (long long)H,
-             (long long)pad);
+    snprintf(name, sizeof(name), "add_rmsnorm x N %lld H %lld pad %lld", (long long)N,
+             (long long)H, (long long)pad);
     pair_check(name, &x, TOL_BF16);
     snprintf(name, sizeof(name), "add_rmsnorm out N %lld H %lld", (long long)N, (long long)H);
     pair_check(name, &o, TOL_BF16);
@@ -506,8 +506,8 @@ static void test_attention(const attn_case_t *t)
     kvpair_t kv = kv_new(t->n_kv_heads, t->head_dim, t->block_size, ncl, nb);
     metapair_t mp = meta_new(t->n_seqs, t->n_new, t->pos0, t->block_size, nb);
     int64_t R = mp.c.n_rows, qw = (int64_t)t->n_heads * t->head_dim;
-    pair_t q =
-        pair_new(R, qw, qw + 2 * (int64_t)t->n_kv_heads * t->head_dim, -1, 1, SKV_DTYPE_BF16);
+    pair_t q = pair_new(R, qw, qw + 2 * (int64_t)t->n_kv_heads * t->head_dim, -1, 1,
+                        SKV_DTYPE_BF16);
     pair_t o = pair_new(R, qw, qw + 16, 0, 1, SKV_DTYPE_BF16);
     skv_kv_view_t vc = kv_view(&kv, 0), vg = kv_view(&kv, 1);
     float scale = 1.0f / sqrtf((float)t->head_dim) * 2.0f; /* sharper than 1/sqrt(d) */
@@ -569,7 +569,7 @@ int main(int argc, char **argv)
     check(skv_cpu_backend_create(SKV_CPU_MODE_REFERENCE, 1, &g_cpu), "cpu backend");
     int quick = argc > 1 && strcmp(argv[1], "--quick") == 0; /* for compute-sanitizer runs */
 
-    int64_t norm_shapes[][3] = {{1, 64, 1},   {7, 100, 1},  {33, 4096, 1}, {300, 1000, 1},
+    int64_t norm_shapes[][3] = {{1, 64, 1},  {7, 100, 1},  {33, 4096, 1}, {300, 1000, 1},
                                 {2, 4097, 1}, {1, 4096, 0}, {65, 512, 0},  {3, 1000, 0}};
     for (size_t i = 0; i < sizeof(norm_shapes) / sizeof(norm_shapes[0]); i++) {
         test_norms(norm_shapes[i][0], norm_shapes[i][1], norm_shapes[i][2]);

@@ -34,16 +34,16 @@
 
 #define POOL_BLOCKS 1024
 #define BLOCK_BYTES (16 * 1024) /* 16 tokens x 1 KiB per token (all layers), small model */
-#define N_LAYERS    4           /* a block is N_LAYERS slices: pushed layer by layer */
-#define N_REQ       32
-#define FP          0x5EEDF00DULL
+#define N_LAYERS 4              /* a block is N_LAYERS slices: pushed layer by layer */
+#define N_REQ 32
+#define FP 0x5EEDF00DULL
 
-#define FAIL(...)                                                                                  \
-    do {                                                                                           \
-        fprintf(stderr, "[%d] FAIL %s:%d: ", getpid(), __FILE__, __LINE__);                        \
-        fprintf(stderr, __VA_ARGS__);                                                              \
-        fprintf(stderr, "\n");                                                                     \
-        _exit(1);                                                                                  \
+#define FAIL(...)                                                       \
+    do {                                                                \
+        fprintf(stderr, "[%d] FAIL %s:%d: ", getpid(), __FILE__, __LINE__); \
+        fprintf(stderr, __VA_ARGS__);                                   \
+        fprintf(stderr, "\n");                                          \
+        _exit(1);                                                       \
     } while (0)
 
 /* ---- deterministic KV data ------------------------------------------------------------- */
@@ -190,14 +190,8 @@ static skv_kvx_t *t_start(target_t *t)
     }
     /* base NULL: UCX allocates the pool (shared memory maps it into the initiator). */
     skv_kvx_pool_config_t pc = {
-        .base = NULL,
-        .block_bytes = BLOCK_BYTES,
-        .n_blocks = POOL_BLOCKS,
-        .fingerprint = FP,
-        .release = t_release,
-        .release_ctx = t,
-        .on_complete = t_complete,
-        .complete_ctx = t,
+        .base = NULL, .block_bytes = BLOCK_BYTES, .n_blocks = POOL_BLOCKS, .fingerprint = FP,
+        .release = t_release, .release_ctx = t, .on_complete = t_complete, .complete_ctx = t,
     };
     if (skv_kvx_pool_register(kvx, &pc) != SKV_STATUS_OK) {
         FAIL("pool register");
@@ -216,8 +210,8 @@ static void t_reserve_all(skv_kvx_t *kvx, target_t *t, int n_req, const int *fds
         t_pick(t, &rng, (uint32_t)r, n);
         void *desc = NULL;
         size_t len = 0;
-        skv_status_t st = skv_kvx_target_reserve(kvx, (uint64_t)(N_REQ * 100 + r), FP, t->ids[r], n,
-                                                 skv_clock_deadline_ms(lease_ms), &desc, &len);
+        skv_status_t st = skv_kvx_target_reserve(kvx, (uint64_t)(N_REQ * 100 + r), FP, t->ids[r],
+                                                 n, skv_clock_deadline_ms(lease_ms), &desc, &len);
         if (st != SKV_STATUS_OK) {
             FAIL("reserve %d: %s", r, skv_status_str(st));
         }
@@ -333,8 +327,7 @@ static int i_open(skv_kvx_t *kvx, int fd, req_t *q, int max, int64_t deadline_ms
             FAIL("decode");
         }
         free(bytes);
-        skv_status_t st =
-            skv_kvx_push_create(kvx, r->d, skv_clock_deadline_ms(deadline_ms), &r->push);
+        skv_status_t st = skv_kvx_push_create(kvx, r->d, skv_clock_deadline_ms(deadline_ms), &r->push);
         if (st != SKV_STATUS_OK) {
             FAIL("push_create: %s", skv_status_str(st));
         }
@@ -452,7 +445,8 @@ static int initiator_half(int fd, int ready_fd, int expect_dead_target)
         if (st == SKV_STATUS_OK) {
             st = skv_kvx_push_wait(q[i].push);
         }
-        fprintf(stderr, "initiator: request %d after target death: %s\n", i, skv_status_str(st));
+        fprintf(stderr, "initiator: request %d after target death: %s\n", i,
+                skv_status_str(st));
         n_failed += st != SKV_STATUS_OK;
     }
     int64_t ms = (skv_clock_now_ns() - t0) / 1000000;

@@ -23,18 +23,18 @@
 #include "common/generate.h"
 #include "kernels/cpu/cpu.h"
 
-#define N_REQ   12
+#define N_REQ 12
 #define MAX_NEW 20
 
 static int skv_failures;
-#define SKV_EXPECT(cond, ...)                                                                      \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fprintf(stderr, "\n");                                                                 \
-            skv_failures++;                                                                        \
-        }                                                                                          \
+#define SKV_EXPECT(cond, ...)                                                                     \
+    do {                                                                                          \
+        if (!(cond)) {                                                                            \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                  \
+            fprintf(stderr, __VA_ARGS__);                                                         \
+            fprintf(stderr, "\n");                                                                \
+            skv_failures++;                                                                       \
+        }                                                                                         \
     } while (0)
 
 typedef struct {

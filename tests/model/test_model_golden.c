@@ -43,14 +43,14 @@ typedef struct {
 
 static int skv_failures;
 
-#define SKV_EXPECT(cond, ...)                                                                      \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fprintf(stderr, "\n");                                                                 \
-            skv_failures++;                                                                        \
-        }                                                                                          \
+#define SKV_EXPECT(cond, ...)                                      \
+    do {                                                           \
+        if (!(cond)) {                                             \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);   \
+            fprintf(stderr, __VA_ARGS__);                          \
+            fprintf(stderr, "\n");                                 \
+            skv_failures++;                                        \
+        }                                                          \
     } while (0)
 
 static int32_t *skv_json_ints(json_t *a, int32_t *n_p)
@@ -154,8 +154,8 @@ static void skv_check_incremental(skv_model_t *m, skv_kv_pool_t *pool, const skv
                    skv_status_str(s));
         worst = fmax(worst, skv_rel_err(logits, g->logits + (size_t)i * g->vocab, g->vocab));
     }
-    SKV_EXPECT(worst <= SKV_TOL, "%s %s: incremental max rel err %.3g > %.1g", g->name, tag, worst,
-               SKV_TOL);
+    SKV_EXPECT(worst <= SKV_TOL, "%s %s: incremental max rel err %.3g > %.1g", g->name, tag,
+               worst, SKV_TOL);
     printf("  %-40s %-8s incremental rows %3d  max rel err %.2e\n", g->name, tag, g->rows, worst);
     skv_kv_seq_release(pool, &seq);
 }
@@ -170,8 +170,8 @@ static void skv_check_greedy(skv_model_t *m, skv_kv_pool_t *pool, const skv_gold
     skv_sampling_params_default(&opts.sampling);
     int32_t out[256], n_out = 0;
     skv_status_t s = skv_generate(m, pool, g->prompt, g->n_prompt, &opts, NULL, NULL, out, &n_out);
-    SKV_EXPECT(s == SKV_STATUS_OK && n_out == g->n_greedy, "%s %s: generate %s, %d tokens", g->name,
-               tag, skv_status_str(s), n_out);
+    SKV_EXPECT(s == SKV_STATUS_OK && n_out == g->n_greedy, "%s %s: generate %s, %d tokens",
+               g->name, tag, skv_status_str(s), n_out);
     for (int32_t i = 0; i < n_out && i < g->n_greedy; i++) {
         SKV_EXPECT(out[i] == g->greedy[i], "%s %s: greedy token %d is %d, reference %d", g->name,
                    tag, i, out[i], g->greedy[i]);

@@ -77,8 +77,8 @@ static void test_layout_mapping_and_fingerprint(void **state)
     assert_int_equal(skv_kv_layout_cache_layer(&l, 6), 5);
     assert_int_equal(skv_kv_layout_cache_layer(&l, 7), 5);
     uint64_t f = skv_kv_layout_fingerprint(&l);
-    int32_t *fields[] = {&l.block_size, &l.n_kv_heads,     &l.head_dim, &l.n_layers, &l.n_kv_layers,
-                         &l.kv_group,   &l.n_cache_layers, &l.tp_rank,  &l.tp_size};
+    int32_t *fields[] = {&l.block_size, &l.n_kv_heads, &l.head_dim, &l.n_layers,
+                         &l.n_kv_layers, &l.kv_group, &l.n_cache_layers, &l.tp_rank, &l.tp_size};
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
         *fields[i] += 1;
         assert_true(skv_kv_layout_fingerprint(&l) != f);
