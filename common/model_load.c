@@ -30,15 +30,79 @@ skv_status_t skv_model_alloc_tensor(skv_model_t *m, skv_dtype_t dtype, int64_t r
     return SKV_STATUS_OK;
 }
 
-/* Finds `name`, checks its shape is [rows, cols] (or [cols] for rows == 0: a vector), and
- * uploads it into dst at row0. Marks it used. */
-static skv_status_t skv_load_tensor(skv_st_t *st, const char *name, int64_t rows, int64_t cols,
-                                    skv_backend_t *be, const skv_tensor_t *dst, int64_t row0)
+/* How a checkpoint tensor is split across TP ranks (model_tp.md). */
+typedef enum {
+    SKV_SPLIT_NONE = 0, /* whole on every rank (norms, embedding) */
+    SKV_SPLIT_ROWS,     /* by output feature: this rank's heads / FFN slice */
+    SKV_SPLIT_COLS,     /* by input feature (o_proj, down_proj): partial sums, all-reduced */
+    SKV_SPLIT_VOCAB,    /* lm_head rows, ceil(V / tp) per rank, the last rank's zero-padded */
+} skv_split_t;
+
+/* The split of layer tensor `suffix` (self_attn.q_proj.weight, ...). */
+static skv_split_t skv_layer_split(const char *suffix)
+{
+    if (strstr(suffix, "o_proj") != NULL || strstr(suffix, "down_proj") != NULL) {
+        return SKV_SPLIT_COLS;
+    }
+    if (strstr(suffix, "_proj") != NULL) {
+        return SKV_SPLIT_ROWS; /* q/k/v (original and _swiftkv), gate, up */
+    }
+    return SKV_SPLIT_NONE;
+}
+
+/* Uploads this rank's shard of t (full shape [rows * tp | V, cols] or [rows, cols * tp]) into
+ * dst at row0. Column shards are gathered into a host buffer first (startup only). */
+static skv_status_t skv_upload_shard(const skv_model_t *m, const skv_st_tensor_t *t,
+                                     skv_split_t split, int64_t rows, int64_t cols,
+                                     const skv_tensor_t *dst, int64_t row0)
+{
+    skv_backend_t *be = m->be;
+    size_t es = skv_dtype_size(t->dtype), full_cols = (size_t)t->shape[1];
+    if (split != SKV_SPLIT_COLS) {
+        int64_t r0 = (int64_t)m->tp_rank * rows;
+        int64_t n = t->shape[0] - r0 < rows ? t->shape[0] - r0 : rows; /* VOCAB: pad rows */
+        if (n <= 0) {
+            return SKV_STATUS_OK; /* this rank's lm_head rows are all padding */
+        }
+        const char *src = (const char *)t->data + (size_t)r0 * full_cols * es;
+        return be->ops->weight_upload(be, dst, row0, src, t->dtype, n);
+    }
+    char *buf = skv_mallocn((size_t)(rows * cols), es);
+    if (buf == NULL) {
+        return SKV_STATUS_NO_MEMORY;
+    }
+    for (int64_t r = 0; r < rows; r++) {
+        memcpy(buf + (size_t)(r * cols) * es,
+               (const char *)t->data + ((size_t)r * full_cols + (size_t)(m->tp_rank * cols)) * es,
+               (size_t)cols * es);
+    }
+    skv_status_t status = be->ops->weight_upload(be, dst, row0, buf, t->dtype, rows);
+    if (status == SKV_STATUS_OK) {
+        status = be->ops->sync(be); /* buf is freed next */
+    }
+    skv_free(buf);
+    return status;
+}
+
+/* Finds `name`, checks its shape is [rows, cols] (or [cols] for rows == 0: a vector) before
+ * the TP split, and uploads it (this rank's shard of it) into dst at row0. Marks it used. */
+static skv_status_t skv_load_tensor(const skv_model_t *m, skv_st_t *st, const char *name,
+                                    int64_t rows, int64_t cols, skv_split_t split,
+                                    const skv_tensor_t *dst, int64_t row0)
 {
     skv_st_tensor_t *t = skv_st_find(st, name);
     if (t == NULL) {
         SKV_LOG_ERROR("checkpoint is missing tensor '%s'", name);
         return SKV_STATUS_FORMAT;
+    }
+    int64_t local_rows = rows, local_cols = cols;
+    split = m->tp_size > 1 ? split : SKV_SPLIT_NONE;
+    if (split == SKV_SPLIT_ROWS) {
+        rows *= m->tp_size;
+    } else if (split == SKV_SPLIT_COLS) {
+        cols *= m->tp_size;
+    } else if (split == SKV_SPLIT_VOCAB) {
+        rows = m->cfg.vocab_size;
     }
     int ok = rows == 0 ? (t->n_dims == 1 && t->shape[0] == cols)
                        : (t->n_dims == 2 && t->shape[0] == rows && t->shape[1] == cols);
@@ -49,17 +113,20 @@ static skv_status_t skv_load_tensor(skv_st_t *st, const char *name, int64_t rows
         return SKV_STATUS_FORMAT;
     }
     t->used = 1;
-    return be->ops->weight_upload(be, dst, row0, t->data, t->dtype, rows ? rows : 1);
+    if (split != SKV_SPLIT_NONE) {
+        return skv_upload_shard(m, t, split, local_rows, local_cols, dst, row0);
+    }
+    return m->be->ops->weight_upload(m->be, dst, row0, t->data, t->dtype, rows ? rows : 1);
 }
 
-/* Loads model.layers.{l}.<suffix> into dst at row0. */
+/* Loads model.layers.{l}.<suffix> (this rank's shard of it) into dst at row0. */
 static skv_status_t skv_load_layer_tensor(skv_model_t *m, skv_st_t *st, int32_t l,
                                           const char *suffix, int64_t rows, int64_t cols,
                                           const skv_tensor_t *dst, int64_t row0)
 {
     char name[256];
     snprintf(name, sizeof(name), "model.layers.%d.%s", l, suffix);
-    return skv_load_tensor(st, name, rows, cols, m->be, dst, row0);
+    return skv_load_tensor(m, st, name, rows, cols, skv_layer_split(suffix), dst, row0);
 }
 
 #define SKV_WEIGHT_ALIGN 256
@@ -82,7 +149,8 @@ static size_t skv_weight_elems(const skv_model_t *m)
     const skv_model_config_t *c = &m->cfg;
     size_t H = (size_t)c->hidden_size, F = (size_t)c->intermediate_size;
     size_t q = (size_t)c->n_heads * c->head_dim, kv = (size_t)c->n_kv_heads * c->head_dim;
-    size_t n = (size_t)c->vocab_size * H * (c->tie_embeddings ? 1 : 2) + H;
+    size_t n = (size_t)c->vocab_size * H + H;
+    n += c->tie_embeddings && m->tp_size <= 1 ? 0 : (size_t)m->lm_rows * H;
     for (int32_t l = 0; l < c->n_layers; l++) {
         n += 2 * H + q * H + 3 * F * H;
         n += (l < m->n_full_layers) ? (q + 2 * kv) * H : q * H;
@@ -185,10 +253,10 @@ static void skv_carve_globals(skv_model_t *m, char **arena)
     int64_t H = c->hidden_size, V = c->vocab_size;
     skv_weight(m, arena, V, H, &m->embed);
     skv_weight(m, arena, 1, H, &m->norm);
-    if (c->tie_embeddings) {
+    if (c->tie_embeddings && m->tp_size <= 1) {
         m->lm_head = m->embed;
-    } else {
-        skv_weight(m, arena, V, H, &m->lm_head);
+    } else { /* a TP rank holds its own vocabulary slice, tied or not */
+        skv_weight(m, arena, m->lm_rows, H, &m->lm_head);
     }
     if (m->swiftkv) {
         int64_t kv = (int64_t)c->n_kv_heads * c->head_dim;
@@ -201,14 +269,16 @@ static skv_status_t skv_load_globals(skv_model_t *m, skv_st_t *st)
 {
     const skv_model_config_t *c = &m->cfg;
     int64_t H = c->hidden_size, V = c->vocab_size;
-    SKV_CHECK(skv_load_tensor(st, "model.embed_tokens.weight", V, H, m->be, &m->embed, 0));
-    SKV_CHECK(skv_load_tensor(st, "model.norm.weight", 0, H, m->be, &m->norm, 0));
-    if (!c->tie_embeddings) {
-        SKV_CHECK(skv_load_tensor(st, "lm_head.weight", V, H, m->be, &m->lm_head, 0));
+    SKV_CHECK(
+        skv_load_tensor(m, st, "model.embed_tokens.weight", V, H, SKV_SPLIT_NONE, &m->embed, 0));
+    SKV_CHECK(skv_load_tensor(m, st, "model.norm.weight", 0, H, SKV_SPLIT_NONE, &m->norm, 0));
+    if (!c->tie_embeddings || m->tp_size > 1) {
+        const char *name = c->tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+        SKV_CHECK(skv_load_tensor(m, st, name, m->lm_rows, H, SKV_SPLIT_VOCAB, &m->lm_head, 0));
     }
     if (m->swiftkv) {
-        SKV_CHECK(skv_load_tensor(st, "model.norm_swiftkv.weight", 0, H, m->be, &m->norm_swiftkv,
-                                  0));
+        SKV_CHECK(skv_load_tensor(m, st, "model.norm_swiftkv.weight", 0, H, SKV_SPLIT_NONE,
+                                  &m->norm_swiftkv, 0));
     }
     return SKV_STATUS_OK;
 }
@@ -268,7 +338,11 @@ static skv_status_t skv_alloc_workspace(skv_model_t *m)
     SKV_CHECK(skv_model_alloc_tensor(m, act, N, skv_max64(q, c->intermediate_size), &m->mid));
     SKV_CHECK(skv_model_alloc_tensor(m, act, N, H, &m->o));
     SKV_CHECK(skv_model_alloc_tensor(m, act, S, H, &m->xm));
-    SKV_CHECK(skv_model_alloc_tensor(m, SKV_DTYPE_F32, S, c->vocab_size, &m->logits));
+    SKV_CHECK(skv_model_alloc_tensor(m, SKV_DTYPE_F32, S, m->lm_rows, &m->logits));
+    if (m->tp_size > 1) { /* every rank's M x lm_rows logits, gathered */
+        SKV_CHECK(skv_model_alloc_tensor(m, SKV_DTYPE_F32, 1, m->tp_size * S * m->lm_rows,
+                                         &m->logits_all));
+    }
     SKV_CHECK(skv_model_alloc_tensor(m, SKV_DTYPE_F32, 1, c->head_dim / 2, &m->inv_freq));
     float inv[256];
     skv_model_config_inv_freq(c, inv);
@@ -283,7 +357,7 @@ static skv_status_t skv_alloc_workspace(skv_model_t *m)
     return m->h_ints ? SKV_STATUS_OK : SKV_STATUS_NO_MEMORY;
 }
 
-static skv_status_t skv_model_setup(skv_model_t *m, const skv_model_opts_t *opts)
+skv_status_t skv_model_setup(skv_model_t *m, const skv_model_opts_t *opts)
 {
     const skv_model_config_t *c = &m->cfg;
     if (opts->mode == SKV_MODEL_MODE_SWIFTKV && !c->swiftkv) {
@@ -303,6 +377,7 @@ static skv_status_t skv_model_setup(skv_model_t *m, const skv_model_opts_t *opts
     m->max_ctx = opts->max_context > 0 && opts->max_context < c->max_pos ? opts->max_context
                                                                           : c->max_pos;
     m->max_blocks = m->max_ctx; /* block size 1 is the worst case a pool can have */
+    m->lm_rows = m->tp_size > 1 ? (c->vocab_size + m->tp_size - 1) / m->tp_size : c->vocab_size;
     return SKV_STATUS_OK;
 }
 
@@ -316,6 +391,66 @@ skv_status_t skv_model_load(const char *dir, skv_backend_t *be, const skv_model_
     m->be = be;
     skv_status_t status;
     SKV_CHECK_GOTO(skv_model_config_load(dir, &m->cfg), fail);
+    SKV_CHECK_GOTO(skv_model_setup(m, opts), fail);
+    SKV_CHECK_GOTO(skv_load_weights(m, dir), fail);
+    SKV_CHECK_GOTO(skv_alloc_workspace(m), fail);
+    SKV_CHECK_GOTO(be->ops->sync(be), fail);
+    *model_p = m;
+    return SKV_STATUS_OK;
+fail:
+    skv_model_destroy(m);
+    return status;
+}
+
+skv_status_t skv_model_tp_check(const skv_model_config_t *c, int32_t tp_size)
+{
+    if (tp_size < 1) {
+        SKV_LOG_ERROR("tensor parallel size %d: must be at least 1", tp_size);
+        return SKV_STATUS_INVALID_ARGUMENT;
+    }
+    const struct {
+        const char *what;
+        int64_t n;
+    } counts[] = {{"num_key_value_heads", c->n_kv_heads},
+                  {"num_attention_heads", c->n_heads},
+                  {"intermediate_size", c->intermediate_size}};
+    for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
+        if (counts[i].n % tp_size != 0) {
+            SKV_LOG_ERROR("tensor parallel size %d does not divide %s = %lld: each rank must "
+                          "hold whole heads; use a size that divides it",
+                          tp_size, counts[i].what, (long long)counts[i].n);
+            return SKV_STATUS_UNSUPPORTED;
+        }
+    }
+    return SKV_STATUS_OK;
+}
+
+/* Turns the full config into rank `rank`'s slice of it (heads and FFN width divided). */
+static skv_status_t skv_model_shard_config(skv_model_t *m, int32_t rank, int32_t tp_size)
+{
+    SKV_CHECK(skv_model_tp_check(&m->cfg, tp_size));
+    SKV_ASSERT(rank >= 0 && rank < tp_size);
+    m->tp_rank = rank;
+    m->tp_size = tp_size;
+    m->cfg.n_heads /= tp_size;
+    m->cfg.n_kv_heads /= tp_size;
+    m->cfg.intermediate_size /= tp_size;
+    return SKV_STATUS_OK;
+}
+
+skv_status_t skv_model_load_shard(const char *dir, skv_backend_t *be, const skv_model_opts_t *opts,
+                                  int32_t rank, int32_t tp_size, skv_comm_t *comm,
+                                  skv_model_t **model_p)
+{
+    skv_model_t *m = skv_calloc(1, sizeof(*m));
+    if (m == NULL) {
+        return SKV_STATUS_NO_MEMORY;
+    }
+    m->be = be;
+    m->comm = comm;
+    skv_status_t status;
+    SKV_CHECK_GOTO(skv_model_config_load(dir, &m->cfg), fail);
+    SKV_CHECK_GOTO(skv_model_shard_config(m, rank, tp_size), fail);
     SKV_CHECK_GOTO(skv_model_setup(m, opts), fail);
     SKV_CHECK_GOTO(skv_load_weights(m, dir), fail);
     SKV_CHECK_GOTO(skv_alloc_workspace(m), fail);
@@ -419,6 +554,10 @@ void skv_model_destroy(skv_model_t *m)
     if (m == NULL) {
         return;
     }
+    if (m->group_ops != NULL) {
+        m->group_ops->destroy(m); /* a TP group's front: frees the ranks and m */
+        return;
+    }
     for (int i = m->n_allocs - 1; i >= 0; i--) {
         m->be->ops->free(m->be, m->allocs[i]);
     }
@@ -457,12 +596,24 @@ void skv_model_kv_layout(const skv_model_t *m, int32_t block_size, skv_kv_layout
     memset(layout, 0, sizeof(*layout));
     layout->dtype = m->be->ops->kv_dtype;
     layout->block_size = block_size;
-    layout->n_kv_heads = m->cfg.n_kv_heads;
+    /* A rank's cfg holds its own heads; a TP front describes rank 0's pool. */
+    layout->n_kv_heads = m->group_ops != NULL ? m->cfg.n_kv_heads / m->tp_size : m->cfg.n_kv_heads;
     layout->head_dim = m->cfg.head_dim;
     layout->n_layers = m->cfg.n_layers;
     layout->n_kv_layers = m->n_full_layers;
     layout->kv_group = m->swiftkv ? m->cfg.kv_group : 1;
     layout->n_cache_layers = m->n_cache_layers;
-    layout->tp_rank = 0;
-    layout->tp_size = 1;
+    layout->tp_rank = m->tp_rank;
+    layout->tp_size = m->tp_size > 1 ? m->tp_size : 1;
+}
+
+skv_status_t skv_model_kv_pool_create(skv_model_t *m, int32_t block_size, int64_t n_blocks,
+                                      skv_kv_pool_t **pool_p)
+{
+    if (m->group_ops != NULL) {
+        return m->group_ops->kv_pool_create(m, block_size, n_blocks, pool_p);
+    }
+    skv_kv_layout_t layout;
+    skv_model_kv_layout(m, block_size, &layout);
+    return skv_kv_pool_create(&layout, n_blocks, m->be, pool_p);
 }
