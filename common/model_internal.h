@@ -92,14 +92,15 @@ skv_status_t skv_model_setup(skv_model_t *m, const skv_model_opts_t *opts);
  * heads and the FFN width of c. */
 skv_status_t skv_model_tp_check(const skv_model_config_t *c, int32_t tp_size);
 
-/* Loads rank `rank` of a tp_size split of dir onto be: q/k/v, gate/up and the SwiftKV K/V
- * rows of this rank's heads (split by output), o_proj and down_proj columns (split by input),
- * lm_head rows [rank * ceil(V / tp_size), ...) zero-padded, embedding and norms whole.
- * Borrows be and comm (every forward step calls comm's all-reduce twice per layer). Same
- * errors as skv_model_load plus UNSUPPORTED from skv_model_tp_check. */
-skv_status_t skv_model_load_shard(const char *dir, skv_backend_t *be, const skv_model_opts_t *opts,
-                                  int32_t rank, int32_t tp_size, skv_comm_t *comm,
-                                  skv_model_t **model_p);
+/* Creates rank `rank` of a tp_size split on be: loaded from dir, or (dir NULL) the shard of
+ * the random model skv_model_create_random(cfg, seed) would make. q/k/v, gate/up and the
+ * SwiftKV K/V rows of this rank's heads (split by output), o_proj and down_proj columns (split
+ * by input), lm_head rows [rank * ceil(V / tp_size), ...) zero-padded, embedding and norms
+ * whole. Borrows be and comm (NULL when tp_size is 1; otherwise every step all-reduces twice
+ * per layer through it). Errors of skv_model_load plus UNSUPPORTED from skv_model_tp_check. */
+skv_status_t skv_model_create_shard(const char *dir, const skv_model_config_t *cfg, uint64_t seed,
+                                    skv_backend_t *be, const skv_model_opts_t *opts, int32_t rank,
+                                    int32_t tp_size, skv_comm_t *comm, skv_model_t **model_p);
 
 /* One step's ops on this model's slice against the KV view kv (its rank's memory of pool),
  * without validation (the caller validated the batch) and without copying logits out: they

@@ -438,9 +438,11 @@ static skv_status_t skv_model_shard_config(skv_model_t *m, int32_t rank, int32_t
     return SKV_STATUS_OK;
 }
 
-skv_status_t skv_model_load_shard(const char *dir, skv_backend_t *be, const skv_model_opts_t *opts,
-                                  int32_t rank, int32_t tp_size, skv_comm_t *comm,
-                                  skv_model_t **model_p)
+static skv_status_t skv_fill_random(skv_model_t *m, uint64_t seed);
+
+skv_status_t skv_model_create_shard(const char *dir, const skv_model_config_t *cfg, uint64_t seed,
+                                    skv_backend_t *be, const skv_model_opts_t *opts, int32_t rank,
+                                    int32_t tp_size, skv_comm_t *comm, skv_model_t **model_p)
 {
     skv_model_t *m = skv_calloc(1, sizeof(*m));
     if (m == NULL) {
@@ -448,11 +450,20 @@ skv_status_t skv_model_load_shard(const char *dir, skv_backend_t *be, const skv_
     }
     m->be = be;
     m->comm = comm;
-    skv_status_t status;
-    SKV_CHECK_GOTO(skv_model_config_load(dir, &m->cfg), fail);
+    skv_status_t status = SKV_STATUS_OK;
+    if (dir != NULL) {
+        SKV_CHECK_GOTO(skv_model_config_load(dir, &m->cfg), fail);
+    } else {
+        m->cfg = *cfg;
+    }
     SKV_CHECK_GOTO(skv_model_shard_config(m, rank, tp_size), fail);
     SKV_CHECK_GOTO(skv_model_setup(m, opts), fail);
-    SKV_CHECK_GOTO(skv_load_weights(m, dir), fail);
+    if (dir != NULL) {
+        SKV_CHECK_GOTO(skv_load_weights(m, dir), fail);
+    } else {
+        SKV_CHECK_GOTO(skv_alloc_weights(m), fail);
+        SKV_CHECK_GOTO(skv_fill_random(m, seed), fail);
+    }
     SKV_CHECK_GOTO(skv_alloc_workspace(m), fail);
     SKV_CHECK_GOTO(be->ops->sync(be), fail);
     *model_p = m;
@@ -473,6 +484,7 @@ static skv_status_t skv_fill_weight(skv_model_t *m, const skv_tensor_t *t, uint6
         return ops->weight_fill(m->be, t, seed, scale, offset);
     }
     int64_t chunk = (((int64_t)1 << 22) + t->cols - 1) / t->cols; /* ~4 Mi elements */
+    chunk = chunk < t->rows ? chunk : t->rows; /* one-row fills of column shards stay small */
     uint16_t *buf = skv_mallocn((size_t)(chunk * t->cols), sizeof(uint16_t));
     skv_status_t status = buf ? SKV_STATUS_OK : SKV_STATUS_NO_MEMORY;
     for (int64_t r0 = 0; r0 < t->rows && status == SKV_STATUS_OK; r0 += chunk) {
@@ -497,8 +509,91 @@ static float skv_random_scale(int64_t fan_in)
     return ldexpf(1.0f, -(int)lrint(log2(74.0 * sqrt((double)fan_in))));
 }
 
+/* skv_weight_hash_value hashes seed + (idx + 1) * golden, so the value at index idx + k under
+ * seed equals the value at idx under seed + k * golden: a run of a shard that is contiguous in
+ * the full tensor is one fill with a shifted seed. test_tp checks shards against TP=1. */
+static uint64_t skv_seed_at(uint64_t seed, int64_t k)
+{
+    return seed + (uint64_t)k * 0x9E3779B97F4A7C15ULL;
+}
+
+/* Row-split shard run: rows [row0, row0 + n) of t hold rows [full_row0, ...) of the full
+ * tensor (same column count). */
+static skv_status_t skv_fill_rows(skv_model_t *m, const skv_tensor_t *t, int64_t row0, int64_t n,
+                                  uint64_t seed, float scale, int64_t full_row0)
+{
+    if (n <= 0) {
+        return SKV_STATUS_OK; /* a vocabulary slice that is all padding */
+    }
+    skv_tensor_t v = skv_tensor_rows(t, row0, n);
+    return skv_fill_weight(m, &v, skv_seed_at(seed, full_row0 * t->cols), scale, 0.0f);
+}
+
+/* Column-split shard: t holds columns [col0, col0 + t->cols) of a full tensor of full_cols
+ * columns, so every row is its own contiguous run. */
+static skv_status_t skv_fill_cols(skv_model_t *m, const skv_tensor_t *t, uint64_t seed, float scale,
+                                  int64_t full_cols, int64_t col0)
+{
+    for (int64_t r = 0; r < t->rows; r++) {
+        skv_tensor_t v = skv_tensor_rows(t, r, 1);
+        SKV_CHECK(skv_fill_weight(m, &v, skv_seed_at(seed, r * full_cols + col0), scale, 0.0f));
+    }
+    return SKV_STATUS_OK;
+}
+
+/* Fills this rank's shards with exactly the values the full random model holds there (same
+ * seeds in the same order as skv_fill_random; fused tensors filled run by run). */
+static skv_status_t skv_fill_random_shard(skv_model_t *m, uint64_t seed)
+{
+    const skv_model_config_t *c = &m->cfg; /* this rank's slice */
+    int64_t tp = m->tp_size, r = m->tp_rank, H = c->hidden_size, lr = m->lm_rows;
+    int64_t ql = (int64_t)c->n_heads * c->head_dim, kvl = (int64_t)c->n_kv_heads * c->head_dim;
+    int64_t Fl = c->intermediate_size, Q = ql * tp, KV = kvl * tp, F = Fl * tp;
+    int64_t lm_n = c->vocab_size - r * lr < lr ? c->vocab_size - r * lr : lr;
+    uint64_t id = seed * 1000003ULL, embed_id = id;
+    const float norm_scale = 1.0f / 128.0f, hs = skv_random_scale(H);
+    SKV_CHECK(skv_fill_weight(m, &m->embed, id++, 1.0f / 128.0f, 0.0f));
+    SKV_CHECK(skv_fill_weight(m, &m->norm, id++, norm_scale, 1.0f));
+    if (c->tie_embeddings) { /* the embedding's rows, in this rank's own lm_head */
+        SKV_CHECK(skv_fill_rows(m, &m->lm_head, 0, lm_n, embed_id, 1.0f / 128.0f, r * lr));
+    } else {
+        SKV_CHECK(skv_fill_rows(m, &m->lm_head, 0, lm_n, id++, hs, r * lr));
+    }
+    if (m->swiftkv) {
+        SKV_CHECK(skv_fill_weight(m, &m->norm_swiftkv, id++, norm_scale, 1.0f));
+        uint64_t s = id++;
+        for (int64_t g = 0; g < m->n_kv_groups; g++) { /* per group: K rows, then V rows */
+            SKV_CHECK(skv_fill_rows(m, &m->w_kv_swiftkv, g * 2 * kvl, kvl, s, hs, g * 2 * KV + r * kvl));
+            SKV_CHECK(skv_fill_rows(m, &m->w_kv_swiftkv, g * 2 * kvl + kvl, kvl, s, hs,
+                                    g * 2 * KV + KV + r * kvl));
+        }
+    }
+    for (int32_t l = 0; l < c->n_layers; l++) {
+        skv_layer_t *L = &m->layers[l];
+        SKV_CHECK(skv_fill_weight(m, &L->attn_norm, id++, norm_scale, 1.0f));
+        SKV_CHECK(skv_fill_weight(m, &L->ffn_norm, id++, norm_scale, 1.0f));
+        uint64_t s = id++;
+        if (l < m->n_full_layers) { /* q, k, v rows of this rank's heads */
+            SKV_CHECK(skv_fill_rows(m, &L->wqkv, 0, ql, s, hs, r * ql));
+            SKV_CHECK(skv_fill_rows(m, &L->wqkv, ql, kvl, s, hs, Q + r * kvl));
+            SKV_CHECK(skv_fill_rows(m, &L->wqkv, ql + kvl, kvl, s, hs, Q + KV + r * kvl));
+        } else {
+            SKV_CHECK(skv_fill_rows(m, &L->wq_swiftkv, 0, ql, s, hs, r * ql));
+        }
+        SKV_CHECK(skv_fill_cols(m, &L->wo, id++, skv_random_scale(Q), Q, r * ql));
+        s = id++;
+        SKV_CHECK(skv_fill_rows(m, &L->w_gate_up, 0, Fl, s, hs, r * Fl));
+        SKV_CHECK(skv_fill_rows(m, &L->w_gate_up, Fl, Fl, s, hs, F + r * Fl));
+        SKV_CHECK(skv_fill_cols(m, &L->w_down, id++, skv_random_scale(F), F, r * Fl));
+    }
+    return SKV_STATUS_OK;
+}
+
 static skv_status_t skv_fill_random(skv_model_t *m, uint64_t seed)
 {
+    if (m->tp_size > 1) {
+        return skv_fill_random_shard(m, seed);
+    }
     const skv_model_config_t *c = &m->cfg;
     uint64_t id = seed * 1000003ULL;
     const float norm_scale = 1.0f / 128.0f; /* norm weights 1 + k/128, in [0, 2) */

@@ -113,7 +113,9 @@ static skv_status_t skv_tp_job_backend(skv_tp_rank_t *r, void *arg)
 }
 
 typedef struct {
-    const char *dir;
+    const char *dir; /* NULL: random weights of cfg from seed */
+    const skv_model_config_t *cfg;
+    uint64_t seed;
     const skv_model_opts_t *opts;
 } skv_tp_load_t;
 
@@ -123,8 +125,8 @@ static skv_status_t skv_tp_job_load(skv_tp_rank_t *r, void *arg)
     skv_tp_group_t *g = r->g;
     SKV_CHECK(skv_comm_join(g->comm_group, r->rank, r->be, &r->comm));
     /* Alone, a rank needs no collectives: no comm, so o_proj/down_proj skip the all-reduce. */
-    return skv_model_load_shard(a->dir, r->be, a->opts, r->rank, g->size,
-                                g->size > 1 ? r->comm : NULL, &r->model);
+    return skv_model_create_shard(a->dir, a->cfg, a->seed, r->be, a->opts, r->rank, g->size,
+                                  g->size > 1 ? r->comm : NULL, &r->model);
 }
 
 static skv_status_t skv_tp_job_teardown(skv_tp_rank_t *r, void *arg)
@@ -349,32 +351,37 @@ static skv_status_t skv_tp_group_create(const skv_model_tp_opts_t *tp, skv_tp_gr
 
 /* Creates every rank's backend first, so NCCL's join (which waits for all ranks) only starts
  * once every rank can reach it; then joins and loads the shards in parallel. */
-static skv_status_t skv_tp_group_load(skv_tp_group_t *g, skv_model_t *front, const char *dir,
-                                      const skv_model_opts_t *opts)
+static skv_status_t skv_tp_group_load(skv_tp_group_t *g, skv_model_t *front,
+                                      const skv_tp_load_t *load)
 {
-    skv_tp_load_t load = {dir, opts};
+    const skv_model_opts_t *opts = load->opts;
     SKV_CHECK(skv_tp_run(g, skv_tp_job_backend, NULL));
-    SKV_CHECK(skv_tp_run(g, skv_tp_job_load, &load));
+    SKV_CHECK(skv_tp_run(g, skv_tp_job_load, (void *)load));
     g->h_gather = skv_mallocn((size_t)g->size * (size_t)opts->max_seqs * (size_t)front->lm_rows,
                               sizeof(float));
     return g->h_gather ? SKV_STATUS_OK : SKV_STATUS_NO_MEMORY;
 }
 
-skv_status_t skv_model_load_tp(const char *dir, const skv_model_tp_opts_t *tp,
-                               const skv_model_opts_t *opts, skv_model_t **model_p)
+/* The front model of either kind: full config, options checked, no weights; then the group. */
+static skv_status_t skv_tp_create(const skv_tp_load_t *load, const skv_model_tp_opts_t *tp,
+                                  skv_model_t **model_p)
 {
     skv_model_t *front = skv_calloc(1, sizeof(*front));
     skv_tp_group_t *g = NULL;
     if (front == NULL) {
         return SKV_STATUS_NO_MEMORY;
     }
-    skv_status_t status;
-    SKV_CHECK_GOTO(skv_model_config_load(dir, &front->cfg), fail);
+    skv_status_t status = SKV_STATUS_OK;
+    if (load->dir != NULL) {
+        SKV_CHECK_GOTO(skv_model_config_load(load->dir, &front->cfg), fail);
+    } else {
+        front->cfg = *load->cfg;
+    }
     SKV_CHECK_GOTO(skv_model_tp_check(&front->cfg, tp->tp_size), fail);
     front->tp_size = tp->tp_size; /* before setup: lm_rows is per rank */
-    SKV_CHECK_GOTO(skv_model_setup(front, opts), fail);
+    SKV_CHECK_GOTO(skv_model_setup(front, load->opts), fail);
     SKV_CHECK_GOTO(skv_tp_group_create(tp, &g), fail);
-    SKV_CHECK_GOTO(skv_tp_group_load(g, front, dir, opts), fail);
+    SKV_CHECK_GOTO(skv_tp_group_load(g, front, load), fail);
     front->be = g->ranks[0].be; /* borrowed: the layout's dtype; never driven from here */
     front->group = g;
     front->group_ops = &skv_tp_group_ops;
@@ -386,4 +393,19 @@ fail:
     }
     skv_free(front);
     return status;
+}
+
+skv_status_t skv_model_load_tp(const char *dir, const skv_model_tp_opts_t *tp,
+                               const skv_model_opts_t *opts, skv_model_t **model_p)
+{
+    skv_tp_load_t load = {dir, NULL, 0, opts};
+    return skv_tp_create(&load, tp, model_p);
+}
+
+skv_status_t skv_model_create_random_tp(const skv_model_config_t *cfg,
+                                        const skv_model_tp_opts_t *tp, const skv_model_opts_t *opts,
+                                        uint64_t seed, skv_model_t **model_p)
+{
+    skv_tp_load_t load = {NULL, cfg, seed, opts};
+    return skv_tp_create(&load, tp, model_p);
 }

@@ -43,4 +43,11 @@ typedef struct {
 skv_status_t skv_model_load_tp(const char *dir, const skv_model_tp_opts_t *tp,
                                const skv_model_opts_t *opts, skv_model_t **model_p);
 
+/* The same split of the random-weight model skv_model_create_random(cfg, ..., seed) would
+ * build (each rank fills exactly the values of its shard, on its backend): benchmarks of TP at
+ * real sizes without a checkpoint. Same ownership and errors as skv_model_load_tp. */
+skv_status_t skv_model_create_random_tp(const skv_model_config_t *cfg,
+                                        const skv_model_tp_opts_t *tp, const skv_model_opts_t *opts,
+                                        uint64_t seed, skv_model_t **model_p);
+
 #endif /* SKV_COMMON_MODEL_TP_H */
