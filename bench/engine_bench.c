@@ -5,8 +5,10 @@
  *   engine_bench (--model DIR | --random-preset llama3-8b|llama3-8b-swiftkv|tiny|..)
  *                [--backend cpu|cuda] [--mode auto|base|swiftkv]
  *                [--prompt-len P] [--prefill-batch B1,B2,..] [--decode-batch 1,16,64]
- *                [--context C1,C2,..] [--steps S] [--threads N] [--gemm]
+ *                [--context C1,C2,..] [--steps S] [--threads N] [--gemm] [--tp N]
  *
+ * --tp N runs the model split over N ranks (common/model_tp.h: CPU threads, or GPUs 0..N-1
+ * with NCCL); --threads is then per rank. Throughput is the whole group's.
  * --random-preset builds the named architecture with deterministic random weights (filled on
  * the device where the backend can), so a GPU machine needs no checkpoint on disk.
  *
@@ -28,10 +30,11 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/model.h"
+#include "common/model_tp.h"
 
 typedef struct {
     const char *model_dir, *preset, *backend, *mode, *json;
-    int32_t prompt_len, steps, threads, gemm, upload;
+    int32_t prompt_len, steps, threads, gemm, upload, tp;
     int32_t contexts[16], n_ctx;
     int32_t prefill_batches[16], n_prefill;
     int32_t decode_batches[16], n_decode;
@@ -54,13 +57,14 @@ static int skv_bench_parse(int argc, char **argv, skv_bench_args_t *a)
         {"prompt-len", 1, 0, 'p'}, {"prefill-batch", 1, 0, 'B'}, {"decode-batch", 1, 0, 'D'},
         {"context", 1, 0, 'c'}, {"steps", 1, 0, 's'}, {"threads", 1, 0, 'j'},
         {"json", 1, 0, 'J'}, {"gemm", 0, 0, 'g'}, {"random-preset", 1, 0, 'R'}, {"upload", 0, 0, 'U'},
-        {0, 0, 0, 0}};
+        {"tp", 1, 0, 'T'}, {0, 0, 0, 0}};
     memset(a, 0, sizeof(*a));
     a->backend = "cpu";
     a->mode = "auto";
     a->prompt_len = 256;
     a->n_ctx = skv_bench_list("256", a->contexts);
     a->steps = 8;
+    a->tp = 1;
     a->n_prefill = skv_bench_list("1,4", a->prefill_batches);
     a->n_decode = skv_bench_list("1,4,16", a->decode_batches);
     int c;
@@ -79,6 +83,7 @@ static int skv_bench_parse(int argc, char **argv, skv_bench_args_t *a)
         case 'j': a->threads = atoi(optarg); break;
         case 'J': a->json = optarg; break;
         case 'g': a->gemm = 1; break;
+        case 'T': a->tp = atoi(optarg); break;
         default: return -1;
         }
     }
@@ -87,7 +92,8 @@ static int skv_bench_parse(int argc, char **argv, skv_bench_args_t *a)
             return -1;
         }
     }
-    return (a->model_dir || a->preset) && a->prompt_len > 0 && a->n_ctx > 0 && a->steps > 0
+    return (a->model_dir || a->preset) && a->prompt_len > 0 && a->n_ctx > 0 && a->steps > 0 &&
+                   a->tp > 0
                ? 0
                : -1;
 }
@@ -284,7 +290,11 @@ int main(int argc, char **argv)
     }
     int64_t t_load = skv_clock_now_ns();
     skv_status_t st = a.preset ? skv_model_config_preset(a.preset, &pcfg) : SKV_STATUS_OK;
-    if (st == SKV_STATUS_OK) {
+    skv_model_tp_opts_t tp = {a.tp, a.backend, a.threads, 0};
+    if (st == SKV_STATUS_OK && a.tp > 1) { /* the ranks create their own backends */
+        st = a.preset ? skv_model_create_random_tp(&pcfg, &tp, &mo, 1, &m)
+                      : skv_model_load_tp(a.model_dir, &tp, &mo, &m);
+    } else if (st == SKV_STATUS_OK) {
         st = a.preset ? skv_model_create_random(&pcfg, be, &mo, 1, &m)
                       : skv_model_load(a.model_dir, be, &mo, &m);
     }
@@ -294,17 +304,15 @@ int main(int argc, char **argv)
     }
     double load_s = (skv_clock_now_ns() - t_load) / 1e9;
     const skv_model_config_t *c = skv_model_config(m);
-    skv_kv_layout_t layout;
-    skv_model_kv_layout(m, 16, &layout);
     int64_t need_p = (int64_t)max_pb * ((a.prompt_len + 15) / 16);
     int64_t need_d = (int64_t)max_db * ((max_c + 16) / 16);
-    if (skv_kv_pool_create(&layout, need_p > need_d ? need_p : need_d, be, &pool) != SKV_STATUS_OK) {
+    if (skv_model_kv_pool_create(m, 16, need_p > need_d ? need_p : need_d, &pool) != SKV_STATUS_OK) {
         return 1;
     }
     float *logits = skv_mallocn((size_t)mo.max_seqs * c->vocab_size, sizeof(float));
     FILE *js = a.json ? fopen(a.json, "w") : NULL;
-    printf("model %s  backend %s  mode %s  L %d  Lk %d  H %d  (built in %.1f s)\n",
-           a.preset ? a.preset : a.model_dir, a.backend,
+    printf("model %s  backend %s  tp %d  mode %s  L %d  Lk %d  H %d  (built in %.1f s)\n",
+           a.preset ? a.preset : a.model_dir, a.backend, a.tp,
            skv_model_is_swiftkv(m) ? "swiftkv" : "base", c->n_layers,
            skv_model_is_swiftkv(m) ? c->n_kv_layers : c->n_layers, c->hidden_size, load_s);
     if (js) {

@@ -10,6 +10,11 @@
  * The layout fingerprint (dtype, block size, heads, head_dim, layer mapping, TP split) is
  * exchanged at reservation time: peers with different fingerprints must refuse to transfer.
  *
+ * Tensor parallelism: a pool whose layout has tp_size > 1 is rank 0's memory plus one
+ * attached allocation per other rank (skv_kv_pool_attach_rank), each on that rank's backend
+ * with that rank's KV heads; block ids (one allocator) are shared, so block b of every rank
+ * holds the same tokens. The functions without "rank" in their name speak of rank 0.
+ *
  * Thread-safety: alloc/release/counters are mutex-protected (leases may expire on a transport
  * thread); a skv_kv_seq_t belongs to one thread.
  */
@@ -72,6 +77,40 @@ skv_kv_view_t skv_kv_pool_view(const skv_kv_pool_t *pool);
 const skv_kv_layout_t *skv_kv_pool_layout(const skv_kv_pool_t *pool);
 void *skv_kv_pool_base(const skv_kv_pool_t *pool);
 size_t skv_kv_pool_bytes(const skv_kv_pool_t *pool);
+
+/* Tensor parallelism: allocates rank layout->tp_rank's memory (n_blocks blocks of its layout)
+ * on be (borrowed, outlives the pool), from the thread that drives be. The layout must match
+ * rank 0's except for tp_rank (INVALID_ARGUMENT, logged); NO_MEMORY. Each rank attaches once;
+ * different ranks may attach concurrently. Startup only. */
+skv_status_t skv_kv_pool_attach_rank(skv_kv_pool_t *pool, const skv_kv_layout_t *layout,
+                                     skv_backend_t *be);
+
+/* The number of ranks (layout tp_size) and rank r's view, layout and memory. The view of a
+ * rank not yet attached has base NULL. */
+int32_t skv_kv_pool_n_ranks(const skv_kv_pool_t *pool);
+skv_kv_view_t skv_kv_pool_rank_view(const skv_kv_pool_t *pool, int32_t rank);
+const skv_kv_layout_t *skv_kv_pool_rank_layout(const skv_kv_pool_t *pool, int32_t rank);
+void *skv_kv_pool_rank_base(const skv_kv_pool_t *pool, int32_t rank);
+
+/* One contiguous byte range of a block to move between two layouts of one model that split
+ * the KV heads differently: bytes at src_offset of a src block go to dst_offset of the dst
+ * block (offsets relative to each block's start). */
+typedef struct {
+    uint64_t src_offset;
+    uint64_t dst_offset;
+    uint64_t bytes;
+} skv_kv_range_t;
+
+/* The ranges of one block that rank src->tp_rank (of src->tp_size) holds and rank
+ * dst->tp_rank (of dst->tp_size) needs: for every cache layer and K/V, the run of KV heads
+ * both rank slices contain (ranges adjacent on both sides are merged, so equal layouts give
+ * one range, the whole block). *n_p = 0 when the slices do not overlap. A prefill worker's
+ * rank pushes each range with skv_kvx_push_host(offset = dst_offset, bytes, sources at
+ * src_offset) to every decode rank whose slice overlaps its own. INVALID_ARGUMENT (logged)
+ * when the layouts are not of one model (dtype, block size, head_dim, layers, total KV heads)
+ * or cap (2 * n_cache_layers always suffices) is too small. Any thread. */
+skv_status_t skv_kv_layout_tp_ranges(const skv_kv_layout_t *src, const skv_kv_layout_t *dst,
+                                     skv_kv_range_t *ranges, int32_t cap, int32_t *n_p);
 
 /* A sequence's block table. Init to zero ({0}) before first use. */
 typedef struct {

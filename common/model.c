@@ -180,6 +180,17 @@ static skv_status_t skv_step_prepare(skv_model_t *m, const skv_kv_pool_t *pool,
     return m->be->ops->copy_h2d(m->be, m->d_ints, m->h_ints, used * sizeof(int32_t));
 }
 
+/* Tensor parallelism: o holds this rank's partial o_proj / down_proj output (its heads' or
+ * FFN slice's share of the sum); one all-reduce makes it the full output on every rank. */
+static skv_status_t skv_tp_reduce(skv_model_t *m, const skv_tensor_t *o)
+{
+    if (m->comm == NULL) {
+        return SKV_STATUS_OK;
+    }
+    SKV_ASSERT(o->ld == o->cols);
+    return m->comm->ops->all_reduce_sum(m->comm, o->data, (size_t)(o->rows * o->cols), o->dtype);
+}
+
 /* Attention sub-block of layer l over R rows whose normed input is in h. Leaves the
  * projected output in o. SwiftKV later layers (swiftkv_q) take q from q_proj_swiftkv and read
  * K/V that SingleInputKV already wrote; ordinary layers project q/k/v and write K/V. */
@@ -212,7 +223,8 @@ static skv_status_t skv_attn_block(skv_model_t *m, int32_t l, int64_t R, const s
     }
     float scale = 1.0f / sqrtf((float)c->head_dim);
     SKV_CHECK(ops->attention(m->be, &attn, &q, kv, cache_layer, c->n_heads, scale, meta));
-    return ops->matmul(m->be, &o, &attn, &L->wo);
+    SKV_CHECK(ops->matmul(m->be, &o, &attn, &L->wo));
+    return skv_tp_reduce(m, &o);
 }
 
 /* MLP sub-block of layer l over R rows whose normed input is in h; output in o. */
@@ -229,7 +241,8 @@ static skv_status_t skv_mlp_block(skv_model_t *m, int32_t l, int64_t R)
     skv_tensor_t o = skv_tensor_rows(&m->o, 0, R);
     SKV_CHECK(ops->matmul(m->be, &gu, &h, &L->w_gate_up));
     SKV_CHECK(ops->swiglu(m->be, &ff, &gu));
-    return ops->matmul(m->be, &o, &ff, &L->w_down);
+    SKV_CHECK(ops->matmul(m->be, &o, &ff, &L->w_down));
+    return skv_tp_reduce(m, &o);
 }
 
 /* Runs layers [l0, l1) over the R rows of residual x (h already holds the first layer's
@@ -360,23 +373,36 @@ static skv_status_t skv_forward_graph(skv_model_t *m, const skv_step_t *st,
     return status != SKV_STATUS_OK ? status : end;
 }
 
+skv_status_t skv_model_forward_local(skv_model_t *m, skv_kv_pool_t *pool, const skv_kv_view_t *kv,
+                                     const skv_seq_step_t *seqs, int32_t n_seqs)
+{
+    skv_step_t st;
+    int32_t ctx_cap = skv_graph_ctx_cap(m, seqs, n_seqs);
+    SKV_CHECK(skv_step_prepare(m, pool, seqs, n_seqs, ctx_cap, &st));
+    SKV_ASSERT(kv->n_cache_layers == m->n_cache_layers);
+    if (ctx_cap > 0) {
+        return skv_forward_graph(m, &st, kv, n_seqs, ctx_cap);
+    }
+    return skv_forward_ops(m, &st, kv);
+}
+
 skv_status_t skv_model_forward(skv_model_t *m, skv_kv_pool_t *pool, const skv_seq_step_t *seqs,
                                int32_t n_seqs, float *logits)
 {
-    const skv_ops_t *ops = m->be->ops;
-    skv_step_t st;
+    const skv_ops_t *ops;
+    int32_t n_logit_rows = 0;
     SKV_CHECK(skv_step_validate(m, pool, seqs, n_seqs));
-    int32_t ctx_cap = skv_graph_ctx_cap(m, seqs, n_seqs);
-    SKV_CHECK(skv_step_prepare(m, pool, seqs, n_seqs, ctx_cap, &st));
-    skv_kv_view_t kv = skv_kv_pool_view(pool);
-    SKV_ASSERT(kv.n_cache_layers == m->n_cache_layers);
-    if (ctx_cap > 0) {
-        SKV_CHECK(skv_forward_graph(m, &st, &kv, n_seqs, ctx_cap));
-    } else {
-        SKV_CHECK(skv_forward_ops(m, &st, &kv));
+    if (m->group_ops != NULL) {
+        return m->group_ops->forward(m, pool, seqs, n_seqs, logits); /* TP: rank threads */
     }
-    if (st.n_logit_rows > 0) {
-        size_t bytes = (size_t)st.n_logit_rows * m->cfg.vocab_size * sizeof(float);
+    ops = m->be->ops;
+    skv_kv_view_t kv = skv_kv_pool_view(pool);
+    SKV_CHECK(skv_model_forward_local(m, pool, &kv, seqs, n_seqs));
+    for (int32_t s = 0; s < n_seqs; s++) {
+        n_logit_rows += seqs[s].want_logits ? 1 : 0;
+    }
+    if (n_logit_rows > 0) {
+        size_t bytes = (size_t)n_logit_rows * m->cfg.vocab_size * sizeof(float);
         SKV_CHECK(ops->copy_d2h(m->be, logits, m->logits.data, bytes));
     }
     return ops->sync(m->be);

@@ -70,8 +70,16 @@ int32_t skv_model_max_context(const skv_model_t *model);
 int32_t skv_model_max_seqs(const skv_model_t *model);
 int32_t skv_model_max_batch_tokens(const skv_model_t *model);
 
-/* Fills the KV layout this model needs for pools of block_size tokens per block. */
+/* Fills the KV layout this model needs for pools of block_size tokens per block (for a TP
+ * group: rank 0's, whose fingerprint names the split). */
 void skv_model_kv_layout(const skv_model_t *model, int32_t block_size, skv_kv_layout_t *layout);
+
+/* Creates a KV pool of n_blocks blocks of block_size tokens for this model: one pool on its
+ * backend, or for a TP group (model_tp.h) one pool whose block ids are shared and whose
+ * memory is one allocation per rank, on that rank's backend, holding its KV heads. Free with
+ * skv_kv_pool_destroy before the model. Errors as skv_kv_pool_create. Startup. */
+skv_status_t skv_model_kv_pool_create(skv_model_t *model, int32_t block_size, int64_t n_blocks,
+                                      skv_kv_pool_t **pool_p);
 
 /* One sequence's part of a step. Its blocks must cover positions [0, pos0 + n_tokens). */
 typedef struct {

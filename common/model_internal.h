@@ -6,6 +6,7 @@
 #define SKV_COMMON_MODEL_INTERNAL_H
 
 #include "common/model.h"
+#include "kernels/comm.h"
 
 typedef struct {
     skv_tensor_t attn_norm;  /* [1, H] input_layernorm */
@@ -19,6 +20,16 @@ typedef struct {
 
 #define SKV_MODEL_MAX_ALLOCS 16
 
+/* A TP group's front model (common/model_tp.c) runs steps on its rank threads through these
+ * hooks, so skv_model itself does not link the backends that the group creates. */
+typedef struct {
+    skv_status_t (*forward)(skv_model_t *m, skv_kv_pool_t *pool, const skv_seq_step_t *seqs,
+                            int32_t n_seqs, float *logits);
+    skv_status_t (*kv_pool_create)(skv_model_t *m, int32_t block_size, int64_t n_blocks,
+                                   skv_kv_pool_t **pool_p);
+    void (*destroy)(skv_model_t *m);
+} skv_model_group_ops_t;
+
 struct skv_model {
     skv_model_config_t cfg;
     skv_model_opts_t opts;
@@ -29,6 +40,17 @@ struct skv_model {
     int32_t n_cache_layers;
     int32_t max_ctx;
     int32_t max_blocks;     /* block-table columns a sequence can need at block size 1 */
+
+    /* Tensor parallelism (common/model_tp.md). A rank model (tp_size > 1) holds its slice:
+     * cfg.n_heads, n_kv_heads and intermediate_size are this rank's, the weights below are
+     * its shards, and comm sums the o_proj / down_proj partial outputs. A group's front
+     * model has the full cfg, no weights, and group_ops set. Alone: tp_size 0, comm NULL. */
+    int32_t tp_rank;
+    int32_t tp_size;
+    int32_t lm_rows;  /* lm_head rows held here: V alone, ceil(V / tp_size) on a rank */
+    skv_comm_t *comm; /* borrowed */
+    const skv_model_group_ops_t *group_ops;
+    void *group;
 
     /* weights (backend memory, weight dtype) */
     skv_tensor_t embed;        /* [V, H] */
@@ -46,7 +68,9 @@ struct skv_model {
     skv_tensor_t mid;    /* [N, max(nh * hd, F)] attention output / SwiGLU output */
     skv_tensor_t o;      /* [N, H] projection back to the residual width */
     skv_tensor_t xm;     /* [max_seqs, H] residual of the logit rows */
-    skv_tensor_t logits; /* f32 [max_seqs, V] */
+    skv_tensor_t logits; /* f32 [max_seqs, lm_rows] */
+    /* TP only: f32 [1, tp_size * max_seqs * lm_rows], every rank's logits all-gathered */
+    skv_tensor_t logits_all;
 
     /* integer metadata: host staging and its backend copy, uploaded once per step */
     int32_t *h_ints;
@@ -60,5 +84,28 @@ struct skv_model {
 /* Allocates a backend tensor [rows, cols] of dtype owned by the model. */
 skv_status_t skv_model_alloc_tensor(skv_model_t *m, skv_dtype_t dtype, int64_t rows, int64_t cols,
                                     skv_tensor_t *t);
+
+/* Checks opts against cfg and fills the derived fields (mode, layer counts, context). */
+skv_status_t skv_model_setup(skv_model_t *m, const skv_model_opts_t *opts);
+
+/* UNSUPPORTED (logged, naming the count) unless tp_size divides the attention heads, the KV
+ * heads and the FFN width of c. */
+skv_status_t skv_model_tp_check(const skv_model_config_t *c, int32_t tp_size);
+
+/* Creates rank `rank` of a tp_size split on be: loaded from dir, or (dir NULL) the shard of
+ * the random model skv_model_create_random(cfg, seed) would make. q/k/v, gate/up and the
+ * SwiftKV K/V rows of this rank's heads (split by output), o_proj and down_proj columns (split
+ * by input), lm_head rows [rank * ceil(V / tp_size), ...) zero-padded, embedding and norms
+ * whole. Borrows be and comm (NULL when tp_size is 1; otherwise every step all-reduces twice
+ * per layer through it). Errors of skv_model_load plus UNSUPPORTED from skv_model_tp_check. */
+skv_status_t skv_model_create_shard(const char *dir, const skv_model_config_t *cfg, uint64_t seed,
+                                    skv_backend_t *be, const skv_model_opts_t *opts, int32_t rank,
+                                    int32_t tp_size, skv_comm_t *comm, skv_model_t **model_p);
+
+/* One step's ops on this model's slice against the KV view kv (its rank's memory of pool),
+ * without validation (the caller validated the batch) and without copying logits out: they
+ * stay in m->logits, M rows of lm_rows. */
+skv_status_t skv_model_forward_local(skv_model_t *m, skv_kv_pool_t *pool, const skv_kv_view_t *kv,
+                                     const skv_seq_step_t *seqs, int32_t n_seqs);
 
 #endif /* SKV_COMMON_MODEL_INTERNAL_H */

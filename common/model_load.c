@@ -30,15 +30,79 @@ skv_status_t skv_model_alloc_tensor(skv_model_t *m, skv_dtype_t dtype, int64_t r
     return SKV_STATUS_OK;
 }
 
-/* Finds `name`, checks its shape is [rows, cols] (or [cols] for rows == 0: a vector), and
- * uploads it into dst at row0. Marks it used. */
-static skv_status_t skv_load_tensor(skv_st_t *st, const char *name, int64_t rows, int64_t cols,
-                                    skv_backend_t *be, const skv_tensor_t *dst, int64_t row0)
+/* How a checkpoint tensor is split across TP ranks (model_tp.md). */
+typedef enum {
+    SKV_SPLIT_NONE = 0, /* whole on every rank (norms, embedding) */
+    SKV_SPLIT_ROWS,     /* by output feature: this rank's heads / FFN slice */
+    SKV_SPLIT_COLS,     /* by input feature (o_proj, down_proj): partial sums, all-reduced */
+    SKV_SPLIT_VOCAB,    /* lm_head rows, ceil(V / tp) per rank, the last rank's zero-padded */
+} skv_split_t;
+
+/* The split of layer tensor `suffix` (self_attn.q_proj.weight, ...). */
+static skv_split_t skv_layer_split(const char *suffix)
+{
+    if (strstr(suffix, "o_proj") != NULL || strstr(suffix, "down_proj") != NULL) {
+        return SKV_SPLIT_COLS;
+    }
+    if (strstr(suffix, "_proj") != NULL) {
+        return SKV_SPLIT_ROWS; /* q/k/v (original and _swiftkv), gate, up */
+    }
+    return SKV_SPLIT_NONE;
+}
+
+/* Uploads this rank's shard of t (full shape [rows * tp | V, cols] or [rows, cols * tp]) into
+ * dst at row0. Column shards are gathered into a host buffer first (startup only). */
+static skv_status_t skv_upload_shard(const skv_model_t *m, const skv_st_tensor_t *t,
+                                     skv_split_t split, int64_t rows, int64_t cols,
+                                     const skv_tensor_t *dst, int64_t row0)
+{
+    skv_backend_t *be = m->be;
+    size_t es = skv_dtype_size(t->dtype), full_cols = (size_t)t->shape[1];
+    if (split != SKV_SPLIT_COLS) {
+        int64_t r0 = (int64_t)m->tp_rank * rows;
+        int64_t n = t->shape[0] - r0 < rows ? t->shape[0] - r0 : rows; /* VOCAB: pad rows */
+        if (n <= 0) {
+            return SKV_STATUS_OK; /* this rank's lm_head rows are all padding */
+        }
+        const char *src = (const char *)t->data + (size_t)r0 * full_cols * es;
+        return be->ops->weight_upload(be, dst, row0, src, t->dtype, n);
+    }
+    char *buf = skv_mallocn((size_t)(rows * cols), es);
+    if (buf == NULL) {
+        return SKV_STATUS_NO_MEMORY;
+    }
+    for (int64_t r = 0; r < rows; r++) {
+        memcpy(buf + (size_t)(r * cols) * es,
+               (const char *)t->data + ((size_t)r * full_cols + (size_t)(m->tp_rank * cols)) * es,
+               (size_t)cols * es);
+    }
+    skv_status_t status = be->ops->weight_upload(be, dst, row0, buf, t->dtype, rows);
+    if (status == SKV_STATUS_OK) {
+        status = be->ops->sync(be); /* buf is freed next */
+    }
+    skv_free(buf);
+    return status;
+}
+
+/* Finds `name`, checks its shape is [rows, cols] (or [cols] for rows == 0: a vector) before
+ * the TP split, and uploads it (this rank's shard of it) into dst at row0. Marks it used. */
+static skv_status_t skv_load_tensor(const skv_model_t *m, skv_st_t *st, const char *name,
+                                    int64_t rows, int64_t cols, skv_split_t split,
+                                    const skv_tensor_t *dst, int64_t row0)
 {
     skv_st_tensor_t *t = skv_st_find(st, name);
     if (t == NULL) {
         SKV_LOG_ERROR("checkpoint is missing tensor '%s'", name);
         return SKV_STATUS_FORMAT;
+    }
+    int64_t local_rows = rows, local_cols = cols;
+    split = m->tp_size > 1 ? split : SKV_SPLIT_NONE;
+    if (split == SKV_SPLIT_ROWS) {
+        rows *= m->tp_size;
+    } else if (split == SKV_SPLIT_COLS) {
+        cols *= m->tp_size;
+    } else if (split == SKV_SPLIT_VOCAB) {
+        rows = m->cfg.vocab_size;
     }
     int ok = rows == 0 ? (t->n_dims == 1 && t->shape[0] == cols)
                        : (t->n_dims == 2 && t->shape[0] == rows && t->shape[1] == cols);
@@ -49,17 +113,20 @@ static skv_status_t skv_load_tensor(skv_st_t *st, const char *name, int64_t rows
         return SKV_STATUS_FORMAT;
     }
     t->used = 1;
-    return be->ops->weight_upload(be, dst, row0, t->data, t->dtype, rows ? rows : 1);
+    if (split != SKV_SPLIT_NONE) {
+        return skv_upload_shard(m, t, split, local_rows, local_cols, dst, row0);
+    }
+    return m->be->ops->weight_upload(m->be, dst, row0, t->data, t->dtype, rows ? rows : 1);
 }
 
-/* Loads model.layers.{l}.<suffix> into dst at row0. */
+/* Loads model.layers.{l}.<suffix> (this rank's shard of it) into dst at row0. */
 static skv_status_t skv_load_layer_tensor(skv_model_t *m, skv_st_t *st, int32_t l,
                                           const char *suffix, int64_t rows, int64_t cols,
                                           const skv_tensor_t *dst, int64_t row0)
 {
     char name[256];
     snprintf(name, sizeof(name), "model.layers.%d.%s", l, suffix);
-    return skv_load_tensor(st, name, rows, cols, m->be, dst, row0);
+    return skv_load_tensor(m, st, name, rows, cols, skv_layer_split(suffix), dst, row0);
 }
 
 #define SKV_WEIGHT_ALIGN 256
@@ -82,7 +149,8 @@ static size_t skv_weight_elems(const skv_model_t *m)
     const skv_model_config_t *c = &m->cfg;
     size_t H = (size_t)c->hidden_size, F = (size_t)c->intermediate_size;
     size_t q = (size_t)c->n_heads * c->head_dim, kv = (size_t)c->n_kv_heads * c->head_dim;
-    size_t n = (size_t)c->vocab_size * H * (c->tie_embeddings ? 1 : 2) + H;
+    size_t n = (size_t)c->vocab_size * H + H;
+    n += c->tie_embeddings && m->tp_size <= 1 ? 0 : (size_t)m->lm_rows * H;
     for (int32_t l = 0; l < c->n_layers; l++) {
         n += 2 * H + q * H + 3 * F * H;
         n += (l < m->n_full_layers) ? (q + 2 * kv) * H : q * H;
@@ -185,10 +253,10 @@ static void skv_carve_globals(skv_model_t *m, char **arena)
     int64_t H = c->hidden_size, V = c->vocab_size;
     skv_weight(m, arena, V, H, &m->embed);
     skv_weight(m, arena, 1, H, &m->norm);
-    if (c->tie_embeddings) {
+    if (c->tie_embeddings && m->tp_size <= 1) {
         m->lm_head = m->embed;
-    } else {
-        skv_weight(m, arena, V, H, &m->lm_head);
+    } else { /* a TP rank holds its own vocabulary slice, tied or not */
+        skv_weight(m, arena, m->lm_rows, H, &m->lm_head);
     }
     if (m->swiftkv) {
         int64_t kv = (int64_t)c->n_kv_heads * c->head_dim;
@@ -201,14 +269,16 @@ static skv_status_t skv_load_globals(skv_model_t *m, skv_st_t *st)
 {
     const skv_model_config_t *c = &m->cfg;
     int64_t H = c->hidden_size, V = c->vocab_size;
-    SKV_CHECK(skv_load_tensor(st, "model.embed_tokens.weight", V, H, m->be, &m->embed, 0));
-    SKV_CHECK(skv_load_tensor(st, "model.norm.weight", 0, H, m->be, &m->norm, 0));
-    if (!c->tie_embeddings) {
-        SKV_CHECK(skv_load_tensor(st, "lm_head.weight", V, H, m->be, &m->lm_head, 0));
+    SKV_CHECK(
+        skv_load_tensor(m, st, "model.embed_tokens.weight", V, H, SKV_SPLIT_NONE, &m->embed, 0));
+    SKV_CHECK(skv_load_tensor(m, st, "model.norm.weight", 0, H, SKV_SPLIT_NONE, &m->norm, 0));
+    if (!c->tie_embeddings || m->tp_size > 1) {
+        const char *name = c->tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+        SKV_CHECK(skv_load_tensor(m, st, name, m->lm_rows, H, SKV_SPLIT_VOCAB, &m->lm_head, 0));
     }
     if (m->swiftkv) {
-        SKV_CHECK(skv_load_tensor(st, "model.norm_swiftkv.weight", 0, H, m->be, &m->norm_swiftkv,
-                                  0));
+        SKV_CHECK(skv_load_tensor(m, st, "model.norm_swiftkv.weight", 0, H, SKV_SPLIT_NONE,
+                                  &m->norm_swiftkv, 0));
     }
     return SKV_STATUS_OK;
 }
@@ -268,7 +338,11 @@ static skv_status_t skv_alloc_workspace(skv_model_t *m)
     SKV_CHECK(skv_model_alloc_tensor(m, act, N, skv_max64(q, c->intermediate_size), &m->mid));
     SKV_CHECK(skv_model_alloc_tensor(m, act, N, H, &m->o));
     SKV_CHECK(skv_model_alloc_tensor(m, act, S, H, &m->xm));
-    SKV_CHECK(skv_model_alloc_tensor(m, SKV_DTYPE_F32, S, c->vocab_size, &m->logits));
+    SKV_CHECK(skv_model_alloc_tensor(m, SKV_DTYPE_F32, S, m->lm_rows, &m->logits));
+    if (m->tp_size > 1) { /* every rank's M x lm_rows logits, gathered */
+        SKV_CHECK(skv_model_alloc_tensor(m, SKV_DTYPE_F32, 1, m->tp_size * S * m->lm_rows,
+                                         &m->logits_all));
+    }
     SKV_CHECK(skv_model_alloc_tensor(m, SKV_DTYPE_F32, 1, c->head_dim / 2, &m->inv_freq));
     float inv[256];
     skv_model_config_inv_freq(c, inv);
@@ -283,7 +357,7 @@ static skv_status_t skv_alloc_workspace(skv_model_t *m)
     return m->h_ints ? SKV_STATUS_OK : SKV_STATUS_NO_MEMORY;
 }
 
-static skv_status_t skv_model_setup(skv_model_t *m, const skv_model_opts_t *opts)
+skv_status_t skv_model_setup(skv_model_t *m, const skv_model_opts_t *opts)
 {
     const skv_model_config_t *c = &m->cfg;
     if (opts->mode == SKV_MODEL_MODE_SWIFTKV && !c->swiftkv) {
@@ -303,6 +377,7 @@ static skv_status_t skv_model_setup(skv_model_t *m, const skv_model_opts_t *opts
     m->max_ctx = opts->max_context > 0 && opts->max_context < c->max_pos ? opts->max_context
                                                                           : c->max_pos;
     m->max_blocks = m->max_ctx; /* block size 1 is the worst case a pool can have */
+    m->lm_rows = m->tp_size > 1 ? (c->vocab_size + m->tp_size - 1) / m->tp_size : c->vocab_size;
     return SKV_STATUS_OK;
 }
 
@@ -327,6 +402,77 @@ fail:
     return status;
 }
 
+skv_status_t skv_model_tp_check(const skv_model_config_t *c, int32_t tp_size)
+{
+    if (tp_size < 1) {
+        SKV_LOG_ERROR("tensor parallel size %d: must be at least 1", tp_size);
+        return SKV_STATUS_INVALID_ARGUMENT;
+    }
+    const struct {
+        const char *what;
+        int64_t n;
+    } counts[] = {{"num_key_value_heads", c->n_kv_heads},
+                  {"num_attention_heads", c->n_heads},
+                  {"intermediate_size", c->intermediate_size}};
+    for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
+        if (counts[i].n % tp_size != 0) {
+            SKV_LOG_ERROR("tensor parallel size %d does not divide %s = %lld: each rank must "
+                          "hold whole heads; use a size that divides it",
+                          tp_size, counts[i].what, (long long)counts[i].n);
+            return SKV_STATUS_UNSUPPORTED;
+        }
+    }
+    return SKV_STATUS_OK;
+}
+
+/* Turns the full config into rank `rank`'s slice of it (heads and FFN width divided). */
+static skv_status_t skv_model_shard_config(skv_model_t *m, int32_t rank, int32_t tp_size)
+{
+    SKV_CHECK(skv_model_tp_check(&m->cfg, tp_size));
+    SKV_ASSERT(rank >= 0 && rank < tp_size);
+    m->tp_rank = rank;
+    m->tp_size = tp_size;
+    m->cfg.n_heads /= tp_size;
+    m->cfg.n_kv_heads /= tp_size;
+    m->cfg.intermediate_size /= tp_size;
+    return SKV_STATUS_OK;
+}
+
+static skv_status_t skv_fill_random(skv_model_t *m, uint64_t seed);
+
+skv_status_t skv_model_create_shard(const char *dir, const skv_model_config_t *cfg, uint64_t seed,
+                                    skv_backend_t *be, const skv_model_opts_t *opts, int32_t rank,
+                                    int32_t tp_size, skv_comm_t *comm, skv_model_t **model_p)
+{
+    skv_model_t *m = skv_calloc(1, sizeof(*m));
+    if (m == NULL) {
+        return SKV_STATUS_NO_MEMORY;
+    }
+    m->be = be;
+    m->comm = comm;
+    skv_status_t status = SKV_STATUS_OK;
+    if (dir != NULL) {
+        SKV_CHECK_GOTO(skv_model_config_load(dir, &m->cfg), fail);
+    } else {
+        m->cfg = *cfg;
+    }
+    SKV_CHECK_GOTO(skv_model_shard_config(m, rank, tp_size), fail);
+    SKV_CHECK_GOTO(skv_model_setup(m, opts), fail);
+    if (dir != NULL) {
+        SKV_CHECK_GOTO(skv_load_weights(m, dir), fail);
+    } else {
+        SKV_CHECK_GOTO(skv_alloc_weights(m), fail);
+        SKV_CHECK_GOTO(skv_fill_random(m, seed), fail);
+    }
+    SKV_CHECK_GOTO(skv_alloc_workspace(m), fail);
+    SKV_CHECK_GOTO(be->ops->sync(be), fail);
+    *model_p = m;
+    return SKV_STATUS_OK;
+fail:
+    skv_model_destroy(m);
+    return status;
+}
+
 /* Random weights: fills t with skv_weight_hash_value(seed, i, scale, offset), on the backend
  * when it has weight_fill, else in host chunks of bf16 (exact: see ops.h) through
  * weight_upload. Both give identical values, so backends can be compared. */
@@ -338,6 +484,7 @@ static skv_status_t skv_fill_weight(skv_model_t *m, const skv_tensor_t *t, uint6
         return ops->weight_fill(m->be, t, seed, scale, offset);
     }
     int64_t chunk = (((int64_t)1 << 22) + t->cols - 1) / t->cols; /* ~4 Mi elements */
+    chunk = chunk < t->rows ? chunk : t->rows; /* one-row fills of column shards stay small */
     uint16_t *buf = skv_mallocn((size_t)(chunk * t->cols), sizeof(uint16_t));
     skv_status_t status = buf ? SKV_STATUS_OK : SKV_STATUS_NO_MEMORY;
     for (int64_t r0 = 0; r0 < t->rows && status == SKV_STATUS_OK; r0 += chunk) {
@@ -362,8 +509,91 @@ static float skv_random_scale(int64_t fan_in)
     return ldexpf(1.0f, -(int)lrint(log2(74.0 * sqrt((double)fan_in))));
 }
 
+/* skv_weight_hash_value hashes seed + (idx + 1) * golden, so the value at index idx + k under
+ * seed equals the value at idx under seed + k * golden: a run of a shard that is contiguous in
+ * the full tensor is one fill with a shifted seed. test_tp checks shards against TP=1. */
+static uint64_t skv_seed_at(uint64_t seed, int64_t k)
+{
+    return seed + (uint64_t)k * 0x9E3779B97F4A7C15ULL;
+}
+
+/* Row-split shard run: rows [row0, row0 + n) of t hold rows [full_row0, ...) of the full
+ * tensor (same column count). */
+static skv_status_t skv_fill_rows(skv_model_t *m, const skv_tensor_t *t, int64_t row0, int64_t n,
+                                  uint64_t seed, float scale, int64_t full_row0)
+{
+    if (n <= 0) {
+        return SKV_STATUS_OK; /* a vocabulary slice that is all padding */
+    }
+    skv_tensor_t v = skv_tensor_rows(t, row0, n);
+    return skv_fill_weight(m, &v, skv_seed_at(seed, full_row0 * t->cols), scale, 0.0f);
+}
+
+/* Column-split shard: t holds columns [col0, col0 + t->cols) of a full tensor of full_cols
+ * columns, so every row is its own contiguous run. */
+static skv_status_t skv_fill_cols(skv_model_t *m, const skv_tensor_t *t, uint64_t seed, float scale,
+                                  int64_t full_cols, int64_t col0)
+{
+    for (int64_t r = 0; r < t->rows; r++) {
+        skv_tensor_t v = skv_tensor_rows(t, r, 1);
+        SKV_CHECK(skv_fill_weight(m, &v, skv_seed_at(seed, r * full_cols + col0), scale, 0.0f));
+    }
+    return SKV_STATUS_OK;
+}
+
+/* Fills this rank's shards with exactly the values the full random model holds there (same
+ * seeds in the same order as skv_fill_random; fused tensors filled run by run). */
+static skv_status_t skv_fill_random_shard(skv_model_t *m, uint64_t seed)
+{
+    const skv_model_config_t *c = &m->cfg; /* this rank's slice */
+    int64_t tp = m->tp_size, r = m->tp_rank, H = c->hidden_size, lr = m->lm_rows;
+    int64_t ql = (int64_t)c->n_heads * c->head_dim, kvl = (int64_t)c->n_kv_heads * c->head_dim;
+    int64_t Fl = c->intermediate_size, Q = ql * tp, KV = kvl * tp, F = Fl * tp;
+    int64_t lm_n = c->vocab_size - r * lr < lr ? c->vocab_size - r * lr : lr;
+    uint64_t id = seed * 1000003ULL, embed_id = id;
+    const float norm_scale = 1.0f / 128.0f, hs = skv_random_scale(H);
+    SKV_CHECK(skv_fill_weight(m, &m->embed, id++, 1.0f / 128.0f, 0.0f));
+    SKV_CHECK(skv_fill_weight(m, &m->norm, id++, norm_scale, 1.0f));
+    if (c->tie_embeddings) { /* the embedding's rows, in this rank's own lm_head */
+        SKV_CHECK(skv_fill_rows(m, &m->lm_head, 0, lm_n, embed_id, 1.0f / 128.0f, r * lr));
+    } else {
+        SKV_CHECK(skv_fill_rows(m, &m->lm_head, 0, lm_n, id++, hs, r * lr));
+    }
+    if (m->swiftkv) {
+        SKV_CHECK(skv_fill_weight(m, &m->norm_swiftkv, id++, norm_scale, 1.0f));
+        uint64_t s = id++;
+        for (int64_t g = 0; g < m->n_kv_groups; g++) { /* per group: K rows, then V rows */
+            SKV_CHECK(skv_fill_rows(m, &m->w_kv_swiftkv, g * 2 * kvl, kvl, s, hs, g * 2 * KV + r * kvl));
+            SKV_CHECK(skv_fill_rows(m, &m->w_kv_swiftkv, g * 2 * kvl + kvl, kvl, s, hs,
+                                    g * 2 * KV + KV + r * kvl));
+        }
+    }
+    for (int32_t l = 0; l < c->n_layers; l++) {
+        skv_layer_t *L = &m->layers[l];
+        SKV_CHECK(skv_fill_weight(m, &L->attn_norm, id++, norm_scale, 1.0f));
+        SKV_CHECK(skv_fill_weight(m, &L->ffn_norm, id++, norm_scale, 1.0f));
+        uint64_t s = id++;
+        if (l < m->n_full_layers) { /* q, k, v rows of this rank's heads */
+            SKV_CHECK(skv_fill_rows(m, &L->wqkv, 0, ql, s, hs, r * ql));
+            SKV_CHECK(skv_fill_rows(m, &L->wqkv, ql, kvl, s, hs, Q + r * kvl));
+            SKV_CHECK(skv_fill_rows(m, &L->wqkv, ql + kvl, kvl, s, hs, Q + KV + r * kvl));
+        } else {
+            SKV_CHECK(skv_fill_rows(m, &L->wq_swiftkv, 0, ql, s, hs, r * ql));
+        }
+        SKV_CHECK(skv_fill_cols(m, &L->wo, id++, skv_random_scale(Q), Q, r * ql));
+        s = id++;
+        SKV_CHECK(skv_fill_rows(m, &L->w_gate_up, 0, Fl, s, hs, r * Fl));
+        SKV_CHECK(skv_fill_rows(m, &L->w_gate_up, Fl, Fl, s, hs, F + r * Fl));
+        SKV_CHECK(skv_fill_cols(m, &L->w_down, id++, skv_random_scale(F), F, r * Fl));
+    }
+    return SKV_STATUS_OK;
+}
+
 static skv_status_t skv_fill_random(skv_model_t *m, uint64_t seed)
 {
+    if (m->tp_size > 1) {
+        return skv_fill_random_shard(m, seed);
+    }
     const skv_model_config_t *c = &m->cfg;
     uint64_t id = seed * 1000003ULL;
     const float norm_scale = 1.0f / 128.0f; /* norm weights 1 + k/128, in [0, 2) */
@@ -419,6 +649,10 @@ void skv_model_destroy(skv_model_t *m)
     if (m == NULL) {
         return;
     }
+    if (m->group_ops != NULL) {
+        m->group_ops->destroy(m); /* a TP group's front: frees the ranks and m */
+        return;
+    }
     for (int i = m->n_allocs - 1; i >= 0; i--) {
         m->be->ops->free(m->be, m->allocs[i]);
     }
@@ -457,12 +691,24 @@ void skv_model_kv_layout(const skv_model_t *m, int32_t block_size, skv_kv_layout
     memset(layout, 0, sizeof(*layout));
     layout->dtype = m->be->ops->kv_dtype;
     layout->block_size = block_size;
-    layout->n_kv_heads = m->cfg.n_kv_heads;
+    /* A rank's cfg holds its own heads; a TP front describes rank 0's pool. */
+    layout->n_kv_heads = m->group_ops != NULL ? m->cfg.n_kv_heads / m->tp_size : m->cfg.n_kv_heads;
     layout->head_dim = m->cfg.head_dim;
     layout->n_layers = m->cfg.n_layers;
     layout->n_kv_layers = m->n_full_layers;
     layout->kv_group = m->swiftkv ? m->cfg.kv_group : 1;
     layout->n_cache_layers = m->n_cache_layers;
-    layout->tp_rank = 0;
-    layout->tp_size = 1;
+    layout->tp_rank = m->tp_rank;
+    layout->tp_size = m->tp_size > 1 ? m->tp_size : 1;
+}
+
+skv_status_t skv_model_kv_pool_create(skv_model_t *m, int32_t block_size, int64_t n_blocks,
+                                      skv_kv_pool_t **pool_p)
+{
+    if (m->group_ops != NULL) {
+        return m->group_ops->kv_pool_create(m, block_size, n_blocks, pool_p);
+    }
+    skv_kv_layout_t layout;
+    skv_model_kv_layout(m, block_size, &layout);
+    return skv_kv_pool_create(&layout, n_blocks, m->be, pool_p);
 }

@@ -7,10 +7,14 @@
 
 #include "common/backend.h"
 #include "common/log.h"
+#include "kernels/comm.h"
 #include "kernels/cpu/cpu.h"
 
 #ifdef SKV_HAVE_CUDA_BACKEND
 #include "kernels/cuda/cuda.h"
+#endif
+#ifdef SKV_HAVE_NCCL
+#include "kernels/cuda/cuda_comm.h"
 #endif
 
 skv_status_t skv_backend_create(const char *name, int n_threads, int device,
@@ -39,4 +43,21 @@ const char *skv_backend_names(void)
 #else
     return "cpu,cpu-ref";
 #endif
+}
+
+skv_status_t skv_comm_group_create(const char *backend_name, int32_t n_ranks,
+                                   skv_comm_group_t **group_p)
+{
+    if (strcmp(backend_name, "cpu") == 0 || strcmp(backend_name, "cpu-ref") == 0) {
+        return skv_cpu_comm_group_create(n_ranks, group_p);
+    }
+#ifdef SKV_HAVE_NCCL
+    if (strcmp(backend_name, "cuda") == 0) {
+        return skv_nccl_comm_group_create(n_ranks, group_p);
+    }
+#endif
+    SKV_LOG_ERROR("no communicator for backend '%s' in this build (tensor parallelism needs "
+                  "cpu, cpu-ref, or cuda built with NCCL)",
+                  backend_name);
+    return SKV_STATUS_UNSUPPORTED;
 }

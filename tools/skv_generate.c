@@ -7,7 +7,10 @@
  *   skv_generate --model DIR (--prompt TEXT [--chat] | --tokens 128000,15339) [--max-tokens 32]
  *                [--top-k K] [--top-p P] [--min-p P] [--seed S] [--mode auto|base|swiftkv]
  *                [--backend cpu|cpu-ref|cuda] [--threads N] [--block-size B] [--chunk N]
- *                [--ignore-eos]
+ *                [--ignore-eos] [--tp N]
+ *
+ * --tp N splits the model over N ranks (threads) of the backend (common/model_tp.h): N CPU
+ * backends with --threads each, or GPUs 0..N-1 with NCCL; the output must not change.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -19,6 +22,7 @@
 #include "common/clock.h"
 #include "common/generate.h"
 #include "common/log.h"
+#include "common/model_tp.h"
 #include "common/tokenizer.h"
 
 typedef struct {
@@ -30,6 +34,7 @@ typedef struct {
     const char *mode;
     int threads;
     int block_size;
+    int tp;
     skv_generate_opts_t gen;
 } skv_gen_args_t;
 
@@ -39,7 +44,7 @@ static void skv_gen_usage(void)
                     "[--max-tokens N] "
                     "[--temperature T] [--top-k K] [--top-p P] [--min-p P] [--seed S]\n"
                     "       [--mode auto|base|swiftkv] [--backend %s] [--threads N] "
-                    "[--block-size B] [--chunk N] [--ignore-eos]\n",
+                    "[--block-size B] [--chunk N] [--ignore-eos] [--tp N]\n",
             skv_backend_names());
 }
 
@@ -51,12 +56,13 @@ static int skv_gen_parse(int argc, char **argv, skv_gen_args_t *a)
         {"min-p", 1, 0, 'P'},      {"seed", 1, 0, 's'},        {"mode", 1, 0, 'M'},
         {"backend", 1, 0, 'b'},    {"threads", 1, 0, 'j'},     {"block-size", 1, 0, 'B'},
         {"chunk", 1, 0, 'c'},      {"ignore-eos", 0, 0, 'e'},  {"help", 0, 0, 'h'},
-        {"prompt", 1, 0, 'x'},     {"chat", 0, 0, 'C'},
+        {"prompt", 1, 0, 'x'},     {"chat", 0, 0, 'C'},        {"tp", 1, 0, 'D'},
         {0, 0, 0, 0}};
     memset(a, 0, sizeof(*a));
     a->backend = "cpu";
     a->mode = "auto";
     a->block_size = 16;
+    a->tp = 1;
     a->gen.max_new_tokens = 32;
     skv_sampling_params_default(&a->gen.sampling);
     int c;
@@ -78,10 +84,11 @@ static int skv_gen_parse(int argc, char **argv, skv_gen_args_t *a)
         case 'e': a->gen.ignore_eos = 1; break;
         case 'x': a->prompt = optarg; break;
         case 'C': a->chat = 1; break;
+        case 'D': a->tp = atoi(optarg); break;
         default: return -1;
         }
     }
-    return (a->model_dir && (a->tokens != NULL) != (a->prompt != NULL) && a->gen.max_new_tokens > 0 && a->block_size > 0) ? 0 : -1;
+    return (a->model_dir && (a->tokens != NULL) != (a->prompt != NULL) && a->gen.max_new_tokens > 0 && a->block_size > 0 && a->tp > 0) ? 0 : -1;
 }
 
 /* Parses "1,2,3" into a new array; returns the count or -1. */
@@ -158,12 +165,16 @@ static int skv_gen_run(const skv_gen_args_t *a, const int32_t *prompt, int32_t n
     gen.chunk_tokens = mo.max_batch_tokens;
     skv_status_t status = out ? SKV_STATUS_OK : SKV_STATUS_NO_MEMORY;
     int64_t t0 = skv_clock_now_ns();
-    SKV_CHECK_GOTO(skv_backend_create(a->backend, a->threads, 0, &be), done);
-    SKV_CHECK_GOTO(skv_model_load(a->model_dir, be, &mo, &model), done);
-    skv_kv_layout_t layout;
-    skv_model_kv_layout(model, a->block_size, &layout);
+    if (a->tp > 1) { /* each rank creates its own backend */
+        skv_model_tp_opts_t tp = {a->tp, a->backend, a->threads, 0};
+        SKV_CHECK_GOTO(skv_model_load_tp(a->model_dir, &tp, &mo, &model), done);
+    } else {
+        SKV_CHECK_GOTO(skv_backend_create(a->backend, a->threads, 0, &be), done);
+        SKV_CHECK_GOTO(skv_model_load(a->model_dir, be, &mo, &model), done);
+    }
     int64_t ctx = n_prompt + a->gen.max_new_tokens + a->block_size;
-    SKV_CHECK_GOTO(skv_kv_pool_create(&layout, ctx / a->block_size + 1, be, &pool), done);
+    SKV_CHECK_GOTO(skv_model_kv_pool_create(model, a->block_size, ctx / a->block_size + 1, &pool),
+                   done);
     int64_t t1 = skv_clock_now_ns();
     status = skv_generate(model, pool, prompt, n_prompt, &gen, skv_gen_print, &printed, out, &n_out);
     int64_t t2 = skv_clock_now_ns();
@@ -173,9 +184,10 @@ static int skv_gen_run(const skv_gen_args_t *a, const int32_t *prompt, int32_t n
         fwrite(tail, 1, tail_len, stdout);
     }
     printf("\n");
-    fprintf(stderr, "load %.1f ms, generate %d tokens after %d prompt tokens in %.1f ms (%s, %s)\n",
+    fprintf(stderr,
+            "load %.1f ms, generate %d tokens after %d prompt tokens in %.1f ms (%s, %s, tp %d)\n",
             (t1 - t0) / 1e6, n_out, n_prompt, (t2 - t1) / 1e6, a->backend,
-            skv_model_is_swiftkv(model) ? "swiftkv" : "base");
+            skv_model_is_swiftkv(model) ? "swiftkv" : "base", a->tp);
 done:
     if (status != SKV_STATUS_OK) {
         fprintf(stderr, "skv_generate: %s\n", skv_status_str(status));
