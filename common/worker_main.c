@@ -189,7 +189,8 @@ static skv_status_t skv_wmain_pool(const skv_wmain_args_t *a, skv_model_t *model
                       skv_kv_layout_block_bytes(&layout));
         return SKV_STATUS_INVALID_ARGUMENT;
     }
-    return skv_kv_pool_create(&layout, n_blocks, be, pool_p);
+    (void)be;
+    return skv_model_kv_pool_create(model, a->block_size, n_blocks, pool_p);
 }
 
 static void skv_wmain_port_file(const char *path, int port)
