@@ -557,6 +557,12 @@ static const attn_case_t g_attn_cases[] = {
     {"short chunk 17 rows", 8, 2, 64, 3, 1, {17}, {5}},
     {"llama3-8b prefill 256", 32, 8, 128, 16, 1, {256}, {0}},
     {"llama3-8b decode x4 ctx 1.5k", 32, 8, 128, 16, 4, {1, 1, 1, 1}, {1500, 1499, 700, 2047}},
+    /* Tensor-core prefill: lengths around the 64-row / 64-key tiles, 1-row sequences in the
+     * same batch, chunks that start mid-block and mid-tile, GQA 4 and 8. */
+    {"prefill odd lengths GQA 8", 32, 4, 128, 16, 5, {1, 63, 65, 200, 17}, {0, 0, 129, 1000, 63}},
+    {"prefill hd 64 GQA 4 chunks", 16, 4, 64, 16, 3, {100, 33, 257}, {5, 300, 0}},
+    {"prefill GQA 1 bs 7", 4, 4, 128, 7, 2, {129, 64}, {0, 64}},
+    {"llama3-8b prefill 600 + 333 + chunk", 32, 8, 128, 16, 3, {600, 333, 129}, {0, 0, 700}},
 };
 
 int main(int argc, char **argv)
@@ -595,7 +601,7 @@ int main(int argc, char **argv)
     test_weight_fill(33, 517);
     size_t n_cases = sizeof(g_attn_cases) / sizeof(g_attn_cases[0]);
     for (size_t i = 0; i < n_cases; i++) {
-        if (!quick || i < 3 || i == 4 || i == 5) {
+        if (!quick || i < 3 || i == 4 || i == 5 || i == 9 || i == 10) {
             test_attention(&g_attn_cases[i]);
         }
     }

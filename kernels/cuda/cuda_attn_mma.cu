@@ -1,0 +1,362 @@
+/*
+ * cuda_attn_mma.cu: causal GQA prefill attention over the paged bf16 KV cache on the tensor
+ * cores with mma.sync (m16n8k16, bf16 operands, fp32 accumulation), flash-attention style.
+ *
+ * A block (4 warps) takes 64 consecutive query rows of one sequence and one query head; warp
+ * w owns rows 16w..16w+15. Q fragments stay in registers for the whole kernel; the block
+ * walks 64-key tiles of the sequence's cache up to its last row's position. K and V tiles are
+ * brought into shared memory with cp.async, each one overlapping the work on the other
+ * (V of tile j loads while S = Q K_j^T runs; K of tile j+1 while softmax and O += P V_j run).
+ * S, P and O never leave registers: the accumulator layout of S is the A-operand layout of P
+ * (two adjacent 8-key tiles make one 16-key fragment), so P V needs no shuffle. B fragments
+ * come from shared memory with ldmatrix (.trans for V). Rows are padded by 16 bytes, which
+ * makes the 8 row addresses of every ldmatrix phase hit distinct banks.
+ * Online softmax per row in fp32 in the log2 domain (exp2 of scaled scores); each thread keeps
+ * a partial row sum of its own columns, reduced over the row's 4 lanes at the end.
+ * Masking is applied only on tiles that cross a row's position; a warp whose rows are all
+ * before a tile skips its math (it still joins the loads and barriers).
+ * Blocks are ordered heaviest first (the last query tiles of the sequences launch first) and
+ * the query heads of one kv head are adjacent in the grid, so their K/V reads share L2.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "kernels/cuda/cuda_attn.h"
+
+typedef __nv_bfloat16 bf16;
+
+#define SKV_MMA_BQ 64 /* query rows per block: 16 per warp */
+#define SKV_MMA_BK 64 /* keys per tile */
+#define SKV_MMA_WARPS (SKV_MMA_BQ / 16)
+#define SKV_MMA_THREADS (SKV_MMA_WARPS * 32)
+
+template <int HD> struct skv_mma_smem {
+    static constexpr int LD = HD + 8; /* bf16 row stride: +16 bytes against bank conflicts */
+    static constexpr int Q_OFF = 0;
+    static constexpr int K_OFF = SKV_MMA_BQ * LD;
+    static constexpr int V_OFF = K_OFF + SKV_MMA_BK * LD;
+    static constexpr int BYTES = (V_OFF + SKV_MMA_BK * LD) * 2;
+};
+
+static __device__ __forceinline__ uint32_t skv_smem_addr(const void *p)
+{
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+/* 16 bytes global -> shared, bypassing L1; src_bytes 0 fills the destination with zeros. */
+static __device__ __forceinline__ void skv_cp_async16(void *dst, const void *src, int src_bytes)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(skv_smem_addr(dst)),
+                 "l"(src), "r"(src_bytes));
+}
+
+static __device__ __forceinline__ void skv_cp_async_commit(void)
+{
+    asm volatile("cp.async.commit_group;\n" ::);
+}
+
+/* Waits until at most N of this thread's committed groups are still in flight. */
+template <int N> static __device__ __forceinline__ void skv_cp_async_wait(void)
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+static __device__ __forceinline__ void skv_ldmatrix_x4(uint32_t *r, const void *p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(skv_smem_addr(p)));
+}
+
+static __device__ __forceinline__ void skv_ldmatrix_x4_trans(uint32_t *r, const void *p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(skv_smem_addr(p)));
+}
+
+/* c[16x8] += a[16x16] b[16x8] (bf16 in, f32 accumulate). */
+static __device__ __forceinline__ void skv_mma_bf16(float *c, const uint32_t *a, uint32_t b0,
+                                                    uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+static __device__ __forceinline__ uint32_t skv_pack_bf16(float lo, float hi)
+{
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi); /* .x (low half) = lower column */
+    return *(uint32_t *)&v;
+}
+
+/* Issues the cp.async copies of one 64-key tile of K (kv 0) or V (kv 1) into dst [BK][LD];
+ * keys at or past n_keys are zero-filled without touching the block table. */
+template <int HD>
+static __device__ __forceinline__ void skv_mma_load_kv(const skv_attn_args_t &a,
+                                                       const int32_t *bt, int32_t kh, int32_t k0,
+                                                       int32_t n_keys, int kv, bf16 *dst)
+{
+    constexpr int CHUNKS = HD / 8; /* 16-byte pieces per key */
+    constexpr int KEYS_PER_PASS = SKV_MMA_THREADS / CHUNKS;
+    int c = threadIdx.x % CHUNKS, key0 = threadIdx.x / CHUNKS;
+    int64_t v_delta = kv ? (int64_t)a.n_kv_heads * a.block_size * HD : 0;
+#pragma unroll
+    for (int key = key0; key < SKV_MMA_BK; key += KEYS_PER_PASS) {
+        int32_t p = k0 + key;
+        const bf16 *src = a.base;
+        int bytes = 0;
+        if (p < n_keys) {
+            src = a.base + skv_attn_koff(a, bt, p, kh) + v_delta + c * 8;
+            bytes = 16;
+        }
+        skv_cp_async16(dst + key * skv_mma_smem<HD>::LD + c * 8, src, bytes);
+    }
+}
+
+/* grid (n_heads, n_seqs, query tiles of the longest sequence), SKV_MMA_THREADS threads.
+ * MINB: blocks per SM the registers are capped for (3: <= 168 registers, 2: <= 255). */
+template <int HD, int MINB>
+__global__ void __launch_bounds__(SKV_MMA_THREADS, MINB)
+    skv_attn_prefill_mma_kernel(skv_attn_args_t a, bf16 *out, int64_t ldo, const bf16 *q,
+                                int64_t ldq, int32_t n_heads, float scale_log2)
+{
+    typedef skv_mma_smem<HD> L;
+    extern __shared__ __align__(128) unsigned char smem_raw[];
+    bf16 *smem = (bf16 *)smem_raw;
+    bf16 *Qs = smem + L::Q_OFF, *Ks = smem + L::K_OFF, *Vs = smem + L::V_OFF;
+
+    int32_t h = blockIdx.x, s = blockIdx.y, kh = h / (n_heads / a.n_kv_heads);
+    int32_t tile = gridDim.z - 1 - blockIdx.z; /* heaviest (last) tiles first */
+    int32_t r0 = a.seq_rows[s] + tile * SKV_MMA_BQ, r_end = a.seq_rows[s + 1];
+    if (r0 >= r_end) {
+        return;
+    }
+    int32_t nq = min(SKV_MMA_BQ, r_end - r0);
+    const int32_t *bt = a.block_table + (int64_t)s * a.max_blocks;
+    int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    int g = lane / 4, t = lane % 4; /* fragment row group and column pair */
+    /* Rows increase in position within a sequence, so the last real row bounds the keys. */
+    int32_t n_keys = a.row_pos[r0 + nq - 1] + 1;
+
+    /* Q tile (rows past nq zero-filled) and K tile 0, one cp.async group. */
+    for (int i = tid; i < SKV_MMA_BQ * (HD / 8); i += SKV_MMA_THREADS) {
+        int row = i / (HD / 8), c = i % (HD / 8);
+        const bf16 *src = row < nq ? q + (int64_t)(r0 + row) * ldq + (int64_t)h * HD + c * 8 : q;
+        skv_cp_async16(Qs + row * L::LD + c * 8, src, row < nq ? 16 : 0);
+    }
+    skv_mma_load_kv<HD>(a, bt, kh, 0, n_keys, 0, Ks);
+    skv_cp_async_commit();
+
+    /* Padding rows take the last real row's position: finite softmax, never written. */
+    int32_t row_lo = warp * 16 + g, row_hi = row_lo + 8;
+    int32_t pos_lo = a.row_pos[r0 + min(row_lo, nq - 1)];
+    int32_t pos_hi = a.row_pos[r0 + min(row_hi, nq - 1)];
+    int32_t wmin = min(pos_lo, pos_hi), wmax = max(pos_lo, pos_hi);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        wmin = min(wmin, __shfl_xor_sync(0xffffffffu, wmin, o));
+        wmax = max(wmax, __shfl_xor_sync(0xffffffffu, wmax, o));
+    }
+
+    skv_cp_async_wait<0>();
+    __syncthreads();
+    uint32_t qf[HD / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++) {
+        skv_ldmatrix_x4(qf[kk], Qs + (warp * 16 + (lane & 15)) * L::LD + kk * 16 + (lane >> 4) * 8);
+    }
+
+    float o[HD / 8][4];
+#pragma unroll
+    for (int n = 0; n < HD / 8; n++) {
+        o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    }
+    float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
+
+    for (int32_t k0 = 0; k0 < n_keys; k0 += SKV_MMA_BK) {
+        skv_mma_load_kv<HD>(a, bt, kh, k0, n_keys, 1, Vs);
+        skv_cp_async_commit();
+        skv_cp_async_wait<1>(); /* K tile k0 has landed (V may still be in flight) */
+        __syncthreads();
+        bool active = k0 <= wmax; /* warp-uniform */
+        float sf[SKV_MMA_BK / 8][4];
+#pragma unroll
+        for (int n = 0; n < SKV_MMA_BK / 8; n++) {
+            sf[n][0] = sf[n][1] = sf[n][2] = sf[n][3] = 0.0f;
+        }
+        if (active) {
+#pragma unroll
+            for (int kk = 0; kk < HD / 16; kk++) {
+#pragma unroll
+                for (int nn = 0; nn < SKV_MMA_BK / 16; nn++) {
+                    uint32_t b[4];
+                    int key = nn * 16 + (lane & 7) + ((lane >> 4) << 3);
+                    skv_ldmatrix_x4(b, Ks + key * L::LD + kk * 16 + ((lane >> 3) & 1) * 8);
+                    skv_mma_bf16(sf[2 * nn], qf[kk], b[0], b[1]);
+                    skv_mma_bf16(sf[2 * nn + 1], qf[kk], b[2], b[3]);
+                }
+            }
+        }
+        __syncthreads(); /* every warp is done with K: the next tile may overwrite it */
+        if (k0 + SKV_MMA_BK < n_keys) {
+            skv_mma_load_kv<HD>(a, bt, kh, k0 + SKV_MMA_BK, n_keys, 0, Ks);
+        }
+        skv_cp_async_commit(); /* possibly empty: keeps the group count uniform */
+
+        uint32_t pf[SKV_MMA_BK / 16][4];
+        if (active) {
+            bool mask = k0 + SKV_MMA_BK - 1 > wmin;
+            float mx_lo = -INFINITY, mx_hi = -INFINITY;
+#pragma unroll
+            for (int n = 0; n < SKV_MMA_BK / 8; n++) {
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    float v = sf[n][i] * scale_log2;
+                    if (mask) {
+                        int32_t key = k0 + n * 8 + 2 * t + (i & 1);
+                        v = key <= (i < 2 ? pos_lo : pos_hi) ? v : -INFINITY;
+                    }
+                    sf[n][i] = v;
+                }
+                mx_lo = fmaxf(mx_lo, fmaxf(sf[n][0], sf[n][1]));
+                mx_hi = fmaxf(mx_hi, fmaxf(sf[n][2], sf[n][3]));
+            }
+#pragma unroll
+            for (int off = 1; off <= 2; off <<= 1) {
+                mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, off));
+                mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, off));
+            }
+            /* Every row sees key 0 on the first tile, so m is finite from then on. */
+            float mn_lo = fmaxf(m_lo, mx_lo), mn_hi = fmaxf(m_hi, mx_hi);
+            float c_lo = exp2f(m_lo - mn_lo), c_hi = exp2f(m_hi - mn_hi);
+            m_lo = mn_lo;
+            m_hi = mn_hi;
+            float sum_lo = 0.0f, sum_hi = 0.0f;
+#pragma unroll
+            for (int n = 0; n < SKV_MMA_BK / 8; n++) {
+                sf[n][0] = exp2f(sf[n][0] - mn_lo);
+                sf[n][1] = exp2f(sf[n][1] - mn_lo);
+                sf[n][2] = exp2f(sf[n][2] - mn_hi);
+                sf[n][3] = exp2f(sf[n][3] - mn_hi);
+                sum_lo += sf[n][0] + sf[n][1];
+                sum_hi += sf[n][2] + sf[n][3];
+            }
+            l_lo = l_lo * c_lo + sum_lo;
+            l_hi = l_hi * c_hi + sum_hi;
+#pragma unroll
+            for (int n = 0; n < HD / 8; n++) {
+                o[n][0] *= c_lo;
+                o[n][1] *= c_lo;
+                o[n][2] *= c_hi;
+                o[n][3] *= c_hi;
+            }
+#pragma unroll
+            for (int kk = 0; kk < SKV_MMA_BK / 16; kk++) {
+                pf[kk][0] = skv_pack_bf16(sf[2 * kk][0], sf[2 * kk][1]);
+                pf[kk][1] = skv_pack_bf16(sf[2 * kk][2], sf[2 * kk][3]);
+                pf[kk][2] = skv_pack_bf16(sf[2 * kk + 1][0], sf[2 * kk + 1][1]);
+                pf[kk][3] = skv_pack_bf16(sf[2 * kk + 1][2], sf[2 * kk + 1][3]);
+            }
+        }
+        skv_cp_async_wait<1>(); /* V tile k0 has landed (the next K may be in flight) */
+        __syncthreads();
+        if (active) {
+#pragma unroll
+            for (int kk = 0; kk < SKV_MMA_BK / 16; kk++) {
+#pragma unroll
+                for (int nn = 0; nn < HD / 16; nn++) {
+                    uint32_t b[4];
+                    int key = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+                    skv_ldmatrix_x4_trans(b, Vs + key * L::LD + nn * 16 + (lane >> 4) * 8);
+                    skv_mma_bf16(o[2 * nn], pf[kk], b[0], b[1]);
+                    skv_mma_bf16(o[2 * nn + 1], pf[kk], b[2], b[3]);
+                }
+            }
+        }
+        __syncthreads(); /* every warp is done with V: the next tile may overwrite it */
+    }
+    skv_cp_async_wait<0>();
+
+#pragma unroll
+    for (int off = 1; off <= 2; off <<= 1) {
+        l_lo += __shfl_xor_sync(0xffffffffu, l_lo, off);
+        l_hi += __shfl_xor_sync(0xffffffffu, l_hi, off);
+    }
+    float inv_lo = 1.0f / l_lo, inv_hi = 1.0f / l_hi;
+    bf16 *out_lo = out + (int64_t)(r0 + row_lo) * ldo + (int64_t)h * HD + 2 * t;
+    bf16 *out_hi = out + (int64_t)(r0 + row_hi) * ldo + (int64_t)h * HD + 2 * t;
+#pragma unroll
+    for (int n = 0; n < HD / 8; n++) {
+        if (row_lo < nq) {
+            *(__nv_bfloat162 *)(out_lo + n * 8) =
+                __floats2bfloat162_rn(o[n][0] * inv_lo, o[n][1] * inv_lo);
+        }
+        if (row_hi < nq) {
+            *(__nv_bfloat162 *)(out_hi + n * 8) =
+                __floats2bfloat162_rn(o[n][2] * inv_hi, o[n][3] * inv_hi);
+        }
+    }
+}
+
+/* SKV_ATTN_MMA_OCC=2 selects the 2-blocks-per-SM build of the kernel (no register cap that
+ * spills), for A/B timing against the default 3 blocks per SM. */
+static int g_skv_attn_mma_occ2;
+
+template <int HD, int MINB> static skv_status_t skv_attn_mma_attr(void)
+{
+    SKV_CUDA_CHECK(cudaFuncSetAttribute(skv_attn_prefill_mma_kernel<HD, MINB>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        skv_mma_smem<HD>::BYTES));
+    return SKV_STATUS_OK;
+}
+
+skv_status_t skv_attn_mma_init(void)
+{
+    const char *env = getenv("SKV_ATTN_MMA_OCC");
+    g_skv_attn_mma_occ2 = env != NULL && env[0] == '2';
+    skv_status_t st = skv_attn_mma_attr<64, 3>();
+    st = st == SKV_STATUS_OK ? skv_attn_mma_attr<128, 3>() : st;
+    st = st == SKV_STATUS_OK ? skv_attn_mma_attr<64, 2>() : st;
+    return st == SKV_STATUS_OK ? skv_attn_mma_attr<128, 2>() : st;
+}
+
+int skv_attn_prefill_mma_ok(int32_t head_dim, const skv_tensor_t *q, const skv_tensor_t *out)
+{
+    /* cp.async moves 16 bytes of Q (8 bf16); the output is written as bf16 pairs. */
+    return (head_dim == 64 || head_dim == 128) && q->ld % 8 == 0 &&
+           (uintptr_t)q->data % 16 == 0 && out->ld % 2 == 0 && (uintptr_t)out->data % 4 == 0;
+}
+
+template <int HD, int MINB>
+static void skv_attn_mma_launch(cudaStream_t stream, dim3 grid, const skv_attn_args_t *a,
+                                const skv_tensor_t *out, const skv_tensor_t *q, int32_t n_heads,
+                                float scale_log2)
+{
+    skv_attn_prefill_mma_kernel<HD, MINB><<<grid, SKV_MMA_THREADS, skv_mma_smem<HD>::BYTES, stream>>>(
+        *a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, scale_log2);
+}
+
+skv_status_t skv_attn_prefill_mma(cudaStream_t stream, const skv_attn_args_t *a,
+                                  const skv_tensor_t *out, const skv_tensor_t *q,
+                                  int32_t n_heads, float scale, int32_t max_q)
+{
+    dim3 grid((unsigned)n_heads, (unsigned)a->n_seqs,
+              (unsigned)((max_q + SKV_MMA_BQ - 1) / SKV_MMA_BQ));
+    float scale_log2 = scale * 1.4426950408889634f; /* softmax via exp2 */
+    if (a->head_dim == 64) {
+        if (g_skv_attn_mma_occ2) {
+            skv_attn_mma_launch<64, 2>(stream, grid, a, out, q, n_heads, scale_log2);
+        } else {
+            skv_attn_mma_launch<64, 3>(stream, grid, a, out, q, n_heads, scale_log2);
+        }
+    } else if (g_skv_attn_mma_occ2) {
+        skv_attn_mma_launch<128, 2>(stream, grid, a, out, q, n_heads, scale_log2);
+    } else {
+        skv_attn_mma_launch<128, 3>(stream, grid, a, out, q, n_heads, scale_log2);
+    }
+    SKV_CUDA_CHECK_LAUNCH();
+    return SKV_STATUS_OK;
+}
