@@ -3,8 +3,8 @@
  * cores with mma.sync (m16n8k16, bf16 operands, fp32 accumulation), flash-attention style.
  *
  * A block (4 warps) takes 64 consecutive query rows of one sequence and one query head; warp
- * w owns rows 16w..16w+15. Q fragments stay in registers for the whole kernel; the block
- * walks 64-key tiles of the sequence's cache up to its last row's position. K and V tiles are
+ * w owns rows 16w..16w+15. Q stays in shared memory for the whole kernel; the block walks
+ * 64-key tiles of the sequence's cache up to its last row's position. K and V tiles are
  * brought into shared memory with cp.async, each one overlapping the work on the other
  * (V of tile j loads while S = Q K_j^T runs; K of tile j+1 while softmax and O += P V_j run).
  * S, P and O never leave registers: the accumulator layout of S is the A-operand layout of P
@@ -92,28 +92,41 @@ static __device__ __forceinline__ uint32_t skv_pack_bf16(float lo, float hi)
     return *(uint32_t *)&v;
 }
 
-/* Issues the cp.async copies of one 64-key tile of K (kv 0) or V (kv 1) into dst [BK][LD];
- * keys at or past n_keys are zero-filled without touching the block table. */
-template <int HD>
-static __device__ __forceinline__ void skv_mma_load_kv(const skv_attn_args_t &a,
-                                                       const int32_t *bt, int32_t kh, int32_t k0,
-                                                       int32_t n_keys, int kv, bf16 *dst)
+/* The pool offset of this thread's key of the tile at k0 (thread t loads key t / 2 of every
+ * tile), or -1 past n_keys: computed once per tile, used for its K and its V. */
+static __device__ __forceinline__ int64_t skv_mma_key_off(const skv_attn_args_t &a,
+                                                          const int32_t *bt, int32_t kh,
+                                                          int32_t k0, int32_t n_keys)
 {
-    constexpr int CHUNKS = HD / 8; /* 16-byte pieces per key */
-    constexpr int KEYS_PER_PASS = SKV_MMA_THREADS / CHUNKS;
-    int c = threadIdx.x % CHUNKS, key0 = threadIdx.x / CHUNKS;
-    int64_t v_delta = kv ? (int64_t)a.n_kv_heads * a.block_size * HD : 0;
+    int32_t p = k0 + (int32_t)threadIdx.x / 2;
+    return p < n_keys ? skv_attn_koff(a, bt, p, kh) : -1;
+}
+
+/* Issues the cp.async copies of this thread's share of one 64-key tile of K (v_delta 0) or V
+ * into dst [BK][LD]: key threadIdx / 2, the 16-byte chunks of parity threadIdx % 2, so a warp
+ * instruction reads 16 keys x 32 contiguous bytes (whole sectors). A key past n_keys (off -1)
+ * is zero-filled without a read. */
+template <int HD>
+static __device__ __forceinline__ void skv_mma_load_kv(const bf16 *base, int64_t off,
+                                                       int64_t v_delta, bf16 *dst)
+{
+    static_assert(SKV_MMA_BK * 2 == SKV_MMA_THREADS, "two threads per key");
+    int key = threadIdx.x / 2, c0 = threadIdx.x % 2;
+    const bf16 *src = off >= 0 ? base + off + v_delta : base;
+    int bytes = off >= 0 ? 16 : 0;
 #pragma unroll
-    for (int key = key0; key < SKV_MMA_BK; key += KEYS_PER_PASS) {
-        int32_t p = k0 + key;
-        const bf16 *src = a.base;
-        int bytes = 0;
-        if (p < n_keys) {
-            src = a.base + skv_attn_koff(a, bt, p, kh) + v_delta + c * 8;
-            bytes = 16;
-        }
-        skv_cp_async16(dst + key * skv_mma_smem<HD>::LD + c * 8, src, bytes);
+    for (int j = 0; j < HD / 16; j++) {
+        int c = c0 + 2 * j;
+        skv_cp_async16(dst + key * skv_mma_smem<HD>::LD + c * 8, src + (off >= 0 ? c * 8 : 0),
+                       bytes);
     }
+}
+
+static __device__ __forceinline__ float skv_exp2(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x)); /* exp2(-inf) = 0 */
+    return y;
 }
 
 /* grid (n_heads, n_seqs, query tiles of the longest sequence), SKV_MMA_THREADS threads.
@@ -147,7 +160,9 @@ __global__ void __launch_bounds__(SKV_MMA_THREADS, MINB)
         const bf16 *src = row < nq ? q + (int64_t)(r0 + row) * ldq + (int64_t)h * HD + c * 8 : q;
         skv_cp_async16(Qs + row * L::LD + c * 8, src, row < nq ? 16 : 0);
     }
-    skv_mma_load_kv<HD>(a, bt, kh, 0, n_keys, 0, Ks);
+    int64_t v_delta = (int64_t)a.n_kv_heads * a.block_size * HD;
+    int64_t koff = skv_mma_key_off(a, bt, kh, 0, n_keys); /* this thread's key of the tile */
+    skv_mma_load_kv<HD>(a.base, koff, 0, Ks);
     skv_cp_async_commit();
 
     /* Padding rows take the last real row's position: finite softmax, never written. */
@@ -163,11 +178,9 @@ __global__ void __launch_bounds__(SKV_MMA_THREADS, MINB)
 
     skv_cp_async_wait<0>();
     __syncthreads();
-    uint32_t qf[HD / 16][4];
-#pragma unroll
-    for (int kk = 0; kk < HD / 16; kk++) {
-        skv_ldmatrix_x4(qf[kk], Qs + (warp * 16 + (lane & 15)) * L::LD + kk * 16 + (lane >> 4) * 8);
-    }
+    /* Q fragments are re-read from shared memory per tile (8 ldmatrix against 64 for K and
+     * V): holding them would cost 32 registers and the third block per SM. */
+    const bf16 *q_lane = Qs + (warp * 16 + (lane & 15)) * L::LD + (lane >> 4) * 8;
 
     float o[HD / 8][4];
 #pragma unroll
@@ -177,7 +190,7 @@ __global__ void __launch_bounds__(SKV_MMA_THREADS, MINB)
     float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
 
     for (int32_t k0 = 0; k0 < n_keys; k0 += SKV_MMA_BK) {
-        skv_mma_load_kv<HD>(a, bt, kh, k0, n_keys, 1, Vs);
+        skv_mma_load_kv<HD>(a.base, koff, v_delta, Vs);
         skv_cp_async_commit();
         skv_cp_async_wait<1>(); /* K tile k0 has landed (V may still be in flight) */
         __syncthreads();
@@ -190,37 +203,42 @@ __global__ void __launch_bounds__(SKV_MMA_THREADS, MINB)
         if (active) {
 #pragma unroll
             for (int kk = 0; kk < HD / 16; kk++) {
+                uint32_t qf[4];
+                skv_ldmatrix_x4(qf, q_lane + kk * 16);
 #pragma unroll
                 for (int nn = 0; nn < SKV_MMA_BK / 16; nn++) {
                     uint32_t b[4];
                     int key = nn * 16 + (lane & 7) + ((lane >> 4) << 3);
                     skv_ldmatrix_x4(b, Ks + key * L::LD + kk * 16 + ((lane >> 3) & 1) * 8);
-                    skv_mma_bf16(sf[2 * nn], qf[kk], b[0], b[1]);
-                    skv_mma_bf16(sf[2 * nn + 1], qf[kk], b[2], b[3]);
+                    skv_mma_bf16(sf[2 * nn], qf, b[0], b[1]);
+                    skv_mma_bf16(sf[2 * nn + 1], qf, b[2], b[3]);
                 }
             }
         }
         __syncthreads(); /* every warp is done with K: the next tile may overwrite it */
         if (k0 + SKV_MMA_BK < n_keys) {
-            skv_mma_load_kv<HD>(a, bt, kh, k0 + SKV_MMA_BK, n_keys, 0, Ks);
+            koff = skv_mma_key_off(a, bt, kh, k0 + SKV_MMA_BK, n_keys);
+            skv_mma_load_kv<HD>(a.base, koff, 0, Ks);
         }
         skv_cp_async_commit(); /* possibly empty: keeps the group count uniform */
 
         uint32_t pf[SKV_MMA_BK / 16][4];
         if (active) {
-            bool mask = k0 + SKV_MMA_BK - 1 > wmin;
+            /* Max on raw scores (scale > 0), then p = exp2(s * scale_log2 - m * scale_log2):
+             * one FFMA per score; masked scores are -inf and give 0. */
+            if (k0 + SKV_MMA_BK - 1 > wmin) {
+#pragma unroll
+                for (int n = 0; n < SKV_MMA_BK / 8; n++) {
+#pragma unroll
+                    for (int i = 0; i < 4; i++) {
+                        int32_t key = k0 + n * 8 + 2 * t + (i & 1);
+                        sf[n][i] = key <= (i < 2 ? pos_lo : pos_hi) ? sf[n][i] : -INFINITY;
+                    }
+                }
+            }
             float mx_lo = -INFINITY, mx_hi = -INFINITY;
 #pragma unroll
             for (int n = 0; n < SKV_MMA_BK / 8; n++) {
-#pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    float v = sf[n][i] * scale_log2;
-                    if (mask) {
-                        int32_t key = k0 + n * 8 + 2 * t + (i & 1);
-                        v = key <= (i < 2 ? pos_lo : pos_hi) ? v : -INFINITY;
-                    }
-                    sf[n][i] = v;
-                }
                 mx_lo = fmaxf(mx_lo, fmaxf(sf[n][0], sf[n][1]));
                 mx_hi = fmaxf(mx_hi, fmaxf(sf[n][2], sf[n][3]));
             }
@@ -231,27 +249,31 @@ __global__ void __launch_bounds__(SKV_MMA_THREADS, MINB)
             }
             /* Every row sees key 0 on the first tile, so m is finite from then on. */
             float mn_lo = fmaxf(m_lo, mx_lo), mn_hi = fmaxf(m_hi, mx_hi);
-            float c_lo = exp2f(m_lo - mn_lo), c_hi = exp2f(m_hi - mn_hi);
+            float c_lo = skv_exp2((m_lo - mn_lo) * scale_log2);
+            float c_hi = skv_exp2((m_hi - mn_hi) * scale_log2);
             m_lo = mn_lo;
             m_hi = mn_hi;
+            float ms_lo = mn_lo * scale_log2, ms_hi = mn_hi * scale_log2;
             float sum_lo = 0.0f, sum_hi = 0.0f;
 #pragma unroll
             for (int n = 0; n < SKV_MMA_BK / 8; n++) {
-                sf[n][0] = exp2f(sf[n][0] - mn_lo);
-                sf[n][1] = exp2f(sf[n][1] - mn_lo);
-                sf[n][2] = exp2f(sf[n][2] - mn_hi);
-                sf[n][3] = exp2f(sf[n][3] - mn_hi);
+                sf[n][0] = skv_exp2(fmaf(sf[n][0], scale_log2, -ms_lo));
+                sf[n][1] = skv_exp2(fmaf(sf[n][1], scale_log2, -ms_lo));
+                sf[n][2] = skv_exp2(fmaf(sf[n][2], scale_log2, -ms_hi));
+                sf[n][3] = skv_exp2(fmaf(sf[n][3], scale_log2, -ms_hi));
                 sum_lo += sf[n][0] + sf[n][1];
                 sum_hi += sf[n][2] + sf[n][3];
             }
             l_lo = l_lo * c_lo + sum_lo;
             l_hi = l_hi * c_hi + sum_hi;
+            if (!__all_sync(0xffffffffu, c_lo == 1.0f && c_hi == 1.0f)) {
 #pragma unroll
             for (int n = 0; n < HD / 8; n++) {
                 o[n][0] *= c_lo;
                 o[n][1] *= c_lo;
                 o[n][2] *= c_hi;
                 o[n][3] *= c_hi;
+            }
             }
 #pragma unroll
             for (int kk = 0; kk < SKV_MMA_BK / 16; kk++) {
