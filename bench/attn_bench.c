@@ -30,31 +30,56 @@ typedef struct {
 static int skv_ab_parse(int argc, char **argv, skv_ab_args_t *a)
 {
     static const struct option opts[] = {
-        {"backend", 1, 0, 'b'},    {"heads", 1, 0, 'h'},      {"kv-heads", 1, 0, 'k'},
-        {"head-dim", 1, 0, 'd'},   {"block-size", 1, 0, 's'}, {"layers", 1, 0, 'l'},
-        {"seqs", 1, 0, 'B'},       {"prompt-len", 1, 0, 'p'}, {"context", 1, 0, 'c'},
-        {"reps", 1, 0, 'r'},       {"shuffle", 0, 0, 'S'},    {0, 0, 0, 0}};
+        {"backend", 1, 0, 'b'},  {"heads", 1, 0, 'h'},      {"kv-heads", 1, 0, 'k'},
+        {"head-dim", 1, 0, 'd'}, {"block-size", 1, 0, 's'}, {"layers", 1, 0, 'l'},
+        {"seqs", 1, 0, 'B'},     {"prompt-len", 1, 0, 'p'}, {"context", 1, 0, 'c'},
+        {"reps", 1, 0, 'r'},     {"shuffle", 0, 0, 'S'},    {0, 0, 0, 0}};
     *a = (skv_ab_args_t){"cuda", 32, 8, 128, 16, 32, 8, 2048, 2048, 10, 0};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int32_t v = optarg ? (int32_t)atoi(optarg) : 0;
         switch (c) {
-        case 'b': a->backend = optarg; break;
-        case 'h': a->heads = v; break;
-        case 'k': a->kv_heads = v; break;
-        case 'd': a->hd = v; break;
-        case 's': a->bs = v; break;
-        case 'l': a->layers = v; break;
-        case 'B': a->seqs = v; break;
-        case 'p': a->prompt = v; break;
-        case 'c': a->ctx = v; break;
-        case 'r': a->reps = v; break;
-        case 'S': a->shuffle = 1; break;
-        default: return -1;
+        case 'b':
+            a->backend = optarg;
+            break;
+        case 'h':
+            a->heads = v;
+            break;
+        case 'k':
+            a->kv_heads = v;
+            break;
+        case 'd':
+            a->hd = v;
+            break;
+        case 's':
+            a->bs = v;
+            break;
+        case 'l':
+            a->layers = v;
+            break;
+        case 'B':
+            a->seqs = v;
+            break;
+        case 'p':
+            a->prompt = v;
+            break;
+        case 'c':
+            a->ctx = v;
+            break;
+        case 'r':
+            a->reps = v;
+            break;
+        case 'S':
+            a->shuffle = 1;
+            break;
+        default:
+            return -1;
         }
     }
     return a->heads > 0 && a->kv_heads > 0 && a->heads % a->kv_heads == 0 && a->bs > 0 &&
-                   a->seqs > 0 && a->reps > 0 ? 0 : -1;
+                   a->seqs > 0 && a->reps > 0
+               ? 0
+               : -1;
 }
 
 /* Uploads n i32 values into fresh backend memory; *t_p is a [1, n] view. */
@@ -124,7 +149,8 @@ static skv_status_t skv_ab_case(skv_backend_t *be, const skv_ab_args_t *a, const
     for (int32_t it = -2; it < a->reps; it++) {
         SKV_CHECK_GOTO(be->ops->sync(be), done);
         int64_t t0 = skv_clock_now_ns();
-        SKV_CHECK_GOTO(be->ops->attention(be, &o, &q, kv, a->layers / 2, a->heads, scale, &m), done);
+        SKV_CHECK_GOTO(be->ops->attention(be, &o, &q, kv, a->layers / 2, a->heads, scale, &m),
+                       done);
         SKV_CHECK_GOTO(be->ops->sync(be), done);
         if (it >= 0) {
             ms[it] = (double)(skv_clock_now_ns() - t0) / 1e6;
@@ -165,8 +191,8 @@ int main(int argc, char **argv)
     int64_t n_blocks = (int64_t)a.seqs * ((max_ctx + a.bs - 1) / a.bs);
     int64_t vecs = n_blocks * a.layers * 2 * a.kv_heads * a.bs;
     void *pool = NULL;
-    skv_status_t st = be->ops->alloc(be, (size_t)vecs * a.hd * skv_dtype_size(be->ops->kv_dtype),
-                                     &pool);
+    skv_status_t st =
+        be->ops->alloc(be, (size_t)vecs * a.hd * skv_dtype_size(be->ops->kv_dtype), &pool);
     if (st == SKV_STATUS_OK && be->ops->weight_fill) {
         skv_tensor_t pt = skv_tensor_make(pool, be->ops->kv_dtype, vecs, a.hd);
         st = be->ops->weight_fill(be, &pt, 3, 1.0f / 128, 0.0f);

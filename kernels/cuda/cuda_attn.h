@@ -24,8 +24,8 @@ typedef struct {
 
 /* Element offset in the pool of the K vector of position p of the sequence whose block table
  * row is bt, kv head kh. The V vector is n_kv_heads * block_size * head_dim further. */
-static __device__ __forceinline__ int64_t skv_attn_koff(const skv_attn_args_t &a,
-                                                        const int32_t *bt, int32_t p, int32_t kh)
+static __device__ __forceinline__ int64_t skv_attn_koff(const skv_attn_args_t &a, const int32_t *bt,
+                                                        int32_t p, int32_t kh)
 {
     int64_t blk = bt[p / a.block_size];
     int64_t idx = ((blk * a.n_cache_layers + a.layer) * 2) * a.n_kv_heads + kh;
@@ -42,8 +42,8 @@ int skv_attn_prefill_mma_ok(int32_t head_dim, const skv_tensor_t *q, const skv_t
  * rows of one sequence (grid size). Only when skv_attn_prefill_mma_ok. Enqueues on stream;
  * DEVICE on a launch failure. */
 skv_status_t skv_attn_prefill_mma(cudaStream_t stream, const skv_attn_args_t *a,
-                                  const skv_tensor_t *out, const skv_tensor_t *q,
-                                  int32_t n_heads, float scale, int32_t max_q);
+                                  const skv_tensor_t *out, const skv_tensor_t *q, int32_t n_heads,
+                                  float scale, int32_t max_q);
 
 /* Sets the kernels' shared-memory limits; once at backend creation. */
 skv_status_t skv_attn_mma_init(void);

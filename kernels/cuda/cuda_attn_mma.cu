@@ -2,9 +2,9 @@
  * cuda_attn_mma.cu: causal GQA prefill attention over the paged bf16 KV cache on the tensor
  * cores with mma.sync (m16n8k16, bf16 operands, fp32 accumulation), flash-attention style.
  *
- * A block (4 warps) takes 64 consecutive query rows of one sequence and one query head; warp
- * w owns rows 16w..16w+15. Q stays in shared memory for the whole kernel; the block walks
- * 64-key tiles of the sequence's cache up to its last row's position. K and V tiles are
+ * A block (W = 8 warps, or 4 for A/B) takes 16 W consecutive query rows of one sequence and
+ * one query head; warp w owns rows 16w..16w+15. Q stays in shared memory for the whole kernel; the
+ * block walks 64-key tiles of the sequence's cache up to its last row's position. K and V tiles are
  * brought into shared memory with cp.async, each one overlapping the work on the other
  * (V of tile j loads while S = Q K_j^T runs; K of tile j+1 while softmax and O += P V_j run).
  * S, P and O never leave registers: the accumulator layout of S is the A-operand layout of P
@@ -26,15 +26,13 @@
 
 typedef __nv_bfloat16 bf16;
 
-#define SKV_MMA_BQ 64 /* query rows per block: 16 per warp */
 #define SKV_MMA_BK 64 /* keys per tile */
-#define SKV_MMA_WARPS (SKV_MMA_BQ / 16)
-#define SKV_MMA_THREADS (SKV_MMA_WARPS * 32)
 
-template <int HD> struct skv_mma_smem {
+/* Shared memory of a block of W warps (16 query rows each): Q [16W][LD], K and V [BK][LD]. */
+template <int HD, int W> struct skv_mma_smem {
     static constexpr int LD = HD + 8; /* bf16 row stride: +16 bytes against bank conflicts */
     static constexpr int Q_OFF = 0;
-    static constexpr int K_OFF = SKV_MMA_BQ * LD;
+    static constexpr int K_OFF = 16 * W * LD;
     static constexpr int V_OFF = K_OFF + SKV_MMA_BK * LD;
     static constexpr int BYTES = (V_OFF + SKV_MMA_BK * LD) * 2;
 };
@@ -92,33 +90,33 @@ static __device__ __forceinline__ uint32_t skv_pack_bf16(float lo, float hi)
     return *(uint32_t *)&v;
 }
 
-/* The pool offset of this thread's key of the tile at k0 (thread t loads key t / 2 of every
- * tile), or -1 past n_keys: computed once per tile, used for its K and its V. */
+/* The pool offset of this thread's key of the tile at k0 (TPK threads share a key: thread t
+ * loads key t / TPK of every tile), or -1 past n_keys: computed once per tile, used for its
+ * K and its V. */
+template <int TPK>
 static __device__ __forceinline__ int64_t skv_mma_key_off(const skv_attn_args_t &a,
-                                                          const int32_t *bt, int32_t kh,
-                                                          int32_t k0, int32_t n_keys)
+                                                          const int32_t *bt, int32_t kh, int32_t k0,
+                                                          int32_t n_keys)
 {
-    int32_t p = k0 + (int32_t)threadIdx.x / 2;
+    int32_t p = k0 + (int32_t)threadIdx.x / TPK;
     return p < n_keys ? skv_attn_koff(a, bt, p, kh) : -1;
 }
 
 /* Issues the cp.async copies of this thread's share of one 64-key tile of K (v_delta 0) or V
- * into dst [BK][LD]: key threadIdx / 2, the 16-byte chunks of parity threadIdx % 2, so a warp
- * instruction reads 16 keys x 32 contiguous bytes (whole sectors). A key past n_keys (off -1)
- * is zero-filled without a read. */
-template <int HD>
+ * into dst [BK][LD] (row stride LD): key threadIdx / TPK, every TPK-th 16-byte chunk from
+ * threadIdx % TPK, so a warp instruction reads 32 / TPK keys x 16 * TPK contiguous bytes (whole
+ * sectors). A key past n_keys (off -1) is zero-filled without a read. */
+template <int HD, int TPK, int LD>
 static __device__ __forceinline__ void skv_mma_load_kv(const bf16 *base, int64_t off,
                                                        int64_t v_delta, bf16 *dst)
 {
-    static_assert(SKV_MMA_BK * 2 == SKV_MMA_THREADS, "two threads per key");
-    int key = threadIdx.x / 2, c0 = threadIdx.x % 2;
+    int key = threadIdx.x / TPK, c0 = threadIdx.x % TPK;
     const bf16 *src = off >= 0 ? base + off + v_delta : base;
     int bytes = off >= 0 ? 16 : 0;
 #pragma unroll
-    for (int j = 0; j < HD / 16; j++) {
-        int c = c0 + 2 * j;
-        skv_cp_async16(dst + key * skv_mma_smem<HD>::LD + c * 8, src + (off >= 0 ? c * 8 : 0),
-                       bytes);
+    for (int j = 0; j < HD / 8 / TPK; j++) {
+        int c = c0 + TPK * j;
+        skv_cp_async16(dst + key * LD + c * 8, src + (off >= 0 ? c * 8 : 0), bytes);
     }
 }
 
@@ -129,25 +127,28 @@ static __device__ __forceinline__ float skv_exp2(float x)
     return y;
 }
 
-/* grid (n_heads, n_seqs, query tiles of the longest sequence), SKV_MMA_THREADS threads.
- * MINB: blocks per SM the registers are capped for (3: <= 168 registers, 2: <= 255). */
-template <int HD, int MINB>
-__global__ void __launch_bounds__(SKV_MMA_THREADS, MINB)
+/* grid (n_heads, n_seqs, query tiles of 16 W rows of the longest sequence), 32 W threads.
+ * W 4: 64 rows, registers capped for 3 blocks per SM (<= 168); W 8: 128 rows, one block of
+ * 8 warps per SM, each K/V tile serving twice the rows (half the L2 traffic per FLOP). */
+template <int HD, int W>
+__global__ void __launch_bounds__(W * 32, W == 4 ? 3 : 1)
     skv_attn_prefill_mma_kernel(skv_attn_args_t a, bf16 *out, int64_t ldo, const bf16 *q,
                                 int64_t ldq, int32_t n_heads, float scale_log2)
 {
-    typedef skv_mma_smem<HD> L;
+    typedef skv_mma_smem<HD, W> L;
+    constexpr int BQ = 16 * W, THREADS = 32 * W, TPK = THREADS / SKV_MMA_BK;
+    static_assert(THREADS % SKV_MMA_BK == 0 && (HD / 8) % TPK == 0, "key split");
     extern __shared__ __align__(128) unsigned char smem_raw[];
     bf16 *smem = (bf16 *)smem_raw;
     bf16 *Qs = smem + L::Q_OFF, *Ks = smem + L::K_OFF, *Vs = smem + L::V_OFF;
 
     int32_t h = blockIdx.x, s = blockIdx.y, kh = h / (n_heads / a.n_kv_heads);
     int32_t tile = gridDim.z - 1 - blockIdx.z; /* heaviest (last) tiles first */
-    int32_t r0 = a.seq_rows[s] + tile * SKV_MMA_BQ, r_end = a.seq_rows[s + 1];
+    int32_t r0 = a.seq_rows[s] + tile * BQ, r_end = a.seq_rows[s + 1];
     if (r0 >= r_end) {
         return;
     }
-    int32_t nq = min(SKV_MMA_BQ, r_end - r0);
+    int32_t nq = min(BQ, r_end - r0);
     const int32_t *bt = a.block_table + (int64_t)s * a.max_blocks;
     int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     int g = lane / 4, t = lane % 4; /* fragment row group and column pair */
@@ -155,14 +156,14 @@ __global__ void __launch_bounds__(SKV_MMA_THREADS, MINB)
     int32_t n_keys = a.row_pos[r0 + nq - 1] + 1;
 
     /* Q tile (rows past nq zero-filled) and K tile 0, one cp.async group. */
-    for (int i = tid; i < SKV_MMA_BQ * (HD / 8); i += SKV_MMA_THREADS) {
+    for (int i = tid; i < BQ * (HD / 8); i += THREADS) {
         int row = i / (HD / 8), c = i % (HD / 8);
         const bf16 *src = row < nq ? q + (int64_t)(r0 + row) * ldq + (int64_t)h * HD + c * 8 : q;
         skv_cp_async16(Qs + row * L::LD + c * 8, src, row < nq ? 16 : 0);
     }
     int64_t v_delta = (int64_t)a.n_kv_heads * a.block_size * HD;
-    int64_t koff = skv_mma_key_off(a, bt, kh, 0, n_keys); /* this thread's key of the tile */
-    skv_mma_load_kv<HD>(a.base, koff, 0, Ks);
+    int64_t koff = skv_mma_key_off<TPK>(a, bt, kh, 0, n_keys); /* this thread's key of the tile */
+    skv_mma_load_kv<HD, TPK, L::LD>(a.base, koff, 0, Ks);
     skv_cp_async_commit();
 
     /* Padding rows take the last real row's position: finite softmax, never written. */
@@ -190,7 +191,7 @@ __global__ void __launch_bounds__(SKV_MMA_THREADS, MINB)
     float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
 
     for (int32_t k0 = 0; k0 < n_keys; k0 += SKV_MMA_BK) {
-        skv_mma_load_kv<HD>(a.base, koff, v_delta, Vs);
+        skv_mma_load_kv<HD, TPK, L::LD>(a.base, koff, v_delta, Vs);
         skv_cp_async_commit();
         skv_cp_async_wait<1>(); /* K tile k0 has landed (V may still be in flight) */
         __syncthreads();
@@ -217,8 +218,8 @@ __global__ void __launch_bounds__(SKV_MMA_THREADS, MINB)
         }
         __syncthreads(); /* every warp is done with K: the next tile may overwrite it */
         if (k0 + SKV_MMA_BK < n_keys) {
-            koff = skv_mma_key_off(a, bt, kh, k0 + SKV_MMA_BK, n_keys);
-            skv_mma_load_kv<HD>(a.base, koff, 0, Ks);
+            koff = skv_mma_key_off<TPK>(a, bt, kh, k0 + SKV_MMA_BK, n_keys);
+            skv_mma_load_kv<HD, TPK, L::LD>(a.base, koff, 0, Ks);
         }
         skv_cp_async_commit(); /* possibly empty: keeps the group count uniform */
 
@@ -268,12 +269,12 @@ __global__ void __launch_bounds__(SKV_MMA_THREADS, MINB)
             l_hi = l_hi * c_hi + sum_hi;
             if (!__all_sync(0xffffffffu, c_lo == 1.0f && c_hi == 1.0f)) {
 #pragma unroll
-            for (int n = 0; n < HD / 8; n++) {
-                o[n][0] *= c_lo;
-                o[n][1] *= c_lo;
-                o[n][2] *= c_hi;
-                o[n][3] *= c_hi;
-            }
+                for (int n = 0; n < HD / 8; n++) {
+                    o[n][0] *= c_lo;
+                    o[n][1] *= c_lo;
+                    o[n][2] *= c_hi;
+                    o[n][3] *= c_hi;
+                }
             }
 #pragma unroll
             for (int kk = 0; kk < SKV_MMA_BK / 16; kk++) {
@@ -323,61 +324,59 @@ __global__ void __launch_bounds__(SKV_MMA_THREADS, MINB)
     }
 }
 
-/* SKV_ATTN_MMA_OCC=2 selects the 2-blocks-per-SM build of the kernel (no register cap that
- * spills), for A/B timing against the default 3 blocks per SM. */
-static int g_skv_attn_mma_occ2;
+/* SKV_ATTN_MMA_ROWS=64 or 128 picks the rows per block for A/B timing; 128 is the default. */
+static int g_skv_attn_mma_w = 8;
 
-template <int HD, int MINB> static skv_status_t skv_attn_mma_attr(void)
+template <int HD, int W> static skv_status_t skv_attn_mma_attr(void)
 {
-    SKV_CUDA_CHECK(cudaFuncSetAttribute(skv_attn_prefill_mma_kernel<HD, MINB>,
+    SKV_CUDA_CHECK(cudaFuncSetAttribute(skv_attn_prefill_mma_kernel<HD, W>,
                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        skv_mma_smem<HD>::BYTES));
+                                        skv_mma_smem<HD, W>::BYTES));
     return SKV_STATUS_OK;
 }
 
 skv_status_t skv_attn_mma_init(void)
 {
-    const char *env = getenv("SKV_ATTN_MMA_OCC");
-    g_skv_attn_mma_occ2 = env != NULL && env[0] == '2';
-    skv_status_t st = skv_attn_mma_attr<64, 3>();
-    st = st == SKV_STATUS_OK ? skv_attn_mma_attr<128, 3>() : st;
-    st = st == SKV_STATUS_OK ? skv_attn_mma_attr<64, 2>() : st;
-    return st == SKV_STATUS_OK ? skv_attn_mma_attr<128, 2>() : st;
+    const char *env = getenv("SKV_ATTN_MMA_ROWS");
+    g_skv_attn_mma_w = env != NULL && atoi(env) == 64 ? 4 : 8;
+    skv_status_t st = skv_attn_mma_attr<64, 4>();
+    st = st == SKV_STATUS_OK ? skv_attn_mma_attr<128, 4>() : st;
+    st = st == SKV_STATUS_OK ? skv_attn_mma_attr<64, 8>() : st;
+    return st == SKV_STATUS_OK ? skv_attn_mma_attr<128, 8>() : st;
 }
 
 int skv_attn_prefill_mma_ok(int32_t head_dim, const skv_tensor_t *q, const skv_tensor_t *out)
 {
     /* cp.async moves 16 bytes of Q (8 bf16); the output is written as bf16 pairs. */
-    return (head_dim == 64 || head_dim == 128) && q->ld % 8 == 0 &&
-           (uintptr_t)q->data % 16 == 0 && out->ld % 2 == 0 && (uintptr_t)out->data % 4 == 0;
+    return (head_dim == 64 || head_dim == 128) && q->ld % 8 == 0 && (uintptr_t)q->data % 16 == 0 &&
+           out->ld % 2 == 0 && (uintptr_t)out->data % 4 == 0;
 }
 
-template <int HD, int MINB>
-static void skv_attn_mma_launch(cudaStream_t stream, dim3 grid, const skv_attn_args_t *a,
+template <int HD, int W>
+static void skv_attn_mma_launch(cudaStream_t stream, const skv_attn_args_t *a,
                                 const skv_tensor_t *out, const skv_tensor_t *q, int32_t n_heads,
-                                float scale_log2)
+                                float scale_log2, int32_t max_q)
 {
-    skv_attn_prefill_mma_kernel<HD, MINB><<<grid, SKV_MMA_THREADS, skv_mma_smem<HD>::BYTES, stream>>>(
+    dim3 grid((unsigned)n_heads, (unsigned)a->n_seqs, (unsigned)((max_q + 16 * W - 1) / (16 * W)));
+    skv_attn_prefill_mma_kernel<HD, W><<<grid, 32 * W, skv_mma_smem<HD, W>::BYTES, stream>>>(
         *a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, scale_log2);
 }
 
 skv_status_t skv_attn_prefill_mma(cudaStream_t stream, const skv_attn_args_t *a,
-                                  const skv_tensor_t *out, const skv_tensor_t *q,
-                                  int32_t n_heads, float scale, int32_t max_q)
+                                  const skv_tensor_t *out, const skv_tensor_t *q, int32_t n_heads,
+                                  float scale, int32_t max_q)
 {
-    dim3 grid((unsigned)n_heads, (unsigned)a->n_seqs,
-              (unsigned)((max_q + SKV_MMA_BQ - 1) / SKV_MMA_BQ));
     float scale_log2 = scale * 1.4426950408889634f; /* softmax via exp2 */
     if (a->head_dim == 64) {
-        if (g_skv_attn_mma_occ2) {
-            skv_attn_mma_launch<64, 2>(stream, grid, a, out, q, n_heads, scale_log2);
+        if (g_skv_attn_mma_w == 4) {
+            skv_attn_mma_launch<64, 4>(stream, a, out, q, n_heads, scale_log2, max_q);
         } else {
-            skv_attn_mma_launch<64, 3>(stream, grid, a, out, q, n_heads, scale_log2);
+            skv_attn_mma_launch<64, 8>(stream, a, out, q, n_heads, scale_log2, max_q);
         }
-    } else if (g_skv_attn_mma_occ2) {
-        skv_attn_mma_launch<128, 2>(stream, grid, a, out, q, n_heads, scale_log2);
+    } else if (g_skv_attn_mma_w == 4) {
+        skv_attn_mma_launch<128, 4>(stream, a, out, q, n_heads, scale_log2, max_q);
     } else {
-        skv_attn_mma_launch<128, 3>(stream, grid, a, out, q, n_heads, scale_log2);
+        skv_attn_mma_launch<128, 8>(stream, a, out, q, n_heads, scale_log2, max_q);
     }
     SKV_CUDA_CHECK_LAUNCH();
     return SKV_STATUS_OK;
