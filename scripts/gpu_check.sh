@@ -60,7 +60,8 @@ if [[ $steps != *skip-bench* ]]; then
         --backend cuda --prompt-len 64 --prefill-batch 1 --decode-batch 1,16,64 \
         --context 1024,2048 --steps 5 2>&1 | tee "$out/bench-ab.txt"
     # The attention op alone (attn_bench): prefill TFLOP/s and decode KV GB/s, mma kernel at
-    # 128 rows per block (default), 64 rows, and the WMMA kernel (SKV_ATTN_PREFILL=2).
+    # its default rows per block (128 for head_dim 128, 64 for 64), forced 64, and the WMMA
+    # kernel (SKV_ATTN_PREFILL=2).
     for v in "" SKV_ATTN_MMA_ROWS=64 SKV_ATTN_PREFILL=2; do
         env $v timeout 60 $build/bench/attn_bench --seqs 8 --prompt-len 2048 --context 0 |
             sed "s/^/${v:-default} /"

@@ -2,10 +2,10 @@
  * cuda_attn_mma.cu: causal GQA prefill attention over the paged bf16 KV cache on the tensor
  * cores with mma.sync (m16n8k16, bf16 operands, fp32 accumulation), flash-attention style.
  *
- * A block (W = 8 warps, or 4 for A/B) takes 16 W consecutive query rows of one sequence and
- * one query head; warp w owns rows 16w..16w+15. Q stays in shared memory for the whole kernel; the
- * block walks 64-key tiles of the sequence's cache up to its last row's position. K and V tiles are
- * brought into shared memory with cp.async, each one overlapping the work on the other
+ * A block (W = 8 warps for head_dim 128, 4 for 64) takes 16 W consecutive query rows of one
+ * sequence and one query head; warp w owns rows 16w..16w+15. Q stays in shared memory for the whole
+ * kernel; the block walks 64-key tiles of the sequence's cache up to its last row's position. K and
+ * V tiles are brought into shared memory with cp.async, each one overlapping the work on the other
  * (V of tile j loads while S = Q K_j^T runs; K of tile j+1 while softmax and O += P V_j run).
  * S, P and O never leave registers: the accumulator layout of S is the A-operand layout of P
  * (two adjacent 8-key tiles make one 16-key fragment), so P V needs no shuffle. B fragments
@@ -324,8 +324,10 @@ __global__ void __launch_bounds__(W * 32, W == 4 ? 3 : 1)
     }
 }
 
-/* SKV_ATTN_MMA_ROWS=64 or 128 picks the rows per block for A/B timing; 128 is the default. */
-static int g_skv_attn_mma_w = 8;
+/* Warps per block by head_dim: 8 (128 rows) for head_dim 128, where halving the L2 traffic
+ * per FLOP wins (H100: 168 against 152 TFLOP/s at 8 x 2048); 4 (64 rows, 3 blocks per SM) for
+ * head_dim 64 (161 against 131). SKV_ATTN_MMA_ROWS=64 or 128 forces one, for A/B timing. */
+static int g_skv_attn_mma_w128 = 8, g_skv_attn_mma_w64 = 4;
 
 template <int HD, int W> static skv_status_t skv_attn_mma_attr(void)
 {
@@ -338,7 +340,9 @@ template <int HD, int W> static skv_status_t skv_attn_mma_attr(void)
 skv_status_t skv_attn_mma_init(void)
 {
     const char *env = getenv("SKV_ATTN_MMA_ROWS");
-    g_skv_attn_mma_w = env != NULL && atoi(env) == 64 ? 4 : 8;
+    if (env != NULL && (atoi(env) == 64 || atoi(env) == 128)) {
+        g_skv_attn_mma_w128 = g_skv_attn_mma_w64 = atoi(env) / 16;
+    }
     skv_status_t st = skv_attn_mma_attr<64, 4>();
     st = st == SKV_STATUS_OK ? skv_attn_mma_attr<128, 4>() : st;
     st = st == SKV_STATUS_OK ? skv_attn_mma_attr<64, 8>() : st;
@@ -368,12 +372,12 @@ skv_status_t skv_attn_prefill_mma(cudaStream_t stream, const skv_attn_args_t *a,
 {
     float scale_log2 = scale * 1.4426950408889634f; /* softmax via exp2 */
     if (a->head_dim == 64) {
-        if (g_skv_attn_mma_w == 4) {
+        if (g_skv_attn_mma_w64 == 4) {
             skv_attn_mma_launch<64, 4>(stream, a, out, q, n_heads, scale_log2, max_q);
         } else {
             skv_attn_mma_launch<64, 8>(stream, a, out, q, n_heads, scale_log2, max_q);
         }
-    } else if (g_skv_attn_mma_w == 4) {
+    } else if (g_skv_attn_mma_w128 == 4) {
         skv_attn_mma_launch<128, 4>(stream, a, out, q, n_heads, scale_log2, max_q);
     } else {
         skv_attn_mma_launch<128, 8>(stream, a, out, q, n_heads, scale_log2, max_q);
