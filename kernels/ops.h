@@ -179,6 +179,17 @@ typedef struct skv_ops {
     skv_status_t (*graph_launch)(skv_backend_t *be, uint64_t key);
     skv_status_t (*graph_capture_begin)(skv_backend_t *be);
     skv_status_t (*graph_capture_end)(skv_backend_t *be, uint64_t key, int keep);
+
+    /* Optional (NULL when absent; the host sampler, common/sampler.h, is the reference): one
+     * token per row of logits f32 [M, V], on the backend. params f32 [M, 4], per row:
+     * temperature (0 = greedy: argmax, lowest id on ties), top_k (an integer value; 0 = off),
+     * top_p ((0, 1]; 1 = off) and u, a uniform draw in [0, 1) made by the caller from the
+     * request's RNG. Filters as the host sampler does (scaled logits -> top-k -> top-p), except
+     * that ids tied with the boundary value are all kept; then draws the first id, in id
+     * order, at which the running sum of the kept probabilities exceeds u. tokens i32 [1, M].
+     * No penalties, min-p or logprobs: requests that need them use the host sampler. */
+    skv_status_t (*sample)(skv_backend_t *be, const skv_tensor_t *tokens,
+                           const skv_tensor_t *logits, const skv_tensor_t *params);
 } skv_ops_t;
 
 /* A backend instance: the ops table plus the backend's private state (it embeds this). */

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # gpu_check.sh: one pass on a GPU machine: configure + build the CUDA backend, run the gpu
 # tests (CUDA vs the CPU reference), compute-sanitizer memcheck on a small op table, and the
-# Llama-3-8B engine benchmarks on random weights (plain and SwiftKV Lk = 16).
+# Llama-3-8B engine benchmarks on random weights (plain and SwiftKV Lk = 16), and the
+# attention op alone (attn_bench).
 #
 #   scripts/gpu_check.sh [OUT_DIR]      (OUT_DIR defaults to build-gpu/out; logs land there)
 #
@@ -25,7 +26,7 @@ steps=${SKV_GPU_STEPS:-}
 t0=$(date +%s)
 cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
     "${jroot[@]}" >"$build.log" 2>&1 &&
-    cmake --build $build -j16 --target test_cuda_ops test_cuda_model engine_bench \
+    cmake --build $build -j16 --target test_cuda_ops test_cuda_model engine_bench attn_bench \
         >>"$build.log" 2>&1
 rc=$?
 echo "build rc=$rc in $(($(date +%s) - t0)) s"
@@ -38,7 +39,7 @@ fi
 if [[ $steps != *skip-tests* ]]; then
     (cd $build && timeout 300 ctest -L gpu -V) >"$out/ctest.log" 2>&1
     echo "ctest rc=$?"
-    grep -E "(FAIL|note|ok   tiny|ok   attention)|checks failed|case\(s\) failed|tests passed" \
+    grep -E "(FAIL|note|ok   tiny|ok   attention|ok   sample)|checks failed|case\(s\) failed|tests passed" \
         "$out/ctest.log" | cut -c1-150 | head -40
     timeout 240 compute-sanitizer --tool memcheck --leak-check no \
         $build/tests/gpu/test_cuda_ops --quick >"$out/memcheck.log" 2>&1
@@ -58,12 +59,26 @@ if [[ $steps != *skip-bench* ]]; then
     SKV_NO_GRAPHS=1 timeout 100 $build/bench/engine_bench --random-preset llama3-8b \
         --backend cuda --prompt-len 64 --prefill-batch 1 --decode-batch 1,16,64 \
         --context 1024,2048 --steps 5 2>&1 | tee "$out/bench-ab.txt"
-    # A/B: the first prefill attention kernel (S through shared memory).
-    for preset in llama3-8b llama3-8b-swiftkv; do
-        SKV_ATTN_PREFILL=1 timeout 100 $build/bench/engine_bench --random-preset $preset \
-            --backend cuda --prompt-len 2048 --prefill-batch 8 --decode-batch 1 --context 16 \
-            --steps 5 2>&1 | grep -E "^(model|prefill)" | sed 's/^/prefill-v1 /' |
-            tee -a "$out/bench-ab.txt"
+    # The attention op alone (attn_bench): prefill TFLOP/s and decode KV GB/s, mma kernel at
+    # its default rows per block (128 for head_dim 128, 64 for 64), forced 64, and the WMMA
+    # kernel (SKV_ATTN_PREFILL=2).
+    for v in "" SKV_ATTN_MMA_ROWS=64 SKV_ATTN_PREFILL=2; do
+        env $v timeout 60 $build/bench/attn_bench --seqs 8 --prompt-len 2048 --context 0 |
+            sed "s/^/${v:-default} /"
+        env $v timeout 60 $build/bench/attn_bench --head-dim 64 --seqs 8 --prompt-len 2048 \
+            --context 0 | sed "s/^/${v:-default} /"
+    done 2>&1 | tee "$out/attn-bench.txt"
+    for b in 1 16 64; do
+        timeout 60 $build/bench/attn_bench --seqs $b --prompt-len 0 --context 2048
+    done 2>&1 | tee -a "$out/attn-bench.txt"
+    # A/B on the whole prefill step: 64-row mma blocks, and the WMMA kernel.
+    for v in SKV_ATTN_MMA_ROWS=64 SKV_ATTN_PREFILL=2; do
+        for preset in llama3-8b llama3-8b-swiftkv; do
+            env $v timeout 100 $build/bench/engine_bench --random-preset $preset \
+                --backend cuda --prompt-len 2048 --prefill-batch 8 --decode-batch 1 \
+                --context 16 --steps 5 2>&1 | grep -E "^prefill" | sed "s/^/$v $preset /" |
+                tee -a "$out/bench-ab.txt"
+        done
     done
 fi
 # Per-op device time (SKV_CUDA_PROFILE=1 wraps the ops table with events): decode batch 1

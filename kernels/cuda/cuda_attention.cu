@@ -1,12 +1,12 @@
 /*
  * cuda_attention.cu: causal GQA attention over the paged bf16 KV cache.
  *
- * Two kernels behind one op:
- *  - prefill (skv_attn_prefill2_kernel; skv_attn_prefill_kernel with SKV_ATTN_PREFILL=1):
- *    flash-style. A block takes 128 consecutive query rows of one sequence and one query
- *    head; it walks 64-key tiles of the cache up to the tile's last position, computes
- *    S = Q K^T and O += P V on the tensor cores (WMMA bf16, fp32 accumulate) and keeps the
- *    online-softmax state per row, S and O in registers. head_dim 64 or 128.
+ * Kernels behind one op:
+ *  - prefill: skv_attn_prefill_mma_kernel (cuda_attn_mma.cu: mma.sync, cp.async-pipelined K/V
+ *    tiles, S/P/O in registers) for head_dim 64/128; the older WMMA kernel below
+ *    (skv_attn_prefill2_kernel: 128 query rows x 64-key tiles per block, S in WMMA fragments,
+ *    P through shared memory) stays for A/B timing (SKV_ATTN_PREFILL=2) and for q/out views
+ *    the mma kernel cannot take (unaligned for 16-byte loads).
  *  - rows (skv_attn_rows_kernel): one block per (query row, kv head, context split), all query
  *    heads of the kv head together so K/V are read once. Used for decode, the SwiftKV logit
  *    rows, short chunks and any head_dim (even, <= 256). Long contexts are split across
@@ -20,7 +20,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "kernels/cuda/cuda_internal.h"
+#include "kernels/cuda/cuda_attn.h"
 
 using namespace nvcuda;
 typedef __nv_bfloat16 bf16;
@@ -32,23 +32,6 @@ typedef __nv_bfloat16 bf16;
 #define SKV_ATTN_BQ 128           /* query rows per prefill block (16 per warp) */
 #define SKV_ATTN_PREFILL_THREADS (SKV_ATTN_BQ / 16 * 32)
 #define SKV_ATTN_BK 64            /* keys per prefill tile */
-
-typedef struct {
-    const bf16 *base;
-    int32_t block_size, n_kv_heads, head_dim, n_cache_layers, layer;
-    const int32_t *seq_rows, *row_pos, *block_table;
-    int32_t max_blocks, n_seqs;
-} skv_attn_args_t;
-
-/* Element offset in the pool of the K vector of position p of the sequence whose block table
- * row is bt, kv head kh. The V vector is n_kv_heads * block_size * head_dim further. */
-static __device__ int64_t skv_attn_koff(const skv_attn_args_t &a, const int32_t *bt, int32_t p,
-                                        int32_t kh)
-{
-    int64_t blk = bt[p / a.block_size];
-    int64_t idx = ((blk * a.n_cache_layers + a.layer) * 2) * a.n_kv_heads + kh;
-    return (idx * a.block_size + p % a.block_size) * a.head_dim;
-}
 
 static __device__ int32_t skv_attn_seq_of_row(const skv_attn_args_t &a, int32_t r)
 {
@@ -299,200 +282,7 @@ __global__ void skv_attn_combine_kernel(bf16 *out, int64_t ldo, int32_t n_heads,
     out[(int64_t)r * ldo + (int64_t)h * hd + d] = __float2bfloat16(o / l);
 }
 
-/* ---- prefill kernel (tensor cores) ---------------------------------------------------- */
-
-template <int HD> struct skv_prefill_smem {
-    static constexpr int LDB = HD + 8;            /* bf16 tiles: +16 B against bank conflicts */
-    static constexpr int LDS = SKV_ATTN_BK + 4;   /* f32 scores */
-    static constexpr int LDP = SKV_ATTN_BK + 8;   /* bf16 probabilities */
-    static constexpr int LDO = HD + 4;            /* f32 output accumulator */
-    static constexpr int Q_BYTES = SKV_ATTN_BQ * LDB * 2;
-    static constexpr int S_BYTES = SKV_ATTN_BQ * LDS * 4;
-    static constexpr int QS_BYTES = Q_BYTES > S_BYTES ? Q_BYTES : S_BYTES; /* Q then S */
-    static constexpr int KV_BYTES = SKV_ATTN_BK * LDB * 2;
-    static constexpr int P_BYTES = SKV_ATTN_BQ * LDP * 2;
-    static constexpr int O_BYTES = SKV_ATTN_BQ * LDO * 4;
-    /* After the key loop the f32 output tile reuses Q/S, K and V (all warps are past the
-     * loop's last barrier then). */
-    static constexpr int OFF_K = QS_BYTES;
-    static constexpr int OFF_V = OFF_K + KV_BYTES;
-    static constexpr int OFF_P = OFF_V + KV_BYTES;
-    static constexpr int OFF_O = 0;
-    static_assert(O_BYTES <= OFF_P, "output tile must fit in the Q/S, K and V space");
-    static constexpr int OFF_KOFF = OFF_P + P_BYTES;
-    static constexpr int OFF_POS = OFF_KOFF + SKV_ATTN_BK * 8;
-    static constexpr int OFF_M = OFF_POS + SKV_ATTN_BQ * 4;
-    static constexpr int OFF_L = OFF_M + SKV_ATTN_BQ * 4;
-    static constexpr int OFF_C = OFF_L + SKV_ATTN_BQ * 4;
-    static constexpr int BYTES = OFF_C + SKV_ATTN_BQ * 4;
-};
-
-/* grid (query tiles, sequences, heads), 8 warps; warp w owns query rows 16w..16w+15 of the
- * tile, so its softmax and output updates need only __syncwarp. 128 rows per block: each K/V
- * tile brought into shared memory serves 8 warps. */
-template <int HD>
-__global__ void __launch_bounds__(SKV_ATTN_PREFILL_THREADS)
-    skv_attn_prefill_kernel(skv_attn_args_t a, bf16 *out, int64_t ldo, const bf16 *q,
-                            int64_t ldq, int32_t n_heads, float scale)
-{
-    typedef skv_prefill_smem<HD> L;
-    extern __shared__ __align__(128) unsigned char smem[];
-    bf16 *Qs = (bf16 *)smem;
-    float *Ss = (float *)smem; /* reuses Q's space once Q is in registers */
-    bf16 *Ks = (bf16 *)(smem + L::OFF_K);
-    bf16 *Vs = (bf16 *)(smem + L::OFF_V);
-    bf16 *Ps = (bf16 *)(smem + L::OFF_P);
-    float *Os = (float *)(smem + L::OFF_O);
-    int64_t *koff = (int64_t *)(smem + L::OFF_KOFF);
-    int32_t *rpos = (int32_t *)(smem + L::OFF_POS);
-    float *m_s = (float *)(smem + L::OFF_M);
-    float *l_s = (float *)(smem + L::OFF_L);
-    float *corr_s = (float *)(smem + L::OFF_C);
-
-    int32_t s = blockIdx.y, h = blockIdx.z, kh = h / (n_heads / a.n_kv_heads);
-    int32_t r0 = a.seq_rows[s] + blockIdx.x * SKV_ATTN_BQ, r_end = a.seq_rows[s + 1];
-    if (r0 >= r_end) {
-        return;
-    }
-    int32_t nq = min(SKV_ATTN_BQ, r_end - r0);
-    const int32_t *bt = a.block_table + (int64_t)s * a.max_blocks;
-    int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-    int64_t v_delta = (int64_t)a.n_kv_heads * a.block_size * HD;
-
-    for (int i = tid; i < SKV_ATTN_BQ * HD; i += blockDim.x) {
-        int row = i / HD, d = i % HD;
-        Qs[row * L::LDB + d] = row < nq ? q[(int64_t)(r0 + row) * ldq + (int64_t)h * HD + d]
-                                        : __float2bfloat16(0.0f);
-    }
-    if (tid < SKV_ATTN_BQ) {
-        /* Padding rows copy the last real row's position: finite softmax, never written. */
-        rpos[tid] = a.row_pos[r0 + min(tid, nq - 1)];
-        m_s[tid] = -INFINITY;
-        l_s[tid] = 0.0f;
-    }
-    __syncthreads();
-    wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> qf[HD / 16];
-#pragma unroll
-    for (int kk = 0; kk < HD / 16; kk++) {
-        wmma::load_matrix_sync(qf[kk], Qs + warp * 16 * L::LDB + kk * 16, L::LDB);
-    }
-    /* O stays in registers across key tiles (HD / 16 accumulator tiles of 16 x 16). */
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> of[HD / 16];
-#pragma unroll
-    for (int nb = 0; nb < HD / 16; nb++) {
-        wmma::fill_fragment(of[nb], 0.0f);
-    }
-    int32_t n_keys = rpos[nq - 1] + 1; /* rows increase: the last row sees the most keys */
-    __syncthreads();                   /* Q space becomes S space */
-
-    for (int32_t k0 = 0; k0 < n_keys; k0 += SKV_ATTN_BK) {
-        if (tid < SKV_ATTN_BK) {
-            koff[tid] = k0 + tid < n_keys ? skv_attn_koff(a, bt, k0 + tid, kh) : -1;
-        }
-        __syncthreads();
-        /* K and V tiles, 16 bytes per load; keys past the end are zero (P is 0 there, and
-         * 0 * garbage could be NaN). */
-        for (int i = tid; i < SKV_ATTN_BK * HD / 8; i += blockDim.x) {
-            int key = i / (HD / 8), c = i % (HD / 8);
-            uint4 kv4 = make_uint4(0, 0, 0, 0), vv4 = make_uint4(0, 0, 0, 0);
-            if (koff[key] >= 0) {
-                kv4 = *(const uint4 *)(a.base + koff[key] + c * 8);
-                vv4 = *(const uint4 *)(a.base + koff[key] + v_delta + c * 8);
-            }
-            *(uint4 *)(Ks + key * L::LDB + c * 8) = kv4;
-            *(uint4 *)(Vs + key * L::LDB + c * 8) = vv4;
-        }
-        __syncthreads();
-        /* S (16 x 64 per warp) = Q K^T. K row-major [key][d] is K^T column-major. */
-#pragma unroll
-        for (int nb = 0; nb < SKV_ATTN_BK / 16; nb++) {
-            wmma::fragment<wmma::accumulator, 16, 16, 16, float> c;
-            wmma::fill_fragment(c, 0.0f);
-#pragma unroll
-            for (int kk = 0; kk < HD / 16; kk++) {
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> kf;
-                wmma::load_matrix_sync(kf, Ks + nb * 16 * L::LDB + kk * 16, L::LDB);
-                wmma::mma_sync(c, qf[kk], kf, c);
-            }
-            wmma::store_matrix_sync(Ss + warp * 16 * L::LDS + nb * 16, c, L::LDS,
-                                    wmma::mem_row_major);
-        }
-        __syncwarp();
-        /* Online softmax: two lanes per row, 32 keys each. */
-        {
-            int row = warp * 16 + lane / 2, c0 = (lane % 2) * 32;
-            int32_t pos = rpos[row];
-            float *srow = Ss + row * L::LDS;
-            float mx = -INFINITY;
-            for (int c = c0; c < c0 + 32; c++) {
-                float v = k0 + c <= pos ? srow[c] * scale : -INFINITY;
-                srow[c] = v;
-                mx = fmaxf(mx, v);
-            }
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            float m_old = m_s[row], m_new = fmaxf(m_old, mx);
-            float corr = __expf(m_old - m_new);
-            float sum = 0.0f;
-            for (int c = c0; c < c0 + 32; c++) {
-                bf16 p = __float2bfloat16(__expf(srow[c] - m_new));
-                Ps[row * L::LDP + c] = p;
-                sum += __bfloat162float(p);
-            }
-            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-            __syncwarp();
-            if (lane % 2 == 0) {
-                l_s[row] = l_s[row] * corr + sum;
-                m_s[row] = m_new;
-                corr_s[row] = corr;
-            }
-            /* Rescale O rows whose max moved. The accumulator layout of a 16x16x16 f32 WMMA
-             * tile on sm_80+ (two m16n8 mma tiles): element i of lane l is row l/4 + 8 *
-             * ((i/2) % 2). Skipped when no row of the warp moved (the common case once the
-             * running max settles). */
-            if (!__all_sync(0xffffffffu, corr == 1.0f)) {
-                __syncwarp();
-                float c_lo = corr_s[warp * 16 + lane / 4], c_hi = corr_s[warp * 16 + lane / 4 + 8];
-#pragma unroll
-                for (int nb = 0; nb < HD / 16; nb++) {
-#pragma unroll
-                    for (int i = 0; i < of[nb].num_elements; i++) {
-                        of[nb].x[i] *= ((i / 2) % 2) ? c_hi : c_lo;
-                    }
-                }
-            }
-        }
-        __syncwarp();
-        /* O (16 x HD per warp) += P V; V row-major [key][d] is B row-major. */
-#pragma unroll
-        for (int kk = 0; kk < SKV_ATTN_BK / 16; kk++) {
-            wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> pf;
-            wmma::load_matrix_sync(pf, Ps + warp * 16 * L::LDP + kk * 16, L::LDP);
-#pragma unroll
-            for (int nb = 0; nb < HD / 16; nb++) {
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> vf;
-                wmma::load_matrix_sync(vf, Vs + kk * 16 * L::LDB + nb * 16, L::LDB);
-                wmma::mma_sync(of[nb], pf, vf, of[nb]);
-            }
-        }
-        __syncthreads(); /* K, V and koff are rewritten by the next tile */
-    }
-    __syncthreads(); /* every warp is done with K/V before O overwrites them */
-#pragma unroll
-    for (int nb = 0; nb < HD / 16; nb++) {
-        wmma::store_matrix_sync(Os + warp * 16 * L::LDO + nb * 16, of[nb], L::LDO,
-                                wmma::mem_row_major);
-    }
-    __syncwarp();
-    for (int row = warp * 16; row < warp * 16 + 16 && row < nq; row++) {
-        float inv = 1.0f / l_s[row];
-        for (int d = lane; d < HD; d += 32) {
-            out[(int64_t)(r0 + row) * ldo + (int64_t)h * HD + d] =
-                __float2bfloat16(Os[row * L::LDO + d] * inv);
-        }
-    }
-}
-
-/* ---- prefill kernel v2: softmax on register fragments --------------------------------- */
+/* ---- prefill kernel (WMMA; the mma.sync kernel of cuda_attn_mma.cu is the default) ---- */
 
 template <int HD> struct skv_prefill2_smem {
     static constexpr int LDB = HD + 8;
@@ -509,9 +299,9 @@ template <int HD> struct skv_prefill2_smem {
     static constexpr int BYTES = OFF_L + SKV_ATTN_BQ * 4;
 };
 
-/* Same contract and grid as skv_attn_prefill_kernel. S stays in registers: lane l of a warp
- * holds rows l/4 and l/4 + 8 of its 16 (the sm_80+ accumulator layout, see the O rescale
- * above), so the row max and sum reduce over the 4 lanes of a row with two shuffles and S
+/* grid (query tiles, sequences, heads), 8 warps; warp w owns query rows 16w..16w+15 of the
+ * 128-row tile. S stays in registers: lane l of a warp holds rows l/4 and l/4 + 8 of its 16
+ * (the sm_80+ accumulator layout), so the row max and sum reduce over the 4 lanes of a row with two shuffles and S
  * never goes through shared memory. Q fragments are re-read from shared memory per tile. */
 template <int HD>
 __global__ void __launch_bounds__(SKV_ATTN_PREFILL_THREADS, 2) /* 2 blocks/SM: <= 128 regs */
@@ -681,18 +471,12 @@ __global__ void __launch_bounds__(SKV_ATTN_PREFILL_THREADS, 2) /* 2 blocks/SM: <
     }
 }
 
-/* SKV_ATTN_PREFILL=1 selects the first prefill kernel (S through shared memory), for A/B
- * timing; the register-softmax kernel is the default. */
-static int g_skv_attn_prefill_v1;
+/* SKV_ATTN_PREFILL=2 selects the WMMA prefill kernel for A/B timing; the mma.sync kernel is
+ * the default. */
+static int g_skv_attn_prefill_wmma;
 
 skv_status_t skv_cuda_attention_init(skv_backend_t *be)
 {
-    SKV_CUDA_CHECK(cudaFuncSetAttribute(skv_attn_prefill_kernel<64>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        skv_prefill_smem<64>::BYTES));
-    SKV_CUDA_CHECK(cudaFuncSetAttribute(skv_attn_prefill_kernel<128>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        skv_prefill_smem<128>::BYTES));
     SKV_CUDA_CHECK(cudaFuncSetAttribute(skv_attn_prefill2_kernel<64>,
                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         skv_prefill2_smem<64>::BYTES));
@@ -700,8 +484,9 @@ skv_status_t skv_cuda_attention_init(skv_backend_t *be)
                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         skv_prefill2_smem<128>::BYTES));
     const char *env = getenv("SKV_ATTN_PREFILL");
-    g_skv_attn_prefill_v1 = env != NULL && env[0] == '1';
-    return SKV_STATUS_OK;
+    g_skv_attn_prefill_wmma = env != NULL && env[0] == '2';
+    (void)be;
+    return skv_attn_mma_init();
 }
 
 /* Launches the rows kernel with as many context splits as fill the GPU (and fit the
@@ -782,25 +567,20 @@ skv_status_t skv_cuda_attention(skv_backend_t *be, const skv_tensor_t *out, cons
     if (max_q <= 16 || (hd != 64 && hd != 128)) {
         return skv_attn_rows(be, &a, out, q, n_heads, scale, meta->n_rows, meta->max_ctx);
     }
+    cudaStream_t st = skv_cuda(be)->stream;
+    if (!g_skv_attn_prefill_wmma && skv_attn_prefill_mma_ok(hd, q, out)) {
+        return skv_attn_prefill_mma(st, &a, out, q, n_heads, scale, max_q);
+    }
     dim3 grid((unsigned)((max_q + SKV_ATTN_BQ - 1) / SKV_ATTN_BQ), (unsigned)meta->n_seqs,
               (unsigned)n_heads);
-    cudaStream_t st = skv_cuda(be)->stream;
-    if (!g_skv_attn_prefill_v1) {
-        if (hd == 64) {
-            skv_attn_prefill2_kernel<64>
-                <<<grid, SKV_ATTN_PREFILL_THREADS, skv_prefill2_smem<64>::BYTES, st>>>(
-                    a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, scale);
-        } else {
-            skv_attn_prefill2_kernel<128>
-                <<<grid, SKV_ATTN_PREFILL_THREADS, skv_prefill2_smem<128>::BYTES, st>>>(
-                    a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, scale);
-        }
-    } else if (hd == 64) {
-        skv_attn_prefill_kernel<64><<<grid, SKV_ATTN_PREFILL_THREADS, skv_prefill_smem<64>::BYTES, st>>>(
-            a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, scale);
+    if (hd == 64) {
+        skv_attn_prefill2_kernel<64>
+            <<<grid, SKV_ATTN_PREFILL_THREADS, skv_prefill2_smem<64>::BYTES, st>>>(
+                a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, scale);
     } else {
-        skv_attn_prefill_kernel<128><<<grid, SKV_ATTN_PREFILL_THREADS, skv_prefill_smem<128>::BYTES, st>>>(
-            a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, scale);
+        skv_attn_prefill2_kernel<128>
+            <<<grid, SKV_ATTN_PREFILL_THREADS, skv_prefill2_smem<128>::BYTES, st>>>(
+                a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, scale);
     }
     SKV_CUDA_CHECK_LAUNCH();
     return SKV_STATUS_OK;

@@ -298,6 +298,7 @@ static const skv_ops_t skv_cuda_ops_table = {
     skv_cuda_graph_launch,
     skv_cuda_graph_capture_begin,
     skv_cuda_graph_capture_end,
+    skv_cuda_sample,
 };
 
 /* Creates the stream, handles and fixed workspace; on failure the caller destroys c. */

@@ -111,6 +111,10 @@ skv_status_t skv_cuda_weight_fill(skv_backend_t *be, const skv_tensor_t *dst, ui
 skv_status_t skv_cuda_convert_rows(skv_backend_t *be, const skv_tensor_t *dst, int64_t row0,
                                    const void *d_src, skv_dtype_t src_dtype, int64_t n_rows);
 
+/* Sampling (cuda_sample.cu). */
+skv_status_t skv_cuda_sample(skv_backend_t *be, const skv_tensor_t *tokens,
+                             const skv_tensor_t *logits, const skv_tensor_t *params);
+
 /* Attention (cuda_attention.cu). */
 skv_status_t skv_cuda_attention(skv_backend_t *be, const skv_tensor_t *out, const skv_tensor_t *q,
                                 const skv_kv_view_t *kv, int32_t cache_layer, int32_t n_heads,

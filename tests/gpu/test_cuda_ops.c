@@ -1,7 +1,8 @@
 /*
  * test_cuda_ops: every CUDA op against the CPU reference backend over a table of shapes
  * (1 token, widths that are not multiples of a warp or tile, strided views, odd block sizes,
- * GQA ratios 1/4/8/16, long contexts that split, the Llama-3-8B sizes).
+ * GQA ratios 1/4/8/16, long contexts that split, the Llama-3-8B sizes), and the optional
+ * sample op against the host sampler.
  *
  * Inputs are drawn once per case (seeded), rounded to bf16 so both backends see the same
  * numbers, and uploaded to each (f32 on the CPU, bf16 on the GPU). GPU outputs are poisoned
@@ -17,6 +18,7 @@
 #include "common/backend.h"
 #include "common/log.h"
 #include "common/model_config.h"
+#include "common/sampler.h"
 #include "kernels/cpu/cpu.h"
 
 static skv_backend_t *g_cpu, *g_gpu;
@@ -547,6 +549,187 @@ static void test_attention(const attn_case_t *t)
     free_all();
 }
 
+/* ---- sampling ------------------------------------------------------------------------ */
+
+static const float *g_sort_x;
+
+static int desc_by_logit(const void *a, const void *b)
+{
+    float x = g_sort_x[*(const int32_t *)a], y = g_sort_x[*(const int32_t *)b];
+    return x != y ? (x < y ? 1 : -1) : *(const int32_t *)a - *(const int32_t *)b;
+}
+
+/* The host sampler's filter in double precision: prob[id] = probability of id after
+ * temperature, top-k and top-p (0 when filtered out). */
+static void ref_filter(const float *x, int32_t V, float temp, int32_t top_k, float top_p,
+                       double *prob)
+{
+    int32_t *idx = malloc(sizeof(int32_t) * (size_t)V);
+    for (int32_t i = 0; i < V; i++) {
+        idx[i] = i;
+        prob[i] = 0.0;
+    }
+    g_sort_x = x;
+    qsort(idx, (size_t)V, sizeof(int32_t), desc_by_logit);
+    int32_t n = top_k > 0 && top_k < V ? top_k : V;
+    double z = 0.0, cum = 0.0;
+    for (int32_t i = 0; i < n; i++) {
+        z += exp(((double)x[idx[i]] - x[idx[0]]) / temp);
+    }
+    int32_t keep = n;
+    for (int32_t i = 0; i < n && top_p < 1.0f; i++) {
+        cum += exp(((double)x[idx[i]] - x[idx[0]]) / temp) / z;
+        if (cum >= top_p) {
+            keep = i + 1;
+            break;
+        }
+    }
+    double zk = 0.0;
+    for (int32_t i = 0; i < keep; i++) {
+        zk += exp(((double)x[idx[i]] - x[idx[0]]) / temp);
+    }
+    for (int32_t i = 0; i < keep; i++) {
+        prob[idx[i]] = exp(((double)x[idx[i]] - x[idx[0]]) / temp) / zk;
+    }
+    free(idx);
+}
+
+/* Runs the GPU sample op on M rows of V logits (row r = logits row r % n_distinct) with one
+ * parameter set and per-row draws u; returns the tokens (malloc'd; poisoned with -7 first). */
+static int32_t *gpu_sample(const float *logits, int32_t n_distinct, int32_t M, int32_t V,
+                           const float *params3, const float *u)
+{
+    float *lg = malloc(sizeof(float) * (size_t)M * V);
+    float *pr = malloc(sizeof(float) * (size_t)M * 4);
+    for (int32_t r = 0; r < M; r++) {
+        memcpy(lg + (size_t)r * V, logits + (size_t)(r % n_distinct) * V,
+               sizeof(float) * (size_t)V);
+        memcpy(pr + (size_t)r * 4, params3, sizeof(float) * 3);
+        pr[(size_t)r * 4 + 3] = u[r];
+    }
+    skv_tensor_t tl = skv_tensor_make(be_alloc(g_gpu, sizeof(float) * (size_t)M * V),
+                                      SKV_DTYPE_F32, M, V);
+    skv_tensor_t tp = skv_tensor_make(be_alloc(g_gpu, sizeof(float) * (size_t)M * 4),
+                                      SKV_DTYPE_F32, M, 4);
+    skv_tensor_t tt = skv_tensor_make(be_alloc(g_gpu, sizeof(int32_t) * (size_t)M),
+                                      SKV_DTYPE_I32, 1, M);
+    check(g_gpu->ops->copy_h2d(g_gpu, tl.data, lg, sizeof(float) * (size_t)M * V), "h2d");
+    check(g_gpu->ops->copy_h2d(g_gpu, tp.data, pr, sizeof(float) * (size_t)M * 4), "h2d");
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)M);
+    for (int32_t r = 0; r < M; r++) {
+        tok[r] = -7;
+    }
+    check(g_gpu->ops->copy_h2d(g_gpu, tt.data, tok, sizeof(int32_t) * (size_t)M), "h2d");
+    check(g_gpu->ops->sample(g_gpu, &tt, &tl, &tp), "gpu sample");
+    check(g_gpu->ops->copy_d2h(g_gpu, tok, tt.data, sizeof(int32_t) * (size_t)M), "d2h");
+    check(g_gpu->ops->sync(g_gpu), "sync");
+    free(lg), free(pr);
+    free_all();
+    return tok;
+}
+
+static void report(int ok, const char *what, double a, double b)
+{
+    g_checks++;
+    g_failures += !ok;
+    printf("%s %-58s %.4g of %.4g\n", ok ? "ok  " : "FAIL", what, a, b);
+}
+
+/* Greedy: every row's token equals the host sampler's argmax (ties: lowest id). */
+static void test_sample_greedy(int32_t V, int32_t M)
+{
+    char name[128];
+    float *x = malloc(sizeof(float) * (size_t)M * V), *u = calloc((size_t)M, sizeof(float));
+    for (int64_t i = 0; i < (int64_t)M * V; i++) {
+        x[i] = rnd_uniform(-10, 10);
+    }
+    if (V > 2 && M > 1) { /* an exact tie for the max in row 1: the lower id wins */
+        x[V + V - 1] = x[V + 1] = 11.0f;
+    }
+    float params[3] = {0.0f, 0.0f, 1.0f};
+    int32_t *tok = gpu_sample(x, M, M, V, params, u);
+    skv_sampling_params_t sp;
+    skv_sampling_params_default(&sp);
+    int32_t bad = 0;
+    for (int32_t r = 0; r < M; r++) {
+        skv_sampler_t *smp = NULL;
+        skv_sample_t out;
+        check(skv_sampler_create(&sp, V, &smp), "sampler");
+        check(skv_sampler_next(smp, x + (size_t)r * V, &out), "sampler next");
+        bad += out.token != tok[r];
+        skv_sampler_destroy(smp);
+    }
+    snprintf(name, sizeof(name), "sample greedy V %d: rows != host sampler", V);
+    report(bad == 0, name, bad, M);
+    free(x), free(u), free(tok);
+}
+
+/* Temperature + top-k + top-p over M draws of one row: every id inside the host filter's set,
+ * almost every row equal to the host's id-order draw with the same u (rounding may move a
+ * draw that lands on a boundary), and frequencies close to the filtered probabilities. */
+static void test_sample_filtered(int32_t V, int32_t M, float temp, int32_t top_k, float top_p)
+{
+    char name[128];
+    float *x = malloc(sizeof(float) * (size_t)V), *u = malloc(sizeof(float) * (size_t)M);
+    double *prob = malloc(sizeof(double) * (size_t)V), *freq = calloc((size_t)V, sizeof(double));
+    for (int32_t i = 0; i < V; i++) {
+        x[i] = rnd_uniform(-4, 4);
+    }
+    for (int32_t r = 0; r < M; r++) {
+        u[r] = rnd_uniform(0, 1);
+    }
+    ref_filter(x, V, temp, top_k, top_p, prob);
+    float params[3] = {temp, (float)top_k, top_p};
+    int32_t *tok = gpu_sample(x, 1, M, V, params, u);
+    int32_t outside = 0, differ = 0;
+    for (int32_t r = 0; r < M; r++) {
+        if (tok[r] < 0 || tok[r] >= V || prob[tok[r]] == 0.0) {
+            outside++;
+            continue;
+        }
+        freq[tok[r]] += 1.0 / M;
+        double cum = 0.0;
+        int32_t want = -1;
+        for (int32_t i = 0; i < V && want < 0; i++) {
+            cum += prob[i];
+            want = cum > u[r] ? i : -1;
+        }
+        differ += want != tok[r];
+    }
+    double tv = 0.0;
+    for (int32_t i = 0; i < V; i++) {
+        tv += 0.5 * fabs(freq[i] - prob[i]);
+    }
+    snprintf(name, sizeof(name), "sample T %.1f k %d p %.2f V %d: rows outside set", temp,
+             top_k, top_p, V);
+    report(outside == 0, name, outside, M);
+    snprintf(name, sizeof(name), "sample T %.1f k %d p %.2f V %d: rows != host draw", temp,
+             top_k, top_p, V);
+    report(differ * 100 <= M, name, differ, M);
+    if (M >= 1000) { /* expected total variation at 4096 draws: ~0.02-0.04 */
+        snprintf(name, sizeof(name), "sample T %.1f k %d p %.2f V %d: TV distance, draws", temp,
+                 top_k, top_p, V);
+        report(tv < 0.1, name, tv, M);
+    }
+    free(x), free(u), free(prob), free(freq), free(tok);
+}
+
+static void test_sample(void)
+{
+    if (g_gpu->ops->sample == NULL) {
+        printf("note sample op absent: not tested\n");
+        return;
+    }
+    test_sample_greedy(1, 2);
+    test_sample_greedy(1000, 7);
+    test_sample_greedy(128256, 3);
+    test_sample_filtered(512, 4096, 0.8f, 40, 1.0f);
+    test_sample_filtered(512, 4096, 1.2f, 0, 0.8f);
+    test_sample_filtered(512, 4096, 1.0f, 100, 0.9f);
+    test_sample_filtered(128256, 8, 1.0f, 50, 0.95f);
+    test_sample_filtered(128256, 8, 0.7f, 0, 0.5f);
+}
+
 static const attn_case_t g_attn_cases[] = {
     {"1 token", 4, 4, 64, 16, 1, {1}, {0}},
     {"decode GQA 1", 8, 8, 64, 16, 2, {1, 1}, {3000, 17}},
@@ -557,6 +740,12 @@ static const attn_case_t g_attn_cases[] = {
     {"short chunk 17 rows", 8, 2, 64, 3, 1, {17}, {5}},
     {"llama3-8b prefill 256", 32, 8, 128, 16, 1, {256}, {0}},
     {"llama3-8b decode x4 ctx 1.5k", 32, 8, 128, 16, 4, {1, 1, 1, 1}, {1500, 1499, 700, 2047}},
+    /* Tensor-core prefill: lengths around the 64-row / 64-key tiles, 1-row sequences in the
+     * same batch, chunks that start mid-block and mid-tile, GQA 4 and 8. */
+    {"prefill odd lengths GQA 8", 32, 4, 128, 16, 5, {1, 63, 65, 200, 17}, {0, 0, 129, 1000, 63}},
+    {"prefill hd 64 GQA 4 chunks", 16, 4, 64, 16, 3, {100, 33, 257}, {5, 300, 0}},
+    {"prefill GQA 1 bs 7", 4, 4, 128, 7, 2, {129, 64}, {0, 64}},
+    {"llama3-8b prefill 600 + 333 + chunk", 32, 8, 128, 16, 3, {600, 333, 129}, {0, 0, 700}},
 };
 
 int main(int argc, char **argv)
@@ -595,10 +784,11 @@ int main(int argc, char **argv)
     test_weight_fill(33, 517);
     size_t n_cases = sizeof(g_attn_cases) / sizeof(g_attn_cases[0]);
     for (size_t i = 0; i < n_cases; i++) {
-        if (!quick || i < 3 || i == 4 || i == 5) {
+        if (!quick || i < 3 || i == 4 || i == 5 || i == 9 || i == 10) {
             test_attention(&g_attn_cases[i]);
         }
     }
+    test_sample();
     g_gpu->ops->destroy(g_gpu);
     g_cpu->ops->destroy(g_cpu);
     printf("%d of %d checks failed\n", g_failures, g_checks);

@@ -1,0 +1,387 @@
+/*
+ * cuda_attn_mma.cu: causal GQA prefill attention over the paged bf16 KV cache on the tensor
+ * cores with mma.sync (m16n8k16, bf16 operands, fp32 accumulation), flash-attention style.
+ *
+ * A block (W = 8 warps for head_dim 128, 4 for 64) takes 16 W consecutive query rows of one
+ * sequence and one query head; warp w owns rows 16w..16w+15. Q stays in shared memory for the whole
+ * kernel; the block walks 64-key tiles of the sequence's cache up to its last row's position. K and
+ * V tiles are brought into shared memory with cp.async, each one overlapping the work on the other
+ * (V of tile j loads while S = Q K_j^T runs; K of tile j+1 while softmax and O += P V_j run).
+ * S, P and O never leave registers: the accumulator layout of S is the A-operand layout of P
+ * (two adjacent 8-key tiles make one 16-key fragment), so P V needs no shuffle. B fragments
+ * come from shared memory with ldmatrix (.trans for V). Rows are padded by 16 bytes, which
+ * makes the 8 row addresses of every ldmatrix phase hit distinct banks.
+ * Online softmax per row in fp32 in the log2 domain (exp2 of scaled scores); each thread keeps
+ * a partial row sum of its own columns, reduced over the row's 4 lanes at the end.
+ * Masking is applied only on tiles that cross a row's position; a warp whose rows are all
+ * before a tile skips its math (it still joins the loads and barriers).
+ * Blocks are ordered heaviest first (the last query tiles of the sequences launch first) and
+ * the query heads of one kv head are adjacent in the grid, so their K/V reads share L2.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "kernels/cuda/cuda_attn.h"
+
+typedef __nv_bfloat16 bf16;
+
+#define SKV_MMA_BK 64 /* keys per tile */
+
+/* Shared memory of a block of W warps (16 query rows each): Q [16W][LD], K and V [BK][LD]. */
+template <int HD, int W> struct skv_mma_smem {
+    static constexpr int LD = HD + 8; /* bf16 row stride: +16 bytes against bank conflicts */
+    static constexpr int Q_OFF = 0;
+    static constexpr int K_OFF = 16 * W * LD;
+    static constexpr int V_OFF = K_OFF + SKV_MMA_BK * LD;
+    static constexpr int BYTES = (V_OFF + SKV_MMA_BK * LD) * 2;
+};
+
+static __device__ __forceinline__ uint32_t skv_smem_addr(const void *p)
+{
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+/* 16 bytes global -> shared, bypassing L1; src_bytes 0 fills the destination with zeros. */
+static __device__ __forceinline__ void skv_cp_async16(void *dst, const void *src, int src_bytes)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(skv_smem_addr(dst)),
+                 "l"(src), "r"(src_bytes));
+}
+
+static __device__ __forceinline__ void skv_cp_async_commit(void)
+{
+    asm volatile("cp.async.commit_group;\n" ::);
+}
+
+/* Waits until at most N of this thread's committed groups are still in flight. */
+template <int N> static __device__ __forceinline__ void skv_cp_async_wait(void)
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+static __device__ __forceinline__ void skv_ldmatrix_x4(uint32_t *r, const void *p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(skv_smem_addr(p)));
+}
+
+static __device__ __forceinline__ void skv_ldmatrix_x4_trans(uint32_t *r, const void *p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(skv_smem_addr(p)));
+}
+
+/* c[16x8] += a[16x16] b[16x8] (bf16 in, f32 accumulate). */
+static __device__ __forceinline__ void skv_mma_bf16(float *c, const uint32_t *a, uint32_t b0,
+                                                    uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+static __device__ __forceinline__ uint32_t skv_pack_bf16(float lo, float hi)
+{
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi); /* .x (low half) = lower column */
+    return *(uint32_t *)&v;
+}
+
+/* The pool offset of this thread's key of the tile at k0 (TPK threads share a key: thread t
+ * loads key t / TPK of every tile), or -1 past n_keys: computed once per tile, used for its
+ * K and its V. */
+template <int TPK>
+static __device__ __forceinline__ int64_t skv_mma_key_off(const skv_attn_args_t &a,
+                                                          const int32_t *bt, int32_t kh, int32_t k0,
+                                                          int32_t n_keys)
+{
+    int32_t p = k0 + (int32_t)threadIdx.x / TPK;
+    return p < n_keys ? skv_attn_koff(a, bt, p, kh) : -1;
+}
+
+/* Issues the cp.async copies of this thread's share of one 64-key tile of K (v_delta 0) or V
+ * into dst [BK][LD] (row stride LD): key threadIdx / TPK, every TPK-th 16-byte chunk from
+ * threadIdx % TPK, so a warp instruction reads 32 / TPK keys x 16 * TPK contiguous bytes (whole
+ * sectors). A key past n_keys (off -1) is zero-filled without a read. */
+template <int HD, int TPK, int LD>
+static __device__ __forceinline__ void skv_mma_load_kv(const bf16 *base, int64_t off,
+                                                       int64_t v_delta, bf16 *dst)
+{
+    int key = threadIdx.x / TPK, c0 = threadIdx.x % TPK;
+    const bf16 *src = off >= 0 ? base + off + v_delta : base;
+    int bytes = off >= 0 ? 16 : 0;
+#pragma unroll
+    for (int j = 0; j < HD / 8 / TPK; j++) {
+        int c = c0 + TPK * j;
+        skv_cp_async16(dst + key * LD + c * 8, src + (off >= 0 ? c * 8 : 0), bytes);
+    }
+}
+
+static __device__ __forceinline__ float skv_exp2(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x)); /* exp2(-inf) = 0 */
+    return y;
+}
+
+/* grid (n_heads, n_seqs, query tiles of 16 W rows of the longest sequence), 32 W threads.
+ * W 4: 64 rows, registers capped for 3 blocks per SM (<= 168); W 8: 128 rows, one block of
+ * 8 warps per SM, each K/V tile serving twice the rows (half the L2 traffic per FLOP). */
+template <int HD, int W>
+__global__ void __launch_bounds__(W * 32, W == 4 ? 3 : 1)
+    skv_attn_prefill_mma_kernel(skv_attn_args_t a, bf16 *out, int64_t ldo, const bf16 *q,
+                                int64_t ldq, int32_t n_heads, float scale_log2)
+{
+    typedef skv_mma_smem<HD, W> L;
+    constexpr int BQ = 16 * W, THREADS = 32 * W, TPK = THREADS / SKV_MMA_BK;
+    static_assert(THREADS % SKV_MMA_BK == 0 && (HD / 8) % TPK == 0, "key split");
+    extern __shared__ __align__(128) unsigned char smem_raw[];
+    bf16 *smem = (bf16 *)smem_raw;
+    bf16 *Qs = smem + L::Q_OFF, *Ks = smem + L::K_OFF, *Vs = smem + L::V_OFF;
+
+    int32_t h = blockIdx.x, s = blockIdx.y, kh = h / (n_heads / a.n_kv_heads);
+    int32_t tile = gridDim.z - 1 - blockIdx.z; /* heaviest (last) tiles first */
+    int32_t r0 = a.seq_rows[s] + tile * BQ, r_end = a.seq_rows[s + 1];
+    if (r0 >= r_end) {
+        return;
+    }
+    int32_t nq = min(BQ, r_end - r0);
+    const int32_t *bt = a.block_table + (int64_t)s * a.max_blocks;
+    int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    int g = lane / 4, t = lane % 4; /* fragment row group and column pair */
+    /* Rows increase in position within a sequence, so the last real row bounds the keys. */
+    int32_t n_keys = a.row_pos[r0 + nq - 1] + 1;
+
+    /* Q tile (rows past nq zero-filled) and K tile 0, one cp.async group. */
+    for (int i = tid; i < BQ * (HD / 8); i += THREADS) {
+        int row = i / (HD / 8), c = i % (HD / 8);
+        const bf16 *src = row < nq ? q + (int64_t)(r0 + row) * ldq + (int64_t)h * HD + c * 8 : q;
+        skv_cp_async16(Qs + row * L::LD + c * 8, src, row < nq ? 16 : 0);
+    }
+    int64_t v_delta = (int64_t)a.n_kv_heads * a.block_size * HD;
+    int64_t koff = skv_mma_key_off<TPK>(a, bt, kh, 0, n_keys); /* this thread's key of the tile */
+    skv_mma_load_kv<HD, TPK, L::LD>(a.base, koff, 0, Ks);
+    skv_cp_async_commit();
+
+    /* Padding rows take the last real row's position: finite softmax, never written. */
+    int32_t row_lo = warp * 16 + g, row_hi = row_lo + 8;
+    int32_t pos_lo = a.row_pos[r0 + min(row_lo, nq - 1)];
+    int32_t pos_hi = a.row_pos[r0 + min(row_hi, nq - 1)];
+    int32_t wmin = min(pos_lo, pos_hi), wmax = max(pos_lo, pos_hi);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        wmin = min(wmin, __shfl_xor_sync(0xffffffffu, wmin, o));
+        wmax = max(wmax, __shfl_xor_sync(0xffffffffu, wmax, o));
+    }
+
+    skv_cp_async_wait<0>();
+    __syncthreads();
+    /* Q fragments are re-read from shared memory per tile (8 ldmatrix against 64 for K and
+     * V): holding them would cost 32 registers and the third block per SM. */
+    const bf16 *q_lane = Qs + (warp * 16 + (lane & 15)) * L::LD + (lane >> 4) * 8;
+
+    float o[HD / 8][4];
+#pragma unroll
+    for (int n = 0; n < HD / 8; n++) {
+        o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    }
+    float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
+
+    for (int32_t k0 = 0; k0 < n_keys; k0 += SKV_MMA_BK) {
+        skv_mma_load_kv<HD, TPK, L::LD>(a.base, koff, v_delta, Vs);
+        skv_cp_async_commit();
+        skv_cp_async_wait<1>(); /* K tile k0 has landed (V may still be in flight) */
+        __syncthreads();
+        bool active = k0 <= wmax; /* warp-uniform */
+        float sf[SKV_MMA_BK / 8][4];
+#pragma unroll
+        for (int n = 0; n < SKV_MMA_BK / 8; n++) {
+            sf[n][0] = sf[n][1] = sf[n][2] = sf[n][3] = 0.0f;
+        }
+        if (active) {
+#pragma unroll
+            for (int kk = 0; kk < HD / 16; kk++) {
+                uint32_t qf[4];
+                skv_ldmatrix_x4(qf, q_lane + kk * 16);
+#pragma unroll
+                for (int nn = 0; nn < SKV_MMA_BK / 16; nn++) {
+                    uint32_t b[4];
+                    int key = nn * 16 + (lane & 7) + ((lane >> 4) << 3);
+                    skv_ldmatrix_x4(b, Ks + key * L::LD + kk * 16 + ((lane >> 3) & 1) * 8);
+                    skv_mma_bf16(sf[2 * nn], qf, b[0], b[1]);
+                    skv_mma_bf16(sf[2 * nn + 1], qf, b[2], b[3]);
+                }
+            }
+        }
+        __syncthreads(); /* every warp is done with K: the next tile may overwrite it */
+        if (k0 + SKV_MMA_BK < n_keys) {
+            koff = skv_mma_key_off<TPK>(a, bt, kh, k0 + SKV_MMA_BK, n_keys);
+            skv_mma_load_kv<HD, TPK, L::LD>(a.base, koff, 0, Ks);
+        }
+        skv_cp_async_commit(); /* possibly empty: keeps the group count uniform */
+
+        uint32_t pf[SKV_MMA_BK / 16][4];
+        if (active) {
+            /* Max on raw scores (scale > 0), then p = exp2(s * scale_log2 - m * scale_log2):
+             * one FFMA per score; masked scores are -inf and give 0. */
+            if (k0 + SKV_MMA_BK - 1 > wmin) {
+#pragma unroll
+                for (int n = 0; n < SKV_MMA_BK / 8; n++) {
+#pragma unroll
+                    for (int i = 0; i < 4; i++) {
+                        int32_t key = k0 + n * 8 + 2 * t + (i & 1);
+                        sf[n][i] = key <= (i < 2 ? pos_lo : pos_hi) ? sf[n][i] : -INFINITY;
+                    }
+                }
+            }
+            float mx_lo = -INFINITY, mx_hi = -INFINITY;
+#pragma unroll
+            for (int n = 0; n < SKV_MMA_BK / 8; n++) {
+                mx_lo = fmaxf(mx_lo, fmaxf(sf[n][0], sf[n][1]));
+                mx_hi = fmaxf(mx_hi, fmaxf(sf[n][2], sf[n][3]));
+            }
+#pragma unroll
+            for (int off = 1; off <= 2; off <<= 1) {
+                mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, off));
+                mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, off));
+            }
+            /* Every row sees key 0 on the first tile, so m is finite from then on. */
+            float mn_lo = fmaxf(m_lo, mx_lo), mn_hi = fmaxf(m_hi, mx_hi);
+            float c_lo = skv_exp2((m_lo - mn_lo) * scale_log2);
+            float c_hi = skv_exp2((m_hi - mn_hi) * scale_log2);
+            m_lo = mn_lo;
+            m_hi = mn_hi;
+            float ms_lo = mn_lo * scale_log2, ms_hi = mn_hi * scale_log2;
+            float sum_lo = 0.0f, sum_hi = 0.0f;
+#pragma unroll
+            for (int n = 0; n < SKV_MMA_BK / 8; n++) {
+                sf[n][0] = skv_exp2(fmaf(sf[n][0], scale_log2, -ms_lo));
+                sf[n][1] = skv_exp2(fmaf(sf[n][1], scale_log2, -ms_lo));
+                sf[n][2] = skv_exp2(fmaf(sf[n][2], scale_log2, -ms_hi));
+                sf[n][3] = skv_exp2(fmaf(sf[n][3], scale_log2, -ms_hi));
+                sum_lo += sf[n][0] + sf[n][1];
+                sum_hi += sf[n][2] + sf[n][3];
+            }
+            l_lo = l_lo * c_lo + sum_lo;
+            l_hi = l_hi * c_hi + sum_hi;
+            if (!__all_sync(0xffffffffu, c_lo == 1.0f && c_hi == 1.0f)) {
+#pragma unroll
+                for (int n = 0; n < HD / 8; n++) {
+                    o[n][0] *= c_lo;
+                    o[n][1] *= c_lo;
+                    o[n][2] *= c_hi;
+                    o[n][3] *= c_hi;
+                }
+            }
+#pragma unroll
+            for (int kk = 0; kk < SKV_MMA_BK / 16; kk++) {
+                pf[kk][0] = skv_pack_bf16(sf[2 * kk][0], sf[2 * kk][1]);
+                pf[kk][1] = skv_pack_bf16(sf[2 * kk][2], sf[2 * kk][3]);
+                pf[kk][2] = skv_pack_bf16(sf[2 * kk + 1][0], sf[2 * kk + 1][1]);
+                pf[kk][3] = skv_pack_bf16(sf[2 * kk + 1][2], sf[2 * kk + 1][3]);
+            }
+        }
+        skv_cp_async_wait<1>(); /* V tile k0 has landed (the next K may be in flight) */
+        __syncthreads();
+        if (active) {
+#pragma unroll
+            for (int kk = 0; kk < SKV_MMA_BK / 16; kk++) {
+#pragma unroll
+                for (int nn = 0; nn < HD / 16; nn++) {
+                    uint32_t b[4];
+                    int key = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+                    skv_ldmatrix_x4_trans(b, Vs + key * L::LD + nn * 16 + (lane >> 4) * 8);
+                    skv_mma_bf16(o[2 * nn], pf[kk], b[0], b[1]);
+                    skv_mma_bf16(o[2 * nn + 1], pf[kk], b[2], b[3]);
+                }
+            }
+        }
+        __syncthreads(); /* every warp is done with V: the next tile may overwrite it */
+    }
+    skv_cp_async_wait<0>();
+
+#pragma unroll
+    for (int off = 1; off <= 2; off <<= 1) {
+        l_lo += __shfl_xor_sync(0xffffffffu, l_lo, off);
+        l_hi += __shfl_xor_sync(0xffffffffu, l_hi, off);
+    }
+    float inv_lo = 1.0f / l_lo, inv_hi = 1.0f / l_hi;
+    bf16 *out_lo = out + (int64_t)(r0 + row_lo) * ldo + (int64_t)h * HD + 2 * t;
+    bf16 *out_hi = out + (int64_t)(r0 + row_hi) * ldo + (int64_t)h * HD + 2 * t;
+#pragma unroll
+    for (int n = 0; n < HD / 8; n++) {
+        if (row_lo < nq) {
+            *(__nv_bfloat162 *)(out_lo + n * 8) =
+                __floats2bfloat162_rn(o[n][0] * inv_lo, o[n][1] * inv_lo);
+        }
+        if (row_hi < nq) {
+            *(__nv_bfloat162 *)(out_hi + n * 8) =
+                __floats2bfloat162_rn(o[n][2] * inv_hi, o[n][3] * inv_hi);
+        }
+    }
+}
+
+/* Warps per block by head_dim: 8 (128 rows) for head_dim 128, where halving the L2 traffic
+ * per FLOP wins (H100: 168 against 152 TFLOP/s at 8 x 2048); 4 (64 rows, 3 blocks per SM) for
+ * head_dim 64 (161 against 131). SKV_ATTN_MMA_ROWS=64 or 128 forces one, for A/B timing. */
+static int g_skv_attn_mma_w128 = 8, g_skv_attn_mma_w64 = 4;
+
+template <int HD, int W> static skv_status_t skv_attn_mma_attr(void)
+{
+    SKV_CUDA_CHECK(cudaFuncSetAttribute(skv_attn_prefill_mma_kernel<HD, W>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        skv_mma_smem<HD, W>::BYTES));
+    return SKV_STATUS_OK;
+}
+
+skv_status_t skv_attn_mma_init(void)
+{
+    const char *env = getenv("SKV_ATTN_MMA_ROWS");
+    if (env != NULL && (atoi(env) == 64 || atoi(env) == 128)) {
+        g_skv_attn_mma_w128 = g_skv_attn_mma_w64 = atoi(env) / 16;
+    }
+    skv_status_t st = skv_attn_mma_attr<64, 4>();
+    st = st == SKV_STATUS_OK ? skv_attn_mma_attr<128, 4>() : st;
+    st = st == SKV_STATUS_OK ? skv_attn_mma_attr<64, 8>() : st;
+    return st == SKV_STATUS_OK ? skv_attn_mma_attr<128, 8>() : st;
+}
+
+int skv_attn_prefill_mma_ok(int32_t head_dim, const skv_tensor_t *q, const skv_tensor_t *out)
+{
+    /* cp.async moves 16 bytes of Q (8 bf16); the output is written as bf16 pairs. */
+    return (head_dim == 64 || head_dim == 128) && q->ld % 8 == 0 && (uintptr_t)q->data % 16 == 0 &&
+           out->ld % 2 == 0 && (uintptr_t)out->data % 4 == 0;
+}
+
+template <int HD, int W>
+static void skv_attn_mma_launch(cudaStream_t stream, const skv_attn_args_t *a,
+                                const skv_tensor_t *out, const skv_tensor_t *q, int32_t n_heads,
+                                float scale_log2, int32_t max_q)
+{
+    dim3 grid((unsigned)n_heads, (unsigned)a->n_seqs, (unsigned)((max_q + 16 * W - 1) / (16 * W)));
+    skv_attn_prefill_mma_kernel<HD, W><<<grid, 32 * W, skv_mma_smem<HD, W>::BYTES, stream>>>(
+        *a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, scale_log2);
+}
+
+skv_status_t skv_attn_prefill_mma(cudaStream_t stream, const skv_attn_args_t *a,
+                                  const skv_tensor_t *out, const skv_tensor_t *q, int32_t n_heads,
+                                  float scale, int32_t max_q)
+{
+    float scale_log2 = scale * 1.4426950408889634f; /* softmax via exp2 */
+    if (a->head_dim == 64) {
+        if (g_skv_attn_mma_w64 == 4) {
+            skv_attn_mma_launch<64, 4>(stream, a, out, q, n_heads, scale_log2, max_q);
+        } else {
+            skv_attn_mma_launch<64, 8>(stream, a, out, q, n_heads, scale_log2, max_q);
+        }
+    } else if (g_skv_attn_mma_w128 == 4) {
+        skv_attn_mma_launch<128, 4>(stream, a, out, q, n_heads, scale_log2, max_q);
+    } else {
+        skv_attn_mma_launch<128, 8>(stream, a, out, q, n_heads, scale_log2, max_q);
+    }
+    SKV_CUDA_CHECK_LAUNCH();
+    return SKV_STATUS_OK;
+}
