@@ -48,6 +48,8 @@ typedef struct {
     skv_kvx_host_free_fn staging_free;
     void *staging_ctx;
     int64_t close_timeout_ms;      /* bound on closing endpoints at destroy; 0 = 1000 */
+    size_t am_message_bytes;       /* largest KV data message (transports without native
+                                      RMA, see kvx.md); 0 = 8 MiB */
 } skv_kvx_config_t;
 
 /* Fills cfg with defaults. Any thread. */
@@ -227,8 +229,13 @@ skv_status_t skv_kvx_push_test(skv_kvx_push_t *push);
 /* Loops skv_kvx_push_test until it is not AGAIN (at most until the push deadline). */
 skv_status_t skv_kvx_push_wait(skv_kvx_push_t *push);
 
-/* Number of ucp_put_nbx calls issued (tests check coalescing). */
+/* Number of data operations issued: ucp_put_nbx calls, or data messages on transports
+ * without native RMA (tests check coalescing). */
 uint64_t skv_kvx_push_n_puts(const skv_kvx_push_t *push);
+
+/* Returns 1 when the push carries KV as active messages the target writes into the leased
+ * blocks (transports without native RMA, or SKV_KVX_DATA=am), 0 for one-sided puts. */
+int skv_kvx_push_uses_messages(const skv_kvx_push_t *push);
 
 /* Frees the push. An unfinished push is abandoned: in-flight requests are waited for until
  * the push deadline, and the endpoint is closed when that does not succeed (the target's

@@ -1,7 +1,8 @@
 /*
  * kvx_internal.h: the structures shared by the kvx source files (kvx.c: transport, endpoint
  * cache, progress; kvx_desc.c: descriptor codec; kvx_lease.c: target pool and leases;
- * kvx_push.c: initiator puts, staging, completion). Not a public header.
+ * kvx_push.c: initiator puts, staging, completion; kvx_am.c: KV as active messages on
+ * transports without native RMA, and the choice between the two). Not a public header.
  *
  * Invariants: everything is touched by the owner thread only; a peer is freed only when no
  * push references it and its endpoint close finished; a lease is in the table until it ends,
@@ -14,12 +15,25 @@
 
 #include "common/kvx.h"
 
-/* Active message id of the completion message (the only AM we register). */
+/* Active message ids: the completion message and KV data messages (kvx_am.c). */
 #define SKV_KVX_AM_COMPLETE 0x5u
+#define SKV_KVX_AM_DATA 0x6u
 
-/* Completion message: fixed 32 bytes, little-endian fields (see kvx_lease.c). */
+/* Completion message, little-endian fields (see kvx_lease.c): version 1 is 32 bytes;
+ * version 2 (40 bytes) adds the number of data messages the target must have written. */
 #define SKV_KVX_COMPLETE_MAGIC 0x43564B53u /* "SKVC" */
-#define SKV_KVX_COMPLETE_BYTES 32u
+#define SKV_KVX_COMPLETE_BYTES_V1 32u
+#define SKV_KVX_COMPLETE_BYTES 40u
+
+/* KV data message header (kvx_am.c): fixed 48 bytes, little-endian. */
+#define SKV_KVX_DATA_MAGIC 0x41564B53u /* "SKVA" */
+#define SKV_KVX_DATA_HEADER_BYTES 48u
+
+/* How a push moves bytes (see kvx_am.c for the choice). */
+typedef enum {
+    SKV_KVX_MODE_PUT = 0, /* ucp_put_nbx into the registered pool (native RMA) */
+    SKV_KVX_MODE_AM,      /* active messages the target writes into the leased blocks */
+} skv_kvx_mode_t;
 
 /* One connected peer worker; shared by all pushes to it. */
 typedef struct skv_kvx_peer {
@@ -30,6 +44,11 @@ typedef struct skv_kvx_peer {
     ucs_status_t failure;  /* UCS_OK while healthy; set by the error handler */
     void *close_req;       /* pending ucp_ep_close_nbx request, or NULL */
     uint32_t refs;         /* live pushes using this peer */
+    void *wireup_req;      /* first flush after connect (wireup barrier), or NULL */
+    int wired;             /* the wireup flush completed */
+    int mode_known;        /* mode was decided for this peer (and rkey_md_map) */
+    skv_kvx_mode_t mode;
+    uint64_t mode_md_map;  /* the packed rkey md_map the mode was decided for */
 } skv_kvx_peer_t;
 
 /* A registered staging buffer; its puts in flight are counted so it is reused only after. */
@@ -41,13 +60,24 @@ typedef struct {
     skv_kvx_push_t *push;  /* the push whose puts are in flight (errors go there) */
 } skv_kvx_stage_t;
 
-/* A reserved request on the target. */
+/* A reserved request on the target. Data messages (AM mode) are counted so the lease ends
+ * only when every message the completion announces is in the blocks and no receive into
+ * them is still running. */
 typedef struct {
     uint64_t request_id;
     uint64_t lease_token;
     int64_t deadline_ns;   /* lease deadline; blocks go back at deadline + grace */
     uint32_t n_blocks;
     uint32_t *block_ids;   /* owned */
+    uint32_t am_pending;   /* rendezvous receives into the blocks still running */
+    uint32_t am_done;      /* data messages written completely */
+    uint32_t am_bad;       /* data messages refused or failed */
+    int completed;         /* a completion arrived; waiting for the data it announces */
+    uint32_t am_expect;    /* data messages the completion announced */
+    int32_t first_token;
+    skv_status_t final_status;
+    skv_status_t end_status; /* OK, or why it must end once am_pending drops to 0 */
+    ucp_ep_h data_ep;      /* the endpoint its data messages came from (UCX's), or NULL */
 } skv_kvx_lease_t;
 
 struct skv_kvx {
@@ -80,10 +110,20 @@ skv_status_t skv_kvx_peer_get(skv_kvx_t *kvx, const void *addr, size_t addr_byte
                               skv_kvx_peer_t **peer_p);
 void skv_kvx_peer_put(skv_kvx_t *kvx, skv_kvx_peer_t *peer);
 void skv_kvx_peer_force_close(skv_kvx_t *kvx, skv_kvx_peer_t *peer);
+skv_status_t skv_kvx_peer_wait_wired(skv_kvx_t *kvx, skv_kvx_peer_t *peer, int64_t deadline_ns);
 skv_status_t skv_kvx_status_from_ucs(ucs_status_t status);
 uint64_t skv_kvx_random64(skv_kvx_t *kvx);
 
+/* kvx_am.c */
+ucs_status_t skv_kvx_am_data_cb(void *arg, const void *header, size_t header_bytes, void *data,
+                                size_t data_bytes, const ucp_am_recv_param_t *param);
+void skv_kvx_am_abort_ep(skv_kvx_t *kvx, ucp_ep_h ep);
+skv_kvx_mode_t skv_kvx_peer_mode(skv_kvx_t *kvx, skv_kvx_peer_t *peer, const void *rkey,
+                                 size_t rkey_bytes);
+
 /* kvx_lease.c */
+long skv_kvx_lease_find_token(const skv_kvx_t *kvx, uint64_t request_id, uint64_t token);
+void skv_kvx_lease_settle(skv_kvx_t *kvx, uint32_t i);
 ucs_status_t skv_kvx_am_complete_cb(void *arg, const void *header, size_t header_bytes,
                                     void *data, size_t data_bytes,
                                     const ucp_am_recv_param_t *param);

@@ -7,8 +7,11 @@
  * calls the release callback once, then tells the owner. A lease is unlinked from the table
  * before any callback runs, so callbacks may reserve or cancel. Blocks of an expired lease go
  * back release_grace_ms after its deadline, so puts a late initiator still had in flight land
- * before the allocator can hand the blocks to someone else. This file never reads or writes
- * the pool memory itself: the decode owner touches blocks only after completion.
+ * before the allocator can hand the blocks to someone else. In AM mode (kvx_am.c) a lease also
+ * counts its data messages: a completion waits until every message it announces is written,
+ * and no lease ends (expiry, cancel, completion) while a receive into its blocks is running.
+ * This file never reads or writes the pool memory itself: the decode owner touches blocks
+ * only after completion.
  */
 #include <string.h>
 
@@ -100,7 +103,7 @@ skv_status_t skv_kvx_fingerprint_check(const skv_kvx_t *kvx, uint64_t fingerprin
     return SKV_STATUS_OK;
 }
 
-/* Returns the table index of request_id's lease, or -1. */
+/* Returns the table index of request_id's lease (also one that is ending), or -1. */
 static long skv_kvx_lease_find(const skv_kvx_t *kvx, uint64_t request_id)
 {
     for (uint32_t i = 0; i < kvx->n_leases; i++) {
@@ -109,6 +112,12 @@ static long skv_kvx_lease_find(const skv_kvx_t *kvx, uint64_t request_id)
         }
     }
     return -1;
+}
+
+long skv_kvx_lease_find_token(const skv_kvx_t *kvx, uint64_t request_id, uint64_t token)
+{
+    long i = skv_kvx_lease_find(kvx, request_id);
+    return i >= 0 && kvx->leases[i].lease_token == token ? i : -1;
 }
 
 static skv_status_t skv_kvx_reserve_check(const skv_kvx_t *kvx, uint64_t request_id,
@@ -227,11 +236,11 @@ static void skv_kvx_lease_end_released(skv_kvx_t *kvx, skv_kvx_lease_t *l, skv_s
 skv_status_t skv_kvx_target_cancel(skv_kvx_t *kvx, uint64_t request_id)
 {
     long i = skv_kvx_lease_find(kvx, request_id);
-    if (i < 0) {
+    if (i < 0 || kvx->leases[i].end_status != SKV_STATUS_OK) {
         return SKV_STATUS_NOT_FOUND;
     }
-    skv_kvx_lease_t l = skv_kvx_lease_take(kvx, (uint32_t)i);
-    skv_kvx_lease_end_released(kvx, &l, SKV_STATUS_CANCELLED);
+    kvx->leases[i].end_status = SKV_STATUS_CANCELLED;
+    skv_kvx_lease_settle(kvx, (uint32_t)i); /* now, or when its receives finished */
     return SKV_STATUS_OK;
 }
 
@@ -251,6 +260,18 @@ void skv_kvx_leases_expire(skv_kvx_t *kvx, int64_t now_ns)
     uint32_t i = 0;
     while (i < kvx->n_leases) {
         if (now_ns < kvx->leases[i].deadline_ns + grace_ns) {
+            i++;
+            continue;
+        }
+        if (kvx->leases[i].am_pending > 0) {
+            /* UCX is still writing into its blocks: they go back when the receives end
+             * (a dead peer fails them). */
+            if (kvx->leases[i].end_status == SKV_STATUS_OK) {
+                kvx->leases[i].end_status = SKV_STATUS_TIMEOUT;
+            }
+            if (kvx->leases[i].data_ep != NULL) {
+                skv_kvx_am_abort_ep(kvx, kvx->leases[i].data_ep);
+            }
             i++;
             continue;
         }
@@ -282,38 +303,71 @@ static skv_status_t skv_kvx_wire_status(uint32_t v)
     return (skv_status_t)v;
 }
 
+/* Ends lease i if it can end now: no receive into its blocks is running, and either an end
+ * was requested (cancel, expiry) or a completion arrived whose data messages all landed. */
+void skv_kvx_lease_settle(skv_kvx_t *kvx, uint32_t i)
+{
+    skv_kvx_lease_t *p = &kvx->leases[i];
+    if (p->am_pending > 0) {
+        return;
+    }
+    if (p->end_status != SKV_STATUS_OK) {
+        skv_kvx_lease_t l = skv_kvx_lease_take(kvx, i);
+        skv_kvx_lease_end_released(kvx, &l, l.end_status);
+        return;
+    }
+    if (!p->completed || (p->final_status == SKV_STATUS_OK && p->am_bad == 0 &&
+                          p->am_done < p->am_expect)) {
+        return; /* no completion yet, or its data messages are still on the way */
+    }
+    skv_kvx_lease_t l = skv_kvx_lease_take(kvx, i);
+    if (l.final_status != SKV_STATUS_OK || l.am_bad > 0 || l.am_done != l.am_expect) {
+        if (l.final_status == SKV_STATUS_OK) {
+            SKV_LOG_WARN("kvx: request %llu completed with %u of %u data messages written, "
+                         "%u refused or failed", (unsigned long long)l.request_id, l.am_done,
+                         l.am_expect, l.am_bad);
+        }
+        skv_kvx_lease_end_released(kvx, &l, l.final_status != SKV_STATUS_OK
+                                                ? l.final_status : SKV_STATUS_TRANSPORT);
+        return;
+    }
+    if (kvx->pool.on_complete != NULL) {
+        kvx->pool.on_complete(kvx->pool.complete_ctx, l.request_id, l.first_token,
+                              SKV_STATUS_OK);
+    }
+    skv_free(l.block_ids);
+}
+
 /* Completion message: magic u32, version u16, reserved u16, request_id u64, lease_token u64,
- * first_token i32, status u32. Runs inside ucp_worker_progress on the owner thread. */
+ * first_token i32, status u32; version 2 adds data_messages u32, reserved u32. Runs inside
+ * ucp_worker_progress on the owner thread. */
 ucs_status_t skv_kvx_am_complete_cb(void *arg, const void *header, size_t header_bytes,
                                     void *data, size_t data_bytes,
                                     const ucp_am_recv_param_t *param)
 {
     skv_kvx_t *kvx = arg;
     const uint8_t *h = header;
-    if (header_bytes != SKV_KVX_COMPLETE_BYTES || data_bytes != 0 ||
-        skv_kvx_get_u32(h) != SKV_KVX_COMPLETE_MAGIC) {
+    uint32_t version = header_bytes >= 8 ? skv_kvx_get_u32(h + 4) : 0;
+    if (data_bytes != 0 || header_bytes < SKV_KVX_COMPLETE_BYTES_V1 ||
+        skv_kvx_get_u32(h) != SKV_KVX_COMPLETE_MAGIC ||
+        !((version == 1 && header_bytes == SKV_KVX_COMPLETE_BYTES_V1) ||
+          (version == 2 && header_bytes == SKV_KVX_COMPLETE_BYTES))) {
         SKV_LOG_WARN("kvx: malformed completion (%zu header, %zu data bytes) ignored",
                      header_bytes, data_bytes);
         return UCS_OK;
     }
     uint64_t request_id = skv_kvx_get_u64(h + 8);
-    uint64_t token = skv_kvx_get_u64(h + 16);
-    int32_t first_token = (int32_t)skv_kvx_get_u32(h + 24);
-    skv_status_t status = skv_kvx_wire_status(skv_kvx_get_u32(h + 28));
-    long i = skv_kvx_lease_find(kvx, request_id);
-    if (i < 0 || kvx->leases[i].lease_token != token) {
+    long i = skv_kvx_lease_find_token(kvx, request_id, skv_kvx_get_u64(h + 16));
+    if (i < 0 || kvx->leases[i].completed || kvx->leases[i].end_status != SKV_STATUS_OK) {
         SKV_LOG_WARN("kvx: completion for unknown or expired request %llu ignored",
                      (unsigned long long)request_id);
         return UCS_OK;
     }
-    skv_kvx_lease_t l = skv_kvx_lease_take(kvx, (uint32_t)i);
-    if (status != SKV_STATUS_OK) {
-        skv_kvx_lease_end_released(kvx, &l, status);
-        return UCS_OK;
-    }
-    if (kvx->pool.on_complete != NULL) {
-        kvx->pool.on_complete(kvx->pool.complete_ctx, l.request_id, first_token, SKV_STATUS_OK);
-    }
-    skv_free(l.block_ids);
+    skv_kvx_lease_t *l = &kvx->leases[i];
+    l->completed = 1;
+    l->first_token = (int32_t)skv_kvx_get_u32(h + 24);
+    l->final_status = skv_kvx_wire_status(skv_kvx_get_u32(h + 28));
+    l->am_expect = version == 2 ? skv_kvx_get_u32(h + 32) : 0;
+    skv_kvx_lease_settle(kvx, (uint32_t)i);
     return UCS_OK;
 }

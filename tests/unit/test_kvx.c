@@ -2,7 +2,9 @@
  * test_kvx.c: single-process tests of the KV transfer library: descriptor codec against
  * garbage, truncation and bit flips; packed-rkey checks; fingerprint refusal; lease expiry,
  * cancel and completion accounting (every block back exactly once); loopback pushes into the
- * process's own pool (host sources with coalescing, staged sources with a memcpy copy).
+ * process's own pool (host sources with coalescing, staged sources with a memcpy copy), as
+ * data messages (the default over tcp loopback) or puts (SKV_KVX_DATA=put, test_kvx_put);
+ * forged descriptors against the target's checks of data messages.
  * Multi-process transfers and peer death are in tests/integration/test_kvx_procs.c.
  */
 #include <setjmp.h>
@@ -375,9 +377,13 @@ static void test_loopback_host_push_coalesces(void **state)
     }
     assert_int_equal(skv_kvx_push_host(push, 0, 6, BLOCK_BYTES / 2, BLOCK_BYTES / 2, srcs2),
                      SKV_STATUS_OK);
-    assert_int_equal(skv_kvx_push_n_puts(push), 12); /* half blocks never coalesce */
+    /* Puts: half blocks never coalesce (12 puts), full blocks make 3 runs. Messages: one
+     * message per call (the pieces travel as one iov, the target scatters them). */
+    int msgs = skv_kvx_push_uses_messages(push);
+    print_message("host push uses %s\n", msgs ? "data messages" : "puts");
+    assert_int_equal(skv_kvx_push_n_puts(push), msgs ? 2 : 12);
     assert_int_equal(skv_kvx_push_host(push, 0, 6, 0, BLOCK_BYTES, srcs), SKV_STATUS_OK);
-    assert_int_equal(skv_kvx_push_n_puts(push), 15); /* full blocks: 3 runs */
+    assert_int_equal(skv_kvx_push_n_puts(push), msgs ? 3 : 15);
     assert_int_equal(skv_kvx_push_host(push, 5, 2, 0, BLOCK_BYTES, srcs),
                      SKV_STATUS_INVALID_ARGUMENT);
     assert_int_equal(skv_kvx_push_finish(push, 1234, SKV_STATUS_OK), SKV_STATUS_OK);
@@ -497,6 +503,71 @@ static void test_garbage_rkey_in_valid_frame(void **state)
                      SKV_STATUS_FORMAT);
 }
 
+/* Message mode: the target checks every data message against its own lease. A forged
+ * descriptor (one block more than leased, or another lease token) gets nothing written: the
+ * lease ends released (TRANSPORT) or expires, and the blocks outside the lease stay zero. */
+static void test_am_forged_descriptor_refused(void **state)
+{
+    fixture_t *f = *state;
+    uint32_t ids[2] = {40, 41};
+    skv_kvx_desc_t *d = reserve_decode(f, 14, ids, 2);
+    uint32_t forged_ids[3] = {40, 41, 42};
+    skv_kvx_desc_t forged = *d;
+    forged.n_blocks = 3;
+    forged.block_ids = forged_ids;
+    uint8_t src[3][BLOCK_BYTES];
+    const void *srcs[3] = {src[0], src[1], src[2]};
+    memset(src, 0xAB, sizeof(src));
+    skv_kvx_push_t *push = NULL;
+    assert_int_equal(skv_kvx_push_create(f->kvx, &forged, skv_clock_deadline_ms(3000), &push),
+                     SKV_STATUS_OK);
+    assert_int_equal(skv_kvx_push_host(push, 0, 3, 0, BLOCK_BYTES, srcs), SKV_STATUS_OK);
+    if (!skv_kvx_push_uses_messages(push)) {
+        skv_kvx_push_destroy(push); /* puts write where the descriptor says: nothing to check */
+        skv_kvx_target_cancel(f->kvx, 14);
+        skv_kvx_desc_destroy(d);
+        skip();
+    }
+    assert_int_equal(skv_kvx_push_finish(push, 9, SKV_STATUS_OK), SKV_STATUS_OK);
+    skv_status_t st = skv_kvx_push_wait(push); /* a refused rendezvous fails the send */
+    print_message("forged push: %s\n", skv_status_str(st));
+    skv_kvx_push_destroy(push);
+    assert_true(progress_until(f, no_leases));
+    assert_int_equal(f->alloc.n_complete_ok, 0);
+    assert_int_equal(f->alloc.n_release_calls, 1);
+    assert_int_equal(f->alloc.n_taken, 0);
+    for (size_t i = 0; i < (size_t)POOL_BLOCKS * BLOCK_BYTES; i++) {
+        assert_int_equal(f->pool[i], 0);
+    }
+    /* Another token: the data and the completion are ignored; the lease expires. */
+    uint32_t ids2[1] = {43};
+    void *bytes = NULL;
+    size_t len = 0;
+    fake_take(&f->alloc, ids2, 1);
+    assert_int_equal(skv_kvx_target_reserve(f->kvx, 15, FP, ids2, 1, skv_clock_deadline_ms(300),
+                                            &bytes, &len),
+                     SKV_STATUS_OK);
+    skv_kvx_desc_t *d2 = NULL;
+    assert_int_equal(skv_kvx_desc_decode(bytes, len, &d2), SKV_STATUS_OK);
+    skv_free(bytes);
+    d2->lease_token ^= 1;
+    assert_int_equal(skv_kvx_push_create(f->kvx, d2, skv_clock_deadline_ms(3000), &push),
+                     SKV_STATUS_OK);
+    assert_int_equal(skv_kvx_push_host(push, 0, 1, 0, BLOCK_BYTES, srcs), SKV_STATUS_OK);
+    assert_int_equal(skv_kvx_push_finish(push, 9, SKV_STATUS_OK), SKV_STATUS_OK);
+    (void)skv_kvx_push_wait(push);
+    skv_kvx_push_destroy(push);
+    assert_true(progress_until(f, no_leases));
+    assert_int_equal(f->alloc.n_complete_ok, 0);
+    assert_int_equal(f->alloc.last_status, SKV_STATUS_TIMEOUT);
+    assert_int_equal(f->alloc.n_taken, 0);
+    for (size_t i = 0; i < (size_t)POOL_BLOCKS * BLOCK_BYTES; i++) {
+        assert_int_equal(f->pool[i], 0);
+    }
+    skv_kvx_desc_destroy(d2);
+    skv_kvx_desc_destroy(d);
+}
+
 static void test_cuda_query(void **state)
 {
     fixture_t *f = *state;
@@ -524,6 +595,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failure_completion_and_unknown, fixture_setup,
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(test_garbage_rkey_in_valid_frame, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_am_forged_descriptor_refused, fixture_setup,
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(test_cuda_query, fixture_setup, fixture_teardown),
     };
