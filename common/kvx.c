@@ -20,9 +20,9 @@
 #include "common/log.h"
 
 #define SKV_KVX_DEFAULT_STAGING_BYTES ((size_t)4 << 20) /* >= one 2 MiB Llama-3-8B block */
-#define SKV_KVX_DEFAULT_N_STAGING 2u                    /* double buffering */
-#define SKV_KVX_DEFAULT_CLOSE_MS 1000
-#define SKV_KVX_DEFAULT_AM_MESSAGE ((size_t)8 << 20)
+#define SKV_KVX_DEFAULT_N_STAGING     2u                /* double buffering */
+#define SKV_KVX_DEFAULT_CLOSE_MS      1000
+#define SKV_KVX_DEFAULT_AM_MESSAGE    ((size_t)8 << 20)
 
 void skv_kvx_config_default(skv_kvx_config_t *cfg)
 {
@@ -204,6 +204,7 @@ static void skv_kvx_stages_cleanup(skv_kvx_t *kvx)
         if (st->ptr != NULL) {
             kvx->cfg.staging_free(kvx->cfg.staging_ctx, st->ptr, st->bytes);
         }
+        skv_free(st->runs);
     }
     skv_free(kvx->stages);
     kvx->stages = NULL;
@@ -234,6 +235,10 @@ skv_status_t skv_kvx_create(const skv_kvx_config_t *cfg, skv_kvx_t **kvx_p)
     }
     kvx->rng = (uint64_t)skv_clock_now_ns() ^ ((uint64_t)getpid() << 32) ^ (uintptr_t)kvx;
     kvx->rng |= 1; /* xorshift state must not be zero */
+    skv_kvx_host_id(kvx->host_id);
+    for (int i = 0; i < 16; i++) {
+        kvx->have_host_id |= kvx->host_id[i] != 0;
+    }
     SKV_CHECK_GOTO(skv_kvx_ucp_init(kvx), fail);
     SKV_CHECK_GOTO(skv_kvx_worker_init(kvx), fail);
     SKV_CHECK_GOTO(skv_kvx_stages_init(kvx), fail);
@@ -413,6 +418,7 @@ static void skv_kvx_peer_free(skv_kvx_t *kvx, skv_kvx_peer_t *peer)
         ucp_request_free(peer->wireup_req);
         peer->wireup_req = NULL;
     }
+    skv_kvx_peer_ipc_close(kvx, peer);
     for (skv_kvx_peer_t **pp = &kvx->peers; *pp != NULL; pp = &(*pp)->next) {
         if (*pp == peer) {
             *pp = peer->next;
@@ -433,8 +439,7 @@ void skv_kvx_peer_put(skv_kvx_t *kvx, skv_kvx_peer_t *peer)
     }
     skv_kvx_peer_force_close(kvx, peer);
     int64_t deadline = skv_clock_deadline_ms(kvx->cfg.close_timeout_ms);
-    while (peer->close_req != NULL &&
-           ucp_request_check_status(peer->close_req) == UCS_INPROGRESS &&
+    while (peer->close_req != NULL && ucp_request_check_status(peer->close_req) == UCS_INPROGRESS &&
            !skv_clock_expired(deadline)) {
         ucp_worker_progress(kvx->worker);
     }
@@ -486,7 +491,9 @@ void skv_kvx_destroy(skv_kvx_t *kvx)
     if (kvx->worker != NULL) {
         skv_kvx_peers_close(kvx);
     }
-    if (kvx->rkey_buf != NULL) {
+    if (kvx->rkey_buf != NULL && kvx->rkey_is_ours) {
+        skv_free(kvx->rkey_buf);
+    } else if (kvx->rkey_buf != NULL) {
         ucp_rkey_buffer_release(kvx->rkey_buf);
     }
     if (kvx->pool_memh != NULL) {

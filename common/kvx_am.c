@@ -98,8 +98,8 @@ static long skv_kvx_am_check(skv_kvx_t *kvx, const skv_kvx_am_hdr_t *h, size_t d
 static uint8_t *skv_kvx_am_dst(const skv_kvx_t *kvx, const skv_kvx_lease_t *l,
                                const skv_kvx_am_hdr_t *h, uint32_t k)
 {
-    return (uint8_t *)kvx->pool.base + (uint64_t)l->block_ids[h->first + k] *
-                                           kvx->pool.block_bytes + h->offset;
+    return (uint8_t *)kvx->pool.base +
+           (uint64_t)l->block_ids[h->first + k] * kvx->pool.block_bytes + h->offset;
 }
 
 /* Counts a finished receive on its lease (if it still exists) and settles the lease. */
@@ -115,15 +115,14 @@ static void skv_kvx_am_recv_end(skv_kvx_t *kvx, uint64_t request_id, uint64_t to
     if (status == UCS_OK) {
         l->am_done++;
     } else {
-        SKV_LOG_WARN("kvx: request %llu: data receive failed: %s",
-                     (unsigned long long)request_id, ucs_status_string(status));
+        SKV_LOG_WARN("kvx: request %llu: data receive failed: %s", (unsigned long long)request_id,
+                     ucs_status_string(status));
         l->am_bad++;
     }
     skv_kvx_lease_settle(kvx, (uint32_t)i);
 }
 
-static void skv_kvx_am_recv_cb(void *request, ucs_status_t status, size_t length,
-                               void *user_data)
+static void skv_kvx_am_recv_cb(void *request, ucs_status_t status, size_t length, void *user_data)
 {
     skv_kvx_am_recv_t *r = user_data;
     ucp_request_free(request);
@@ -141,8 +140,8 @@ static ucs_status_t skv_kvx_am_recv_start(skv_kvx_t *kvx, long i, const skv_kvx_
         l->am_bad++;
         return UCS_ERR_NO_MEMORY; /* the sender's message fails with it */
     }
-    *r = (skv_kvx_am_recv_t){.kvx = kvx, .request_id = h->request_id,
-                             .lease_token = h->lease_token};
+    *r =
+        (skv_kvx_am_recv_t){.kvx = kvx, .request_id = h->request_id, .lease_token = h->lease_token};
     for (uint32_t k = 0; k < h->n; k++) { /* adjacent pieces merge (whole consecutive blocks) */
         uint8_t *dst = skv_kvx_am_dst(kvx, l, h, k);
         ucp_dt_iov_t *last = r->n_iov ? &r->iov[r->n_iov - 1] : NULL;
@@ -154,8 +153,8 @@ static ucs_status_t skv_kvx_am_recv_start(skv_kvx_t *kvx, long i, const skv_kvx_
     }
     int contig = r->n_iov == 1;
     ucp_request_param_t rp = {
-        .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
-                        UCP_OP_ATTR_FIELD_DATATYPE,
+        .op_attr_mask =
+            UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE,
         .cb.recv_am = skv_kvx_am_recv_cb,
         .user_data = r,
         .datatype = contig ? ucp_dt_make_contig(1) : ucp_dt_make_iov(),
@@ -177,6 +176,11 @@ ucs_status_t skv_kvx_am_data_cb(void *arg, const void *header, size_t header_byt
     skv_kvx_t *kvx = arg;
     int rndv = (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0;
     skv_kvx_am_hdr_t h;
+    if (kvx->have_pool && kvx->pool.device_memory && !kvx->cuda) {
+        SKV_LOG_WARN("kvx: data message for a device pool UCX cannot write: refused (only "
+                     "same-host CUDA IPC pushes reach it)");
+        return rndv ? UCS_ERR_UNSUPPORTED : UCS_OK;
+    }
     if (!kvx->have_pool || skv_kvx_am_hdr_read(header, header_bytes, &h) != 0) {
         SKV_LOG_WARN("kvx: malformed data message (%zu header bytes) refused", header_bytes);
         return rndv ? UCS_ERR_INVALID_PARAM : UCS_OK;
@@ -302,8 +306,7 @@ skv_kvx_mode_t skv_kvx_peer_mode(skv_kvx_t *kvx, skv_kvx_peer_t *peer, const voi
     /* rkey_bytes >= 9 by skv_kvx_rkey_check: the md_map leads the packed rkey. */
     uint64_t md_map = rkey_bytes >= 8 ? skv_kvx_get_u64(rkey) : 0;
     if (!peer->mode_known || peer->mode_md_map != md_map) {
-        peer->mode = skv_kvx_ep_native_rma(peer->ep, md_map) ? SKV_KVX_MODE_PUT
-                                                             : SKV_KVX_MODE_AM;
+        peer->mode = skv_kvx_ep_native_rma(peer->ep, md_map) ? SKV_KVX_MODE_PUT : SKV_KVX_MODE_AM;
         peer->mode_md_map = md_map;
         peer->mode_known = 1;
         SKV_LOG_DEBUG("kvx: peer uses %s for KV data",

@@ -18,46 +18,8 @@
 #include "common/kvx_internal.h"
 #include "common/log.h"
 
-typedef enum {
-    SKV_KVX_PUSH_PUSHING = 0,
-    SKV_KVX_PUSH_FLUSHING,
-    SKV_KVX_PUSH_SENDING,
-    SKV_KVX_PUSH_DONE,
-} skv_kvx_push_state_t;
-
-/* A pending contiguous run (destination address, source pointer, bytes) being coalesced.
- * For data messages, the run also names its pieces: n pieces of piece bytes at offset of
- * descriptor blocks first..first+n-1, sources contiguous from src. */
-typedef struct {
-    uint64_t dst;
-    const uint8_t *src;
-    uint64_t bytes;
-    uint32_t first;
-    uint32_t n;
-    uint64_t offset;
-    uint64_t piece;
-} skv_kvx_run_t;
-
-struct skv_kvx_push {
-    skv_kvx_t *kvx;
-    skv_kvx_peer_t *peer;
-    ucp_rkey_h rkey;
-    skv_kvx_desc_t *desc;        /* owned copy */
-    int64_t deadline_ns;
-    skv_kvx_push_state_t state;
-    skv_status_t error;          /* first error; sticky */
-    uint32_t inflight;           /* host-source puts not yet completed */
-    int ready;                   /* wired up and mode chosen (skv_kvx_push_ready) */
-    skv_kvx_mode_t mode;         /* puts or data messages (kvx_am.c) */
-    uint32_t am_msgs;            /* data messages sent (the completion announces them) */
-    uint64_t n_puts;
-    void *flush_req;
-    void *am_req;
-    uint8_t msg[SKV_KVX_COMPLETE_BYTES]; /* completion header; alive until sent */
-};
-
 /* Records the first error of a push; logs it once. */
-static void skv_kvx_push_fail(skv_kvx_push_t *push, skv_status_t status, const char *what)
+void skv_kvx_push_fail(skv_kvx_push_t *push, skv_status_t status, const char *what)
 {
     if (push->error == SKV_STATUS_OK) {
         SKV_LOG_WARN("kvx: push of request %llu failed (%s): %s",
@@ -76,7 +38,7 @@ static void skv_kvx_put_host_cb(void *request, ucs_status_t status, void *user_d
     }
 }
 
-static void skv_kvx_put_stage_cb(void *request, ucs_status_t status, void *user_data)
+void skv_kvx_put_stage_cb(void *request, ucs_status_t status, void *user_data)
 {
     skv_kvx_stage_t *st = user_data;
     ucp_request_free(request);
@@ -124,7 +86,7 @@ static skv_status_t skv_kvx_push_connect(skv_kvx_push_t *push)
 /* Before the first data of a push: waits (bounded by the push deadline) for the peer's wireup
  * to finish, then picks puts or messages from the endpoint's final lanes (during wireup UCX
  * shows a temporary configuration). */
-static skv_status_t skv_kvx_push_ready(skv_kvx_push_t *push)
+skv_status_t skv_kvx_push_ready(skv_kvx_push_t *push)
 {
     if (push->ready) {
         return SKV_STATUS_OK;
@@ -153,8 +115,8 @@ skv_status_t skv_kvx_push_create(skv_kvx_t *kvx, const skv_kvx_desc_t *desc, int
         return SKV_STATUS_NO_MEMORY;
     }
     push->kvx = kvx;
-    push->deadline_ns = deadline_ns < desc->lease_deadline_ns ? deadline_ns
-                                                              : desc->lease_deadline_ns;
+    push->deadline_ns =
+        deadline_ns < desc->lease_deadline_ns ? deadline_ns : desc->lease_deadline_ns;
     SKV_CHECK_GOTO(skv_kvx_desc_clone(desc, &push->desc), fail);
     SKV_CHECK_GOTO(skv_kvx_push_connect(push), fail);
     *push_p = push;
@@ -165,7 +127,7 @@ fail:
 }
 
 /* Returns the push's error, noticing a failed peer or a passed deadline first. */
-static skv_status_t skv_kvx_push_health(skv_kvx_push_t *push)
+skv_status_t skv_kvx_push_health(skv_kvx_push_t *push)
 {
     if (push->error == SKV_STATUS_OK && push->peer->failure != UCS_OK) {
         skv_kvx_push_fail(push, skv_kvx_status_from_ucs(push->peer->failure), "peer");
@@ -212,8 +174,8 @@ static skv_kvx_msg_t *skv_kvx_msg_make(const skv_kvx_push_t *push, const skv_kvx
     uint32_t n_iov = 0;
     for (uint32_t k = 0; srcs != NULL && k < run->n; k++) { /* adjacent sources merge */
         const uint8_t *src = srcs[k];
-        if (n_iov > 0 && (const uint8_t *)m->iov[n_iov - 1].buffer + m->iov[n_iov - 1].length ==
-                             src) {
+        if (n_iov > 0 &&
+            (const uint8_t *)m->iov[n_iov - 1].buffer + m->iov[n_iov - 1].length == src) {
             m->iov[n_iov - 1].length += run->piece;
         } else {
             m->iov[n_iov++] = (ucp_dt_iov_t){.buffer = (void *)src, .length = run->piece};
@@ -226,9 +188,8 @@ static skv_kvx_msg_t *skv_kvx_msg_make(const skv_kvx_push_t *push, const skv_kvx
 /* Issues one put (or, in message mode, one data message); counted in *counter until its
  * callback runs. srcs (message mode, host sources) gives the run's n piece sources; NULL
  * means the run's source is contiguous. */
-static skv_status_t skv_kvx_send(skv_kvx_push_t *push, const skv_kvx_run_t *run,
-                                 const void *const *srcs, ucp_send_nbx_callback_t cb,
-                                 void *cb_arg, uint32_t *counter)
+skv_status_t skv_kvx_send(skv_kvx_push_t *push, const skv_kvx_run_t *run, const void *const *srcs,
+                          ucp_send_nbx_callback_t cb, void *cb_arg, uint32_t *counter)
 {
     ucp_request_param_t rp = {
         .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA,
@@ -262,8 +223,8 @@ static skv_status_t skv_kvx_send(skv_kvx_push_t *push, const skv_kvx_run_t *run,
         } else if (n_iov == 1) {
             buf = m->iov[0].buffer;
         }
-        req = ucp_am_send_nbx(push->peer->ep, SKV_KVX_AM_DATA, m->hdr, sizeof(m->hdr), buf,
-                              count, &rp);
+        req = ucp_am_send_nbx(push->peer->ep, SKV_KVX_AM_DATA, m->hdr, sizeof(m->hdr), buf, count,
+                              &rp);
         push->am_msgs++;
     }
     push->n_puts++;
@@ -283,8 +244,8 @@ static skv_status_t skv_kvx_send(skv_kvx_push_t *push, const skv_kvx_run_t *run,
 }
 
 /* Checks that blocks [first, first+n) and bytes [offset, offset+bytes) are in range. */
-static skv_status_t skv_kvx_push_check_range(const skv_kvx_push_t *push, uint32_t first,
-                                             uint32_t n, uint64_t offset, uint64_t bytes)
+skv_status_t skv_kvx_push_check_range(const skv_kvx_push_t *push, uint32_t first, uint32_t n,
+                                      uint64_t offset, uint64_t bytes)
 {
     const skv_kvx_desc_t *d = push->desc;
     if (push->state != SKV_KVX_PUSH_PUSHING || n == 0 || first >= d->n_blocks ||
@@ -300,15 +261,14 @@ static skv_status_t skv_kvx_push_check_range(const skv_kvx_push_t *push, uint32_
 }
 
 /* Remote address of bytes [offset, ...) of descriptor block index i. */
-static uint64_t skv_kvx_push_dst(const skv_kvx_push_t *push, uint32_t i, uint64_t offset)
+uint64_t skv_kvx_push_dst(const skv_kvx_push_t *push, uint32_t i, uint64_t offset)
 {
     const skv_kvx_desc_t *d = push->desc;
     return d->remote_base + (uint64_t)d->block_ids[i] * d->block_bytes + offset;
 }
 
 /* Extends run with (dst, src, bytes) when both sides are contiguous; returns 1 if merged. */
-static int skv_kvx_run_extend(skv_kvx_run_t *run, uint64_t dst, const uint8_t *src,
-                              uint64_t bytes)
+int skv_kvx_run_extend(skv_kvx_run_t *run, uint64_t dst, const uint8_t *src, uint64_t bytes)
 {
     if (run->bytes != 0 && run->dst + run->bytes == dst && run->src + run->bytes == src) {
         run->bytes += bytes;
@@ -319,31 +279,33 @@ static int skv_kvx_run_extend(skv_kvx_run_t *run, uint64_t dst, const uint8_t *s
 
 /* Largest data message: big enough to amortize the per-message cost, small enough that
  * several are in flight (the target receives one while the next is on the wire). */
-static uint64_t skv_kvx_msg_max(const skv_kvx_push_t *push)
+uint64_t skv_kvx_msg_max(const skv_kvx_push_t *push)
 {
     return push->kvx->cfg.am_message_bytes;
 }
 
 /* Message mode: blocks [first, first + n) in messages of at most msg_max bytes. */
 static skv_status_t skv_kvx_push_host_am(skv_kvx_push_t *push, uint32_t first, uint32_t n,
-                                         uint64_t offset, uint64_t bytes,
-                                         const void *const *srcs)
+                                         uint64_t offset, uint64_t bytes, const void *const *srcs)
 {
     uint64_t per = skv_kvx_msg_max(push) / bytes;
     per = per == 0 ? 1 : per;
     for (uint32_t k = 0; k < n;) {
         uint32_t m = n - k < per ? n - k : (uint32_t)per;
-        skv_kvx_run_t run = {.src = srcs[k], .bytes = (uint64_t)m * bytes, .first = first + k,
-                             .n = m, .offset = offset, .piece = bytes};
-        SKV_CHECK(skv_kvx_send(push, &run, srcs + k, skv_kvx_put_host_cb, push,
-                               &push->inflight));
+        skv_kvx_run_t run = {.src = srcs[k],
+                             .bytes = (uint64_t)m * bytes,
+                             .first = first + k,
+                             .n = m,
+                             .offset = offset,
+                             .piece = bytes};
+        SKV_CHECK(skv_kvx_send(push, &run, srcs + k, skv_kvx_put_host_cb, push, &push->inflight));
         k += m;
     }
     return SKV_STATUS_OK;
 }
 
-skv_status_t skv_kvx_push_host(skv_kvx_push_t *push, uint32_t first, uint32_t n,
-                               uint64_t offset, uint64_t bytes, const void *const *srcs)
+skv_status_t skv_kvx_push_host(skv_kvx_push_t *push, uint32_t first, uint32_t n, uint64_t offset,
+                               uint64_t bytes, const void *const *srcs)
 {
     SKV_CHECK(skv_kvx_push_check_range(push, first, n, offset, bytes));
     SKV_CHECK(skv_kvx_push_health(push));
@@ -359,8 +321,7 @@ skv_status_t skv_kvx_push_host(skv_kvx_push_t *push, uint32_t first, uint32_t n,
             continue;
         }
         if (run.bytes != 0) {
-            SKV_CHECK(skv_kvx_send(push, &run, NULL, skv_kvx_put_host_cb, push,
-                                   &push->inflight));
+            SKV_CHECK(skv_kvx_send(push, &run, NULL, skv_kvx_put_host_cb, push, &push->inflight));
         }
         run = (skv_kvx_run_t){.dst = dst, .src = src, .bytes = bytes};
     }
@@ -405,8 +366,8 @@ static skv_status_t skv_kvx_stage_emit(skv_kvx_push_t *push, skv_kvx_stage_curso
 /* Extends a staged run with a piece that follows it in the staging buffer: for puts when the
  * destination is contiguous too; for messages when the piece is the next block at the same
  * offset and size (the message header describes exactly that). Returns 1 if merged. */
-static int skv_kvx_stage_extend(const skv_kvx_push_t *push, skv_kvx_run_t *run, uint64_t dst,
-                                const uint8_t *src, uint32_t i, uint64_t offset, uint64_t bytes)
+int skv_kvx_stage_extend(const skv_kvx_push_t *push, skv_kvx_run_t *run, uint64_t dst,
+                         const uint8_t *src, uint32_t i, uint64_t offset, uint64_t bytes)
 {
     if (push->mode == SKV_KVX_MODE_PUT) {
         return skv_kvx_run_extend(run, dst, src, bytes);
@@ -422,9 +383,9 @@ static int skv_kvx_stage_extend(const skv_kvx_push_t *push, skv_kvx_run_t *run, 
 }
 
 /* Copies one piece into the current buffer (switching buffers when full) and coalesces it. */
-static skv_status_t skv_kvx_stage_piece(skv_kvx_push_t *push, skv_kvx_stage_cursor_t *c,
-                                        uint32_t i, uint64_t offset, uint64_t bytes,
-                                        skv_kvx_copy_fn copy, void *copy_ctx)
+static skv_status_t skv_kvx_stage_piece(skv_kvx_push_t *push, skv_kvx_stage_cursor_t *c, uint32_t i,
+                                        uint64_t offset, uint64_t bytes, skv_kvx_copy_fn copy,
+                                        void *copy_ctx)
 {
     if (c->st == NULL || c->fill == c->st->bytes) {
         SKV_CHECK(skv_kvx_stage_emit(push, c));
@@ -441,15 +402,19 @@ static skv_status_t skv_kvx_stage_piece(skv_kvx_push_t *push, skv_kvx_stage_curs
     uint64_t dst = skv_kvx_push_dst(push, i, offset);
     if (!skv_kvx_stage_extend(push, &c->run, dst, dst_host, i, offset, bytes)) {
         SKV_CHECK(skv_kvx_stage_emit(push, c));
-        c->run = (skv_kvx_run_t){.dst = dst, .src = dst_host, .bytes = bytes, .first = i,
-                                 .n = 1, .offset = offset, .piece = bytes};
+        c->run = (skv_kvx_run_t){.dst = dst,
+                                 .src = dst_host,
+                                 .bytes = bytes,
+                                 .first = i,
+                                 .n = 1,
+                                 .offset = offset,
+                                 .piece = bytes};
     }
     return SKV_STATUS_OK;
 }
 
-skv_status_t skv_kvx_push_staged(skv_kvx_push_t *push, uint32_t first, uint32_t n,
-                                 uint64_t offset, uint64_t bytes, skv_kvx_copy_fn copy,
-                                 void *copy_ctx)
+skv_status_t skv_kvx_push_staged(skv_kvx_push_t *push, uint32_t first, uint32_t n, uint64_t offset,
+                                 uint64_t bytes, skv_kvx_copy_fn copy, void *copy_ctx)
 {
     SKV_CHECK(skv_kvx_push_check_range(push, first, n, offset, bytes));
     SKV_CHECK(skv_kvx_push_health(push));
@@ -464,8 +429,8 @@ skv_status_t skv_kvx_push_staged(skv_kvx_push_t *push, uint32_t first, uint32_t 
             uint64_t room = c.st == NULL ? push->kvx->cfg.staging_bytes : c.st->bytes - c.fill;
             room = room == 0 ? push->kvx->cfg.staging_bytes : room;
             uint64_t piece = bytes - done < room ? bytes - done : room;
-            SKV_CHECK(skv_kvx_stage_piece(push, &c, first + k, offset + done, piece, copy,
-                                          copy_ctx));
+            SKV_CHECK(
+                skv_kvx_stage_piece(push, &c, first + k, offset + done, piece, copy, copy_ctx));
             done += piece;
         }
     }
@@ -486,6 +451,8 @@ static uint32_t skv_kvx_push_staged_inflight(const skv_kvx_push_t *push)
     return n;
 }
 
+static skv_status_t skv_kvx_push_step(skv_kvx_push_t *push);
+
 skv_status_t skv_kvx_push_finish(skv_kvx_push_t *push, int32_t first_token, skv_status_t status)
 {
     SKV_CHECK(skv_kvx_push_health(push));
@@ -499,8 +466,21 @@ skv_status_t skv_kvx_push_finish(skv_kvx_push_t *push, int32_t first_token, skv_
     skv_kvx_put_u64(m + 16, push->desc->lease_token);
     skv_kvx_put_u32(m + 24, (uint32_t)first_token);
     skv_kvx_put_u32(m + 28, (uint32_t)status);
-    skv_kvx_put_u32(m + 32, push->am_msgs); /* the target waits until all of them landed */
-    skv_kvx_put_u32(m + 36, 0);
+    push->state = SKV_KVX_PUSH_FINISHING; /* the flush follows the last device copy */
+    skv_status_t st = skv_kvx_push_step(push);
+    return st == SKV_STATUS_AGAIN ? SKV_STATUS_OK : st;
+}
+
+/* Issues the flush once every send is issued (device copies passed their fences). */
+static skv_status_t skv_kvx_push_flush(skv_kvx_push_t *push)
+{
+    skv_status_t status = skv_kvx_device_poll(push);
+    if (status != SKV_STATUS_OK) {
+        return status;
+    }
+    /* Known only now: staged device buffers send when their copies are done. */
+    skv_kvx_put_u32(push->msg + 32, push->am_msgs); /* the target waits for all of them */
+    skv_kvx_put_u32(push->msg + 36, 0);
     /* The flush covers every put issued so far on the endpoint, so all bytes are remote
      * before the completion leaves (puts and AMs may use different lanes). */
     ucp_request_param_t rp = {.op_attr_mask = 0};
@@ -536,8 +516,8 @@ static skv_status_t skv_kvx_req_test(skv_kvx_push_t *push, void **req, const cha
 static skv_status_t skv_kvx_push_send_completion(skv_kvx_push_t *push)
 {
     ucp_request_param_t rp = {.op_attr_mask = 0};
-    void *req = ucp_am_send_nbx(push->peer->ep, SKV_KVX_AM_COMPLETE, push->msg,
-                                sizeof(push->msg), NULL, 0, &rp);
+    void *req = ucp_am_send_nbx(push->peer->ep, SKV_KVX_AM_COMPLETE, push->msg, sizeof(push->msg),
+                                NULL, 0, &rp);
     if (UCS_PTR_IS_ERR(req)) {
         skv_kvx_push_fail(push, skv_kvx_status_from_ucs(UCS_PTR_STATUS(req)), "completion");
         return push->error;
@@ -553,8 +533,19 @@ static skv_status_t skv_kvx_push_step(skv_kvx_push_t *push)
     skv_status_t status;
     switch (push->state) {
     case SKV_KVX_PUSH_PUSHING:
+        /* Device copies (IPC, staging) first: a passed fence releases a buffer's sends. */
+        status = skv_kvx_device_poll(push);
+        if (status != SKV_STATUS_OK) {
+            return status;
+        }
         return push->inflight + skv_kvx_push_staged_inflight(push) ? SKV_STATUS_AGAIN
-                                                                  : SKV_STATUS_OK;
+                                                                   : SKV_STATUS_OK;
+    case SKV_KVX_PUSH_FINISHING:
+        status = skv_kvx_push_flush(push);
+        if (status != SKV_STATUS_OK) {
+            return status;
+        }
+        __attribute__((fallthrough));
     case SKV_KVX_PUSH_FLUSHING:
         status = skv_kvx_req_test(push, &push->flush_req, "flush");
         if (status != SKV_STATUS_OK) {
@@ -601,10 +592,22 @@ int skv_kvx_push_uses_messages(const skv_kvx_push_t *push)
     return push->mode == SKV_KVX_MODE_AM;
 }
 
+/* Returns 1 while a staging buffer of this push waits for its device copies. */
+static int skv_kvx_push_fenced(const skv_kvx_push_t *push)
+{
+    for (unsigned i = 0; i < push->kvx->n_stages; i++) {
+        if (push->kvx->stages[i].push == push && push->kvx->stages[i].fence != NULL) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* Returns non-zero while UCX may still call back into (or read memory of) this push. */
 static int skv_kvx_push_busy(const skv_kvx_push_t *push)
 {
     return push->inflight > 0 || skv_kvx_push_staged_inflight(push) > 0 ||
+           push->ipc_fence != NULL || skv_kvx_push_fenced(push) ||
            (push->flush_req && ucp_request_check_status(push->flush_req) == UCS_INPROGRESS) ||
            (push->am_req && ucp_request_check_status(push->am_req) == UCS_INPROGRESS);
 }
@@ -617,7 +620,11 @@ static int skv_kvx_push_drain(skv_kvx_push_t *push)
     while (skv_kvx_push_busy(push) && !skv_clock_expired(push->deadline_ns) &&
            push->peer->failure == UCS_OK) {
         skv_kvx_progress(kvx);
+        if (skv_kvx_device_poll(push) != SKV_STATUS_AGAIN && push->error != SKV_STATUS_OK) {
+            skv_kvx_device_abandon(push); /* a failed copy: its buffers' runs never leave */
+        }
     }
+    skv_kvx_device_abandon(push); /* copies not yet sent are dropped (the push failed) */
     if (!skv_kvx_push_busy(push)) {
         return 1;
     }

@@ -23,7 +23,7 @@
 
 #define POOL_BLOCKS 64
 #define BLOCK_BYTES 1024
-#define FP 0xF00DF00DCAFEULL
+#define FP          0xF00DF00DCAFEULL
 
 /* A block allocator that catches double releases and leaks. */
 typedef struct {
@@ -144,6 +144,49 @@ static void test_desc_truncated_and_flipped(void **state)
     skv_free(buf);
 }
 
+/* Version 2: the same-host CUDA IPC section round-trips; truncation and flips are refused. */
+static void test_desc_ipc_section(void **state)
+{
+    uint32_t ids[2] = {7, 8};
+    skv_kvx_desc_t d;
+    make_desc(&d, ids, 2);
+    d.ipc = 1;
+    for (int i = 0; i < 16; i++) {
+        d.ipc_host[i] = (uint8_t)(0xA0 + i);
+    }
+    for (unsigned i = 0; i < SKV_KVX_IPC_HANDLE_BYTES; i++) {
+        d.ipc_handle[i] = (uint8_t)(i * 3);
+    }
+    d.ipc_offset = 4096;
+    uint8_t *buf = NULL;
+    size_t n = 0;
+    assert_int_equal(skv_kvx_desc_encode(&d, (void **)&buf, &n), SKV_STATUS_OK);
+    skv_kvx_desc_t *o = NULL;
+    assert_int_equal(skv_kvx_desc_decode(buf, n, &o), SKV_STATUS_OK);
+    assert_int_equal(o->ipc, 1);
+    assert_memory_equal(o->ipc_host, d.ipc_host, 16);
+    assert_memory_equal(o->ipc_handle, d.ipc_handle, SKV_KVX_IPC_HANDLE_BYTES);
+    assert_int_equal(o->ipc_offset, 4096);
+    assert_memory_equal(o->rkey, k_rkey, sizeof(k_rkey));
+    skv_kvx_desc_destroy(o);
+    for (size_t len = 0; len < n; len++) {
+        uint8_t *t = malloc(len ? len : 1);
+        memcpy(t, buf, len);
+        assert_int_equal(skv_kvx_desc_decode(t, len, &o), SKV_STATUS_FORMAT);
+        free(t);
+    }
+    for (size_t bit = 0; bit < n * 8; bit++) {
+        buf[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+        assert_int_not_equal(skv_kvx_desc_decode(buf, n, &o), SKV_STATUS_OK);
+        buf[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+    }
+    skv_free(buf);
+    d.ipc = 0; /* without IPC the encoder writes version 1 */
+    assert_int_equal(skv_kvx_desc_encode(&d, (void **)&buf, &n), SKV_STATUS_OK);
+    assert_int_equal(buf[4], 1);
+    skv_free(buf);
+}
+
 static void test_desc_random_garbage(void **state)
 {
     srand(1234);
@@ -184,7 +227,7 @@ static void test_rkey_check(void **state)
     assert_int_equal(skv_kvx_rkey_check(k_rkey, 9), SKV_STATUS_FORMAT);
     uint8_t none[9] = {0}; /* no memory domain: valid (RMA over active messages) */
     assert_int_equal(skv_kvx_rkey_check(none, sizeof(none)), SKV_STATUS_OK);
-    uint8_t three[12] = {0x13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5};  /* 3rd part claims 5 bytes */
+    uint8_t three[12] = {0x13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5}; /* 3rd part claims 5 bytes */
     assert_int_equal(skv_kvx_rkey_check(three, sizeof(three)), SKV_STATUS_FORMAT);
     uint8_t mt[10] = {1, 0, 0, 0, 0, 0, 0, 0, 200, 0}; /* memory type out of range */
     assert_int_equal(skv_kvx_rkey_check(mt, sizeof(mt)), SKV_STATUS_FORMAT);
@@ -212,10 +255,15 @@ static int fixture_setup(void **state)
     }
     f->pool = calloc(POOL_BLOCKS, BLOCK_BYTES);
     skv_kvx_pool_config_t pc = {
-        .base = f->pool, .block_bytes = BLOCK_BYTES, .n_blocks = POOL_BLOCKS,
-        .fingerprint = FP, .release_grace_ms = 10,
-        .release = fake_release, .release_ctx = &f->alloc,
-        .on_complete = fake_complete, .complete_ctx = &f->alloc,
+        .base = f->pool,
+        .block_bytes = BLOCK_BYTES,
+        .n_blocks = POOL_BLOCKS,
+        .fingerprint = FP,
+        .release_grace_ms = 10,
+        .release = fake_release,
+        .release_ctx = &f->alloc,
+        .on_complete = fake_complete,
+        .complete_ctx = &f->alloc,
     };
     if (skv_kvx_pool_register(f->kvx, &pc) != SKV_STATUS_OK) {
         return -1;
@@ -242,13 +290,13 @@ static void test_fingerprint_refused(void **state)
     size_t n = 0;
     assert_int_equal(skv_kvx_fingerprint_check(f->kvx, FP), SKV_STATUS_OK);
     assert_int_equal(skv_kvx_fingerprint_check(f->kvx, FP + 1), SKV_STATUS_INVALID_ARGUMENT);
-    assert_int_equal(skv_kvx_target_reserve(f->kvx, 1, FP + 1, ids, 2,
-                                            skv_clock_deadline_ms(1000), &desc, &n),
-                     SKV_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(
+        skv_kvx_target_reserve(f->kvx, 1, FP + 1, ids, 2, skv_clock_deadline_ms(1000), &desc, &n),
+        SKV_STATUS_INVALID_ARGUMENT);
     uint32_t bad[1] = {POOL_BLOCKS};
-    assert_int_equal(skv_kvx_target_reserve(f->kvx, 1, FP, bad, 1,
-                                            skv_clock_deadline_ms(1000), &desc, &n),
-                     SKV_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(
+        skv_kvx_target_reserve(f->kvx, 1, FP, bad, 1, skv_clock_deadline_ms(1000), &desc, &n),
+        SKV_STATUS_INVALID_ARGUMENT);
     uint32_t nl = 9;
     uint64_t nb = 9;
     skv_kvx_target_stats(f->kvx, &nl, &nb);
@@ -289,9 +337,9 @@ static void test_lease_expiry_releases_once(void **state)
     }
     void *desc = NULL;
     size_t n = 0;
-    assert_int_equal(skv_kvx_target_reserve(f->kvx, 100, FP, ids[0], 1,
-                                            skv_clock_deadline_ms(30), &desc, &n),
-                     SKV_STATUS_BUSY);
+    assert_int_equal(
+        skv_kvx_target_reserve(f->kvx, 100, FP, ids[0], 1, skv_clock_deadline_ms(30), &desc, &n),
+        SKV_STATUS_BUSY);
     assert_int_equal(f->alloc.n_taken, 12);
     assert_true(progress_until(f, no_leases));
     assert_int_equal(f->alloc.n_release_calls, 3);
@@ -311,9 +359,9 @@ static void test_cancel(void **state)
     void *desc = NULL;
     size_t n = 0;
     fake_take(&f->alloc, ids, 2);
-    assert_int_equal(skv_kvx_target_reserve(f->kvx, 7, FP, ids, 2,
-                                            skv_clock_deadline_ms(5000), &desc, &n),
-                     SKV_STATUS_OK);
+    assert_int_equal(
+        skv_kvx_target_reserve(f->kvx, 7, FP, ids, 2, skv_clock_deadline_ms(5000), &desc, &n),
+        SKV_STATUS_OK);
     skv_free(desc);
     assert_int_equal(skv_kvx_target_cancel(f->kvx, 7), SKV_STATUS_OK);
     assert_int_equal(skv_kvx_target_cancel(f->kvx, 7), SKV_STATUS_NOT_FOUND);
@@ -331,15 +379,14 @@ static void fill_block(uint8_t *p, uint64_t rid, uint32_t k)
 }
 
 /* Reserves ids for rid and decodes the descriptor, as the initiator would see it. */
-static skv_kvx_desc_t *reserve_decode(fixture_t *f, uint64_t rid, const uint32_t *ids,
-                                      uint32_t n)
+static skv_kvx_desc_t *reserve_decode(fixture_t *f, uint64_t rid, const uint32_t *ids, uint32_t n)
 {
     void *bytes = NULL;
     size_t len = 0;
     fake_take(&f->alloc, ids, n);
-    assert_int_equal(skv_kvx_target_reserve(f->kvx, rid, FP, ids, n,
-                                            skv_clock_deadline_ms(3000), &bytes, &len),
-                     SKV_STATUS_OK);
+    assert_int_equal(
+        skv_kvx_target_reserve(f->kvx, rid, FP, ids, n, skv_clock_deadline_ms(3000), &bytes, &len),
+        SKV_STATUS_OK);
     skv_kvx_desc_t *d = NULL;
     assert_int_equal(skv_kvx_desc_decode(bytes, len, &d), SKV_STATUS_OK);
     skv_free(bytes);
@@ -544,9 +591,9 @@ static void test_am_forged_descriptor_refused(void **state)
     void *bytes = NULL;
     size_t len = 0;
     fake_take(&f->alloc, ids2, 1);
-    assert_int_equal(skv_kvx_target_reserve(f->kvx, 15, FP, ids2, 1, skv_clock_deadline_ms(300),
-                                            &bytes, &len),
-                     SKV_STATUS_OK);
+    assert_int_equal(
+        skv_kvx_target_reserve(f->kvx, 15, FP, ids2, 1, skv_clock_deadline_ms(300), &bytes, &len),
+        SKV_STATUS_OK);
     skv_kvx_desc_t *d2 = NULL;
     assert_int_equal(skv_kvx_desc_decode(bytes, len, &d2), SKV_STATUS_OK);
     skv_free(bytes);
@@ -581,6 +628,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_desc_roundtrip),
         cmocka_unit_test(test_desc_truncated_and_flipped),
+        cmocka_unit_test(test_desc_ipc_section),
         cmocka_unit_test(test_desc_random_garbage),
         cmocka_unit_test(test_desc_encode_rejects_bad_fields),
         cmocka_unit_test(test_rkey_check),
@@ -590,8 +638,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_loopback_host_push_coalesces, fixture_setup,
                                         fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_loopback_staged_push, fixture_setup,
-                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_loopback_staged_push, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_failure_completion_and_unknown, fixture_setup,
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(test_garbage_rkey_in_valid_frame, fixture_setup,
