@@ -13,11 +13,30 @@
 #include <new>
 #include <string.h>
 
-#include "kernels/cuda/cuda_internal.h"
+extern "C" {
+#include "common/log.h"
+}
 
 extern "C" {
 #include "kernels/cuda/cuda_kvx.h"
 }
+
+/* A failing CUDA call becomes SKV_STATUS_DEVICE, logged once with the CUDA string. (Own
+ * helper: this file builds into skv_cuda_kvx, which does not need the compute backend.) */
+static skv_status_t skv_cuda_kvx_error(cudaError_t err, const char *what, int line)
+{
+    (void)cudaGetLastError();
+    SKV_LOG_ERROR("cuda_kvx:%d: %s: %s", line, what, cudaGetErrorString(err));
+    return SKV_STATUS_DEVICE;
+}
+
+#define SKV_CUDA_KVX_CHECK(call)                                                                   \
+    do {                                                                                           \
+        cudaError_t skv_ck_err_ = (call);                                                          \
+        if (skv_ck_err_ != cudaSuccess) {                                                          \
+            return skv_cuda_kvx_error(skv_ck_err_, #call, __LINE__);                               \
+        }                                                                                          \
+    } while (0)
 
 struct skv_cuda_kvx {
     skv_kvx_device_ops_t ops;
@@ -31,17 +50,26 @@ static skv_status_t skv_cuda_kvx_export(void *ctx, const void *ptr, uint64_t byt
                                         uint8_t handle[SKV_KVX_IPC_HANDLE_BYTES],
                                         uint64_t *offset_p)
 {
-    /* The handle names the whole allocation; the pool may start inside it. */
+    /* The handle names the whole allocation; the pool may start inside it. The driver's
+     * range query comes through the runtime, so nothing links libcuda (a build without a
+     * driver still loads and skips). */
+    typedef CUresult (*range_fn_t)(CUdeviceptr *, size_t *, CUdeviceptr);
+    void *fn = NULL;
+    cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+    SKV_CUDA_KVX_CHECK(cudaGetDriverEntryPointByVersion("cuMemGetAddressRange", &fn, 12000,
+                                                        cudaEnableDefault, &q));
     CUdeviceptr base = 0;
     size_t size = 0;
-    CUresult cr = cuMemGetAddressRange(&base, &size, (CUdeviceptr)(uintptr_t)ptr);
+    CUresult cr = fn != NULL && q == cudaDriverEntryPointSuccess
+                      ? ((range_fn_t)fn)(&base, &size, (CUdeviceptr)(uintptr_t)ptr)
+                      : CUDA_ERROR_NOT_FOUND;
     if (cr != CUDA_SUCCESS || (uintptr_t)ptr + bytes > (uintptr_t)base + size) {
         SKV_LOG_WARN("cuda_kvx: pool %p (+%llu) is not inside one device allocation (%d)", ptr,
                      (unsigned long long)bytes, (int)cr);
         return SKV_STATUS_INVALID_ARGUMENT;
     }
     cudaIpcMemHandle_t h;
-    SKV_CUDA_CHECK(cudaIpcGetMemHandle(&h, (void *)(uintptr_t)base));
+    SKV_CUDA_KVX_CHECK(cudaIpcGetMemHandle(&h, (void *)(uintptr_t)base));
     memcpy(handle, &h, sizeof(h));
     *offset_p = (uint64_t)((uintptr_t)ptr - (uintptr_t)base);
     return SKV_STATUS_OK;
@@ -53,7 +81,7 @@ static skv_status_t skv_cuda_kvx_open(void *ctx, const uint8_t handle[SKV_KVX_IP
     skv_cuda_kvx_t *ck = (skv_cuda_kvx_t *)ctx;
     cudaIpcMemHandle_t h;
     memcpy(&h, handle, sizeof(h));
-    SKV_CUDA_CHECK(cudaSetDevice(ck->device));
+    SKV_CUDA_KVX_CHECK(cudaSetDevice(ck->device));
     cudaError_t err = cudaIpcOpenMemHandle(base_p, h, cudaIpcMemLazyEnablePeerAccess);
     if (err != cudaSuccess) {
         (void)cudaGetLastError(); /* not sticky: the caller falls back to staging */
@@ -74,7 +102,7 @@ static void skv_cuda_kvx_close(void *ctx, void *base)
 static skv_status_t skv_cuda_kvx_copy_async(void *ctx, void *dst, const void *src, uint64_t bytes)
 {
     skv_cuda_kvx_t *ck = (skv_cuda_kvx_t *)ctx;
-    SKV_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, ck->stream));
+    SKV_CUDA_KVX_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, ck->stream));
     return SKV_STATUS_OK;
 }
 
@@ -82,11 +110,11 @@ static skv_status_t skv_cuda_kvx_fence(void *ctx, void **fence_p)
 {
     skv_cuda_kvx_t *ck = (skv_cuda_kvx_t *)ctx;
     cudaEvent_t ev = NULL;
-    SKV_CUDA_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+    SKV_CUDA_KVX_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
     cudaError_t err = cudaEventRecord(ev, ck->stream);
     if (err != cudaSuccess) {
         cudaEventDestroy(ev);
-        return skv_cuda_error(err, "cudaEventRecord", __FILE__, __LINE__);
+        return skv_cuda_kvx_error(err, "cudaEventRecord", __LINE__);
     }
     *fence_p = (void *)ev;
     return SKV_STATUS_OK;
@@ -98,7 +126,7 @@ static skv_status_t skv_cuda_kvx_fence_test(void *ctx, void *fence)
     if (err == cudaErrorNotReady) {
         return SKV_STATUS_AGAIN;
     }
-    SKV_CUDA_CHECK(err);
+    SKV_CUDA_KVX_CHECK(err);
     return SKV_STATUS_OK;
 }
 
@@ -134,7 +162,7 @@ extern "C" skv_status_t skv_cuda_kvx_create(int device, skv_cuda_kvx_t **ck_p)
     }
     if (err != cudaSuccess) {
         delete ck;
-        return skv_cuda_error(err, "cuda_kvx stream", __FILE__, __LINE__);
+        return skv_cuda_kvx_error(err, "cuda_kvx stream", __LINE__);
     }
     ck->ops.ctx = ck;
     ck->ops.ipc_export = skv_cuda_kvx_export;
@@ -181,7 +209,7 @@ extern "C" void skv_cuda_kvx_host_free(void *ctx, void *ptr, size_t bytes)
 
 extern "C" skv_status_t skv_cuda_kvx_malloc(size_t bytes, void **ptr_p)
 {
-    SKV_CUDA_CHECK(cudaMalloc(ptr_p, bytes));
+    SKV_CUDA_KVX_CHECK(cudaMalloc(ptr_p, bytes));
     return SKV_STATUS_OK;
 }
 
@@ -192,6 +220,6 @@ extern "C" void skv_cuda_kvx_free(void *ptr)
 
 extern "C" skv_status_t skv_cuda_kvx_copy(void *dst, const void *src, size_t bytes)
 {
-    SKV_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
+    SKV_CUDA_KVX_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
     return SKV_STATUS_OK;
 }
