@@ -11,6 +11,7 @@
  * (staging-buffer reuse, abandon at destroy) are bounded by the push deadline.
  * Not here: device memory (the copy callback of a staged push reaches it).
  */
+#include <sched.h>
 #include <string.h>
 
 #include "common/alloc.h"
@@ -577,9 +578,21 @@ skv_status_t skv_kvx_push_test(skv_kvx_push_t *push)
 skv_status_t skv_kvx_push_wait(skv_kvx_push_t *push)
 {
     skv_status_t status;
-    while ((status = skv_kvx_push_test(push)) == SKV_STATUS_AGAIN) {
+    for (;;) {
+        unsigned events = skv_kvx_progress(push->kvx);
+        status = skv_kvx_push_health(push);
+        if (status == SKV_STATUS_OK) {
+            status = skv_kvx_push_step(push);
+        }
+        if (status != SKV_STATUS_AGAIN) {
+            return status;
+        }
+        if (events == 0) {
+            /* Nothing arrived: let the peer (often on the same cores) run. Two processes
+             * spinning on a loaded 2-core machine otherwise starve each other. */
+            sched_yield();
+        }
     }
-    return status;
 }
 
 uint64_t skv_kvx_push_n_puts(const skv_kvx_push_t *push)
