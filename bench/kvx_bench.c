@@ -11,9 +11,11 @@
  *
  * Usage: kvx_bench [--total MiB] [--block KiB] [--piece KiB] [--iters n] [--staged]
  *                  [--ucx-pool]    (pool allocated by UCX instead of the caller)
+ *                  [--msg KiB]     (largest KV data message on transports without RMA)
  * Transports come from UCX_TLS. This is a benchmark, not a test.
  */
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -37,6 +39,7 @@ typedef struct {
     int iters;
     int staged;
     int user_pool;
+    uint64_t msg_bytes; /* largest data message (skv_kvx_config_t.am_message_bytes); 0 = default */
 } opts_t;
 
 static void die(const char *what)
@@ -57,7 +60,9 @@ static int read_full(int fd, void *p, size_t n)
     return 0;
 }
 
-static void noop_release(void *ctx, uint64_t rid, const uint32_t *ids, uint32_t n) {}
+static void noop_release(void *ctx, uint64_t rid, const uint32_t *ids, uint32_t n)
+{
+}
 
 static void count_complete(void *ctx, uint64_t rid, int32_t tok, skv_status_t st)
 {
@@ -89,9 +94,13 @@ static int run_target(const opts_t *o, int fd)
         skv_kvx_create(NULL, &kvx) != SKV_STATUS_OK) {
         die("target setup");
     }
-    skv_kvx_pool_config_t pc = {.base = pool, .block_bytes = o->block_bytes, .n_blocks = n,
-                                .fingerprint = FP, .release = noop_release,
-                                .on_complete = count_complete, .complete_ctx = &done};
+    skv_kvx_pool_config_t pc = {.base = pool,
+                                .block_bytes = o->block_bytes,
+                                .n_blocks = n,
+                                .fingerprint = FP,
+                                .release = noop_release,
+                                .on_complete = count_complete,
+                                .complete_ctx = &done};
     if (skv_kvx_pool_register(kvx, &pc) != SKV_STATUS_OK) {
         die("pool register");
     }
@@ -111,7 +120,9 @@ static int run_target(const opts_t *o, int fd)
         skv_free(d);
     }
     while (done <= o->iters) {
-        skv_kvx_progress(kvx);
+        if (skv_kvx_progress(kvx) == 0) {
+            sched_yield(); /* an engine loop would do other work here */
+        }
     }
     /* Keep progressing until the initiator closed its endpoint (it needs our progress). */
     struct pollfd pfd = {.fd = fd, .events = POLLIN};
@@ -142,9 +153,9 @@ static skv_status_t push_one(skv_kvx_t *kvx, const opts_t *o, const skv_kvx_desc
         for (uint32_t k = 0; k < d->n_blocks; k++) {
             srcs[k] = src + (uint64_t)k * o->block_bytes + off;
         }
-        st = o->staged ? skv_kvx_push_staged(push, 0, d->n_blocks, off, o->piece_bytes,
-                                             memcpy_copy, ctx)
-                       : skv_kvx_push_host(push, 0, d->n_blocks, off, o->piece_bytes, srcs);
+        st = o->staged
+                 ? skv_kvx_push_staged(push, 0, d->n_blocks, off, o->piece_bytes, memcpy_copy, ctx)
+                 : skv_kvx_push_host(push, 0, d->n_blocks, off, o->piece_bytes, srcs);
         skv_kvx_progress(kvx);
     }
     if (st == SKV_STATUS_OK) {
@@ -176,6 +187,9 @@ static double run_initiator(const opts_t *o, int fd)
 {
     skv_kvx_config_t cfg;
     skv_kvx_config_default(&cfg);
+    if (o->msg_bytes != 0) {
+        cfg.am_message_bytes = o->msg_bytes;
+    }
     skv_kvx_t *kvx = NULL;
     uint8_t *src = aligned_alloc(4096, o->total_bytes);
     const void **srcs = calloc(o->total_bytes / o->block_bytes, sizeof(*srcs));
@@ -210,8 +224,11 @@ static double run_initiator(const opts_t *o, int fd)
 
 static void parse(int argc, char **argv, opts_t *o)
 {
-    *o = (opts_t){.total_bytes = 64 << 20, .block_bytes = 2 << 20, .piece_bytes = 0, .iters = 5,
-              .user_pool = 1};
+    *o = (opts_t){.total_bytes = 64 << 20,
+                  .block_bytes = 2 << 20,
+                  .piece_bytes = 0,
+                  .iters = 5,
+                  .user_pool = 1};
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--staged") == 0) {
             o->staged = 1;
@@ -223,11 +240,13 @@ static void parse(int argc, char **argv, opts_t *o)
             o->block_bytes = strtoull(argv[++i], NULL, 10) << 10;
         } else if (i + 1 < argc && strcmp(argv[i], "--piece") == 0) {
             o->piece_bytes = strtoull(argv[++i], NULL, 10) << 10;
+        } else if (i + 1 < argc && strcmp(argv[i], "--msg") == 0) {
+            o->msg_bytes = strtoull(argv[++i], NULL, 10) << 10;
         } else if (i + 1 < argc && strcmp(argv[i], "--iters") == 0) {
             o->iters = atoi(argv[++i]);
         } else {
             die("usage: kvx_bench [--total MiB] [--block KiB] [--piece KiB] [--iters n] "
-                "[--staged] [--ucx-pool]");
+                "[--staged] [--ucx-pool] [--msg KiB]");
         }
     }
     if (o->piece_bytes == 0) {
@@ -258,7 +277,8 @@ int main(int argc, char **argv)
     int ws = 0;
     waitpid(pid, &ws, 0);
     printf("kvx_bench tls=%s total_mib=%llu block_kib=%llu piece_kib=%llu staged=%d user_pool=%d "
-           "iters=%d GB/s=%.3f\n", getenv("UCX_TLS") ? getenv("UCX_TLS") : "default",
+           "iters=%d GB/s=%.3f\n",
+           getenv("UCX_TLS") ? getenv("UCX_TLS") : "default",
            (unsigned long long)(o.total_bytes >> 20), (unsigned long long)(o.block_bytes >> 10),
            (unsigned long long)(o.piece_bytes >> 10), o.staged, o.user_pool, o.iters, gbs);
     return WIFEXITED(ws) && WEXITSTATUS(ws) == 0 ? 0 : 1;

@@ -2,6 +2,8 @@
 # kvx_bench.sh: KV push bandwidth (bench/kvx_bench.c) next to `ucx_perftest -t ucp_put_bw`
 # with the same transport, put size and bytes moved, on loopback. Prints a markdown table.
 # Usage: bench/kvx_bench.sh [build-dir]   (needs ucx-utils; a benchmark, not a test)
+# KVX_BENCH_TLS="tcp shm" picks transports; SKV_KVX_DATA=put|am forces the data path (see
+# common/kvx.md; default: messages on tcp and shared memory, puts with native RMA).
 # GB/s is 1e9 bytes/s; ucx_perftest prints MB/s with MB = 2^20 bytes, converted here.
 set -euo pipefail
 build="${1:-build}"
@@ -41,7 +43,7 @@ kvx_gbs() { # tls total_mib block_kib piece_kib [--staged]
 # kvx put size from one buffer that stays in cache (an upper bound kvx cannot see).
 echo "| transport | request MiB | block KiB | put KiB | source | kvx GB/s | perftest same footprint GB/s | kvx/perftest | perftest cache-hot put-size GB/s |"
 echo "|---|---|---|---|---|---|---|---|---|"
-for tl in tcp shm; do
+for tl in ${KVX_BENCH_TLS:-tcp shm}; do
   for cfg in "16 2048 2048" "64 2048 2048" "256 2048 2048" "256 2048 64" "256 2048 2048 --staged"; do
     set -- $cfg
     k=$(kvx_gbs "$tl" "$1" "$2" "$3" "${4:-}")

@@ -20,8 +20,9 @@
 #include "common/log.h"
 
 #define SKV_KVX_DEFAULT_STAGING_BYTES ((size_t)4 << 20) /* >= one 2 MiB Llama-3-8B block */
-#define SKV_KVX_DEFAULT_N_STAGING 2u                    /* double buffering */
-#define SKV_KVX_DEFAULT_CLOSE_MS 1000
+#define SKV_KVX_DEFAULT_N_STAGING     2u                /* double buffering */
+#define SKV_KVX_DEFAULT_CLOSE_MS      1000
+#define SKV_KVX_DEFAULT_AM_MESSAGE    ((size_t)8 << 20)
 
 void skv_kvx_config_default(skv_kvx_config_t *cfg)
 {
@@ -30,6 +31,7 @@ void skv_kvx_config_default(skv_kvx_config_t *cfg)
     cfg->staging_bytes = SKV_KVX_DEFAULT_STAGING_BYTES;
     cfg->n_staging = SKV_KVX_DEFAULT_N_STAGING;
     cfg->close_timeout_ms = SKV_KVX_DEFAULT_CLOSE_MS;
+    cfg->am_message_bytes = SKV_KVX_DEFAULT_AM_MESSAGE;
 }
 
 skv_status_t skv_kvx_status_from_ucs(ucs_status_t status)
@@ -122,6 +124,14 @@ static skv_status_t skv_kvx_worker_init(skv_kvx_t *kvx)
         .arg = kvx,
     };
     us = ucp_worker_set_am_recv_handler(kvx->worker, &ap);
+    if (us == UCS_OK) {
+        /* KV data (kvx_am.c): whole messages, so eager payloads arrive in one piece. */
+        ap.field_mask |= UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
+        ap.id = SKV_KVX_AM_DATA;
+        ap.cb = skv_kvx_am_data_cb;
+        ap.flags = UCP_AM_FLAG_WHOLE_MSG;
+        us = ucp_worker_set_am_recv_handler(kvx->worker, &ap);
+    }
     if (us != UCS_OK) {
         SKV_LOG_ERROR("kvx: ucp_worker_set_am_recv_handler: %s", ucs_status_string(us));
         return SKV_STATUS_UNAVAILABLE;
@@ -194,6 +204,7 @@ static void skv_kvx_stages_cleanup(skv_kvx_t *kvx)
         if (st->ptr != NULL) {
             kvx->cfg.staging_free(kvx->cfg.staging_ctx, st->ptr, st->bytes);
         }
+        skv_free(st->runs);
     }
     skv_free(kvx->stages);
     kvx->stages = NULL;
@@ -219,8 +230,15 @@ skv_status_t skv_kvx_create(const skv_kvx_config_t *cfg, skv_kvx_t **kvx_p)
     if (kvx->cfg.close_timeout_ms <= 0) {
         kvx->cfg.close_timeout_ms = SKV_KVX_DEFAULT_CLOSE_MS;
     }
+    if (kvx->cfg.am_message_bytes == 0) {
+        kvx->cfg.am_message_bytes = SKV_KVX_DEFAULT_AM_MESSAGE;
+    }
     kvx->rng = (uint64_t)skv_clock_now_ns() ^ ((uint64_t)getpid() << 32) ^ (uintptr_t)kvx;
     kvx->rng |= 1; /* xorshift state must not be zero */
+    skv_kvx_host_id(kvx->host_id);
+    for (int i = 0; i < 16; i++) {
+        kvx->have_host_id |= kvx->host_id[i] != 0;
+    }
     SKV_CHECK_GOTO(skv_kvx_ucp_init(kvx), fail);
     SKV_CHECK_GOTO(skv_kvx_worker_init(kvx), fail);
     SKV_CHECK_GOTO(skv_kvx_stages_init(kvx), fail);
@@ -291,7 +309,51 @@ static skv_status_t skv_kvx_peer_connect(skv_kvx_t *kvx, skv_kvx_peer_t *peer)
         peer->ep = NULL;
         return SKV_STATUS_UNAVAILABLE;
     }
+    /* Wireup barrier: the flush completes once the peer answered the wireup. Pushes wait
+     * for it before sending data (skv_kvx_peer_wait_wired), so a peer that dies later never
+     * leaves the other side with a wireup reply still queued (UCX 1.13 asserts on that). */
+    ucp_request_param_t rp = {.op_attr_mask = 0};
+    void *req = ucp_ep_flush_nbx(peer->ep, &rp);
+    if (UCS_PTR_IS_ERR(req)) {
+        peer->failure = UCS_PTR_STATUS(req);
+    } else if (req == NULL) {
+        peer->wired = 1;
+    } else {
+        peer->wireup_req = req;
+    }
     return SKV_STATUS_OK;
+}
+
+/* Returns 1 once the peer's wireup flush completed (0 while in flight); a failed flush
+ * marks the peer failed. */
+static int skv_kvx_peer_wired(skv_kvx_peer_t *peer)
+{
+    if (peer->wired || peer->wireup_req == NULL) {
+        return peer->wired || peer->failure != UCS_OK;
+    }
+    ucs_status_t us = ucp_request_check_status(peer->wireup_req);
+    if (us == UCS_INPROGRESS) {
+        return 0;
+    }
+    ucp_request_free(peer->wireup_req);
+    peer->wireup_req = NULL;
+    if (us != UCS_OK && peer->failure == UCS_OK) {
+        peer->failure = us;
+    }
+    peer->wired = us == UCS_OK;
+    return 1;
+}
+
+skv_status_t skv_kvx_peer_wait_wired(skv_kvx_t *kvx, skv_kvx_peer_t *peer, int64_t deadline_ns)
+{
+    while (!skv_kvx_peer_wired(peer)) {
+        if (skv_clock_expired(deadline_ns)) {
+            SKV_LOG_WARN("kvx: peer endpoint not wired up before the deadline");
+            return SKV_STATUS_TIMEOUT;
+        }
+        skv_kvx_progress(kvx);
+    }
+    return peer->failure == UCS_OK ? SKV_STATUS_OK : skv_kvx_status_from_ucs(peer->failure);
 }
 
 /* Returns the live cached peer for addr, or NULL. */
@@ -352,6 +414,11 @@ void skv_kvx_peer_force_close(skv_kvx_t *kvx, skv_kvx_peer_t *peer)
 /* Unlinks and frees a peer whose endpoint is closed. */
 static void skv_kvx_peer_free(skv_kvx_t *kvx, skv_kvx_peer_t *peer)
 {
+    if (peer->wireup_req != NULL) {
+        ucp_request_free(peer->wireup_req);
+        peer->wireup_req = NULL;
+    }
+    skv_kvx_peer_ipc_close(kvx, peer);
     for (skv_kvx_peer_t **pp = &kvx->peers; *pp != NULL; pp = &(*pp)->next) {
         if (*pp == peer) {
             *pp = peer->next;
@@ -372,8 +439,7 @@ void skv_kvx_peer_put(skv_kvx_t *kvx, skv_kvx_peer_t *peer)
     }
     skv_kvx_peer_force_close(kvx, peer);
     int64_t deadline = skv_clock_deadline_ms(kvx->cfg.close_timeout_ms);
-    while (peer->close_req != NULL &&
-           ucp_request_check_status(peer->close_req) == UCS_INPROGRESS &&
+    while (peer->close_req != NULL && ucp_request_check_status(peer->close_req) == UCS_INPROGRESS &&
            !skv_clock_expired(deadline)) {
         ucp_worker_progress(kvx->worker);
     }
@@ -425,7 +491,9 @@ void skv_kvx_destroy(skv_kvx_t *kvx)
     if (kvx->worker != NULL) {
         skv_kvx_peers_close(kvx);
     }
-    if (kvx->rkey_buf != NULL) {
+    if (kvx->rkey_buf != NULL && kvx->rkey_is_ours) {
+        skv_free(kvx->rkey_buf);
+    } else if (kvx->rkey_buf != NULL) {
         ucp_rkey_buffer_release(kvx->rkey_buf);
     }
     if (kvx->pool_memh != NULL) {

@@ -16,7 +16,7 @@
  * progress stalls every initiator writing into it.
  *
  * Not owned here: the block allocator (the target calls the caller's release callback), gRPC,
- * and device memory (sources are host pointers or a copy callback into host staging buffers).
+ * and device memory: CUDA calls go through skv_kvx_device_ops_t (kernels/cuda fills it).
  */
 #ifndef SKV_COMMON_KVX_H
 #define SKV_COMMON_KVX_H
@@ -30,8 +30,8 @@ typedef struct skv_kvx skv_kvx_t;
 typedef struct skv_kvx_push skv_kvx_push_t;
 
 /* Hard limits of the descriptor format; larger values are rejected as malformed. */
-#define SKV_KVX_MAX_BLOCKS 65536u       /* blocks per request (256 MiB / 4 KiB) */
-#define SKV_KVX_MAX_BLOB_BYTES 65536u   /* worker address or packed rkey */
+#define SKV_KVX_MAX_BLOCKS     65536u /* blocks per request (256 MiB / 4 KiB) */
+#define SKV_KVX_MAX_BLOB_BYTES 65536u /* worker address or packed rkey */
 
 /* ---- transport ------------------------------------------------------------------------ */
 
@@ -40,14 +40,42 @@ typedef struct skv_kvx_push skv_kvx_push_t;
 typedef void *(*skv_kvx_host_alloc_fn)(void *ctx, size_t bytes);
 typedef void (*skv_kvx_host_free_fn)(void *ctx, void *ptr, size_t bytes);
 
+/* Device-memory hooks, supplied by the CUDA backend (kernels/cuda/cuda_kvx.h); common/
+ * includes no CUDA header. Every function is called from the owner thread. */
+#define SKV_KVX_IPC_HANDLE_BYTES 64u
 typedef struct {
-    const char *name;              /* UCX context name for its logs; may be NULL */
-    size_t staging_bytes;          /* bytes per staging buffer; 0 = 4 MiB */
-    unsigned n_staging;            /* staging buffers (2 = double buffering); 0 = 2 */
+    void *ctx;
+    /* Target: exports the device allocation that holds [ptr, ptr + bytes) for other
+     * processes on this host (cudaIpcGetMemHandle); *offset_p is ptr's offset inside it. */
+    skv_status_t (*ipc_export)(void *ctx, const void *ptr, uint64_t bytes,
+                               uint8_t handle[SKV_KVX_IPC_HANDLE_BYTES], uint64_t *offset_p);
+    /* Initiator: maps a peer's exported allocation (cudaIpcOpenMemHandle); *base_p is its
+     * start here. An error means "not reachable from here": the push falls back to UCX. */
+    skv_status_t (*ipc_open)(void *ctx, const uint8_t handle[SKV_KVX_IPC_HANDLE_BYTES],
+                             void **base_p);
+    void (*ipc_close)(void *ctx, void *base);
+    /* Enqueues an asynchronous copy (device to device, device to pinned host) on the
+     * transport's own stream; returns without waiting for it. */
+    skv_status_t (*copy_async)(void *ctx, void *dst, const void *src, uint64_t bytes);
+    /* Records a fence after every copy enqueued so far (*fence_p, freed by fence_free). */
+    skv_status_t (*fence)(void *ctx, void **fence_p);
+    /* OK when the copies before the fence finished, AGAIN while not, DEVICE when one failed. */
+    skv_status_t (*fence_test)(void *ctx, void *fence);
+    void (*fence_free)(void *ctx, void *fence);
+} skv_kvx_device_ops_t;
+
+typedef struct {
+    const char *name;                    /* UCX context name for its logs; may be NULL */
+    size_t staging_bytes;                /* bytes per staging buffer; 0 = 4 MiB */
+    unsigned n_staging;                  /* staging buffers (2 = double buffering); 0 = 2 */
     skv_kvx_host_alloc_fn staging_alloc; /* NULL = aligned host memory */
     skv_kvx_host_free_fn staging_free;
     void *staging_ctx;
-    int64_t close_timeout_ms;      /* bound on closing endpoints at destroy; 0 = 1000 */
+    int64_t close_timeout_ms;               /* bound on closing endpoints at destroy; 0 = 1000 */
+    size_t am_message_bytes;                /* largest KV data message (transports without native
+                                               RMA, see kvx.md); 0 = 8 MiB */
+    const skv_kvx_device_ops_t *device_ops; /* NULL = host memory only; borrowed until
+                                               destroy */
 } skv_kvx_config_t;
 
 /* Fills cfg with defaults. Any thread. */
@@ -82,20 +110,20 @@ int skv_kvx_cuda_supported(const skv_kvx_t *kvx);
  * failure completion, destroy); the blocks go back to the caller's allocator. Called exactly
  * once per such lease, from the owner thread inside a kvx call. block_ids is borrowed. */
 typedef void (*skv_kvx_release_fn)(void *ctx, uint64_t request_id, const uint32_t *block_ids,
-                                    uint32_t n_blocks);
+                                   uint32_t n_blocks);
 
 /* Owner notification: the lease of request_id ended. status OK: the prefill completed, all
  * bytes are in the blocks, which now belong to the decode owner (no release callback);
  * first_token is valid. Otherwise (TIMEOUT = lease expired, CANCELLED, or the prefill's
  * failure status) the blocks were already released. Owner thread, inside a kvx call. */
 typedef void (*skv_kvx_complete_fn)(void *ctx, uint64_t request_id, int32_t first_token,
-                                     skv_status_t status);
+                                    skv_status_t status);
 
 typedef struct {
-    void *base;               /* the contiguous KV pool of n_blocks * block_bytes bytes, or
-                                 NULL: UCX allocates it (shared-memory transports can then
-                                 map it into peers: true one-sided puts on one host) */
-    uint64_t block_bytes;     /* one block, all layers */
+    void *base;           /* the contiguous KV pool of n_blocks * block_bytes bytes, or
+                             NULL: UCX allocates it (shared-memory transports can then
+                             map it into peers: true one-sided puts on one host) */
+    uint64_t block_bytes; /* one block, all layers */
     uint32_t n_blocks;
     uint64_t fingerprint;     /* the KV layout fingerprint (dtype, block size, heads, ...) */
     int64_t release_grace_ms; /* blocks go back this long after a lease deadline, so puts a
@@ -104,6 +132,10 @@ typedef struct {
     void *release_ctx;
     skv_kvx_complete_fn on_complete;
     void *complete_ctx;
+    int device_memory; /* base is device memory (not NULL): with device_ops, it is
+                          exported for same-host CUDA IPC pushes; registered with UCX
+                          only when UCX supports CUDA memory (otherwise only IPC
+                          initiators can write it; data messages are refused) */
 } skv_kvx_pool_config_t;
 
 /* Registers the whole pool once (one ucp_mem_map; with base NULL it also allocates it) and
@@ -128,8 +160,7 @@ skv_status_t skv_kvx_fingerprint_check(const skv_kvx_t *kvx, uint64_t fingerprin
  * NO_MEMORY. On error no lease exists and the blocks are still the caller's. Owner thread. */
 skv_status_t skv_kvx_target_reserve(skv_kvx_t *kvx, uint64_t request_id, uint64_t fingerprint,
                                     const uint32_t *block_ids, uint32_t n_blocks,
-                                    int64_t lease_deadline_ns, void **desc_p,
-                                    size_t *desc_bytes_p);
+                                    int64_t lease_deadline_ns, void **desc_p, size_t *desc_bytes_p);
 
 /* Ends the lease early: releases its blocks, tells the owner CANCELLED. Returns OK or
  * NOT_FOUND (no live lease; nothing happens). Owner thread. */
@@ -143,11 +174,11 @@ void skv_kvx_target_stats(const skv_kvx_t *kvx, uint32_t *n_leases_p, uint64_t *
 /* A decoded transfer-target descriptor. Blobs and block ids point into the same allocation. */
 typedef struct {
     uint64_t request_id;
-    uint64_t lease_token;      /* random per lease: a completion must carry it */
+    uint64_t lease_token; /* random per lease: a completion must carry it */
     uint64_t fingerprint;
-    uint64_t remote_base;      /* address of block 0 in the target's pool */
+    uint64_t remote_base; /* address of block 0 in the target's pool */
     uint64_t block_bytes;
-    uint32_t pool_blocks;      /* block ids are < pool_blocks */
+    uint32_t pool_blocks; /* block ids are < pool_blocks */
     uint32_t n_blocks;
     const uint32_t *block_ids; /* n_blocks, in request order */
     int64_t lease_deadline_ns; /* local monotonic clock: decode time + lease time left */
@@ -155,6 +186,11 @@ typedef struct {
     size_t worker_addr_bytes;
     const void *rkey;
     size_t rkey_bytes;
+    /* Descriptor version 2: the pool is device memory exported for same-host CUDA IPC. */
+    int ipc;
+    uint8_t ipc_host[16]; /* the target host's identity (boot id) */
+    uint8_t ipc_handle[SKV_KVX_IPC_HANDLE_BYTES];
+    uint64_t ipc_offset; /* offset of block 0 inside the exported allocation */
 } skv_kvx_desc_t;
 
 /* Decodes and validates descriptor bytes: magic, version, exact length, limits, block ids in
@@ -199,8 +235,8 @@ skv_status_t skv_kvx_push_create(skv_kvx_t *kvx, const skv_kvx_desc_t *desc, int
  * the push finishes (skv_kvx_push_test returns non-AGAIN). Can be called many times (layer
  * by layer, block range by block range). Returns OK; INVALID_ARGUMENT (range outside the
  * request/block); the push's first error (TRANSPORT, UNAVAILABLE, TIMEOUT). Owner thread. */
-skv_status_t skv_kvx_push_host(skv_kvx_push_t *push, uint32_t first, uint32_t n,
-                               uint64_t offset, uint64_t bytes, const void *const *srcs);
+skv_status_t skv_kvx_push_host(skv_kvx_push_t *push, uint32_t first, uint32_t n, uint64_t offset,
+                               uint64_t bytes, const void *const *srcs);
 
 /* Same as skv_kvx_push_host, but sources are reached through copy (e.g. device memory): the
  * blocks are copied into the transport's staging buffers, and a filled buffer is put while
@@ -208,9 +244,8 @@ skv_status_t skv_kvx_push_host(skv_kvx_push_t *push, uint32_t first, uint32_t n,
  * issued; waits only for a staging buffer to come back, bounded by the push deadline.
  * Returns as skv_kvx_push_host, plus the copy callback's error, and UNSUPPORTED when the
  * transport has no staging buffers. Owner thread. */
-skv_status_t skv_kvx_push_staged(skv_kvx_push_t *push, uint32_t first, uint32_t n,
-                                 uint64_t offset, uint64_t bytes, skv_kvx_copy_fn copy,
-                                 void *copy_ctx);
+skv_status_t skv_kvx_push_staged(skv_kvx_push_t *push, uint32_t first, uint32_t n, uint64_t offset,
+                                 uint64_t bytes, skv_kvx_copy_fn copy, void *copy_ctx);
 
 /* Ends the push without waiting: after every put, flushes the endpoint, then sends the
  * completion (request id, lease token, first_token, status) as an active message on the same
@@ -227,8 +262,27 @@ skv_status_t skv_kvx_push_test(skv_kvx_push_t *push);
 /* Loops skv_kvx_push_test until it is not AGAIN (at most until the push deadline). */
 skv_status_t skv_kvx_push_wait(skv_kvx_push_t *push);
 
-/* Number of ucp_put_nbx calls issued (tests check coalescing). */
+/* Same as skv_kvx_push_host, but srcs[i] are device pointers (the transport needs
+ * device_ops). A target on this host that exported its device pool gets device-to-device
+ * copies through CUDA IPC (the mapping is opened once per peer); otherwise the blocks go
+ * through the pinned staging buffers: asynchronous device-to-host copies on the transport's
+ * stream, each buffer sent as soon as its copies finished while the next one fills. Does not
+ * wait except for a staging buffer to come back (bounded by the push deadline); the rest
+ * moves in skv_kvx_push_test. Returns as skv_kvx_push_host, DEVICE when a copy fails,
+ * UNSUPPORTED without device_ops. Owner thread. */
+skv_status_t skv_kvx_push_device(skv_kvx_push_t *push, uint32_t first, uint32_t n, uint64_t offset,
+                                 uint64_t bytes, const void *const *srcs);
+
+/* Returns 1 when the push moves bytes with device-to-device copies (CUDA IPC). */
+int skv_kvx_push_uses_ipc(const skv_kvx_push_t *push);
+
+/* Number of data operations issued: ucp_put_nbx calls, or data messages on transports
+ * without native RMA (tests check coalescing). */
 uint64_t skv_kvx_push_n_puts(const skv_kvx_push_t *push);
+
+/* Returns 1 when the push carries KV as active messages the target writes into the leased
+ * blocks (transports without native RMA, or SKV_KVX_DATA=am), 0 for one-sided puts. */
+int skv_kvx_push_uses_messages(const skv_kvx_push_t *push);
 
 /* Frees the push. An unfinished push is abandoned: in-flight requests are waited for until
  * the push deadline, and the endpoint is closed when that does not succeed (the target's

@@ -7,6 +7,9 @@
  *  48 pool_blocks u32  | 52 n_blocks u32 | 56 lease_ms_left u32 | 60 addr_bytes u32
  *  64 rkey_bytes u32   | 68 reserved u32 (0)
  *  72 block_ids u32[n_blocks] | worker address | packed rkey | CRC-32C u32 of all before.
+ * Version 2 (flags bit 0 set) adds, before the CRC, the same-host CUDA IPC section:
+ *     host id u8[16] | IPC memory handle u8[64] | offset of block 0 in the allocation u64.
+ * A descriptor without IPC is written as version 1, so older decoders keep working.
  * The lease travels as time left (ms) because monotonic clocks differ between hosts.
  * Decoding never trusts a length before checking it against the bytes actually present.
  */
@@ -18,9 +21,12 @@
 #include "common/kvx_internal.h"
 #include "common/log.h"
 
-#define SKV_KVX_DESC_MAGIC 0x44564B53u /* "SKVD" */
-#define SKV_KVX_DESC_VERSION 1u
-#define SKV_KVX_DESC_HEADER 72u
+#define SKV_KVX_DESC_MAGIC        0x44564B53u /* "SKVD" */
+#define SKV_KVX_DESC_VERSION      1u
+#define SKV_KVX_DESC_VERSION_IPC  2u
+#define SKV_KVX_DESC_FLAG_IPC     1u
+#define SKV_KVX_DESC_HEADER       72u
+#define SKV_KVX_DESC_IPC_BYTES    (16u + SKV_KVX_IPC_HANDLE_BYTES + 8u)
 #define SKV_KVX_DESC_MAX_LEASE_MS 86400000LL /* one day: anything longer is garbage */
 
 void skv_kvx_put_u32(uint8_t *p, uint32_t v)
@@ -106,8 +112,8 @@ skv_status_t skv_kvx_rkey_check(const void *rkey, size_t n)
             continue;
         }
         if (off >= n || n - off - 1 < p[off]) {
-            SKV_LOG_WARN("kvx: packed rkey truncated at memory domain %d (%zu of %zu bytes)",
-                         bit, off, n);
+            SKV_LOG_WARN("kvx: packed rkey truncated at memory domain %d (%zu of %zu bytes)", bit,
+                         off, n);
             return SKV_STATUS_FORMAT;
         }
         off += 1 + (size_t)p[off];
@@ -127,9 +133,9 @@ static skv_status_t skv_kvx_desc_check_fields(const skv_kvx_desc_t *d)
         d->worker_addr_bytes > SKV_KVX_MAX_BLOB_BYTES || d->rkey_bytes == 0 ||
         d->rkey_bytes > SKV_KVX_MAX_BLOB_BYTES) {
         SKV_LOG_WARN("kvx: descriptor out of limits: %u blocks of %llu bytes, pool %u, "
-                     "address %zu bytes, rkey %zu bytes", d->n_blocks,
-                     (unsigned long long)d->block_bytes, d->pool_blocks, d->worker_addr_bytes,
-                     d->rkey_bytes);
+                     "address %zu bytes, rkey %zu bytes",
+                     d->n_blocks, (unsigned long long)d->block_bytes, d->pool_blocks,
+                     d->worker_addr_bytes, d->rkey_bytes);
         return SKV_STATUS_FORMAT;
     }
     if (__builtin_mul_overflow(d->block_bytes, (uint64_t)d->pool_blocks, &pool_bytes) ||
@@ -152,9 +158,10 @@ static skv_status_t skv_kvx_desc_check_fields(const skv_kvx_desc_t *d)
 static void skv_kvx_desc_write_header(const skv_kvx_desc_t *d, uint32_t lease_ms, uint8_t *p)
 {
     skv_kvx_put_u32(p + 0, SKV_KVX_DESC_MAGIC);
-    p[4] = SKV_KVX_DESC_VERSION;
+    p[4] = d->ipc ? SKV_KVX_DESC_VERSION_IPC : SKV_KVX_DESC_VERSION;
     p[5] = 0;
-    p[6] = p[7] = 0;
+    p[6] = d->ipc ? SKV_KVX_DESC_FLAG_IPC : 0;
+    p[7] = 0;
     skv_kvx_put_u64(p + 8, d->request_id);
     skv_kvx_put_u64(p + 16, d->lease_token);
     skv_kvx_put_u64(p + 24, d->fingerprint);
@@ -174,10 +181,11 @@ skv_status_t skv_kvx_desc_encode(const skv_kvx_desc_t *d, void **bytes_p, size_t
         return SKV_STATUS_INVALID_ARGUMENT;
     }
     int64_t left_ms = (d->lease_deadline_ns - skv_clock_now_ns()) / 1000000;
-    left_ms = left_ms < 0 ? 0 : left_ms > SKV_KVX_DESC_MAX_LEASE_MS ? SKV_KVX_DESC_MAX_LEASE_MS
-                                                                    : left_ms;
+    left_ms = left_ms < 0                           ? 0
+              : left_ms > SKV_KVX_DESC_MAX_LEASE_MS ? SKV_KVX_DESC_MAX_LEASE_MS
+                                                    : left_ms;
     size_t n = SKV_KVX_DESC_HEADER + 4 * (size_t)d->n_blocks + d->worker_addr_bytes +
-               d->rkey_bytes + 4;
+               d->rkey_bytes + (d->ipc ? SKV_KVX_DESC_IPC_BYTES : 0) + 4;
     uint8_t *p = skv_malloc(n);
     if (p == NULL) {
         return SKV_STATUS_NO_MEMORY;
@@ -191,6 +199,12 @@ skv_status_t skv_kvx_desc_encode(const skv_kvx_desc_t *d, void **bytes_p, size_t
     off += d->worker_addr_bytes;
     memcpy(p + off, d->rkey, d->rkey_bytes);
     off += d->rkey_bytes;
+    if (d->ipc) {
+        memcpy(p + off, d->ipc_host, 16);
+        memcpy(p + off + 16, d->ipc_handle, SKV_KVX_IPC_HANDLE_BYTES);
+        skv_kvx_put_u64(p + off + 16 + SKV_KVX_IPC_HANDLE_BYTES, d->ipc_offset);
+        off += SKV_KVX_DESC_IPC_BYTES;
+    }
     skv_kvx_put_u32(p + off, skv_kvx_crc32c(p, off));
     *bytes_p = p;
     *n_p = n;
@@ -206,17 +220,20 @@ static skv_status_t skv_kvx_desc_check_frame(const uint8_t *p, size_t n)
         SKV_LOG_WARN("kvx: descriptor of %zu bytes is shorter than its header", n);
         return SKV_STATUS_FORMAT;
     }
-    if (skv_kvx_get_u32(p) != SKV_KVX_DESC_MAGIC || p[4] != SKV_KVX_DESC_VERSION || p[5] != 0 ||
-        p[6] != 0 || p[7] != 0 || skv_kvx_get_u32(p + 68) != 0) {
-        SKV_LOG_WARN("kvx: descriptor: bad magic 0x%08x or version %u",
-                     skv_kvx_get_u32(p), p[4]);
+    /* Version 1: flags 0. Version 2: flags exactly "IPC section present". */
+    int v1 = p[4] == SKV_KVX_DESC_VERSION && p[6] == 0;
+    int v2 = p[4] == SKV_KVX_DESC_VERSION_IPC && p[6] == SKV_KVX_DESC_FLAG_IPC;
+    if (skv_kvx_get_u32(p) != SKV_KVX_DESC_MAGIC || !(v1 || v2) || p[5] != 0 || p[7] != 0 ||
+        skv_kvx_get_u32(p + 68) != 0) {
+        SKV_LOG_WARN("kvx: descriptor: bad magic 0x%08x or version %u", skv_kvx_get_u32(p), p[4]);
         return SKV_STATUS_FORMAT;
     }
     uint64_t n_blocks = skv_kvx_get_u32(p + 52);
     uint64_t addr_bytes = skv_kvx_get_u32(p + 60);
     uint64_t rkey_bytes = skv_kvx_get_u32(p + 64);
     /* u64 arithmetic on u32 fields cannot overflow. */
-    uint64_t want = SKV_KVX_DESC_HEADER + 4 * n_blocks + addr_bytes + rkey_bytes + 4;
+    uint64_t want = SKV_KVX_DESC_HEADER + 4 * n_blocks + addr_bytes + rkey_bytes +
+                    (v2 ? SKV_KVX_DESC_IPC_BYTES : 0) + 4;
     if (want != n) {
         SKV_LOG_WARN("kvx: descriptor is %zu bytes, its fields say %llu", n,
                      (unsigned long long)want);
@@ -253,13 +270,24 @@ static void skv_kvx_desc_read(const uint8_t *p, skv_kvx_desc_t *d, uint8_t *mem)
     memcpy(blobs, p + off, d->worker_addr_bytes + d->rkey_bytes);
     d->worker_addr = blobs;
     d->rkey = blobs + d->worker_addr_bytes;
+    off += d->worker_addr_bytes + d->rkey_bytes;
+    d->ipc = p[6] == SKV_KVX_DESC_FLAG_IPC;
+    memset(d->ipc_host, 0, sizeof(d->ipc_host));
+    memset(d->ipc_handle, 0, sizeof(d->ipc_handle));
+    d->ipc_offset = 0;
+    if (d->ipc) {
+        memcpy(d->ipc_host, p + off, 16);
+        memcpy(d->ipc_handle, p + off + 16, SKV_KVX_IPC_HANDLE_BYTES);
+        d->ipc_offset = skv_kvx_get_u64(p + off + 16 + SKV_KVX_IPC_HANDLE_BYTES);
+    }
 }
 
 skv_status_t skv_kvx_desc_decode(const void *bytes, size_t n, skv_kvx_desc_t **desc_p)
 {
     const uint8_t *p = bytes;
     SKV_CHECK(skv_kvx_desc_check_frame(p, n));
-    /* One allocation: the struct, then block ids (4-aligned), then the blobs. */
+    /* One allocation: the struct, then block ids (4-aligned), then the blobs (the IPC section
+     * is copied into the struct, so this is a little more than needed). */
     size_t payload = n - SKV_KVX_DESC_HEADER - 4;
     skv_kvx_desc_t *d = skv_malloc(sizeof(*d) + payload);
     if (d == NULL) {

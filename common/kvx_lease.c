@@ -7,8 +7,11 @@
  * calls the release callback once, then tells the owner. A lease is unlinked from the table
  * before any callback runs, so callbacks may reserve or cancel. Blocks of an expired lease go
  * back release_grace_ms after its deadline, so puts a late initiator still had in flight land
- * before the allocator can hand the blocks to someone else. This file never reads or writes
- * the pool memory itself: the decode owner touches blocks only after completion.
+ * before the allocator can hand the blocks to someone else. In AM mode (kvx_am.c) a lease also
+ * counts its data messages: a completion waits until every message it announces is written,
+ * and no lease ends (expiry, cancel, completion) while a receive into its blocks is running.
+ * This file never reads or writes the pool memory itself: the decode owner touches blocks
+ * only after completion.
  */
 #include <string.h>
 
@@ -46,19 +49,70 @@ static skv_status_t skv_kvx_pool_map(skv_kvx_t *kvx, void *base, uint64_t bytes)
     return SKV_STATUS_OK;
 }
 
+/* Exports a device pool for same-host CUDA IPC when the device hooks can. */
+static void skv_kvx_pool_export(skv_kvx_t *kvx, uint64_t bytes)
+{
+    const skv_kvx_device_ops_t *ops = kvx->cfg.device_ops;
+    if (ops == NULL || ops->ipc_export == NULL || !kvx->have_host_id) {
+        return;
+    }
+    skv_status_t st = ops->ipc_export(ops->ctx, kvx->pool.base, bytes, kvx->pool_ipc_handle,
+                                      &kvx->pool_ipc_offset);
+    kvx->pool_ipc = st == SKV_STATUS_OK;
+    if (st != SKV_STATUS_OK) {
+        SKV_LOG_WARN("kvx: device pool not exported for CUDA IPC: %s", skv_status_str(st));
+    }
+}
+
+/* A device pool UCX cannot register: exported for IPC, placeholder rkey. */
+static skv_status_t skv_kvx_pool_device_only(skv_kvx_t *kvx, uint64_t bytes)
+{
+    skv_kvx_pool_export(kvx, bytes);
+    if (!kvx->pool_ipc) {
+        SKV_LOG_ERROR("kvx: device pool: UCX has no CUDA support and the pool could not be "
+                      "exported for CUDA IPC");
+        return SKV_STATUS_UNSUPPORTED;
+    }
+    kvx->rkey_bytes = 9; /* md_map 0, host memory type: a valid rkey for no memory domain */
+    kvx->rkey_buf = skv_calloc(1, kvx->rkey_bytes);
+    if (kvx->rkey_buf == NULL) {
+        return SKV_STATUS_NO_MEMORY;
+    }
+    kvx->rkey_is_ours = 1;
+    if (kvx->pool.release_grace_ms <= 0) {
+        kvx->pool.release_grace_ms = SKV_KVX_DEFAULT_GRACE_MS;
+    }
+    kvx->have_pool = 1;
+    return SKV_STATUS_OK;
+}
+
 skv_status_t skv_kvx_pool_register(skv_kvx_t *kvx, const skv_kvx_pool_config_t *cfg)
 {
     uint64_t bytes = 0;
     if (kvx->have_pool || cfg->block_bytes == 0 || cfg->n_blocks == 0 || cfg->release == NULL ||
         __builtin_mul_overflow(cfg->block_bytes, (uint64_t)cfg->n_blocks, &bytes)) {
-        SKV_LOG_ERROR("kvx: pool register: %u blocks of %llu bytes, registered %d",
-                      cfg->n_blocks, (unsigned long long)cfg->block_bytes, kvx->have_pool);
+        SKV_LOG_ERROR("kvx: pool register: %u blocks of %llu bytes, registered %d", cfg->n_blocks,
+                      (unsigned long long)cfg->block_bytes, kvx->have_pool);
+        return SKV_STATUS_INVALID_ARGUMENT;
+    }
+    if (cfg->device_memory && cfg->base == NULL) {
+        SKV_LOG_ERROR("kvx: pool register: device memory needs the caller's base");
         return SKV_STATUS_INVALID_ARGUMENT;
     }
     kvx->pool = *cfg;
-    skv_status_t status = skv_kvx_pool_map(kvx, cfg->base, bytes);
+    skv_status_t status = SKV_STATUS_OK;
+    if (cfg->device_memory && !kvx->cuda) {
+        /* UCX without CUDA support would treat device memory as host memory and crash: no
+         * registration; a placeholder rkey names no memory domain (UCX then writes nothing)
+         * and only same-host IPC initiators can fill the pool. */
+        return skv_kvx_pool_device_only(kvx, bytes);
+    }
+    status = skv_kvx_pool_map(kvx, cfg->base, bytes);
     if (status != SKV_STATUS_OK) {
         goto fail;
+    }
+    if (cfg->device_memory) {
+        skv_kvx_pool_export(kvx, bytes);
     }
     ucs_status_t us = ucp_rkey_pack(kvx->ctx, kvx->pool_memh, &kvx->rkey_buf, &kvx->rkey_bytes);
     if (us != UCS_OK) {
@@ -93,14 +147,13 @@ skv_status_t skv_kvx_fingerprint_check(const skv_kvx_t *kvx, uint64_t fingerprin
     }
     if (fingerprint != kvx->pool.fingerprint) {
         SKV_LOG_WARN("kvx: KV layout fingerprint mismatch: request 0x%016llx, pool 0x%016llx",
-                     (unsigned long long)fingerprint,
-                     (unsigned long long)kvx->pool.fingerprint);
+                     (unsigned long long)fingerprint, (unsigned long long)kvx->pool.fingerprint);
         return SKV_STATUS_INVALID_ARGUMENT;
     }
     return SKV_STATUS_OK;
 }
 
-/* Returns the table index of request_id's lease, or -1. */
+/* Returns the table index of request_id's lease (also one that is ending), or -1. */
 static long skv_kvx_lease_find(const skv_kvx_t *kvx, uint64_t request_id)
 {
     for (uint32_t i = 0; i < kvx->n_leases; i++) {
@@ -109,6 +162,12 @@ static long skv_kvx_lease_find(const skv_kvx_t *kvx, uint64_t request_id)
         }
     }
     return -1;
+}
+
+long skv_kvx_lease_find_token(const skv_kvx_t *kvx, uint64_t request_id, uint64_t token)
+{
+    long i = skv_kvx_lease_find(kvx, request_id);
+    return i >= 0 && kvx->leases[i].lease_token == token ? i : -1;
 }
 
 static skv_status_t skv_kvx_reserve_check(const skv_kvx_t *kvx, uint64_t request_id,
@@ -167,8 +226,8 @@ static skv_kvx_lease_t skv_kvx_lease_take(skv_kvx_t *kvx, uint32_t i)
     return l;
 }
 
-static skv_status_t skv_kvx_target_encode(skv_kvx_t *kvx, const skv_kvx_lease_t *l,
-                                          void **desc_p, size_t *desc_bytes_p)
+static skv_status_t skv_kvx_target_encode(skv_kvx_t *kvx, const skv_kvx_lease_t *l, void **desc_p,
+                                          size_t *desc_bytes_p)
 {
     skv_kvx_desc_t d = {
         .request_id = l->request_id,
@@ -184,14 +243,19 @@ static skv_status_t skv_kvx_target_encode(skv_kvx_t *kvx, const skv_kvx_lease_t 
         .worker_addr_bytes = kvx->addr_bytes,
         .rkey = kvx->rkey_buf,
         .rkey_bytes = kvx->rkey_bytes,
+        .ipc = kvx->pool_ipc,
+        .ipc_offset = kvx->pool_ipc_offset,
     };
+    if (kvx->pool_ipc) {
+        memcpy(d.ipc_host, kvx->host_id, sizeof(d.ipc_host));
+        memcpy(d.ipc_handle, kvx->pool_ipc_handle, sizeof(d.ipc_handle));
+    }
     return skv_kvx_desc_encode(&d, desc_p, desc_bytes_p);
 }
 
 skv_status_t skv_kvx_target_reserve(skv_kvx_t *kvx, uint64_t request_id, uint64_t fingerprint,
                                     const uint32_t *block_ids, uint32_t n_blocks,
-                                    int64_t lease_deadline_ns, void **desc_p,
-                                    size_t *desc_bytes_p)
+                                    int64_t lease_deadline_ns, void **desc_p, size_t *desc_bytes_p)
 {
     SKV_CHECK(skv_kvx_fingerprint_check(kvx, fingerprint));
     SKV_CHECK(skv_kvx_reserve_check(kvx, request_id, block_ids, n_blocks, lease_deadline_ns));
@@ -227,11 +291,11 @@ static void skv_kvx_lease_end_released(skv_kvx_t *kvx, skv_kvx_lease_t *l, skv_s
 skv_status_t skv_kvx_target_cancel(skv_kvx_t *kvx, uint64_t request_id)
 {
     long i = skv_kvx_lease_find(kvx, request_id);
-    if (i < 0) {
+    if (i < 0 || kvx->leases[i].end_status != SKV_STATUS_OK) {
         return SKV_STATUS_NOT_FOUND;
     }
-    skv_kvx_lease_t l = skv_kvx_lease_take(kvx, (uint32_t)i);
-    skv_kvx_lease_end_released(kvx, &l, SKV_STATUS_CANCELLED);
+    kvx->leases[i].end_status = SKV_STATUS_CANCELLED;
+    skv_kvx_lease_settle(kvx, (uint32_t)i); /* now, or when its receives finished */
     return SKV_STATUS_OK;
 }
 
@@ -251,6 +315,18 @@ void skv_kvx_leases_expire(skv_kvx_t *kvx, int64_t now_ns)
     uint32_t i = 0;
     while (i < kvx->n_leases) {
         if (now_ns < kvx->leases[i].deadline_ns + grace_ns) {
+            i++;
+            continue;
+        }
+        if (kvx->leases[i].am_pending > 0) {
+            /* UCX is still writing into its blocks: they go back when the receives end
+             * (a dead peer fails them). */
+            if (kvx->leases[i].end_status == SKV_STATUS_OK) {
+                kvx->leases[i].end_status = SKV_STATUS_TIMEOUT;
+            }
+            if (kvx->leases[i].data_ep != NULL) {
+                skv_kvx_am_abort_ep(kvx, kvx->leases[i].data_ep);
+            }
             i++;
             continue;
         }
@@ -282,38 +358,69 @@ static skv_status_t skv_kvx_wire_status(uint32_t v)
     return (skv_status_t)v;
 }
 
+/* Ends lease i if it can end now: no receive into its blocks is running, and either an end
+ * was requested (cancel, expiry) or a completion arrived whose data messages all landed. */
+void skv_kvx_lease_settle(skv_kvx_t *kvx, uint32_t i)
+{
+    skv_kvx_lease_t *p = &kvx->leases[i];
+    if (p->am_pending > 0) {
+        return;
+    }
+    if (p->end_status != SKV_STATUS_OK) {
+        skv_kvx_lease_t l = skv_kvx_lease_take(kvx, i);
+        skv_kvx_lease_end_released(kvx, &l, l.end_status);
+        return;
+    }
+    if (!p->completed ||
+        (p->final_status == SKV_STATUS_OK && p->am_bad == 0 && p->am_done < p->am_expect)) {
+        return; /* no completion yet, or its data messages are still on the way */
+    }
+    skv_kvx_lease_t l = skv_kvx_lease_take(kvx, i);
+    if (l.final_status != SKV_STATUS_OK || l.am_bad > 0 || l.am_done != l.am_expect) {
+        if (l.final_status == SKV_STATUS_OK) {
+            SKV_LOG_WARN("kvx: request %llu completed with %u of %u data messages written, "
+                         "%u refused or failed",
+                         (unsigned long long)l.request_id, l.am_done, l.am_expect, l.am_bad);
+        }
+        skv_kvx_lease_end_released(
+            kvx, &l, l.final_status != SKV_STATUS_OK ? l.final_status : SKV_STATUS_TRANSPORT);
+        return;
+    }
+    if (kvx->pool.on_complete != NULL) {
+        kvx->pool.on_complete(kvx->pool.complete_ctx, l.request_id, l.first_token, SKV_STATUS_OK);
+    }
+    skv_free(l.block_ids);
+}
+
 /* Completion message: magic u32, version u16, reserved u16, request_id u64, lease_token u64,
- * first_token i32, status u32. Runs inside ucp_worker_progress on the owner thread. */
-ucs_status_t skv_kvx_am_complete_cb(void *arg, const void *header, size_t header_bytes,
-                                    void *data, size_t data_bytes,
-                                    const ucp_am_recv_param_t *param)
+ * first_token i32, status u32; version 2 adds data_messages u32, reserved u32. Runs inside
+ * ucp_worker_progress on the owner thread. */
+ucs_status_t skv_kvx_am_complete_cb(void *arg, const void *header, size_t header_bytes, void *data,
+                                    size_t data_bytes, const ucp_am_recv_param_t *param)
 {
     skv_kvx_t *kvx = arg;
     const uint8_t *h = header;
-    if (header_bytes != SKV_KVX_COMPLETE_BYTES || data_bytes != 0 ||
-        skv_kvx_get_u32(h) != SKV_KVX_COMPLETE_MAGIC) {
-        SKV_LOG_WARN("kvx: malformed completion (%zu header, %zu data bytes) ignored",
-                     header_bytes, data_bytes);
+    uint32_t version = header_bytes >= 8 ? skv_kvx_get_u32(h + 4) : 0;
+    if (data_bytes != 0 || header_bytes < SKV_KVX_COMPLETE_BYTES_V1 ||
+        skv_kvx_get_u32(h) != SKV_KVX_COMPLETE_MAGIC ||
+        !((version == 1 && header_bytes == SKV_KVX_COMPLETE_BYTES_V1) ||
+          (version == 2 && header_bytes == SKV_KVX_COMPLETE_BYTES))) {
+        SKV_LOG_WARN("kvx: malformed completion (%zu header, %zu data bytes) ignored", header_bytes,
+                     data_bytes);
         return UCS_OK;
     }
     uint64_t request_id = skv_kvx_get_u64(h + 8);
-    uint64_t token = skv_kvx_get_u64(h + 16);
-    int32_t first_token = (int32_t)skv_kvx_get_u32(h + 24);
-    skv_status_t status = skv_kvx_wire_status(skv_kvx_get_u32(h + 28));
-    long i = skv_kvx_lease_find(kvx, request_id);
-    if (i < 0 || kvx->leases[i].lease_token != token) {
+    long i = skv_kvx_lease_find_token(kvx, request_id, skv_kvx_get_u64(h + 16));
+    if (i < 0 || kvx->leases[i].completed || kvx->leases[i].end_status != SKV_STATUS_OK) {
         SKV_LOG_WARN("kvx: completion for unknown or expired request %llu ignored",
                      (unsigned long long)request_id);
         return UCS_OK;
     }
-    skv_kvx_lease_t l = skv_kvx_lease_take(kvx, (uint32_t)i);
-    if (status != SKV_STATUS_OK) {
-        skv_kvx_lease_end_released(kvx, &l, status);
-        return UCS_OK;
-    }
-    if (kvx->pool.on_complete != NULL) {
-        kvx->pool.on_complete(kvx->pool.complete_ctx, l.request_id, first_token, SKV_STATUS_OK);
-    }
-    skv_free(l.block_ids);
+    skv_kvx_lease_t *l = &kvx->leases[i];
+    l->completed = 1;
+    l->first_token = (int32_t)skv_kvx_get_u32(h + 24);
+    l->final_status = skv_kvx_wire_status(skv_kvx_get_u32(h + 28));
+    l->am_expect = version == 2 ? skv_kvx_get_u32(h + 32) : 0;
+    skv_kvx_lease_settle(kvx, (uint32_t)i);
     return UCS_OK;
 }

@@ -1,6 +1,8 @@
 /*
  * kvx_push.c: the initiator (prefill) side: one push per request writes KV blocks into the
- * target's pool with ucp_put_nbx, then flushes the endpoint and sends the completion message.
+ * target's pool with ucp_put_nbx (native RMA) or as data messages the target writes into the
+ * leased blocks (kvx_am.c; transports without native RMA), then flushes the endpoint and
+ * sends the completion message (which, for messages, carries how many were sent).
  *
  * Puts never wait: each is counted (per push for host sources, per staging buffer for staged
  * sources) and the count drops in the UCX callback. Runs whose destination and source are
@@ -9,6 +11,7 @@
  * (staging-buffer reuse, abandon at destroy) are bounded by the push deadline.
  * Not here: device memory (the copy callback of a staged push reaches it).
  */
+#include <sched.h>
 #include <string.h>
 
 #include "common/alloc.h"
@@ -16,37 +19,8 @@
 #include "common/kvx_internal.h"
 #include "common/log.h"
 
-typedef enum {
-    SKV_KVX_PUSH_PUSHING = 0,
-    SKV_KVX_PUSH_FLUSHING,
-    SKV_KVX_PUSH_SENDING,
-    SKV_KVX_PUSH_DONE,
-} skv_kvx_push_state_t;
-
-/* A pending contiguous run (destination address, source pointer, bytes) being coalesced. */
-typedef struct {
-    uint64_t dst;
-    const uint8_t *src;
-    uint64_t bytes;
-} skv_kvx_run_t;
-
-struct skv_kvx_push {
-    skv_kvx_t *kvx;
-    skv_kvx_peer_t *peer;
-    ucp_rkey_h rkey;
-    skv_kvx_desc_t *desc;        /* owned copy */
-    int64_t deadline_ns;
-    skv_kvx_push_state_t state;
-    skv_status_t error;          /* first error; sticky */
-    uint32_t inflight;           /* host-source puts not yet completed */
-    uint64_t n_puts;
-    void *flush_req;
-    void *am_req;
-    uint8_t msg[SKV_KVX_COMPLETE_BYTES]; /* completion header; alive until sent */
-};
-
 /* Records the first error of a push; logs it once. */
-static void skv_kvx_push_fail(skv_kvx_push_t *push, skv_status_t status, const char *what)
+void skv_kvx_push_fail(skv_kvx_push_t *push, skv_status_t status, const char *what)
 {
     if (push->error == SKV_STATUS_OK) {
         SKV_LOG_WARN("kvx: push of request %llu failed (%s): %s",
@@ -65,7 +39,7 @@ static void skv_kvx_put_host_cb(void *request, ucs_status_t status, void *user_d
     }
 }
 
-static void skv_kvx_put_stage_cb(void *request, ucs_status_t status, void *user_data)
+void skv_kvx_put_stage_cb(void *request, ucs_status_t status, void *user_data)
 {
     skv_kvx_stage_t *st = user_data;
     ucp_request_free(request);
@@ -110,6 +84,25 @@ static skv_status_t skv_kvx_push_connect(skv_kvx_push_t *push)
     return SKV_STATUS_OK;
 }
 
+/* Before the first data of a push: waits (bounded by the push deadline) for the peer's wireup
+ * to finish, then picks puts or messages from the endpoint's final lanes (during wireup UCX
+ * shows a temporary configuration). */
+skv_status_t skv_kvx_push_ready(skv_kvx_push_t *push)
+{
+    if (push->ready) {
+        return SKV_STATUS_OK;
+    }
+    skv_status_t status = skv_kvx_peer_wait_wired(push->kvx, push->peer, push->deadline_ns);
+    if (status != SKV_STATUS_OK) {
+        skv_kvx_push_fail(push, status, "wireup");
+        return status;
+    }
+    const skv_kvx_desc_t *d = push->desc;
+    push->mode = skv_kvx_peer_mode(push->kvx, push->peer, d->rkey, d->rkey_bytes);
+    push->ready = 1;
+    return SKV_STATUS_OK;
+}
+
 skv_status_t skv_kvx_push_create(skv_kvx_t *kvx, const skv_kvx_desc_t *desc, int64_t deadline_ns,
                                  skv_kvx_push_t **push_p)
 {
@@ -123,8 +116,8 @@ skv_status_t skv_kvx_push_create(skv_kvx_t *kvx, const skv_kvx_desc_t *desc, int
         return SKV_STATUS_NO_MEMORY;
     }
     push->kvx = kvx;
-    push->deadline_ns = deadline_ns < desc->lease_deadline_ns ? deadline_ns
-                                                              : desc->lease_deadline_ns;
+    push->deadline_ns =
+        deadline_ns < desc->lease_deadline_ns ? deadline_ns : desc->lease_deadline_ns;
     SKV_CHECK_GOTO(skv_kvx_desc_clone(desc, &push->desc), fail);
     SKV_CHECK_GOTO(skv_kvx_push_connect(push), fail);
     *push_p = push;
@@ -135,7 +128,7 @@ fail:
 }
 
 /* Returns the push's error, noticing a failed peer or a passed deadline first. */
-static skv_status_t skv_kvx_push_health(skv_kvx_push_t *push)
+skv_status_t skv_kvx_push_health(skv_kvx_push_t *push)
 {
     if (push->error == SKV_STATUS_OK && push->peer->failure != UCS_OK) {
         skv_kvx_push_fail(push, skv_kvx_status_from_ucs(push->peer->failure), "peer");
@@ -147,22 +140,103 @@ static skv_status_t skv_kvx_push_health(skv_kvx_push_t *push)
     return push->error;
 }
 
-/* Issues one put; counted in *counter until its callback runs. */
-static skv_status_t skv_kvx_put(skv_kvx_push_t *push, const skv_kvx_run_t *run,
-                                ucp_send_nbx_callback_t cb, void *cb_arg, uint32_t *counter)
+/* A data message in flight: its header and iov must live until UCX calls back. */
+typedef struct {
+    ucp_send_nbx_callback_t cb;
+    void *cb_arg;
+    uint8_t hdr[SKV_KVX_DATA_HEADER_BYTES];
+    ucp_dt_iov_t iov[];
+} skv_kvx_msg_t;
+
+static void skv_kvx_msg_cb(void *request, ucs_status_t status, void *user_data)
+{
+    skv_kvx_msg_t *m = user_data;
+    m->cb(request, status, m->cb_arg);
+    skv_free(m);
+}
+
+/* Builds the data message of a run: header and, for scattered host sources, an iov. */
+static skv_kvx_msg_t *skv_kvx_msg_make(const skv_kvx_push_t *push, const skv_kvx_run_t *run,
+                                       const void *const *srcs, uint32_t *n_iov_p)
+{
+    skv_kvx_msg_t *m = skv_malloc(sizeof(*m) + (srcs ? run->n : 0) * sizeof(ucp_dt_iov_t));
+    if (m == NULL) {
+        return NULL;
+    }
+    uint8_t *h = m->hdr;
+    skv_kvx_put_u32(h, SKV_KVX_DATA_MAGIC);
+    skv_kvx_put_u32(h + 4, 1);
+    skv_kvx_put_u64(h + 8, push->desc->request_id);
+    skv_kvx_put_u64(h + 16, push->desc->lease_token);
+    skv_kvx_put_u32(h + 24, run->first);
+    skv_kvx_put_u32(h + 28, run->n);
+    skv_kvx_put_u64(h + 32, run->offset);
+    skv_kvx_put_u64(h + 40, run->piece);
+    uint32_t n_iov = 0;
+    for (uint32_t k = 0; srcs != NULL && k < run->n; k++) { /* adjacent sources merge */
+        const uint8_t *src = srcs[k];
+        if (n_iov > 0 &&
+            (const uint8_t *)m->iov[n_iov - 1].buffer + m->iov[n_iov - 1].length == src) {
+            m->iov[n_iov - 1].length += run->piece;
+        } else {
+            m->iov[n_iov++] = (ucp_dt_iov_t){.buffer = (void *)src, .length = run->piece};
+        }
+    }
+    *n_iov_p = n_iov;
+    return m;
+}
+
+/* Issues one put (or, in message mode, one data message); counted in *counter until its
+ * callback runs. srcs (message mode, host sources) gives the run's n piece sources; NULL
+ * means the run's source is contiguous. */
+skv_status_t skv_kvx_send(skv_kvx_push_t *push, const skv_kvx_run_t *run, const void *const *srcs,
+                          ucp_send_nbx_callback_t cb, void *cb_arg, uint32_t *counter)
 {
     ucp_request_param_t rp = {
         .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA,
         .cb.send = cb,
         .user_data = cb_arg,
     };
-    void *req = ucp_put_nbx(push->peer->ep, run->src, run->bytes, run->dst, push->rkey, &rp);
+    void *req;
+    skv_kvx_msg_t *m = NULL;
+    if (push->mode == SKV_KVX_MODE_PUT) {
+        req = ucp_put_nbx(push->peer->ep, run->src, run->bytes, run->dst, push->rkey, &rp);
+    } else {
+        uint32_t n_iov = 0;
+        m = skv_kvx_msg_make(push, run, srcs, &n_iov);
+        if (m == NULL) {
+            skv_kvx_push_fail(push, SKV_STATUS_NO_MEMORY, "data message");
+            return push->error;
+        }
+        m->cb = cb;
+        m->cb_arg = cb_arg;
+        rp.cb.send = skv_kvx_msg_cb;
+        rp.user_data = m;
+        rp.op_attr_mask |= UCP_OP_ATTR_FIELD_FLAGS;
+        rp.flags = UCP_AM_SEND_FLAG_REPLY; /* the target can fail a stuck receive by its ep */
+        const void *buf = run->src;
+        size_t count = run->bytes;
+        if (n_iov > 1) {
+            rp.op_attr_mask |= UCP_OP_ATTR_FIELD_DATATYPE;
+            rp.datatype = ucp_dt_make_iov();
+            buf = m->iov;
+            count = n_iov;
+        } else if (n_iov == 1) {
+            buf = m->iov[0].buffer;
+        }
+        req = ucp_am_send_nbx(push->peer->ep, SKV_KVX_AM_DATA, m->hdr, sizeof(m->hdr), buf, count,
+                              &rp);
+        push->am_msgs++;
+    }
     push->n_puts++;
     if (req == NULL) {
+        skv_free(m);
         return SKV_STATUS_OK; /* completed in place */
     }
     if (UCS_PTR_IS_ERR(req)) {
-        skv_kvx_push_fail(push, skv_kvx_status_from_ucs(UCS_PTR_STATUS(req)), "ucp_put_nbx");
+        skv_free(m);
+        skv_kvx_push_fail(push, skv_kvx_status_from_ucs(UCS_PTR_STATUS(req)),
+                          push->mode == SKV_KVX_MODE_PUT ? "ucp_put_nbx" : "ucp_am_send_nbx");
         return push->error;
     }
     /* Freed in the callback: a request freed earlier gets no callback (ucp_request_free). */
@@ -171,8 +245,8 @@ static skv_status_t skv_kvx_put(skv_kvx_push_t *push, const skv_kvx_run_t *run,
 }
 
 /* Checks that blocks [first, first+n) and bytes [offset, offset+bytes) are in range. */
-static skv_status_t skv_kvx_push_check_range(const skv_kvx_push_t *push, uint32_t first,
-                                             uint32_t n, uint64_t offset, uint64_t bytes)
+skv_status_t skv_kvx_push_check_range(const skv_kvx_push_t *push, uint32_t first, uint32_t n,
+                                      uint64_t offset, uint64_t bytes)
 {
     const skv_kvx_desc_t *d = push->desc;
     if (push->state != SKV_KVX_PUSH_PUSHING || n == 0 || first >= d->n_blocks ||
@@ -188,15 +262,14 @@ static skv_status_t skv_kvx_push_check_range(const skv_kvx_push_t *push, uint32_
 }
 
 /* Remote address of bytes [offset, ...) of descriptor block index i. */
-static uint64_t skv_kvx_push_dst(const skv_kvx_push_t *push, uint32_t i, uint64_t offset)
+uint64_t skv_kvx_push_dst(const skv_kvx_push_t *push, uint32_t i, uint64_t offset)
 {
     const skv_kvx_desc_t *d = push->desc;
     return d->remote_base + (uint64_t)d->block_ids[i] * d->block_bytes + offset;
 }
 
 /* Extends run with (dst, src, bytes) when both sides are contiguous; returns 1 if merged. */
-static int skv_kvx_run_extend(skv_kvx_run_t *run, uint64_t dst, const uint8_t *src,
-                              uint64_t bytes)
+int skv_kvx_run_extend(skv_kvx_run_t *run, uint64_t dst, const uint8_t *src, uint64_t bytes)
 {
     if (run->bytes != 0 && run->dst + run->bytes == dst && run->src + run->bytes == src) {
         run->bytes += bytes;
@@ -205,11 +278,42 @@ static int skv_kvx_run_extend(skv_kvx_run_t *run, uint64_t dst, const uint8_t *s
     return 0;
 }
 
-skv_status_t skv_kvx_push_host(skv_kvx_push_t *push, uint32_t first, uint32_t n,
-                               uint64_t offset, uint64_t bytes, const void *const *srcs)
+/* Largest data message: big enough to amortize the per-message cost, small enough that
+ * several are in flight (the target receives one while the next is on the wire). */
+uint64_t skv_kvx_msg_max(const skv_kvx_push_t *push)
+{
+    return push->kvx->cfg.am_message_bytes;
+}
+
+/* Message mode: blocks [first, first + n) in messages of at most msg_max bytes. */
+static skv_status_t skv_kvx_push_host_am(skv_kvx_push_t *push, uint32_t first, uint32_t n,
+                                         uint64_t offset, uint64_t bytes, const void *const *srcs)
+{
+    uint64_t per = skv_kvx_msg_max(push) / bytes;
+    per = per == 0 ? 1 : per;
+    for (uint32_t k = 0; k < n;) {
+        uint32_t m = n - k < per ? n - k : (uint32_t)per;
+        skv_kvx_run_t run = {.src = srcs[k],
+                             .bytes = (uint64_t)m * bytes,
+                             .first = first + k,
+                             .n = m,
+                             .offset = offset,
+                             .piece = bytes};
+        SKV_CHECK(skv_kvx_send(push, &run, srcs + k, skv_kvx_put_host_cb, push, &push->inflight));
+        k += m;
+    }
+    return SKV_STATUS_OK;
+}
+
+skv_status_t skv_kvx_push_host(skv_kvx_push_t *push, uint32_t first, uint32_t n, uint64_t offset,
+                               uint64_t bytes, const void *const *srcs)
 {
     SKV_CHECK(skv_kvx_push_check_range(push, first, n, offset, bytes));
     SKV_CHECK(skv_kvx_push_health(push));
+    SKV_CHECK(skv_kvx_push_ready(push));
+    if (push->mode == SKV_KVX_MODE_AM) {
+        return skv_kvx_push_host_am(push, first, n, offset, bytes, srcs);
+    }
     skv_kvx_run_t run = {0};
     for (uint32_t k = 0; k < n; k++) {
         uint64_t dst = skv_kvx_push_dst(push, first + k, offset);
@@ -218,11 +322,11 @@ skv_status_t skv_kvx_push_host(skv_kvx_push_t *push, uint32_t first, uint32_t n,
             continue;
         }
         if (run.bytes != 0) {
-            SKV_CHECK(skv_kvx_put(push, &run, skv_kvx_put_host_cb, push, &push->inflight));
+            SKV_CHECK(skv_kvx_send(push, &run, NULL, skv_kvx_put_host_cb, push, &push->inflight));
         }
         run = (skv_kvx_run_t){.dst = dst, .src = src, .bytes = bytes};
     }
-    return skv_kvx_put(push, &run, skv_kvx_put_host_cb, push, &push->inflight);
+    return skv_kvx_send(push, &run, NULL, skv_kvx_put_host_cb, push, &push->inflight);
 }
 
 /* ---- staged sources ---------------------------------------------------------------------- */
@@ -257,13 +361,32 @@ static skv_status_t skv_kvx_stage_emit(skv_kvx_push_t *push, skv_kvx_stage_curso
     }
     skv_kvx_run_t run = c->run;
     c->run.bytes = 0;
-    return skv_kvx_put(push, &run, skv_kvx_put_stage_cb, c->st, &c->st->inflight);
+    return skv_kvx_send(push, &run, NULL, skv_kvx_put_stage_cb, c->st, &c->st->inflight);
+}
+
+/* Extends a staged run with a piece that follows it in the staging buffer: for puts when the
+ * destination is contiguous too; for messages when the piece is the next block at the same
+ * offset and size (the message header describes exactly that). Returns 1 if merged. */
+int skv_kvx_stage_extend(const skv_kvx_push_t *push, skv_kvx_run_t *run, uint64_t dst,
+                         const uint8_t *src, uint32_t i, uint64_t offset, uint64_t bytes)
+{
+    if (push->mode == SKV_KVX_MODE_PUT) {
+        return skv_kvx_run_extend(run, dst, src, bytes);
+    }
+    if (run->bytes != 0 && run->src + run->bytes == src && run->first + run->n == i &&
+        run->offset == offset && run->piece == bytes &&
+        run->bytes + bytes <= skv_kvx_msg_max(push)) {
+        run->bytes += bytes;
+        run->n++;
+        return 1;
+    }
+    return 0;
 }
 
 /* Copies one piece into the current buffer (switching buffers when full) and coalesces it. */
-static skv_status_t skv_kvx_stage_piece(skv_kvx_push_t *push, skv_kvx_stage_cursor_t *c,
-                                        uint32_t i, uint64_t offset, uint64_t bytes,
-                                        skv_kvx_copy_fn copy, void *copy_ctx)
+static skv_status_t skv_kvx_stage_piece(skv_kvx_push_t *push, skv_kvx_stage_cursor_t *c, uint32_t i,
+                                        uint64_t offset, uint64_t bytes, skv_kvx_copy_fn copy,
+                                        void *copy_ctx)
 {
     if (c->st == NULL || c->fill == c->st->bytes) {
         SKV_CHECK(skv_kvx_stage_emit(push, c));
@@ -278,22 +401,28 @@ static skv_status_t skv_kvx_stage_piece(skv_kvx_push_t *push, skv_kvx_stage_curs
     }
     c->fill += bytes;
     uint64_t dst = skv_kvx_push_dst(push, i, offset);
-    if (!skv_kvx_run_extend(&c->run, dst, dst_host, bytes)) {
+    if (!skv_kvx_stage_extend(push, &c->run, dst, dst_host, i, offset, bytes)) {
         SKV_CHECK(skv_kvx_stage_emit(push, c));
-        c->run = (skv_kvx_run_t){.dst = dst, .src = dst_host, .bytes = bytes};
+        c->run = (skv_kvx_run_t){.dst = dst,
+                                 .src = dst_host,
+                                 .bytes = bytes,
+                                 .first = i,
+                                 .n = 1,
+                                 .offset = offset,
+                                 .piece = bytes};
     }
     return SKV_STATUS_OK;
 }
 
-skv_status_t skv_kvx_push_staged(skv_kvx_push_t *push, uint32_t first, uint32_t n,
-                                 uint64_t offset, uint64_t bytes, skv_kvx_copy_fn copy,
-                                 void *copy_ctx)
+skv_status_t skv_kvx_push_staged(skv_kvx_push_t *push, uint32_t first, uint32_t n, uint64_t offset,
+                                 uint64_t bytes, skv_kvx_copy_fn copy, void *copy_ctx)
 {
     SKV_CHECK(skv_kvx_push_check_range(push, first, n, offset, bytes));
     SKV_CHECK(skv_kvx_push_health(push));
     if (copy == NULL || push->kvx->n_stages == 0) {
         return SKV_STATUS_UNSUPPORTED;
     }
+    SKV_CHECK(skv_kvx_push_ready(push));
     skv_kvx_stage_cursor_t c = {0};
     for (uint32_t k = 0; k < n; k++) {
         /* A block range larger than a staging buffer goes in buffer-sized pieces. */
@@ -301,8 +430,8 @@ skv_status_t skv_kvx_push_staged(skv_kvx_push_t *push, uint32_t first, uint32_t 
             uint64_t room = c.st == NULL ? push->kvx->cfg.staging_bytes : c.st->bytes - c.fill;
             room = room == 0 ? push->kvx->cfg.staging_bytes : room;
             uint64_t piece = bytes - done < room ? bytes - done : room;
-            SKV_CHECK(skv_kvx_stage_piece(push, &c, first + k, offset + done, piece, copy,
-                                          copy_ctx));
+            SKV_CHECK(
+                skv_kvx_stage_piece(push, &c, first + k, offset + done, piece, copy, copy_ctx));
             done += piece;
         }
     }
@@ -323,6 +452,8 @@ static uint32_t skv_kvx_push_staged_inflight(const skv_kvx_push_t *push)
     return n;
 }
 
+static skv_status_t skv_kvx_push_step(skv_kvx_push_t *push);
+
 skv_status_t skv_kvx_push_finish(skv_kvx_push_t *push, int32_t first_token, skv_status_t status)
 {
     SKV_CHECK(skv_kvx_push_health(push));
@@ -331,11 +462,26 @@ skv_status_t skv_kvx_push_finish(skv_kvx_push_t *push, int32_t first_token, skv_
     }
     uint8_t *m = push->msg;
     skv_kvx_put_u32(m, SKV_KVX_COMPLETE_MAGIC);
-    skv_kvx_put_u32(m + 4, 1); /* version 1, reserved 0 */
+    skv_kvx_put_u32(m + 4, 2); /* version 2, reserved 0 */
     skv_kvx_put_u64(m + 8, push->desc->request_id);
     skv_kvx_put_u64(m + 16, push->desc->lease_token);
     skv_kvx_put_u32(m + 24, (uint32_t)first_token);
     skv_kvx_put_u32(m + 28, (uint32_t)status);
+    push->state = SKV_KVX_PUSH_FINISHING; /* the flush follows the last device copy */
+    skv_status_t st = skv_kvx_push_step(push);
+    return st == SKV_STATUS_AGAIN ? SKV_STATUS_OK : st;
+}
+
+/* Issues the flush once every send is issued (device copies passed their fences). */
+static skv_status_t skv_kvx_push_flush(skv_kvx_push_t *push)
+{
+    skv_status_t status = skv_kvx_device_poll(push);
+    if (status != SKV_STATUS_OK) {
+        return status;
+    }
+    /* Known only now: staged device buffers send when their copies are done. */
+    skv_kvx_put_u32(push->msg + 32, push->am_msgs); /* the target waits for all of them */
+    skv_kvx_put_u32(push->msg + 36, 0);
     /* The flush covers every put issued so far on the endpoint, so all bytes are remote
      * before the completion leaves (puts and AMs may use different lanes). */
     ucp_request_param_t rp = {.op_attr_mask = 0};
@@ -371,8 +517,8 @@ static skv_status_t skv_kvx_req_test(skv_kvx_push_t *push, void **req, const cha
 static skv_status_t skv_kvx_push_send_completion(skv_kvx_push_t *push)
 {
     ucp_request_param_t rp = {.op_attr_mask = 0};
-    void *req = ucp_am_send_nbx(push->peer->ep, SKV_KVX_AM_COMPLETE, push->msg,
-                                sizeof(push->msg), NULL, 0, &rp);
+    void *req = ucp_am_send_nbx(push->peer->ep, SKV_KVX_AM_COMPLETE, push->msg, sizeof(push->msg),
+                                NULL, 0, &rp);
     if (UCS_PTR_IS_ERR(req)) {
         skv_kvx_push_fail(push, skv_kvx_status_from_ucs(UCS_PTR_STATUS(req)), "completion");
         return push->error;
@@ -388,8 +534,19 @@ static skv_status_t skv_kvx_push_step(skv_kvx_push_t *push)
     skv_status_t status;
     switch (push->state) {
     case SKV_KVX_PUSH_PUSHING:
+        /* Device copies (IPC, staging) first: a passed fence releases a buffer's sends. */
+        status = skv_kvx_device_poll(push);
+        if (status != SKV_STATUS_OK) {
+            return status;
+        }
         return push->inflight + skv_kvx_push_staged_inflight(push) ? SKV_STATUS_AGAIN
-                                                                  : SKV_STATUS_OK;
+                                                                   : SKV_STATUS_OK;
+    case SKV_KVX_PUSH_FINISHING:
+        status = skv_kvx_push_flush(push);
+        if (status != SKV_STATUS_OK) {
+            return status;
+        }
+        __attribute__((fallthrough));
     case SKV_KVX_PUSH_FLUSHING:
         status = skv_kvx_req_test(push, &push->flush_req, "flush");
         if (status != SKV_STATUS_OK) {
@@ -421,9 +578,21 @@ skv_status_t skv_kvx_push_test(skv_kvx_push_t *push)
 skv_status_t skv_kvx_push_wait(skv_kvx_push_t *push)
 {
     skv_status_t status;
-    while ((status = skv_kvx_push_test(push)) == SKV_STATUS_AGAIN) {
+    for (;;) {
+        unsigned events = skv_kvx_progress(push->kvx);
+        status = skv_kvx_push_health(push);
+        if (status == SKV_STATUS_OK) {
+            status = skv_kvx_push_step(push);
+        }
+        if (status != SKV_STATUS_AGAIN) {
+            return status;
+        }
+        if (events == 0) {
+            /* Nothing arrived: let the peer (often on the same cores) run. Two processes
+             * spinning on a loaded 2-core machine otherwise starve each other. */
+            sched_yield();
+        }
     }
-    return status;
 }
 
 uint64_t skv_kvx_push_n_puts(const skv_kvx_push_t *push)
@@ -431,10 +600,27 @@ uint64_t skv_kvx_push_n_puts(const skv_kvx_push_t *push)
     return push->n_puts;
 }
 
+int skv_kvx_push_uses_messages(const skv_kvx_push_t *push)
+{
+    return push->mode == SKV_KVX_MODE_AM;
+}
+
+/* Returns 1 while a staging buffer of this push waits for its device copies. */
+static int skv_kvx_push_fenced(const skv_kvx_push_t *push)
+{
+    for (unsigned i = 0; i < push->kvx->n_stages; i++) {
+        if (push->kvx->stages[i].push == push && push->kvx->stages[i].fence != NULL) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* Returns non-zero while UCX may still call back into (or read memory of) this push. */
 static int skv_kvx_push_busy(const skv_kvx_push_t *push)
 {
     return push->inflight > 0 || skv_kvx_push_staged_inflight(push) > 0 ||
+           push->ipc_fence != NULL || skv_kvx_push_fenced(push) ||
            (push->flush_req && ucp_request_check_status(push->flush_req) == UCS_INPROGRESS) ||
            (push->am_req && ucp_request_check_status(push->am_req) == UCS_INPROGRESS);
 }
@@ -447,7 +633,11 @@ static int skv_kvx_push_drain(skv_kvx_push_t *push)
     while (skv_kvx_push_busy(push) && !skv_clock_expired(push->deadline_ns) &&
            push->peer->failure == UCS_OK) {
         skv_kvx_progress(kvx);
+        if (skv_kvx_device_poll(push) != SKV_STATUS_AGAIN && push->error != SKV_STATUS_OK) {
+            skv_kvx_device_abandon(push); /* a failed copy: its buffers' runs never leave */
+        }
     }
+    skv_kvx_device_abandon(push); /* copies not yet sent are dropped (the push failed) */
     if (!skv_kvx_push_busy(push)) {
         return 1;
     }

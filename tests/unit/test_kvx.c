@@ -2,7 +2,9 @@
  * test_kvx.c: single-process tests of the KV transfer library: descriptor codec against
  * garbage, truncation and bit flips; packed-rkey checks; fingerprint refusal; lease expiry,
  * cancel and completion accounting (every block back exactly once); loopback pushes into the
- * process's own pool (host sources with coalescing, staged sources with a memcpy copy).
+ * process's own pool (host sources with coalescing, staged sources with a memcpy copy), as
+ * data messages (the default over tcp loopback) or puts (SKV_KVX_DATA=put, test_kvx_put);
+ * forged descriptors against the target's checks of data messages.
  * Multi-process transfers and peer death are in tests/integration/test_kvx_procs.c.
  */
 #include <setjmp.h>
@@ -21,7 +23,7 @@
 
 #define POOL_BLOCKS 64
 #define BLOCK_BYTES 1024
-#define FP 0xF00DF00DCAFEULL
+#define FP          0xF00DF00DCAFEULL
 
 /* A block allocator that catches double releases and leaks. */
 typedef struct {
@@ -142,6 +144,49 @@ static void test_desc_truncated_and_flipped(void **state)
     skv_free(buf);
 }
 
+/* Version 2: the same-host CUDA IPC section round-trips; truncation and flips are refused. */
+static void test_desc_ipc_section(void **state)
+{
+    uint32_t ids[2] = {7, 8};
+    skv_kvx_desc_t d;
+    make_desc(&d, ids, 2);
+    d.ipc = 1;
+    for (int i = 0; i < 16; i++) {
+        d.ipc_host[i] = (uint8_t)(0xA0 + i);
+    }
+    for (unsigned i = 0; i < SKV_KVX_IPC_HANDLE_BYTES; i++) {
+        d.ipc_handle[i] = (uint8_t)(i * 3);
+    }
+    d.ipc_offset = 4096;
+    uint8_t *buf = NULL;
+    size_t n = 0;
+    assert_int_equal(skv_kvx_desc_encode(&d, (void **)&buf, &n), SKV_STATUS_OK);
+    skv_kvx_desc_t *o = NULL;
+    assert_int_equal(skv_kvx_desc_decode(buf, n, &o), SKV_STATUS_OK);
+    assert_int_equal(o->ipc, 1);
+    assert_memory_equal(o->ipc_host, d.ipc_host, 16);
+    assert_memory_equal(o->ipc_handle, d.ipc_handle, SKV_KVX_IPC_HANDLE_BYTES);
+    assert_int_equal(o->ipc_offset, 4096);
+    assert_memory_equal(o->rkey, k_rkey, sizeof(k_rkey));
+    skv_kvx_desc_destroy(o);
+    for (size_t len = 0; len < n; len++) {
+        uint8_t *t = malloc(len ? len : 1);
+        memcpy(t, buf, len);
+        assert_int_equal(skv_kvx_desc_decode(t, len, &o), SKV_STATUS_FORMAT);
+        free(t);
+    }
+    for (size_t bit = 0; bit < n * 8; bit++) {
+        buf[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+        assert_int_not_equal(skv_kvx_desc_decode(buf, n, &o), SKV_STATUS_OK);
+        buf[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+    }
+    skv_free(buf);
+    d.ipc = 0; /* without IPC the encoder writes version 1 */
+    assert_int_equal(skv_kvx_desc_encode(&d, (void **)&buf, &n), SKV_STATUS_OK);
+    assert_int_equal(buf[4], 1);
+    skv_free(buf);
+}
+
 static void test_desc_random_garbage(void **state)
 {
     srand(1234);
@@ -182,7 +227,7 @@ static void test_rkey_check(void **state)
     assert_int_equal(skv_kvx_rkey_check(k_rkey, 9), SKV_STATUS_FORMAT);
     uint8_t none[9] = {0}; /* no memory domain: valid (RMA over active messages) */
     assert_int_equal(skv_kvx_rkey_check(none, sizeof(none)), SKV_STATUS_OK);
-    uint8_t three[12] = {0x13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5};  /* 3rd part claims 5 bytes */
+    uint8_t three[12] = {0x13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5}; /* 3rd part claims 5 bytes */
     assert_int_equal(skv_kvx_rkey_check(three, sizeof(three)), SKV_STATUS_FORMAT);
     uint8_t mt[10] = {1, 0, 0, 0, 0, 0, 0, 0, 200, 0}; /* memory type out of range */
     assert_int_equal(skv_kvx_rkey_check(mt, sizeof(mt)), SKV_STATUS_FORMAT);
@@ -210,10 +255,15 @@ static int fixture_setup(void **state)
     }
     f->pool = calloc(POOL_BLOCKS, BLOCK_BYTES);
     skv_kvx_pool_config_t pc = {
-        .base = f->pool, .block_bytes = BLOCK_BYTES, .n_blocks = POOL_BLOCKS,
-        .fingerprint = FP, .release_grace_ms = 10,
-        .release = fake_release, .release_ctx = &f->alloc,
-        .on_complete = fake_complete, .complete_ctx = &f->alloc,
+        .base = f->pool,
+        .block_bytes = BLOCK_BYTES,
+        .n_blocks = POOL_BLOCKS,
+        .fingerprint = FP,
+        .release_grace_ms = 10,
+        .release = fake_release,
+        .release_ctx = &f->alloc,
+        .on_complete = fake_complete,
+        .complete_ctx = &f->alloc,
     };
     if (skv_kvx_pool_register(f->kvx, &pc) != SKV_STATUS_OK) {
         return -1;
@@ -240,13 +290,13 @@ static void test_fingerprint_refused(void **state)
     size_t n = 0;
     assert_int_equal(skv_kvx_fingerprint_check(f->kvx, FP), SKV_STATUS_OK);
     assert_int_equal(skv_kvx_fingerprint_check(f->kvx, FP + 1), SKV_STATUS_INVALID_ARGUMENT);
-    assert_int_equal(skv_kvx_target_reserve(f->kvx, 1, FP + 1, ids, 2,
-                                            skv_clock_deadline_ms(1000), &desc, &n),
-                     SKV_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(
+        skv_kvx_target_reserve(f->kvx, 1, FP + 1, ids, 2, skv_clock_deadline_ms(1000), &desc, &n),
+        SKV_STATUS_INVALID_ARGUMENT);
     uint32_t bad[1] = {POOL_BLOCKS};
-    assert_int_equal(skv_kvx_target_reserve(f->kvx, 1, FP, bad, 1,
-                                            skv_clock_deadline_ms(1000), &desc, &n),
-                     SKV_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(
+        skv_kvx_target_reserve(f->kvx, 1, FP, bad, 1, skv_clock_deadline_ms(1000), &desc, &n),
+        SKV_STATUS_INVALID_ARGUMENT);
     uint32_t nl = 9;
     uint64_t nb = 9;
     skv_kvx_target_stats(f->kvx, &nl, &nb);
@@ -287,9 +337,9 @@ static void test_lease_expiry_releases_once(void **state)
     }
     void *desc = NULL;
     size_t n = 0;
-    assert_int_equal(skv_kvx_target_reserve(f->kvx, 100, FP, ids[0], 1,
-                                            skv_clock_deadline_ms(30), &desc, &n),
-                     SKV_STATUS_BUSY);
+    assert_int_equal(
+        skv_kvx_target_reserve(f->kvx, 100, FP, ids[0], 1, skv_clock_deadline_ms(30), &desc, &n),
+        SKV_STATUS_BUSY);
     assert_int_equal(f->alloc.n_taken, 12);
     assert_true(progress_until(f, no_leases));
     assert_int_equal(f->alloc.n_release_calls, 3);
@@ -309,9 +359,9 @@ static void test_cancel(void **state)
     void *desc = NULL;
     size_t n = 0;
     fake_take(&f->alloc, ids, 2);
-    assert_int_equal(skv_kvx_target_reserve(f->kvx, 7, FP, ids, 2,
-                                            skv_clock_deadline_ms(5000), &desc, &n),
-                     SKV_STATUS_OK);
+    assert_int_equal(
+        skv_kvx_target_reserve(f->kvx, 7, FP, ids, 2, skv_clock_deadline_ms(5000), &desc, &n),
+        SKV_STATUS_OK);
     skv_free(desc);
     assert_int_equal(skv_kvx_target_cancel(f->kvx, 7), SKV_STATUS_OK);
     assert_int_equal(skv_kvx_target_cancel(f->kvx, 7), SKV_STATUS_NOT_FOUND);
@@ -329,15 +379,14 @@ static void fill_block(uint8_t *p, uint64_t rid, uint32_t k)
 }
 
 /* Reserves ids for rid and decodes the descriptor, as the initiator would see it. */
-static skv_kvx_desc_t *reserve_decode(fixture_t *f, uint64_t rid, const uint32_t *ids,
-                                      uint32_t n)
+static skv_kvx_desc_t *reserve_decode(fixture_t *f, uint64_t rid, const uint32_t *ids, uint32_t n)
 {
     void *bytes = NULL;
     size_t len = 0;
     fake_take(&f->alloc, ids, n);
-    assert_int_equal(skv_kvx_target_reserve(f->kvx, rid, FP, ids, n,
-                                            skv_clock_deadline_ms(3000), &bytes, &len),
-                     SKV_STATUS_OK);
+    assert_int_equal(
+        skv_kvx_target_reserve(f->kvx, rid, FP, ids, n, skv_clock_deadline_ms(3000), &bytes, &len),
+        SKV_STATUS_OK);
     skv_kvx_desc_t *d = NULL;
     assert_int_equal(skv_kvx_desc_decode(bytes, len, &d), SKV_STATUS_OK);
     skv_free(bytes);
@@ -375,9 +424,13 @@ static void test_loopback_host_push_coalesces(void **state)
     }
     assert_int_equal(skv_kvx_push_host(push, 0, 6, BLOCK_BYTES / 2, BLOCK_BYTES / 2, srcs2),
                      SKV_STATUS_OK);
-    assert_int_equal(skv_kvx_push_n_puts(push), 12); /* half blocks never coalesce */
+    /* Puts: half blocks never coalesce (12 puts), full blocks make 3 runs. Messages: one
+     * message per call (the pieces travel as one iov, the target scatters them). */
+    int msgs = skv_kvx_push_uses_messages(push);
+    print_message("host push uses %s\n", msgs ? "data messages" : "puts");
+    assert_int_equal(skv_kvx_push_n_puts(push), msgs ? 2 : 12);
     assert_int_equal(skv_kvx_push_host(push, 0, 6, 0, BLOCK_BYTES, srcs), SKV_STATUS_OK);
-    assert_int_equal(skv_kvx_push_n_puts(push), 15); /* full blocks: 3 runs */
+    assert_int_equal(skv_kvx_push_n_puts(push), msgs ? 3 : 15);
     assert_int_equal(skv_kvx_push_host(push, 5, 2, 0, BLOCK_BYTES, srcs),
                      SKV_STATUS_INVALID_ARGUMENT);
     assert_int_equal(skv_kvx_push_finish(push, 1234, SKV_STATUS_OK), SKV_STATUS_OK);
@@ -497,6 +550,71 @@ static void test_garbage_rkey_in_valid_frame(void **state)
                      SKV_STATUS_FORMAT);
 }
 
+/* Message mode: the target checks every data message against its own lease. A forged
+ * descriptor (one block more than leased, or another lease token) gets nothing written: the
+ * lease ends released (TRANSPORT) or expires, and the blocks outside the lease stay zero. */
+static void test_am_forged_descriptor_refused(void **state)
+{
+    fixture_t *f = *state;
+    uint32_t ids[2] = {40, 41};
+    skv_kvx_desc_t *d = reserve_decode(f, 14, ids, 2);
+    uint32_t forged_ids[3] = {40, 41, 42};
+    skv_kvx_desc_t forged = *d;
+    forged.n_blocks = 3;
+    forged.block_ids = forged_ids;
+    uint8_t src[3][BLOCK_BYTES];
+    const void *srcs[3] = {src[0], src[1], src[2]};
+    memset(src, 0xAB, sizeof(src));
+    skv_kvx_push_t *push = NULL;
+    assert_int_equal(skv_kvx_push_create(f->kvx, &forged, skv_clock_deadline_ms(3000), &push),
+                     SKV_STATUS_OK);
+    assert_int_equal(skv_kvx_push_host(push, 0, 3, 0, BLOCK_BYTES, srcs), SKV_STATUS_OK);
+    if (!skv_kvx_push_uses_messages(push)) {
+        skv_kvx_push_destroy(push); /* puts write where the descriptor says: nothing to check */
+        skv_kvx_target_cancel(f->kvx, 14);
+        skv_kvx_desc_destroy(d);
+        skip();
+    }
+    assert_int_equal(skv_kvx_push_finish(push, 9, SKV_STATUS_OK), SKV_STATUS_OK);
+    skv_status_t st = skv_kvx_push_wait(push); /* a refused rendezvous fails the send */
+    print_message("forged push: %s\n", skv_status_str(st));
+    skv_kvx_push_destroy(push);
+    assert_true(progress_until(f, no_leases));
+    assert_int_equal(f->alloc.n_complete_ok, 0);
+    assert_int_equal(f->alloc.n_release_calls, 1);
+    assert_int_equal(f->alloc.n_taken, 0);
+    for (size_t i = 0; i < (size_t)POOL_BLOCKS * BLOCK_BYTES; i++) {
+        assert_int_equal(f->pool[i], 0);
+    }
+    /* Another token: the data and the completion are ignored; the lease expires. */
+    uint32_t ids2[1] = {43};
+    void *bytes = NULL;
+    size_t len = 0;
+    fake_take(&f->alloc, ids2, 1);
+    assert_int_equal(
+        skv_kvx_target_reserve(f->kvx, 15, FP, ids2, 1, skv_clock_deadline_ms(300), &bytes, &len),
+        SKV_STATUS_OK);
+    skv_kvx_desc_t *d2 = NULL;
+    assert_int_equal(skv_kvx_desc_decode(bytes, len, &d2), SKV_STATUS_OK);
+    skv_free(bytes);
+    d2->lease_token ^= 1;
+    assert_int_equal(skv_kvx_push_create(f->kvx, d2, skv_clock_deadline_ms(3000), &push),
+                     SKV_STATUS_OK);
+    assert_int_equal(skv_kvx_push_host(push, 0, 1, 0, BLOCK_BYTES, srcs), SKV_STATUS_OK);
+    assert_int_equal(skv_kvx_push_finish(push, 9, SKV_STATUS_OK), SKV_STATUS_OK);
+    (void)skv_kvx_push_wait(push);
+    skv_kvx_push_destroy(push);
+    assert_true(progress_until(f, no_leases));
+    assert_int_equal(f->alloc.n_complete_ok, 0);
+    assert_int_equal(f->alloc.last_status, SKV_STATUS_TIMEOUT);
+    assert_int_equal(f->alloc.n_taken, 0);
+    for (size_t i = 0; i < (size_t)POOL_BLOCKS * BLOCK_BYTES; i++) {
+        assert_int_equal(f->pool[i], 0);
+    }
+    skv_kvx_desc_destroy(d2);
+    skv_kvx_desc_destroy(d);
+}
+
 static void test_cuda_query(void **state)
 {
     fixture_t *f = *state;
@@ -510,6 +628,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_desc_roundtrip),
         cmocka_unit_test(test_desc_truncated_and_flipped),
+        cmocka_unit_test(test_desc_ipc_section),
         cmocka_unit_test(test_desc_random_garbage),
         cmocka_unit_test(test_desc_encode_rejects_bad_fields),
         cmocka_unit_test(test_rkey_check),
@@ -519,11 +638,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_loopback_host_push_coalesces, fixture_setup,
                                         fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_loopback_staged_push, fixture_setup,
-                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_loopback_staged_push, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_failure_completion_and_unknown, fixture_setup,
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(test_garbage_rkey_in_valid_frame, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_am_forged_descriptor_refused, fixture_setup,
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(test_cuda_query, fixture_setup, fixture_teardown),
     };
