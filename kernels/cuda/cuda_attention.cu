@@ -294,16 +294,35 @@ __global__ void skv_attn_combine_kernel(bf16 *out, int64_t ldo, int32_t n_heads,
  * loads of K and of V per lane and key), a warp holds KPW keys side by side and takes U such
  * rows per step, so every lane has 2 * U * NV 16-byte loads in flight before the first use.
  * DPL shrinks for G 8 so that q and the accumulators (2 * G * DPL floats) stay in registers. */
+/* Build-time tuning knobs (measured in bench/results/cuda-h100-2026-11-23-3.md; the defaults
+ * were fastest there): DPL dims per lane, UDIM dims per lane and step (U = UDIM / DPL keys per
+ * lane group and step), WAVE blocks per SM the split count aims at, MIN_BLOCKS the
+ * __launch_bounds__ occupancy floor, MIN_SPLIT the fewest keys per split. */
+#ifndef SKV_DEC_DPL
+#define SKV_DEC_DPL 16
+#endif
+#ifndef SKV_DEC_UDIM
+#define SKV_DEC_UDIM 32
+#endif
+#ifndef SKV_DEC_WAVE
+#define SKV_DEC_WAVE 2
+#endif
+#ifndef SKV_DEC_MIN_BLOCKS
+#define SKV_DEC_MIN_BLOCKS 1
+#endif
+#ifndef SKV_DEC_MIN_SPLIT
+#define SKV_DEC_MIN_SPLIT 64 /* fewest keys worth a split of their own */
+#endif
+
 template <int HD, int G> struct skv_dec_cfg {
-    static constexpr int DPL = G * 16 <= 64 ? 16 : 8;
+    static constexpr int DPL = G * SKV_DEC_DPL <= 64 ? SKV_DEC_DPL : 8;
     static constexpr int LPK = HD / DPL;
     static constexpr int KPW = 32 / LPK;
-    static constexpr int U = 32 / DPL;
+    static constexpr int U = SKV_DEC_UDIM / DPL;
     static constexpr int NV = DPL / 8;
     static constexpr int KPS = KPW * U; /* keys per warp and step */
 };
-#define SKV_DEC_WARPS     4
-#define SKV_DEC_MIN_SPLIT 64 /* fewest keys worth a split of their own */
+#define SKV_DEC_WARPS 4
 
 /* grid (rows, kv heads, context splits), 4 warps. Every warp streams its own keys of the
  * split (steps of KPS keys, interleaved across the warps) with its own running softmax per
@@ -311,7 +330,7 @@ template <int HD, int G> struct skv_dec_cfg {
  * shared memory), then the splits (combine kernel, through the workspace) are merged at the
  * end. Scores are kept in log2 units (q pre-scaled by scale * log2 e). */
 template <int HD, int G>
-__global__ void __launch_bounds__(SKV_DEC_WARPS * 32)
+__global__ void __launch_bounds__(SKV_DEC_WARPS * 32, SKV_DEC_MIN_BLOCKS)
     skv_attn_decode_kernel(skv_attn_args_t a, bf16 *out, int64_t ldo, const bf16 *q, int64_t ldq,
                            int32_t n_heads, float scale_log2, int32_t chunk, int32_t n_splits,
                            float *ws_o, float *ws_ml)
@@ -710,7 +729,7 @@ static skv_status_t skv_attn_decode(skv_backend_t *be, const skv_attn_args_t *a,
     skv_cuda_backend_t *c = skv_cuda(be);
     int32_t group = n_heads / a->n_kv_heads;
     int64_t base_blocks = (int64_t)n_rows * a->n_kv_heads;
-    int64_t want = (2 * c->n_sms + base_blocks - 1) / base_blocks;
+    int64_t want = (SKV_DEC_WAVE * c->n_sms + base_blocks - 1) / base_blocks;
     int64_t most = (max_ctx + SKV_DEC_MIN_SPLIT - 1) / SKV_DEC_MIN_SPLIT;
     int64_t fit =
         (int64_t)(SKV_CUDA_ATTN_WS_FLOATS / ((size_t)n_rows * n_heads * (size_t)(a->head_dim + 2)));

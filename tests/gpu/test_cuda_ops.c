@@ -791,7 +791,7 @@ int main(int argc, char **argv)
     test_weight_fill(33, 517);
     size_t n_cases = sizeof(g_attn_cases) / sizeof(g_attn_cases[0]);
     for (size_t i = 0; i < n_cases; i++) {
-        if (!quick || i < 3 || i == 4 || i == 5 || i == 9 || i == 10) {
+        if (!quick || i < 3 || i == 4 || i == 5 || i == 9 || i == 10 || i == 13 || i == 15) {
             test_attention(&g_attn_cases[i]);
         }
     }
