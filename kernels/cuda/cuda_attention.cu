@@ -7,6 +7,11 @@
  *    (skv_attn_prefill2_kernel: 128 query rows x 64-key tiles per block, S in WMMA fragments,
  *    P through shared memory) stays for A/B timing (SKV_ATTN_PREFILL=2) and for q/out views
  *    the mma kernel cannot take (unaligned for 16-byte loads).
+ *  - decode (skv_attn_decode_kernel): one block of 4 warps per (query row, kv head, context
+ *    split) for head_dim 64/128 and up to 8 query heads per kv head; each warp streams its
+ *    own keys with no barrier in the loop, then lane groups, warps and splits are merged.
+ *    Used for decode, the SwiftKV logit rows and short chunks; SKV_ATTN_DECODE=0 selects the
+ *    rows kernel instead (A/B).
  *  - rows (skv_attn_rows_kernel): one block per (query row, kv head, context split), all query
  *    heads of the kv head together so K/V are read once. Used for decode, the SwiftKV logit
  *    rows, short chunks and any head_dim (even, <= 256). Long contexts are split across
@@ -282,6 +287,227 @@ __global__ void skv_attn_combine_kernel(bf16 *out, int64_t ldo, int32_t n_heads,
     out[(int64_t)r * ldo + (int64_t)h * hd + d] = __float2bfloat16(o / l);
 }
 
+/* ---- decode kernel (skv_attn_decode_kernel) ------------------------------------------ */
+
+/* Lane layout of the decode kernel for head_dim HD and up to G query heads per kv head:
+ * a key's head_dim vector is spread over LPK lanes of DPL dims each (one or two 16-byte
+ * loads of K and of V per lane and key), a warp holds KPW keys side by side and takes U such
+ * rows per step, so every lane has 2 * U * NV 16-byte loads in flight before the first use.
+ * DPL shrinks for G 8 so that q and the accumulators (2 * G * DPL floats) stay in registers. */
+/* Build-time tuning knobs (measured in bench/results/cuda-h100-2026-11-23-3.md; the defaults
+ * were fastest there): DPL dims per lane, UDIM dims per lane and step (U = UDIM / DPL keys per
+ * lane group and step), WAVE blocks per SM the split count aims at, MIN_BLOCKS the
+ * __launch_bounds__ occupancy floor, MIN_SPLIT the fewest keys per split. */
+#ifndef SKV_DEC_DPL
+#define SKV_DEC_DPL 16
+#endif
+#ifndef SKV_DEC_UDIM
+#define SKV_DEC_UDIM 32
+#endif
+#ifndef SKV_DEC_WAVE
+#define SKV_DEC_WAVE 2
+#endif
+#ifndef SKV_DEC_MIN_BLOCKS
+#define SKV_DEC_MIN_BLOCKS 1
+#endif
+#ifndef SKV_DEC_MIN_SPLIT
+#define SKV_DEC_MIN_SPLIT 64 /* fewest keys worth a split of their own */
+#endif
+
+template <int HD, int G> struct skv_dec_cfg {
+    static constexpr int DPL = G * SKV_DEC_DPL <= 64 ? SKV_DEC_DPL : 8;
+    static constexpr int LPK = HD / DPL;
+    static constexpr int KPW = 32 / LPK;
+    static constexpr int U = SKV_DEC_UDIM / DPL;
+    static constexpr int NV = DPL / 8;
+    static constexpr int KPS = KPW * U; /* keys per warp and step */
+};
+#define SKV_DEC_WARPS 4
+
+/* grid (rows, kv heads, context splits), 4 warps. Every warp streams its own keys of the
+ * split (steps of KPS keys, interleaved across the warps) with its own running softmax per
+ * lane group, so the main loop has no barrier; the lane groups, then the warps (through
+ * shared memory), then the splits (combine kernel, through the workspace) are merged at the
+ * end. Scores are kept in log2 units (q pre-scaled by scale * log2 e). */
+template <int HD, int G>
+__global__ void __launch_bounds__(SKV_DEC_WARPS * 32, SKV_DEC_MIN_BLOCKS)
+    skv_attn_decode_kernel(skv_attn_args_t a, bf16 *out, int64_t ldo, const bf16 *q, int64_t ldq,
+                           int32_t n_heads, float scale_log2, int32_t chunk, int32_t n_splits,
+                           float *ws_o, float *ws_ml)
+{
+    typedef skv_dec_cfg<HD, G> C;
+    __shared__ float red_o[SKV_DEC_WARPS][G][HD];
+    __shared__ float red_m[SKV_DEC_WARPS][G], red_l[SKV_DEC_WARPS][G];
+    int32_t r = blockIdx.x, kh = blockIdx.y, split = blockIdx.z;
+    int32_t group = n_heads / a.n_kv_heads, h0 = kh * group;
+    int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    int sub = lane % C::LPK, kg = lane / C::LPK;
+    int32_t s = skv_attn_seq_of_row(a, r);
+    const int32_t *bt = a.block_table + (int64_t)s * a.max_blocks;
+    int32_t ctx = a.row_pos[r] + 1;
+    int32_t p_begin = split * chunk, p_end = min(ctx, p_begin + chunk);
+    int64_t v_delta = (int64_t)a.n_kv_heads * a.block_size * HD;
+
+    float qf[G][C::DPL], acc[G][C::DPL], m[G], l[G];
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        const bf16 *qp = q + (int64_t)r * ldq + (int64_t)(h0 + g) * HD + sub * C::DPL;
+#pragma unroll
+        for (int e = 0; e < C::DPL; e++) {
+            qf[g][e] = g < group ? __bfloat162float(qp[e]) * scale_log2 : 0.0f;
+            acc[g][e] = 0.0f;
+        }
+        m[g] = -1e30f; /* finite: exp2(m - m_new) stays 1 while no key was seen */
+        l[g] = 0.0f;
+    }
+
+    for (int32_t p0 = p_begin + warp * C::KPS; p0 < p_end; p0 += SKV_DEC_WARPS * C::KPS) {
+        uint4 kv[C::U][C::NV], vv[C::U][C::NV];
+#pragma unroll
+        for (int u = 0; u < C::U; u++) {
+            int32_t p = p0 + u * C::KPW + kg;
+            if (p < p_end) {
+                const bf16 *kp = a.base + skv_attn_koff(a, bt, p, kh) + sub * C::DPL;
+#pragma unroll
+                for (int v = 0; v < C::NV; v++) {
+                    kv[u][v] = __ldg((const uint4 *)(kp + 8 * v));
+                    vv[u][v] = __ldg((const uint4 *)(kp + v_delta + 8 * v));
+                }
+            } else {
+#pragma unroll
+                for (int v = 0; v < C::NV; v++) {
+                    kv[u][v] = make_uint4(0, 0, 0, 0);
+                    vv[u][v] = make_uint4(0, 0, 0, 0);
+                }
+            }
+        }
+        float sc[C::U][G];
+#pragma unroll
+        for (int u = 0; u < C::U; u++) {
+            float kf[C::DPL];
+#pragma unroll
+            for (int v = 0; v < C::NV; v++) {
+                const __nv_bfloat162 *b2 = (const __nv_bfloat162 *)&kv[u][v];
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    float2 t = __bfloat1622float2(b2[e]);
+                    kf[8 * v + 2 * e] = t.x;
+                    kf[8 * v + 2 * e + 1] = t.y;
+                }
+            }
+#pragma unroll
+            for (int g = 0; g < G; g++) {
+                float d = 0.0f;
+#pragma unroll
+                for (int e = 0; e < C::DPL; e++) {
+                    d += qf[g][e] * kf[e];
+                }
+#pragma unroll
+                for (int o = C::LPK / 2; o > 0; o >>= 1) {
+                    d += __shfl_xor_sync(0xffffffffu, d, o);
+                }
+                sc[u][g] = p0 + u * C::KPW + kg < p_end ? d : -INFINITY;
+            }
+        }
+        float vf[C::U][C::DPL];
+#pragma unroll
+        for (int u = 0; u < C::U; u++) {
+#pragma unroll
+            for (int v = 0; v < C::NV; v++) {
+                const __nv_bfloat162 *b2 = (const __nv_bfloat162 *)&vv[u][v];
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    float2 t = __bfloat1622float2(b2[e]);
+                    vf[u][8 * v + 2 * e] = t.x;
+                    vf[u][8 * v + 2 * e + 1] = t.y;
+                }
+            }
+        }
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+            float mx = m[g];
+#pragma unroll
+            for (int u = 0; u < C::U; u++) {
+                mx = fmaxf(mx, sc[u][g]);
+            }
+            float corr = exp2f(m[g] - mx);
+            m[g] = mx;
+            l[g] *= corr;
+#pragma unroll
+            for (int e = 0; e < C::DPL; e++) {
+                acc[g][e] *= corr;
+            }
+#pragma unroll
+            for (int u = 0; u < C::U; u++) {
+                float pr = exp2f(sc[u][g] - mx); /* 0 for a masked key */
+                l[g] += pr;
+#pragma unroll
+                for (int e = 0; e < C::DPL; e++) {
+                    acc[g][e] += pr * vf[u][e];
+                }
+            }
+        }
+    }
+    /* Merge the lane groups of the warp (same dims, different keys). */
+#pragma unroll
+    for (int o = C::LPK; o < 32; o <<= 1) {
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+            float mo = __shfl_xor_sync(0xffffffffu, m[g], o);
+            float lo = __shfl_xor_sync(0xffffffffu, l[g], o);
+            float mn = fmaxf(m[g], mo), fs = exp2f(m[g] - mn), fo = exp2f(mo - mn);
+            l[g] = l[g] * fs + lo * fo;
+            m[g] = mn;
+#pragma unroll
+            for (int e = 0; e < C::DPL; e++) {
+                float ao = __shfl_xor_sync(0xffffffffu, acc[g][e], o);
+                acc[g][e] = acc[g][e] * fs + ao * fo;
+            }
+        }
+    }
+    if (kg == 0) {
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+#pragma unroll
+            for (int e = 0; e < C::DPL; e++) {
+                red_o[warp][g][sub * C::DPL + e] = acc[g][e];
+            }
+            if (sub == 0) {
+                red_m[warp][g] = m[g];
+                red_l[warp][g] = l[g];
+            }
+        }
+    }
+    __syncthreads();
+    /* Merge the warps; write the output, or this split's partial for the combine kernel. */
+    for (int i = tid; i < group * HD; i += blockDim.x) {
+        int g = i / HD, d = i % HD;
+        float mx = -1e30f;
+#pragma unroll
+        for (int w = 0; w < SKV_DEC_WARPS; w++) {
+            mx = fmaxf(mx, red_m[w][g]);
+        }
+        float o = 0.0f, lsum = 0.0f;
+#pragma unroll
+        for (int w = 0; w < SKV_DEC_WARPS; w++) {
+            float f = exp2f(red_m[w][g] - mx);
+            o += red_o[w][g][d] * f;
+            lsum += red_l[w][g] * f;
+        }
+        int32_t h = h0 + g;
+        if (n_splits == 1) {
+            out[(int64_t)r * ldo + (int64_t)h * HD + d] = __float2bfloat16(o / lsum);
+        } else {
+            int64_t w = ((int64_t)r * n_heads + h) * n_splits + split;
+            ws_o[w * HD + d] = o;
+            if (d == 0) {
+                ws_ml[2 * w] = mx * 0.69314718f; /* natural-log units, as the rows kernel */
+                ws_ml[2 * w + 1] = lsum;         /* 0 for an empty split: skipped */
+            }
+        }
+    }
+}
+
 /* ---- prefill kernel (WMMA; the mma.sync kernel of cuda_attn_mma.cu is the default) ---- */
 
 template <int HD> struct skv_prefill2_smem {
@@ -474,6 +700,8 @@ __global__ void __launch_bounds__(SKV_ATTN_PREFILL_THREADS, 2) /* 2 blocks/SM: <
 /* SKV_ATTN_PREFILL=2 selects the WMMA prefill kernel for A/B timing; the mma.sync kernel is
  * the default. */
 static int g_skv_attn_prefill_wmma;
+/* SKV_ATTN_DECODE=0 sends decode to the rows kernel instead of the decode kernel (A/B). */
+static int g_skv_attn_decode_rows;
 
 skv_status_t skv_cuda_attention_init(skv_backend_t *be)
 {
@@ -485,8 +713,59 @@ skv_status_t skv_cuda_attention_init(skv_backend_t *be)
                                         skv_prefill2_smem<128>::BYTES));
     const char *env = getenv("SKV_ATTN_PREFILL");
     g_skv_attn_prefill_wmma = env != NULL && env[0] == '2';
+    env = getenv("SKV_ATTN_DECODE");
+    g_skv_attn_decode_rows = env != NULL && env[0] == '0';
     (void)be;
     return skv_attn_mma_init();
+}
+
+/* Launches the decode kernel (head_dim 64 / 128, at most 8 query heads per kv head) with
+ * enough context splits for about two waves of blocks (and that fit the workspace), then the
+ * combine kernel when there is more than one split. */
+static skv_status_t skv_attn_decode(skv_backend_t *be, const skv_attn_args_t *a,
+                                    const skv_tensor_t *out, const skv_tensor_t *q, int32_t n_heads,
+                                    float scale, int32_t n_rows, int32_t max_ctx)
+{
+    skv_cuda_backend_t *c = skv_cuda(be);
+    int32_t group = n_heads / a->n_kv_heads;
+    int64_t base_blocks = (int64_t)n_rows * a->n_kv_heads;
+    int64_t want = (SKV_DEC_WAVE * c->n_sms + base_blocks - 1) / base_blocks;
+    int64_t most = (max_ctx + SKV_DEC_MIN_SPLIT - 1) / SKV_DEC_MIN_SPLIT;
+    int64_t fit =
+        (int64_t)(SKV_CUDA_ATTN_WS_FLOATS / ((size_t)n_rows * n_heads * (size_t)(a->head_dim + 2)));
+    int64_t splits = want < most ? want : most;
+    splits = splits < fit ? splits : fit;
+    splits = splits < 1 ? 1 : splits;
+    int32_t chunk = (int32_t)((max_ctx + splits - 1) / splits);
+    splits = (max_ctx + chunk - 1) / chunk;
+    float *ws_o = c->d_attn_ws;
+    float *ws_ml = ws_o + (size_t)n_rows * n_heads * splits * a->head_dim;
+    dim3 grid((unsigned)n_rows, (unsigned)a->n_kv_heads, (unsigned)splits);
+    float scale_log2 = scale * 1.44269504f;
+#define SKV_ATTN_DEC_LAUNCH(HD, G)                                                                 \
+    skv_attn_decode_kernel<HD, G><<<grid, SKV_DEC_WARPS * 32, 0, c->stream>>>(                     \
+        *a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, scale_log2, chunk,  \
+        (int32_t)splits, ws_o, ws_ml)
+    if (a->head_dim == 128) {
+        if (group <= 4) {
+            SKV_ATTN_DEC_LAUNCH(128, 4);
+        } else {
+            SKV_ATTN_DEC_LAUNCH(128, 8);
+        }
+    } else if (group <= 4) {
+        SKV_ATTN_DEC_LAUNCH(64, 4);
+    } else {
+        SKV_ATTN_DEC_LAUNCH(64, 8);
+    }
+#undef SKV_ATTN_DEC_LAUNCH
+    SKV_CUDA_CHECK_LAUNCH();
+    if (splits > 1) {
+        dim3 g2((unsigned)n_rows, (unsigned)n_heads);
+        skv_attn_combine_kernel<<<g2, a->head_dim, 0, c->stream>>>(
+            (bf16 *)out->data, out->ld, n_heads, a->head_dim, (int32_t)splits, ws_o, ws_ml);
+        SKV_CUDA_CHECK_LAUNCH();
+    }
+    return SKV_STATUS_OK;
 }
 
 /* Launches the rows kernel with as many context splits as fill the GPU (and fit the
@@ -565,6 +844,9 @@ skv_status_t skv_cuda_attention(skv_backend_t *be, const skv_tensor_t *out, cons
     /* Few rows per sequence (decode, SwiftKV logit rows): the rows kernel reads each key once
      * per kv head and splits long contexts; the tensor-core tile pays off from ~16 rows. */
     if (max_q <= 16 || (hd != 64 && hd != 128)) {
+        if (!g_skv_attn_decode_rows && (hd == 64 || hd == 128) && n_heads / kv->n_kv_heads <= 8) {
+            return skv_attn_decode(be, &a, out, q, n_heads, scale, meta->n_rows, meta->max_ctx);
+        }
         return skv_attn_rows(be, &a, out, q, n_heads, scale, meta->n_rows, meta->max_ctx);
     }
     cudaStream_t st = skv_cuda(be)->stream;

@@ -746,6 +746,13 @@ static const attn_case_t g_attn_cases[] = {
     {"prefill hd 64 GQA 4 chunks", 16, 4, 64, 16, 3, {100, 33, 257}, {5, 300, 0}},
     {"prefill GQA 1 bs 7", 4, 4, 128, 7, 2, {129, 64}, {0, 64}},
     {"llama3-8b prefill 600 + 333 + chunk", 32, 8, 128, 16, 3, {600, 333, 129}, {0, 0, 700}},
+    /* Decode kernel: contexts 1, 2, 3 and odd ones around the splits and warp steps, 2k,
+     * GQA 2/4/8, block sizes 7 and 16, head_dim 64 and 128, a few rows per sequence. */
+    {"decode GQA 4 bs 7 odd ctx", 32, 8, 128, 7, 5, {1, 1, 1, 1, 1}, {0, 2, 1032, 2046, 65}},
+    {"decode GQA 8 bs 16 ctx 2k", 64, 8, 128, 16, 4, {1, 1, 1, 1}, {2047, 1, 777, 16}},
+    {"decode hd 64 GQA 4 bs 7", 16, 4, 64, 7, 3, {1, 1, 1}, {2047, 130, 0}},
+    {"decode hd 64 GQA 8 bs 16", 16, 2, 64, 16, 2, {1, 1}, {1999, 31}},
+    {"decode GQA 2 rows 3 + 5", 8, 4, 128, 16, 2, {3, 5}, {1000, 62}},
 };
 
 int main(int argc, char **argv)
@@ -784,7 +791,7 @@ int main(int argc, char **argv)
     test_weight_fill(33, 517);
     size_t n_cases = sizeof(g_attn_cases) / sizeof(g_attn_cases[0]);
     for (size_t i = 0; i < n_cases; i++) {
-        if (!quick || i < 3 || i == 4 || i == 5 || i == 9 || i == 10) {
+        if (!quick || i < 3 || i == 4 || i == 5 || i == 9 || i == 10 || i == 13 || i == 15) {
             test_attention(&g_attn_cases[i]);
         }
     }
