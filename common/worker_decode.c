@@ -182,7 +182,6 @@ static skv_status_t skv_wres_make(skv_worker_t *w, const Skv__V1__ReserveRequest
     if (res == NULL) {
         return SKV_STATUS_NO_MEMORY;
     }
-    res->id = 0;
     res->n_prompt = (int32_t)q->n_prompt_token_ids;
     res->request_id = skv_strdup(q->request_id);
     res->prompt = skv_mallocn(q->n_prompt_token_ids, sizeof(int32_t));

@@ -177,7 +177,7 @@ static skv_status_t skv_wmain_mode(const char *name, skv_model_mode_t *mode)
 }
 
 /* Builds the KV pool of kv_mem_mb megabytes. */
-static skv_status_t skv_wmain_pool(const skv_wmain_args_t *a, skv_model_t *model, skv_backend_t *be,
+static skv_status_t skv_wmain_pool(const skv_wmain_args_t *a, skv_model_t *model,
                                    skv_kv_pool_t **pool_p)
 {
     skv_kv_layout_t layout;
@@ -189,7 +189,6 @@ static skv_status_t skv_wmain_pool(const skv_wmain_args_t *a, skv_model_t *model
                       skv_kv_layout_block_bytes(&layout));
         return SKV_STATUS_INVALID_ARGUMENT;
     }
-    (void)be;
     return skv_model_kv_pool_create(model, a->block_size, n_blocks, pool_p);
 }
 
@@ -221,7 +220,7 @@ int skv_worker_main(int argc, char **argv, skv_worker_role_t default_role)
     SKV_CHECK_GOTO(status, out);
     SKV_CHECK_GOTO(skv_backend_create(a.backend, a.threads, a.device, &be), out);
     SKV_CHECK_GOTO(skv_model_load(a.model_dir, be, &mo, &model), out);
-    SKV_CHECK_GOTO(skv_wmain_pool(&a, model, be, &pool), out);
+    SKV_CHECK_GOTO(skv_wmain_pool(&a, model, &pool), out);
     SKV_CHECK_GOTO(skv_worker_create(&a.wc, model, pool, be, &worker), out);
     SKV_LOG_INFO("worker: serving %s on port %d (%s, %lld KV blocks)", a.model_dir,
                  skv_worker_port(worker), a.backend, (long long)skv_kv_pool_n_blocks(pool));
