@@ -8,7 +8,7 @@
 #
 # Needs nvcc, cmake, ninja and cuBLAS. jansson comes from .carry/jansson (include/ and
 # lib/libjansson.a) when pkg-config has none. SKV_GPU_STEPS=skip-tests,skip-bench,skip-prof
-# (any of them) trims the run.
+# skip-attn (any of them) trims the run.
 set -u -o pipefail
 out=${1:-build-gpu/out}
 mkdir -p "$out"
@@ -55,14 +55,17 @@ if [[ $steps != *skip-bench* ]]; then
             2>&1 | tee "$out/bench-$preset.txt"
         echo "bench $preset rc=$?"
     done
-    # The same decode steps without CUDA graphs (each op launched from the host).
-    SKV_NO_GRAPHS=1 timeout 100 $build/bench/engine_bench --random-preset llama3-8b \
-        --backend cuda --prompt-len 64 --prefill-batch 1 --decode-batch 1,16,64 \
-        --context 1024,2048 --steps 5 2>&1 | tee "$out/bench-ab.txt"
+    # A/B in the same run: decode with cuBLAS for every GEMM (the few-row GEMV kernel off).
+    SKV_GEMV_MAX_ROWS=0 timeout 100 $build/bench/engine_bench --random-preset llama3-8b \
+        --backend cuda --prompt-len 64 --prefill-batch 1 --decode-batch 1,4 \
+        --context 1024,2048 --steps 10 2>&1 | sed "s/^/SKV_GEMV_MAX_ROWS=0 /" | tee "$out/bench-ab.txt"
+fi
+if [[ $steps != *skip-bench* && $steps != *skip-attn* ]]; then
     # The attention op alone (attn_bench): prefill TFLOP/s and decode KV GB/s, mma kernel at
-    # its default rows per block (128 for head_dim 128, 64 for 64), forced 64, and the WMMA
+    # its defaults (128 rows per block for head_dim 128, 64 for 64; the query heads of a GQA
+    # group packed into one block), one head per block (SKV_ATTN_MMA_PACK=1), and the WMMA
     # kernel (SKV_ATTN_PREFILL=2).
-    for v in "" SKV_ATTN_MMA_ROWS=64 SKV_ATTN_PREFILL=2; do
+    for v in "" SKV_ATTN_MMA_PACK=1 SKV_ATTN_PREFILL=2; do
         env $v timeout 60 $build/bench/attn_bench --seqs 8 --prompt-len 2048 --context 0 |
             sed "s/^/${v:-default} /"
         env $v timeout 60 $build/bench/attn_bench --head-dim 64 --seqs 8 --prompt-len 2048 \
@@ -71,8 +74,8 @@ if [[ $steps != *skip-bench* ]]; then
     for b in 1 16 64; do
         timeout 60 $build/bench/attn_bench --seqs $b --prompt-len 0 --context 2048
     done 2>&1 | tee -a "$out/attn-bench.txt"
-    # A/B on the whole prefill step: 64-row mma blocks, and the WMMA kernel.
-    for v in SKV_ATTN_MMA_ROWS=64 SKV_ATTN_PREFILL=2; do
+    # A/B on the whole prefill step: one query head per block, and the WMMA kernel.
+    for v in SKV_ATTN_MMA_PACK=1 SKV_ATTN_PREFILL=2; do
         for preset in llama3-8b llama3-8b-swiftkv; do
             env $v timeout 100 $build/bench/engine_bench --random-preset $preset \
                 --backend cuda --prompt-len 2048 --prefill-batch 8 --decode-batch 1 \

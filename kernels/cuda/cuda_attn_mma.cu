@@ -2,11 +2,14 @@
  * cuda_attn_mma.cu: causal GQA prefill attention over the paged bf16 KV cache on the tensor
  * cores with mma.sync (m16n8k16, bf16 operands, fp32 accumulation), flash-attention style.
  *
- * A block (W = 8 warps for head_dim 128, 4 for 64) takes 16 W consecutive query rows of one
- * sequence and one query head; warp w owns rows 16w..16w+15. Q stays in shared memory for the whole
- * kernel; the block walks 64-key tiles of the sequence's cache up to its last row's position. K and
- * V tiles are brought into shared memory with cp.async, each one overlapping the work on the other
- * (V of tile j loads while S = Q K_j^T runs; K of tile j+1 while softmax and O += P V_j run).
+ * A block (W = 8 warps for head_dim 128, 4 for 64) takes 16 W query rows of one sequence: HP
+ * query heads of one kv head (the GQA group or a power-of-two part of it) x 16 W / HP
+ * consecutive positions, head-major; warp w owns rows 16w..16w+15. Packing the heads that
+ * share a kv head into one block makes every K/V tile serve all of them: K/V traffic through
+ * L2 drops by HP (HP = 1 is one head per block). Q stays in shared memory for the whole
+ * kernel; the block walks 64-key tiles of the sequence's cache up to its last row's position.
+ * K and V tiles are brought into shared memory with cp.async in two stages: tile j + 1 loads
+ * while tile j's S = Q K^T, softmax and O += P V run (two barriers per tile).
  * S, P and O never leave registers: the accumulator layout of S is the A-operand layout of P
  * (two adjacent 8-key tiles make one 16-key fragment), so P V needs no shuffle. B fragments
  * come from shared memory with ldmatrix (.trans for V). Rows are padded by 16 bytes, which
@@ -16,7 +19,7 @@
  * Masking is applied only on tiles that cross a row's position; a warp whose rows are all
  * before a tile skips its math (it still joins the loads and barriers).
  * Blocks are ordered heaviest first (the last query tiles of the sequences launch first) and
- * the query heads of one kv head are adjacent in the grid, so their K/V reads share L2.
+ * the head groups of one kv head are adjacent in the grid, so their K/V reads share L2.
  */
 #include <math.h>
 #include <stdint.h>
@@ -28,13 +31,14 @@ typedef __nv_bfloat16 bf16;
 
 #define SKV_MMA_BK 64 /* keys per tile */
 
-/* Shared memory of a block of W warps (16 query rows each): Q [16W][LD], K and V [BK][LD]. */
+/* Shared memory of a block of W warps (16 query rows each): Q [16W][LD], then two stages of
+ * K [BK][LD] and V [BK][LD] (tile j in stage j % 2). */
 template <int HD, int W> struct skv_mma_smem {
     static constexpr int LD = HD + 8; /* bf16 row stride: +16 bytes against bank conflicts */
     static constexpr int Q_OFF = 0;
-    static constexpr int K_OFF = 16 * W * LD;
-    static constexpr int V_OFF = K_OFF + SKV_MMA_BK * LD;
-    static constexpr int BYTES = (V_OFF + SKV_MMA_BK * LD) * 2;
+    static constexpr int KV_OFF = 16 * W * LD;
+    static constexpr int TILE = SKV_MMA_BK * LD;         /* one K or V tile */
+    static constexpr int BYTES = (KV_OFF + 4 * TILE) * 2; /* K0 V0 K1 V1 */
 };
 
 static __device__ __forceinline__ uint32_t skv_smem_addr(const void *p)
@@ -127,49 +131,53 @@ static __device__ __forceinline__ float skv_exp2(float x)
     return y;
 }
 
-/* grid (n_heads, n_seqs, query tiles of 16 W rows of the longest sequence), 32 W threads.
+/* grid (n_heads / hp, n_seqs, query tiles of 16 W / hp positions of the longest sequence),
+ * 32 W threads; hp query heads per block (divides the GQA group and 16 W).
  * W 4: 64 rows, registers capped for 3 blocks per SM (<= 168); W 8: 128 rows, one block of
  * 8 warps per SM, each K/V tile serving twice the rows (half the L2 traffic per FLOP). */
 template <int HD, int W>
 __global__ void __launch_bounds__(W * 32, W == 4 ? 3 : 1)
     skv_attn_prefill_mma_kernel(skv_attn_args_t a, bf16 *out, int64_t ldo, const bf16 *q,
-                                int64_t ldq, int32_t n_heads, float scale_log2)
+                                int64_t ldq, int32_t n_heads, int32_t hp, float scale_log2)
 {
     typedef skv_mma_smem<HD, W> L;
     constexpr int BQ = 16 * W, THREADS = 32 * W, TPK = THREADS / SKV_MMA_BK;
     static_assert(THREADS % SKV_MMA_BK == 0 && (HD / 8) % TPK == 0, "key split");
     extern __shared__ __align__(128) unsigned char smem_raw[];
     bf16 *smem = (bf16 *)smem_raw;
-    bf16 *Qs = smem + L::Q_OFF, *Ks = smem + L::K_OFF, *Vs = smem + L::V_OFF;
+    bf16 *Qs = smem + L::Q_OFF;
 
-    int32_t h = blockIdx.x, s = blockIdx.y, kh = h / (n_heads / a.n_kv_heads);
+    int32_t P = BQ / hp; /* positions per block; block row v is head h0 + v / P, position v % P */
+    int32_t h0 = blockIdx.x * hp, s = blockIdx.y, kh = h0 / (n_heads / a.n_kv_heads);
     int32_t tile = gridDim.z - 1 - blockIdx.z; /* heaviest (last) tiles first */
-    int32_t r0 = a.seq_rows[s] + tile * BQ, r_end = a.seq_rows[s + 1];
+    int32_t r0 = a.seq_rows[s] + tile * P, r_end = a.seq_rows[s + 1];
     if (r0 >= r_end) {
         return;
     }
-    int32_t nq = min(BQ, r_end - r0);
+    int32_t nq = min(P, r_end - r0);
     const int32_t *bt = a.block_table + (int64_t)s * a.max_blocks;
     int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     int g = lane / 4, t = lane % 4; /* fragment row group and column pair */
     /* Rows increase in position within a sequence, so the last real row bounds the keys. */
     int32_t n_keys = a.row_pos[r0 + nq - 1] + 1;
 
-    /* Q tile (rows past nq zero-filled) and K tile 0, one cp.async group. */
+    /* Q tile (rows past nq zero-filled) and K/V tile 0 (stage 0), one cp.async group. */
     for (int i = tid; i < BQ * (HD / 8); i += THREADS) {
-        int row = i / (HD / 8), c = i % (HD / 8);
-        const bf16 *src = row < nq ? q + (int64_t)(r0 + row) * ldq + (int64_t)h * HD + c * 8 : q;
-        skv_cp_async16(Qs + row * L::LD + c * 8, src, row < nq ? 16 : 0);
+        int row = i / (HD / 8), c = i % (HD / 8), pr = row % P, hq = h0 + row / P;
+        const bf16 *src = pr < nq ? q + (int64_t)(r0 + pr) * ldq + (int64_t)hq * HD + c * 8 : q;
+        skv_cp_async16(Qs + row * L::LD + c * 8, src, pr < nq ? 16 : 0);
     }
     int64_t v_delta = (int64_t)a.n_kv_heads * a.block_size * HD;
     int64_t koff = skv_mma_key_off<TPK>(a, bt, kh, 0, n_keys); /* this thread's key of the tile */
-    skv_mma_load_kv<HD, TPK, L::LD>(a.base, koff, 0, Ks);
+    skv_mma_load_kv<HD, TPK, L::LD>(a.base, koff, 0, smem + L::KV_OFF);
+    skv_mma_load_kv<HD, TPK, L::LD>(a.base, koff, v_delta, smem + L::KV_OFF + L::TILE);
     skv_cp_async_commit();
 
     /* Padding rows take the last real row's position: finite softmax, never written. */
     int32_t row_lo = warp * 16 + g, row_hi = row_lo + 8;
-    int32_t pos_lo = a.row_pos[r0 + min(row_lo, nq - 1)];
-    int32_t pos_hi = a.row_pos[r0 + min(row_hi, nq - 1)];
+    int32_t pr_lo = row_lo % P, pr_hi = row_hi % P; /* rows of the sequence tile */
+    int32_t pos_lo = a.row_pos[r0 + min(pr_lo, nq - 1)];
+    int32_t pos_hi = a.row_pos[r0 + min(pr_hi, nq - 1)];
     int32_t wmin = min(pos_lo, pos_hi), wmax = max(pos_lo, pos_hi);
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
@@ -177,8 +185,6 @@ __global__ void __launch_bounds__(W * 32, W == 4 ? 3 : 1)
         wmax = max(wmax, __shfl_xor_sync(0xffffffffu, wmax, o));
     }
 
-    skv_cp_async_wait<0>();
-    __syncthreads();
     /* Q fragments are re-read from shared memory per tile (8 ldmatrix against 64 for K and
      * V): holding them would cost 32 registers and the third block per SM. */
     const bf16 *q_lane = Qs + (warp * 16 + (lane & 15)) * L::LD + (lane >> 4) * 8;
@@ -190,10 +196,18 @@ __global__ void __launch_bounds__(W * 32, W == 4 ? 3 : 1)
     }
     float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
 
-    for (int32_t k0 = 0; k0 < n_keys; k0 += SKV_MMA_BK) {
-        skv_mma_load_kv<HD, TPK, L::LD>(a.base, koff, v_delta, Vs);
-        skv_cp_async_commit();
-        skv_cp_async_wait<1>(); /* K tile k0 has landed (V may still be in flight) */
+    /* Two stages: while tile j is used from stage j % 2, tile j + 1 (K and V) loads into the
+     * other; one barrier before a tile is read and one after, before its stage is refilled. */
+    for (int32_t k0 = 0, stage = 0; k0 < n_keys; k0 += SKV_MMA_BK, stage ^= 1) {
+        const bf16 *Ks = smem + L::KV_OFF + 2 * stage * L::TILE, *Vs = Ks + L::TILE;
+        if (k0 + SKV_MMA_BK < n_keys) {
+            bf16 *Kn = smem + L::KV_OFF + 2 * (stage ^ 1) * L::TILE;
+            koff = skv_mma_key_off<TPK>(a, bt, kh, k0 + SKV_MMA_BK, n_keys);
+            skv_mma_load_kv<HD, TPK, L::LD>(a.base, koff, 0, Kn);
+            skv_mma_load_kv<HD, TPK, L::LD>(a.base, koff, v_delta, Kn + L::TILE);
+        }
+        skv_cp_async_commit(); /* possibly empty: keeps the group count uniform */
+        skv_cp_async_wait<1>(); /* tile k0 (and Q) has landed; the next may be in flight */
         __syncthreads();
         bool active = k0 <= wmax; /* warp-uniform */
         float sf[SKV_MMA_BK / 8][4];
@@ -216,13 +230,6 @@ __global__ void __launch_bounds__(W * 32, W == 4 ? 3 : 1)
                 }
             }
         }
-        __syncthreads(); /* every warp is done with K: the next tile may overwrite it */
-        if (k0 + SKV_MMA_BK < n_keys) {
-            koff = skv_mma_key_off<TPK>(a, bt, kh, k0 + SKV_MMA_BK, n_keys);
-            skv_mma_load_kv<HD, TPK, L::LD>(a.base, koff, 0, Ks);
-        }
-        skv_cp_async_commit(); /* possibly empty: keeps the group count uniform */
-
         uint32_t pf[SKV_MMA_BK / 16][4];
         if (active) {
             /* Max on raw scores (scale > 0), then p = exp2(s * scale_log2 - m * scale_log2):
@@ -284,8 +291,6 @@ __global__ void __launch_bounds__(W * 32, W == 4 ? 3 : 1)
                 pf[kk][3] = skv_pack_bf16(sf[2 * kk + 1][2], sf[2 * kk + 1][3]);
             }
         }
-        skv_cp_async_wait<1>(); /* V tile k0 has landed (the next K may be in flight) */
-        __syncthreads();
         if (active) {
 #pragma unroll
             for (int kk = 0; kk < SKV_MMA_BK / 16; kk++) {
@@ -299,7 +304,7 @@ __global__ void __launch_bounds__(W * 32, W == 4 ? 3 : 1)
                 }
             }
         }
-        __syncthreads(); /* every warp is done with V: the next tile may overwrite it */
+        __syncthreads(); /* every warp is done with this stage: the next loads may refill it */
     }
     skv_cp_async_wait<0>();
 
@@ -309,15 +314,15 @@ __global__ void __launch_bounds__(W * 32, W == 4 ? 3 : 1)
         l_hi += __shfl_xor_sync(0xffffffffu, l_hi, off);
     }
     float inv_lo = 1.0f / l_lo, inv_hi = 1.0f / l_hi;
-    bf16 *out_lo = out + (int64_t)(r0 + row_lo) * ldo + (int64_t)h * HD + 2 * t;
-    bf16 *out_hi = out + (int64_t)(r0 + row_hi) * ldo + (int64_t)h * HD + 2 * t;
+    bf16 *out_lo = out + (int64_t)(r0 + pr_lo) * ldo + (int64_t)(h0 + row_lo / P) * HD + 2 * t;
+    bf16 *out_hi = out + (int64_t)(r0 + pr_hi) * ldo + (int64_t)(h0 + row_hi / P) * HD + 2 * t;
 #pragma unroll
     for (int n = 0; n < HD / 8; n++) {
-        if (row_lo < nq) {
+        if (pr_lo < nq) {
             *(__nv_bfloat162 *)(out_lo + n * 8) =
                 __floats2bfloat162_rn(o[n][0] * inv_lo, o[n][1] * inv_lo);
         }
-        if (row_hi < nq) {
+        if (pr_hi < nq) {
             *(__nv_bfloat162 *)(out_hi + n * 8) =
                 __floats2bfloat162_rn(o[n][2] * inv_hi, o[n][3] * inv_hi);
         }
@@ -328,6 +333,8 @@ __global__ void __launch_bounds__(W * 32, W == 4 ? 3 : 1)
  * per FLOP wins (H100: 168 against 152 TFLOP/s at 8 x 2048); 4 (64 rows, 3 blocks per SM) for
  * head_dim 64 (161 against 131). SKV_ATTN_MMA_ROWS=64 or 128 forces one, for A/B timing. */
 static int g_skv_attn_mma_w128 = 8, g_skv_attn_mma_w64 = 4;
+/* Most query heads packed per block (SKV_ATTN_MMA_PACK=1 turns packing off, for A/B). */
+static int g_skv_attn_mma_pack = 16;
 
 template <int HD, int W> static skv_status_t skv_attn_mma_attr(void)
 {
@@ -342,6 +349,10 @@ skv_status_t skv_attn_mma_init(void)
     const char *env = getenv("SKV_ATTN_MMA_ROWS");
     if (env != NULL && (atoi(env) == 64 || atoi(env) == 128)) {
         g_skv_attn_mma_w128 = g_skv_attn_mma_w64 = atoi(env) / 16;
+    }
+    const char *pack = getenv("SKV_ATTN_MMA_PACK");
+    if (pack != NULL && atoi(pack) >= 1) {
+        g_skv_attn_mma_pack = atoi(pack);
     }
     skv_status_t st = skv_attn_mma_attr<64, 4>();
     st = st == SKV_STATUS_OK ? skv_attn_mma_attr<128, 4>() : st;
@@ -361,9 +372,16 @@ static void skv_attn_mma_launch(cudaStream_t stream, const skv_attn_args_t *a,
                                 const skv_tensor_t *out, const skv_tensor_t *q, int32_t n_heads,
                                 float scale_log2, int32_t max_q)
 {
-    dim3 grid((unsigned)n_heads, (unsigned)a->n_seqs, (unsigned)((max_q + 16 * W - 1) / (16 * W)));
+    /* hp: the largest power of two dividing the GQA group, at most the pack limit, leaving
+     * at least one 16-row warp tile of positions per head. */
+    int32_t group = n_heads / a->n_kv_heads, hp = 1;
+    while (group % (hp * 2) == 0 && hp * 2 <= g_skv_attn_mma_pack && 16 * W / (hp * 2) >= 16) {
+        hp *= 2;
+    }
+    int32_t P = 16 * W / hp;
+    dim3 grid((unsigned)(n_heads / hp), (unsigned)a->n_seqs, (unsigned)((max_q + P - 1) / P));
     skv_attn_prefill_mma_kernel<HD, W><<<grid, 32 * W, skv_mma_smem<HD, W>::BYTES, stream>>>(
-        *a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, scale_log2);
+        *a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, hp, scale_log2);
 }
 
 skv_status_t skv_attn_prefill_mma(cudaStream_t stream, const skv_attn_args_t *a,

@@ -214,6 +214,9 @@ static skv_status_t skv_cuda_matmul(skv_backend_t *be, const skv_tensor_t *out,
     if (x->rows == 0 || w->rows == 0) {
         return SKV_STATUS_OK;
     }
+    if (skv_cuda_gemv_applies(out, x, w)) {
+        return skv_cuda_gemv(be, out, x, w); /* decode at small batch: a weight stream */
+    }
     const float alpha = 1.0f, beta = 0.0f;
     SKV_CUBLAS_CHECK(cublasGemmEx(skv_cuda(be)->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w->rows,
                                   (int)x->rows, (int)x->cols, &alpha, w->data, CUDA_R_16BF,

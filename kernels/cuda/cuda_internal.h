@@ -111,6 +111,12 @@ skv_status_t skv_cuda_weight_fill(skv_backend_t *be, const skv_tensor_t *dst, ui
 skv_status_t skv_cuda_convert_rows(skv_backend_t *be, const skv_tensor_t *dst, int64_t row0,
                                    const void *d_src, skv_dtype_t src_dtype, int64_t n_rows);
 
+/* Few-row matmul (cuda_gemv.cu): whether skv_cuda_gemv takes out = x w^T (x->rows small
+ * enough, 16-byte aligned rows, cols % 8 == 0), and the op itself (same contract as matmul). */
+bool skv_cuda_gemv_applies(const skv_tensor_t *out, const skv_tensor_t *x, const skv_tensor_t *w);
+skv_status_t skv_cuda_gemv(skv_backend_t *be, const skv_tensor_t *out, const skv_tensor_t *x,
+                           const skv_tensor_t *w);
+
 /* Sampling (cuda_sample.cu). */
 skv_status_t skv_cuda_sample(skv_backend_t *be, const skv_tensor_t *tokens,
                              const skv_tensor_t *logits, const skv_tensor_t *params);

@@ -17,6 +17,19 @@ typedef __nv_bfloat16 bf16;
 
 #define SKV_CUDA_ROW_THREADS 256
 
+/* Whether every row of t starts on 16 bytes and holds whole 16-byte vectors. */
+static bool skv_vec8_ok(const skv_tensor_t *t)
+{
+    return t == NULL || ((uintptr_t)t->data % 16 == 0 && t->ld % 8 == 0 && t->cols % 8 == 0);
+}
+
+static unsigned skv_row_threads(int64_t cols)
+{
+    /* Narrow rows get one warp per 32 columns (at least one warp), wide rows 256 threads. */
+    int64_t t = (cols + 31) / 32 * 32;
+    return (unsigned)(t < SKV_CUDA_ROW_THREADS ? (t < 32 ? 32 : t) : SKV_CUDA_ROW_THREADS);
+}
+
 /* Sum over the block (blockDim.x a multiple of 32, <= 1024); every thread gets the result. */
 static __device__ float skv_block_sum(float v)
 {
@@ -49,6 +62,34 @@ __global__ void skv_copy_rows_kernel(bf16 *dst, int64_t ldd, const bf16 *src, in
     }
 }
 
+/* The same with 16-byte vectors (rows aligned, cols % 8 == 0; see skv_launch_copy_rows). */
+__global__ void skv_copy_rows_vec8_kernel(bf16 *dst, int64_t ldd, const bf16 *src, int64_t lds,
+                                          const int32_t *idx, int64_t cols)
+{
+    int64_t r = blockIdx.x;
+    const uint4 *s = (const uint4 *)(src + (int64_t)idx[r] * lds);
+    uint4 *d = (uint4 *)(dst + r * ldd);
+    for (int64_t c = threadIdx.x; c < cols / 8; c += blockDim.x) {
+        d[c] = s[c];
+    }
+}
+
+/* out row r <- src row idx[r] for every row of out. */
+static skv_status_t skv_launch_copy_rows(skv_backend_t *be, const skv_tensor_t *out,
+                                         const skv_tensor_t *src, const int32_t *idx)
+{
+    cudaStream_t st = skv_cuda(be)->stream;
+    if (skv_vec8_ok(out) && skv_vec8_ok(src)) {
+        skv_copy_rows_vec8_kernel<<<(unsigned)out->rows, skv_row_threads(out->cols / 8), 0, st>>>(
+            (bf16 *)out->data, out->ld, (const bf16 *)src->data, src->ld, idx, out->cols);
+    } else {
+        skv_copy_rows_kernel<<<(unsigned)out->rows, SKV_CUDA_ROW_THREADS, 0, st>>>(
+            (bf16 *)out->data, out->ld, (const bf16 *)src->data, src->ld, idx, out->cols);
+    }
+    SKV_CUDA_CHECK_LAUNCH();
+    return SKV_STATUS_OK;
+}
+
 skv_status_t skv_cuda_embed(skv_backend_t *be, const skv_tensor_t *out, const skv_tensor_t *table,
                             const skv_tensor_t *tokens)
 {
@@ -58,11 +99,7 @@ skv_status_t skv_cuda_embed(skv_backend_t *be, const skv_tensor_t *out, const sk
         return SKV_STATUS_OK;
     }
     /* Token ids were validated on the host by the engine before the step. */
-    skv_copy_rows_kernel<<<(unsigned)out->rows, SKV_CUDA_ROW_THREADS, 0, skv_cuda(be)->stream>>>(
-        (bf16 *)out->data, out->ld, (const bf16 *)table->data, table->ld,
-        (const int32_t *)tokens->data, out->cols);
-    SKV_CUDA_CHECK_LAUNCH();
-    return SKV_STATUS_OK;
+    return skv_launch_copy_rows(be, out, table, (const int32_t *)tokens->data);
 }
 
 skv_status_t skv_cuda_gather_rows(skv_backend_t *be, const skv_tensor_t *out,
@@ -73,11 +110,7 @@ skv_status_t skv_cuda_gather_rows(skv_backend_t *be, const skv_tensor_t *out,
     if (out->rows == 0) {
         return SKV_STATUS_OK;
     }
-    skv_copy_rows_kernel<<<(unsigned)out->rows, SKV_CUDA_ROW_THREADS, 0, skv_cuda(be)->stream>>>(
-        (bf16 *)out->data, out->ld, (const bf16 *)x->data, x->ld, (const int32_t *)idx->data,
-        out->cols);
-    SKV_CUDA_CHECK_LAUNCH();
-    return SKV_STATUS_OK;
+    return skv_launch_copy_rows(be, out, x, (const int32_t *)idx->data);
 }
 
 /* Unpacks / packs 8 bf16 held in a 16-byte vector. */
@@ -170,21 +203,61 @@ __global__ void skv_add_rmsnorm_kernel(bf16 *x, int64_t ldx, const bf16 *delta, 
     }
 }
 
-/* Whether every row of t starts on 16 bytes and holds whole 16-byte vectors. */
-static bool skv_vec8_ok(const skv_tensor_t *t)
+/* The VEC8 case with the row held in registers: thread t owns the 16-byte vectors t,
+ * t + blockDim.x, ... (at most NV of them), so x is read once and written once. Same
+ * arithmetic and rounding as skv_add_rmsnorm_kernel. */
+template <int NV>
+__global__ void skv_add_rmsnorm_reg_kernel(bf16 *x, int64_t ldx, const bf16 *delta, int64_t ldd,
+                                           bf16 *out, int64_t ldo, const bf16 *w, int64_t cols,
+                                           float eps)
 {
-    return t == NULL || ((uintptr_t)t->data % 16 == 0 && t->ld % 8 == 0 && t->cols % 8 == 0);
-}
-
-static skv_status_t skv_launch_add_rmsnorm(skv_backend_t *be, const skv_tensor_t *x,
-                                           const skv_tensor_t *delta, const skv_tensor_t *out,
-                                           const skv_tensor_t *w, float eps);
-
-static unsigned skv_row_threads(int64_t cols)
-{
-    /* Narrow rows get one warp per 32 columns (at least one warp), wide rows 256 threads. */
-    int64_t t = (cols + 31) / 32 * 32;
-    return (unsigned)(t < SKV_CUDA_ROW_THREADS ? (t < 32 ? 32 : t) : SKV_CUDA_ROW_THREADS);
+    int64_t r = blockIdx.x;
+    bf16 *xr = x + r * ldx;
+    float v[NV][8];
+    float ss = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        int64_t c = ((int64_t)k * blockDim.x + threadIdx.x) * 8;
+        if (c >= cols) {
+            continue; /* the rest of k is past the row too; predicated, keeps v in registers */
+        }
+        uint4 xu = *(const uint4 *)(xr + c);
+        skv_unpack8(xu, v[k]);
+        if (delta != NULL) {
+            float d[8];
+            skv_unpack8(*(const uint4 *)(delta + r * ldd + c), d);
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                v[k][e] += d[e];
+            }
+            xu = skv_pack8(v[k]);
+            *(uint4 *)(xr + c) = xu;
+            skv_unpack8(xu, v[k]); /* the norm sees the rounded residual */
+        }
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            ss += v[k][e] * v[k][e];
+        }
+    }
+    if (out == NULL) {
+        return;
+    }
+    float inv = rsqrtf(skv_block_sum(ss) / (float)cols + eps);
+    bf16 *orow = out + r * ldo;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        int64_t c = ((int64_t)k * blockDim.x + threadIdx.x) * 8;
+        if (c >= cols) {
+            continue;
+        }
+        float wv[8];
+        skv_unpack8(*(const uint4 *)(w + c), wv);
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            v[k][e] = v[k][e] * inv * wv[e];
+        }
+        *(uint4 *)(orow + c) = skv_pack8(v[k]);
+    }
 }
 
 static skv_status_t skv_launch_add_rmsnorm(skv_backend_t *be, const skv_tensor_t *x,
@@ -199,9 +272,20 @@ static skv_status_t skv_launch_add_rmsnorm(skv_backend_t *be, const skv_tensor_t
     bf16 *od = out ? (bf16 *)out->data : NULL;
     const bf16 *wd = out ? (const bf16 *)w->data : NULL;
     int64_t ldd = delta ? delta->ld : 0, ldo = out ? out->ld : 0;
-    if (vec) {
-        skv_add_rmsnorm_kernel<true><<<(unsigned)x->rows, threads, 0, st>>>(xd, x->ld, dd, ldd, od,
-                                                                         ldo, wd, x->cols, eps);
+    int64_t nv = (x->cols / 8 + threads - 1) / threads; /* vectors per thread */
+    unsigned rows = (unsigned)x->rows;
+    if (vec && nv <= 1) {
+        skv_add_rmsnorm_reg_kernel<1><<<rows, threads, 0, st>>>(xd, x->ld, dd, ldd, od, ldo, wd,
+                                                                x->cols, eps);
+    } else if (vec && nv <= 2) {
+        skv_add_rmsnorm_reg_kernel<2><<<rows, threads, 0, st>>>(xd, x->ld, dd, ldd, od, ldo, wd,
+                                                                x->cols, eps);
+    } else if (vec && nv <= 4) {
+        skv_add_rmsnorm_reg_kernel<4><<<rows, threads, 0, st>>>(xd, x->ld, dd, ldd, od, ldo, wd,
+                                                                x->cols, eps);
+    } else if (vec) {
+        skv_add_rmsnorm_kernel<true><<<rows, threads, 0, st>>>(xd, x->ld, dd, ldd, od, ldo, wd,
+                                                               x->cols, eps);
     } else {
         skv_add_rmsnorm_kernel<false><<<(unsigned)x->rows, threads, 0, st>>>(
             xd, x->ld, dd, ldd, od, ldo, wd, x->cols, eps);
@@ -256,6 +340,60 @@ __global__ void skv_rope_kernel(bf16 *x, int64_t ldx, int32_t n_heads, int32_t h
     }
 }
 
+#define SKV_ROPE_MAX_HALF 256 /* head_dim <= 512 for the table kernels */
+
+/* Fills cs[0..half) with (cos, sin) of pos * inv_freq[d]: every head of a row shares them,
+ * so a row costs half sincosf calls, not heads * half. Ends with a barrier. */
+static __device__ void skv_rope_table(float2 *cs, int32_t half, int32_t pos, const float *inv_freq)
+{
+    for (int32_t d = threadIdx.x; d < half; d += blockDim.x) {
+        float sn, cn;
+        sincosf((float)pos * inv_freq[d], &sn, &cn);
+        cs[d] = make_float2(cn, sn);
+    }
+    __syncthreads();
+}
+
+/* Rotates 8 pairs (a[e], b[e]) at dims d..d+7 of one head by the table (f32, as the
+ * reference), in place. */
+static __device__ void skv_rope8(float *a, float *b, const float2 *cs, int32_t d)
+{
+#pragma unroll
+    for (int e = 0; e < 8; e++) {
+        float2 t = cs[d + e];
+        float xa = a[e], xb = b[e];
+        a[e] = xa * t.x - xb * t.y;
+        b[e] = xb * t.x + xa * t.y;
+    }
+}
+
+/* One block per row; a thread takes 8 pairs of one head (16-byte loads; half % 8 == 0 and
+ * 16-byte aligned rows, checked by the launcher). */
+__global__ void skv_rope_vec8_kernel(bf16 *x, int64_t ldx, int32_t n_heads, int32_t head_dim,
+                                     const int32_t *pos, const float *inv_freq)
+{
+    __shared__ float2 cs[SKV_ROPE_MAX_HALF];
+    int32_t half = head_dim / 2, per_head = half / 8;
+    skv_rope_table(cs, half, pos[blockIdx.x], inv_freq);
+    bf16 *xr = x + (int64_t)blockIdx.x * ldx;
+    for (int32_t i = threadIdx.x; i < n_heads * per_head; i += blockDim.x) {
+        int32_t h = i / per_head, d = (i % per_head) * 8;
+        bf16 *pa = xr + h * head_dim + d, *pb = pa + half;
+        float a[8], b[8];
+        skv_unpack8(*(const uint4 *)pa, a);
+        skv_unpack8(*(const uint4 *)pb, b);
+        skv_rope8(a, b, cs, d);
+        *(uint4 *)pa = skv_pack8(a);
+        *(uint4 *)pb = skv_pack8(b);
+    }
+}
+
+/* Whether the table kernels apply: 16-byte vectors inside each half of a head. */
+static bool skv_rope_vec8_ok(const skv_tensor_t *x, int32_t head_dim)
+{
+    return skv_vec8_ok(x) && head_dim % 16 == 0 && head_dim / 2 <= SKV_ROPE_MAX_HALF;
+}
+
 skv_status_t skv_cuda_rope(skv_backend_t *be, const skv_tensor_t *x, int32_t n_heads,
                            int32_t head_dim, const skv_tensor_t *pos, const skv_tensor_t *inv_freq)
 {
@@ -264,10 +402,17 @@ skv_status_t skv_cuda_rope(skv_backend_t *be, const skv_tensor_t *x, int32_t n_h
     if (x->rows == 0) {
         return SKV_STATUS_OK;
     }
-    skv_rope_kernel<<<(unsigned)x->rows, skv_row_threads((int64_t)n_heads * head_dim / 2), 0,
-                      skv_cuda(be)->stream>>>((bf16 *)x->data, x->ld, n_heads, head_dim,
-                                              (const int32_t *)pos->data,
-                                              (const float *)inv_freq->data);
+    cudaStream_t st = skv_cuda(be)->stream;
+    bf16 *xd = (bf16 *)x->data;
+    const int32_t *pd = (const int32_t *)pos->data;
+    const float *fd = (const float *)inv_freq->data;
+    if (skv_rope_vec8_ok(x, head_dim)) {
+        skv_rope_vec8_kernel<<<(unsigned)x->rows, skv_row_threads((int64_t)n_heads * head_dim / 16),
+                               0, st>>>(xd, x->ld, n_heads, head_dim, pd, fd);
+    } else {
+        skv_rope_kernel<<<(unsigned)x->rows, skv_row_threads((int64_t)n_heads * head_dim / 2), 0,
+                          st>>>(xd, x->ld, n_heads, head_dim, pd, fd);
+    }
     SKV_CUDA_CHECK_LAUNCH();
     return SKV_STATUS_OK;
 }
@@ -307,6 +452,27 @@ __global__ void skv_kv_write_kernel(skv_kv_geom_t g, int32_t layer, const bf16 *
     }
 }
 
+/* The same with 16-byte vectors: a thread moves 8 dims of one head of K and of V
+ * (head_dim % 8 == 0 and aligned rows, checked by the launcher). */
+__global__ void skv_kv_write_vec8_kernel(skv_kv_geom_t g, int32_t layer, const bf16 *k,
+                                         int64_t ldk, const bf16 *v, int64_t ldv,
+                                         const int32_t *row_slot)
+{
+    int64_t r = blockIdx.x;
+    int32_t slot = row_slot[r], per_head = g.head_dim / 8;
+    for (int32_t i = threadIdx.x; i < g.n_kv_heads * per_head; i += blockDim.x) {
+        int32_t h = i / per_head, d = (i % per_head) * 8, c = h * g.head_dim + d;
+        *(uint4 *)(skv_kv_vec(g, slot, layer, 0, h) + d) = *(const uint4 *)(k + r * ldk + c);
+        *(uint4 *)(skv_kv_vec(g, slot, layer, 1, h) + d) = *(const uint4 *)(v + r * ldv + c);
+    }
+}
+
+/* Whether the pool's head vectors are 16-byte aligned runs of whole vectors. */
+static bool skv_kv_vec8_ok(const skv_kv_view_t *kv)
+{
+    return (uintptr_t)kv->base % 16 == 0 && kv->head_dim % 8 == 0;
+}
+
 skv_status_t skv_cuda_kv_write(skv_backend_t *be, const skv_kv_view_t *kv, int32_t cache_layer,
                                const skv_tensor_t *k, const skv_tensor_t *v,
                                const skv_attn_meta_t *meta)
@@ -316,9 +482,17 @@ skv_status_t skv_cuda_kv_write(skv_backend_t *be, const skv_kv_view_t *kv, int32
     if (k->rows == 0) {
         return SKV_STATUS_OK;
     }
-    skv_kv_write_kernel<<<(unsigned)k->rows, skv_row_threads(k->cols), 0, skv_cuda(be)->stream>>>(
-        skv_kv_geom(kv), cache_layer, (const bf16 *)k->data, k->ld, (const bf16 *)v->data, v->ld,
-        (const int32_t *)meta->row_slot.data);
+    cudaStream_t st = skv_cuda(be)->stream;
+    const int32_t *slots = (const int32_t *)meta->row_slot.data;
+    if (skv_kv_vec8_ok(kv) && skv_vec8_ok(k) && skv_vec8_ok(v)) {
+        skv_kv_write_vec8_kernel<<<(unsigned)k->rows, skv_row_threads(k->cols / 8), 0, st>>>(
+            skv_kv_geom(kv), cache_layer, (const bf16 *)k->data, k->ld, (const bf16 *)v->data,
+            v->ld, slots);
+    } else {
+        skv_kv_write_kernel<<<(unsigned)k->rows, skv_row_threads(k->cols), 0, st>>>(
+            skv_kv_geom(kv), cache_layer, (const bf16 *)k->data, k->ld, (const bf16 *)v->data,
+            v->ld, slots);
+    }
     SKV_CUDA_CHECK_LAUNCH();
     return SKV_STATUS_OK;
 }
@@ -346,6 +520,34 @@ __global__ void skv_swiftkv_kv_write_kernel(skv_kv_geom_t g, int32_t first, cons
     }
 }
 
+/* The same with the RoPE table and 16-byte vectors: a thread takes 8 dims of one head's K
+ * pair (d, d + half) and 16 dims of its V (head_dim % 16 == 0, aligned; see the launcher). */
+__global__ void skv_swiftkv_kv_write_vec8_kernel(skv_kv_geom_t g, int32_t first, const bf16 *kvs,
+                                                 int64_t ld, const int32_t *row_slot,
+                                                 const int32_t *row_pos, const float *inv_freq)
+{
+    __shared__ float2 cs[SKV_ROPE_MAX_HALF];
+    int64_t r = blockIdx.x;
+    int32_t layer = first + blockIdx.y, slot = row_slot[r];
+    int32_t hd = g.head_dim, half = hd / 2, per_head = half / 8, width = g.n_kv_heads * hd;
+    skv_rope_table(cs, half, row_pos[r], inv_freq);
+    const bf16 *src = kvs + r * ld + (int64_t)blockIdx.y * 2 * width;
+    for (int32_t i = threadIdx.x; i < g.n_kv_heads * per_head; i += blockDim.x) {
+        int32_t h = i / per_head, d = (i % per_head) * 8;
+        const bf16 *sk = src + h * hd + d, *sv = src + width + h * hd + d;
+        float a[8], b[8];
+        skv_unpack8(*(const uint4 *)sk, a);
+        skv_unpack8(*(const uint4 *)(sk + half), b);
+        skv_rope8(a, b, cs, d);
+        bf16 *kd = skv_kv_vec(g, slot, layer, 0, h) + d;
+        *(uint4 *)kd = skv_pack8(a);
+        *(uint4 *)(kd + half) = skv_pack8(b);
+        bf16 *vd = skv_kv_vec(g, slot, layer, 1, h) + d;
+        *(uint4 *)vd = *(const uint4 *)sv;
+        *(uint4 *)(vd + half) = *(const uint4 *)(sv + half);
+    }
+}
+
 skv_status_t skv_cuda_swiftkv_kv_write(skv_backend_t *be, const skv_kv_view_t *kv,
                                        int32_t first_layer, int32_t n_layers,
                                        const skv_tensor_t *kvs, const skv_attn_meta_t *meta,
@@ -358,10 +560,18 @@ skv_status_t skv_cuda_swiftkv_kv_write(skv_backend_t *be, const skv_kv_view_t *k
         return SKV_STATUS_OK;
     }
     dim3 grid((unsigned)kvs->rows, (unsigned)n_layers);
-    skv_swiftkv_kv_write_kernel<<<grid, skv_row_threads(width), 0, skv_cuda(be)->stream>>>(
-        skv_kv_geom(kv), first_layer, (const bf16 *)kvs->data, kvs->ld,
-        (const int32_t *)meta->row_slot.data, (const int32_t *)meta->row_pos.data,
-        (const float *)inv_freq->data);
+    cudaStream_t st = skv_cuda(be)->stream;
+    const bf16 *src = (const bf16 *)kvs->data;
+    const int32_t *slots = (const int32_t *)meta->row_slot.data;
+    const int32_t *pos = (const int32_t *)meta->row_pos.data;
+    const float *fd = (const float *)inv_freq->data;
+    if (skv_kv_vec8_ok(kv) && skv_rope_vec8_ok(kvs, kv->head_dim)) {
+        skv_swiftkv_kv_write_vec8_kernel<<<grid, skv_row_threads(width / 16), 0, st>>>(
+            skv_kv_geom(kv), first_layer, src, kvs->ld, slots, pos, fd);
+    } else {
+        skv_swiftkv_kv_write_kernel<<<grid, skv_row_threads(width), 0, st>>>(
+            skv_kv_geom(kv), first_layer, src, kvs->ld, slots, pos, fd);
+    }
     SKV_CUDA_CHECK_LAUNCH();
     return SKV_STATUS_OK;
 }
@@ -377,6 +587,25 @@ __global__ void skv_swiglu_kernel(bf16 *out, int64_t ldo, const bf16 *gu, int64_
     out[r * ldo + c] = __float2bfloat16(g / (1.0f + expf(-g)) * u);
 }
 
+/* The same, 8 columns per thread with 16-byte accesses (launcher checks the alignment):
+ * grid (column blocks of 8 * blockDim.x, rows). */
+__global__ void skv_swiglu_vec8_kernel(bf16 *out, int64_t ldo, const bf16 *gu, int64_t ldg,
+                                       int64_t f)
+{
+    int64_t r = blockIdx.y, c = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 8;
+    if (c >= f) {
+        return;
+    }
+    float g[8], u[8];
+    skv_unpack8(*(const uint4 *)(gu + r * ldg + c), g);
+    skv_unpack8(*(const uint4 *)(gu + r * ldg + f + c), u);
+#pragma unroll
+    for (int e = 0; e < 8; e++) {
+        g[e] = g[e] / (1.0f + expf(-g[e])) * u[e];
+    }
+    *(uint4 *)(out + r * ldo + c) = skv_pack8(g);
+}
+
 skv_status_t skv_cuda_swiglu(skv_backend_t *be, const skv_tensor_t *out,
                              const skv_tensor_t *gate_up)
 {
@@ -385,10 +614,16 @@ skv_status_t skv_cuda_swiglu(skv_backend_t *be, const skv_tensor_t *out,
     if (out->rows == 0) {
         return SKV_STATUS_OK;
     }
-    dim3 grid(skv_cuda_blocks(f, 256), (unsigned)out->rows);
-    skv_swiglu_kernel<<<grid, 256, 0, skv_cuda(be)->stream>>>((bf16 *)out->data, out->ld,
-                                                               (const bf16 *)gate_up->data,
-                                                               gate_up->ld, f);
+    cudaStream_t st = skv_cuda(be)->stream;
+    if (skv_vec8_ok(out) && skv_vec8_ok(gate_up)) {
+        dim3 grid(skv_cuda_blocks(f / 8, 128), (unsigned)out->rows);
+        skv_swiglu_vec8_kernel<<<grid, 128, 0, st>>>((bf16 *)out->data, out->ld,
+                                                     (const bf16 *)gate_up->data, gate_up->ld, f);
+    } else {
+        dim3 grid(skv_cuda_blocks(f, 256), (unsigned)out->rows);
+        skv_swiglu_kernel<<<grid, 256, 0, st>>>((bf16 *)out->data, out->ld,
+                                                (const bf16 *)gate_up->data, gate_up->ld, f);
+    }
     SKV_CUDA_CHECK_LAUNCH();
     return SKV_STATUS_OK;
 }

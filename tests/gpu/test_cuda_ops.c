@@ -281,15 +281,18 @@ static void test_rope(int64_t N, int32_t nh, int32_t hd)
     free_all();
 }
 
-static void test_swiglu_gather_embed(int64_t N, int64_t F)
+/* pad: extra elements per row of every tensor (0 / 8 keep 16-byte rows when F % 8 == 0, so
+ * the vectorized kernels run; odd pads take the element-wise ones). */
+static void test_swiglu_gather_embed(int64_t N, int64_t F, int64_t pad)
 {
     char name[128];
-    pair_t gu = pair_new(N, 2 * F, 2 * F + 3, -4, 4, SKV_DTYPE_BF16);
-    pair_t o = pair_new(N, F, F + 1, 0, 1, SKV_DTYPE_BF16);
+    pair_t gu = pair_new(N, 2 * F, 2 * F + pad, -4, 4, SKV_DTYPE_BF16);
+    pair_t o = pair_new(N, F, F + pad, 0, 1, SKV_DTYPE_BF16);
     pair_poison(&o);
     check(g_cpu->ops->swiglu(g_cpu, &o.c, &gu.c), "cpu swiglu");
     check(g_gpu->ops->swiglu(g_gpu, &o.g, &gu.g), "gpu swiglu");
-    snprintf(name, sizeof(name), "swiglu N %lld F %lld", (long long)N, (long long)F);
+    snprintf(name, sizeof(name), "swiglu N %lld F %lld pad %lld", (long long)N, (long long)F,
+             (long long)pad);
     pair_check(name, &o, TOL_BF16);
     /* gather rows of gu's first F columns (a view) into a fresh tensor */
     int64_t M = N > 3 ? 3 : N;
@@ -313,7 +316,7 @@ static void test_swiglu_gather_embed(int64_t N, int64_t F)
     }
     pair_t t = pair_ints(tok, N);
     pair_t table = pair_new(37, F, F, -1, 1, SKV_DTYPE_BF16);
-    pair_t e = pair_new(N, F, F + 7, 0, 1, SKV_DTYPE_BF16);
+    pair_t e = pair_new(N, F, F + pad, 0, 1, SKV_DTYPE_BF16);
     pair_poison(&e);
     check(g_cpu->ops->embed(g_cpu, &e.c, &table.c, &t.c), "cpu embed");
     check(g_gpu->ops->embed(g_gpu, &e.g, &table.g, &t.g), "gpu embed");
@@ -537,13 +540,17 @@ static void test_attention(const attn_case_t *t)
     pair_t f = pair_new(1, t->head_dim / 2, t->head_dim / 2, 0, 1, SKV_DTYPE_F32);
     memcpy(f.h, inv, sizeof(float) * (size_t)t->head_dim / 2);
     pair_upload(&f);
-    pair_t kvs = pair_new(R, 3 * 2 * kvw, 3 * 2 * kvw + 4, -1, 1, SKV_DTYPE_BF16);
-    check(g_cpu->ops->swiftkv_kv_write(g_cpu, &vc, 0, 3, &kvs.c, &mp.c, &f.c), "cpu skv write");
-    check(g_gpu->ops->swiftkv_kv_write(g_gpu, &vg, 0, 3, &kvs.g, &mp.g, &f.g), "gpu skv write");
-    snprintf(name, sizeof(name), "swiftkv_kv_write 3 layers (hd %d bs %d rows %lld)", t->head_dim,
-             t->block_size, (long long)R);
-    pair_check(name, &kv.pool, 4e-3); /* most of the pool is exact copies: tighter */
-    pair_free(&q), pair_free(&o), pair_free(&k), pair_free(&v), pair_free(&f), pair_free(&kvs);
+    /* pad 4: the element-wise epilogue; pad 8: 16-byte rows, the vectorized one (hd % 16 == 0) */
+    for (int64_t pad = 4; pad <= 8; pad += 4) {
+        pair_t kvs = pair_new(R, 3 * 2 * kvw, 3 * 2 * kvw + pad, -1, 1, SKV_DTYPE_BF16);
+        check(g_cpu->ops->swiftkv_kv_write(g_cpu, &vc, 0, 3, &kvs.c, &mp.c, &f.c), "cpu skv");
+        check(g_gpu->ops->swiftkv_kv_write(g_gpu, &vg, 0, 3, &kvs.g, &mp.g, &f.g), "gpu skv");
+        snprintf(name, sizeof(name), "swiftkv_kv_write 3 layers (hd %d bs %d rows %lld pad %lld)",
+                 t->head_dim, t->block_size, (long long)R, (long long)pad);
+        pair_check(name, &kv.pool, 4e-3); /* most of the pool is exact copies: tighter */
+        pair_free(&kvs);
+    }
+    pair_free(&q), pair_free(&o), pair_free(&k), pair_free(&v), pair_free(&f);
     pair_free(&kv.pool);
     meta_free(&mp);
     free_all();
@@ -778,14 +785,26 @@ int main(int argc, char **argv)
         test_matmul(7, 14336, 4096, SKV_DTYPE_BF16, 0); /* down_proj */
         test_matmul(3, 4096, 28672, SKV_DTYPE_BF16, 1); /* gate_up */
         test_matmul(2, 4096, 128256, SKV_DTYPE_F32, 0); /* logits */
+        /* few rows: the GEMV kernel (M <= 4, 16-byte rows), then cuBLAS again above it */
+        test_matmul(1, 4096, 6144, SKV_DTYPE_BF16, 0);
+        test_matmul(4, 14336, 4096, SKV_DTYPE_BF16, 1);
+        test_matmul(1, 4096, 128256, SKV_DTYPE_F32, 0);
+        test_matmul(5, 4096, 4096, SKV_DTYPE_BF16, 0);
     }
+    test_matmul(1, 4104, 77, SKV_DTYPE_BF16, 1); /* a tail of vectors, O not whole blocks */
+    test_matmul(3, 256, 1000, SKV_DTYPE_F32, 1);
+    test_matmul(2, 8, 5, SKV_DTYPE_BF16, 0);
     test_rope(1, 1, 64);
     test_rope(9, 5, 96);
     test_rope(64, 32, 128);
     test_rope(17, 8, 128);
-    test_swiglu_gather_embed(1, 64);
-    test_swiglu_gather_embed(13, 333);
-    test_swiglu_gather_embed(40, 14336);
+    test_rope(3, 4, 10); /* head_dim % 16 != 0: the element-wise kernel */
+    test_swiglu_gather_embed(1, 64, 3);
+    test_swiglu_gather_embed(1, 64, 0);
+    test_swiglu_gather_embed(13, 333, 7);
+    test_swiglu_gather_embed(13, 336, 8);
+    test_swiglu_gather_embed(40, 14336, 3);
+    test_swiglu_gather_embed(40, 14336, 0);
     test_weight_upload(7, 100);
     test_weight_upload(300, 4096);
     test_weight_fill(33, 517);

@@ -1,0 +1,193 @@
+/*
+ * cuda_gemv.cu: the matmul of a few rows (decode at small batch): out[M, O] = x[M, I] w[O, I]^T
+ * with M <= SKV_GEMV_MAX_ROWS, bf16 in, f32 accumulate, bf16 or f32 out.
+ *
+ * At M = 1..4 the product is a stream over the weights (O x I bf16, read once) and the time is
+ * the weight bytes over HBM bandwidth. cuBLAS reaches 1.8-2.1 TB/s on the 8B model's q/k/v and
+ * o projections (6144 x 4096, 4096 x 4096) at M = 1; this kernel keeps more loads in flight
+ * per SM: one warp per output column, each lane streaming 16-byte weight vectors with UNROLL
+ * of them outstanding (no L1 allocation: every weight byte is used once), the M input rows read
+ * through L1 (they are reused by every warp of the SM). Lanes sum in registers, the warp by
+ * shuffles; no shared memory, no atomics, so results are deterministic.
+ *
+ * Applies when x and w rows are 16-byte aligned and I % 8 == 0 (skv_cuda_gemv_applies);
+ * otherwise the caller uses cuBLAS.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "kernels/cuda/cuda_internal.h"
+
+typedef __nv_bfloat16 bf16;
+
+#define SKV_GEMV_WARPS  8 /* warps per block, one output column each */
+#define SKV_GEMV_UNROLL 4 /* 16-byte weight loads in flight per lane */
+
+/* A 16-byte weight load that bypasses L1 (streamed once). */
+static __device__ __forceinline__ uint4 skv_ld_stream(const void *p)
+{
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
+/* acc += dot(w8, x8) over 8 bf16 pairs, f32. */
+static __device__ __forceinline__ float skv_dot8(uint4 w, uint4 x, float acc)
+{
+    const __nv_bfloat162 *wb = (const __nv_bfloat162 *)&w;
+    const __nv_bfloat162 *xb = (const __nv_bfloat162 *)&x;
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        float2 a = __bfloat1622float2(wb[e]), b = __bfloat1622float2(xb[e]);
+        acc = fmaf(a.x, b.x, acc);
+        acc = fmaf(a.y, b.y, acc);
+    }
+    return acc;
+}
+
+static __device__ __forceinline__ void skv_gemv_store(float *out, int64_t i, float v)
+{
+    out[i] = v;
+}
+
+static __device__ __forceinline__ void skv_gemv_store(bf16 *out, int64_t i, float v)
+{
+    out[i] = __float2bfloat16(v);
+}
+
+/* Grid: ceil(O / SKV_GEMV_WARPS) blocks of SKV_GEMV_WARPS warps; warp -> output column o.
+ * x [M, I] (row stride ldx), w [O, I] (row stride ldw), out [M, O] (row stride ldo); I % 8 == 0. */
+template <int M, typename TOut>
+__global__ void __launch_bounds__(SKV_GEMV_WARPS * 32)
+    skv_gemv_kernel(TOut *out, int64_t ldo, const bf16 *x, int64_t ldx, const bf16 *w, int64_t ldw,
+                    int64_t n_out, int64_t n_in)
+{
+    int64_t o = (int64_t)blockIdx.x * SKV_GEMV_WARPS + threadIdx.x / 32;
+    int lane = threadIdx.x % 32;
+    if (o >= n_out) {
+        return;
+    }
+    const bf16 *wr = w + o * ldw;
+    int64_t n_vec = n_in / 8;
+    float acc[M];
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+        acc[m] = 0.0f;
+    }
+    int64_t v = lane;
+    /* Main loop: UNROLL loads of 16 bytes per lane issued before any is used. */
+    for (; v + 32 * (SKV_GEMV_UNROLL - 1) < n_vec; v += 32 * SKV_GEMV_UNROLL) {
+        uint4 wv[SKV_GEMV_UNROLL];
+#pragma unroll
+        for (int u = 0; u < SKV_GEMV_UNROLL; u++) {
+            wv[u] = skv_ld_stream(wr + (v + 32 * u) * 8);
+        }
+#pragma unroll
+        for (int u = 0; u < SKV_GEMV_UNROLL; u++) {
+#pragma unroll
+            for (int m = 0; m < M; m++) {
+                uint4 xv = __ldg((const uint4 *)(x + m * ldx + (v + 32 * u) * 8));
+                acc[m] = skv_dot8(wv[u], xv, acc[m]);
+            }
+        }
+    }
+    for (; v < n_vec; v += 32) { /* tail: fewer than 32 * UNROLL vectors left */
+        uint4 wv = skv_ld_stream(wr + v * 8);
+#pragma unroll
+        for (int m = 0; m < M; m++) {
+            acc[m] = skv_dot8(wv, __ldg((const uint4 *)(x + m * ldx + v * 8)), acc[m]);
+        }
+    }
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+        float s = acc[m];
+        for (int off = 16; off > 0; off >>= 1) {
+            s += __shfl_xor_sync(0xffffffffu, s, off);
+        }
+        if (lane == 0) {
+            skv_gemv_store(out, m * ldo + o, s);
+        }
+    }
+}
+
+/* The largest M this module takes: SKV_GEMV_MAX_ROWS from the environment (0 disables the
+ * kernel, for A/B against cuBLAS), default 4, at most 8. Read once. */
+static int skv_gemv_max_rows(void)
+{
+    static int max_rows = -1;
+    if (max_rows < 0) {
+        const char *e = getenv("SKV_GEMV_MAX_ROWS");
+        int v = e != NULL ? atoi(e) : 4;
+        max_rows = v < 0 ? 0 : (v > 8 ? 8 : v);
+    }
+    return max_rows;
+}
+
+static bool skv_gemv_aligned(const skv_tensor_t *t)
+{
+    return (uintptr_t)t->data % 16 == 0 && t->ld % 8 == 0;
+}
+
+bool skv_cuda_gemv_applies(const skv_tensor_t *out, const skv_tensor_t *x, const skv_tensor_t *w)
+{
+    return x->rows <= skv_gemv_max_rows() && x->cols % 8 == 0 && skv_gemv_aligned(x) &&
+           skv_gemv_aligned(w);
+}
+
+template <int M, typename TOut>
+static void skv_gemv_launch_m(cudaStream_t st, const skv_tensor_t *out, const skv_tensor_t *x,
+                              const skv_tensor_t *w)
+{
+    unsigned blocks = skv_cuda_blocks(w->rows, SKV_GEMV_WARPS);
+    skv_gemv_kernel<M, TOut><<<blocks, SKV_GEMV_WARPS * 32, 0, st>>>(
+        (TOut *)out->data, out->ld, (const bf16 *)x->data, x->ld, (const bf16 *)w->data, w->ld,
+        w->rows, w->cols);
+}
+
+template <typename TOut>
+static void skv_gemv_launch(cudaStream_t st, const skv_tensor_t *out, const skv_tensor_t *x,
+                            const skv_tensor_t *w)
+{
+    switch (x->rows) {
+    case 1:
+        skv_gemv_launch_m<1, TOut>(st, out, x, w);
+        break;
+    case 2:
+        skv_gemv_launch_m<2, TOut>(st, out, x, w);
+        break;
+    case 3:
+        skv_gemv_launch_m<3, TOut>(st, out, x, w);
+        break;
+    case 4:
+        skv_gemv_launch_m<4, TOut>(st, out, x, w);
+        break;
+    case 5:
+        skv_gemv_launch_m<5, TOut>(st, out, x, w);
+        break;
+    case 6:
+        skv_gemv_launch_m<6, TOut>(st, out, x, w);
+        break;
+    case 7:
+        skv_gemv_launch_m<7, TOut>(st, out, x, w);
+        break;
+    default:
+        skv_gemv_launch_m<8, TOut>(st, out, x, w);
+        break;
+    }
+}
+
+skv_status_t skv_cuda_gemv(skv_backend_t *be, const skv_tensor_t *out, const skv_tensor_t *x,
+                           const skv_tensor_t *w)
+{
+    SKV_ASSERT(x->rows >= 1 && x->rows <= 8 && skv_cuda_gemv_applies(out, x, w));
+    cudaStream_t st = skv_cuda(be)->stream;
+    if (out->dtype == SKV_DTYPE_F32) {
+        skv_gemv_launch<float>(st, out, x, w);
+    } else {
+        skv_gemv_launch<bf16>(st, out, x, w);
+    }
+    SKV_CUDA_CHECK_LAUNCH();
+    return SKV_STATUS_OK;
+}
