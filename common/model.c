@@ -215,11 +215,18 @@ static skv_status_t skv_attn_block(skv_model_t *m, int32_t l, int64_t R, const s
     /* q and k are adjacent columns of qkv: one RoPE call rotates both (heads are independent). */
     int32_t rope_heads = swiftkv_q ? c->n_heads : c->n_heads + c->n_kv_heads;
     skv_tensor_t qk = skv_tensor_cols(&qkv, 0, (int64_t)rope_heads * c->head_dim);
-    SKV_CHECK(ops->rope(m->be, &qk, rope_heads, c->head_dim, pos, &m->inv_freq));
-    if (!swiftkv_q) {
-        skv_tensor_t k = skv_tensor_cols(&qkv, qw, kvw);
+    if (swiftkv_q) { /* K/V of this layer were written by the SwiftKV epilogue */
+        SKV_CHECK(ops->rope(m->be, &qk, rope_heads, c->head_dim, pos, &m->inv_freq));
+    } else {
         skv_tensor_t v = skv_tensor_cols(&qkv, qw + kvw, kvw);
-        SKV_CHECK(ops->kv_write(m->be, kv, cache_layer, &k, &v, meta));
+        if (ops->rope_kv_write != NULL) {
+            SKV_CHECK(ops->rope_kv_write(m->be, &qk, c->n_heads, &v, kv, cache_layer, pos,
+                                         &m->inv_freq, meta));
+        } else {
+            skv_tensor_t k = skv_tensor_cols(&qkv, qw, kvw);
+            SKV_CHECK(ops->rope(m->be, &qk, rope_heads, c->head_dim, pos, &m->inv_freq));
+            SKV_CHECK(ops->kv_write(m->be, kv, cache_layer, &k, &v, meta));
+        }
     }
     float scale = 1.0f / sqrtf((float)c->head_dim);
     SKV_CHECK(ops->attention(m->be, &attn, &q, kv, cache_layer, c->n_heads, scale, meta));
@@ -239,8 +246,13 @@ static skv_status_t skv_mlp_block(skv_model_t *m, int32_t l, int64_t R)
     skv_tensor_t ff = skv_tensor_cols(&m->mid, 0, F);
     ff = skv_tensor_rows(&ff, 0, R);
     skv_tensor_t o = skv_tensor_rows(&m->o, 0, R);
-    SKV_CHECK(ops->matmul(m->be, &gu, &h, &L->w_gate_up));
-    SKV_CHECK(ops->swiglu(m->be, &ff, &gu));
+    skv_status_t st = ops->matmul_swiglu != NULL ? ops->matmul_swiglu(m->be, &ff, &h, &L->w_gate_up)
+                                                 : SKV_STATUS_UNSUPPORTED;
+    if (st == SKV_STATUS_UNSUPPORTED) { /* no fusion for this shape: gate_up, then SwiGLU */
+        SKV_CHECK(ops->matmul(m->be, &gu, &h, &L->w_gate_up));
+        st = ops->swiglu(m->be, &ff, &gu);
+    }
+    SKV_CHECK(st);
     SKV_CHECK(ops->matmul(m->be, &o, &ff, &L->w_down));
     return skv_tp_reduce(m, &o);
 }

@@ -190,6 +190,20 @@ typedef struct skv_ops {
      * No penalties, min-p or logprobs: requests that need them use the host sampler. */
     skv_status_t (*sample)(skv_backend_t *be, const skv_tensor_t *tokens,
                            const skv_tensor_t *logits, const skv_tensor_t *params);
+
+    /* Optional fusions (NULL when absent; the model then calls the ops they fuse). Each gives
+     * exactly the results of the unfused sequence, roundings included. */
+    /* out[N,F] = swiglu(x[N,I] * w[2F,I]^T): matmul into gate_up (rounded to the activation
+     * dtype), then swiglu, without storing gate_up. May decline a shape it does not fuse
+     * (e.g. many rows): UNSUPPORTED with nothing enqueued. */
+    skv_status_t (*matmul_swiglu)(skv_backend_t *be, const skv_tensor_t *out,
+                                  const skv_tensor_t *x, const skv_tensor_t *w);
+    /* rope(qk, n_heads + n_kv_heads heads) then kv_write(k = the last n_kv_heads heads of qk,
+     * v) into cache layer c: qk [N, (n_heads + kv_heads) * head_dim], v [N, kv_heads * head_dim]. */
+    skv_status_t (*rope_kv_write)(skv_backend_t *be, const skv_tensor_t *qk, int32_t n_heads,
+                                  const skv_tensor_t *v, const skv_kv_view_t *kv,
+                                  int32_t cache_layer, const skv_tensor_t *pos,
+                                  const skv_tensor_t *inv_freq, const skv_attn_meta_t *meta);
 } skv_ops_t;
 
 /* A backend instance: the ops table plus the backend's private state (it embeds this). */

@@ -2,11 +2,8 @@
  * cuda_attn_mma.cu: causal GQA prefill attention over the paged bf16 KV cache on the tensor
  * cores with mma.sync (m16n8k16, bf16 operands, fp32 accumulation), flash-attention style.
  *
- * A block (W = 8 warps for head_dim 128, 4 for 64) takes 16 W query rows of one sequence: HP
- * query heads of one kv head (the GQA group or a power-of-two part of it) x 16 W / HP
- * consecutive positions, head-major; warp w owns rows 16w..16w+15. Packing the heads that
- * share a kv head into one block makes every K/V tile serve all of them: K/V traffic through
- * L2 drops by HP (HP = 1 is one head per block). Q stays in shared memory for the whole
+ * A block (W = 8 warps for head_dim 128, 4 for 64) takes 16 W consecutive query rows of one
+ * sequence and one query head; warp w owns rows 16w..16w+15. Q stays in shared memory for the whole
  * kernel; the block walks 64-key tiles of the sequence's cache up to its last row's position.
  * K and V tiles are brought into shared memory with cp.async in two stages: tile j + 1 loads
  * while tile j's S = Q K^T, softmax and O += P V run (two barriers per tile).
@@ -19,7 +16,9 @@
  * Masking is applied only on tiles that cross a row's position; a warp whose rows are all
  * before a tile skips its math (it still joins the loads and barriers).
  * Blocks are ordered heaviest first (the last query tiles of the sequences launch first) and
- * the head groups of one kv head are adjacent in the grid, so their K/V reads share L2.
+ * the query heads of one kv head are adjacent in the grid, so their K/V reads share L2.
+ * (Packing a GQA group's heads into one block, so each K/V tile serves all of them, measured
+ * no faster on the H100 at 8 x 2048: the kernel is not L2-bound.)
  */
 #include <math.h>
 #include <stdint.h>
@@ -131,14 +130,13 @@ static __device__ __forceinline__ float skv_exp2(float x)
     return y;
 }
 
-/* grid (n_heads / hp, n_seqs, query tiles of 16 W / hp positions of the longest sequence),
- * 32 W threads; hp query heads per block (divides the GQA group and 16 W).
+/* grid (n_heads, n_seqs, query tiles of 16 W rows of the longest sequence), 32 W threads.
  * W 4: 64 rows, registers capped for 3 blocks per SM (<= 168); W 8: 128 rows, one block of
  * 8 warps per SM, each K/V tile serving twice the rows (half the L2 traffic per FLOP). */
 template <int HD, int W>
 __global__ void __launch_bounds__(W * 32, W == 4 ? 3 : 1)
     skv_attn_prefill_mma_kernel(skv_attn_args_t a, bf16 *out, int64_t ldo, const bf16 *q,
-                                int64_t ldq, int32_t n_heads, int32_t hp, float scale_log2)
+                                int64_t ldq, int32_t n_heads, float scale_log2)
 {
     typedef skv_mma_smem<HD, W> L;
     constexpr int BQ = 16 * W, THREADS = 32 * W, TPK = THREADS / SKV_MMA_BK;
@@ -147,14 +145,13 @@ __global__ void __launch_bounds__(W * 32, W == 4 ? 3 : 1)
     bf16 *smem = (bf16 *)smem_raw;
     bf16 *Qs = smem + L::Q_OFF;
 
-    int32_t P = BQ / hp; /* positions per block; block row v is head h0 + v / P, position v % P */
-    int32_t h0 = blockIdx.x * hp, s = blockIdx.y, kh = h0 / (n_heads / a.n_kv_heads);
+    int32_t h = blockIdx.x, s = blockIdx.y, kh = h / (n_heads / a.n_kv_heads);
     int32_t tile = gridDim.z - 1 - blockIdx.z; /* heaviest (last) tiles first */
-    int32_t r0 = a.seq_rows[s] + tile * P, r_end = a.seq_rows[s + 1];
+    int32_t r0 = a.seq_rows[s] + tile * BQ, r_end = a.seq_rows[s + 1];
     if (r0 >= r_end) {
         return;
     }
-    int32_t nq = min(P, r_end - r0);
+    int32_t nq = min(BQ, r_end - r0);
     const int32_t *bt = a.block_table + (int64_t)s * a.max_blocks;
     int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     int g = lane / 4, t = lane % 4; /* fragment row group and column pair */
@@ -163,9 +160,9 @@ __global__ void __launch_bounds__(W * 32, W == 4 ? 3 : 1)
 
     /* Q tile (rows past nq zero-filled) and K/V tile 0 (stage 0), one cp.async group. */
     for (int i = tid; i < BQ * (HD / 8); i += THREADS) {
-        int row = i / (HD / 8), c = i % (HD / 8), pr = row % P, hq = h0 + row / P;
-        const bf16 *src = pr < nq ? q + (int64_t)(r0 + pr) * ldq + (int64_t)hq * HD + c * 8 : q;
-        skv_cp_async16(Qs + row * L::LD + c * 8, src, pr < nq ? 16 : 0);
+        int row = i / (HD / 8), c = i % (HD / 8);
+        const bf16 *src = row < nq ? q + (int64_t)(r0 + row) * ldq + (int64_t)h * HD + c * 8 : q;
+        skv_cp_async16(Qs + row * L::LD + c * 8, src, row < nq ? 16 : 0);
     }
     int64_t v_delta = (int64_t)a.n_kv_heads * a.block_size * HD;
     int64_t koff = skv_mma_key_off<TPK>(a, bt, kh, 0, n_keys); /* this thread's key of the tile */
@@ -175,9 +172,8 @@ __global__ void __launch_bounds__(W * 32, W == 4 ? 3 : 1)
 
     /* Padding rows take the last real row's position: finite softmax, never written. */
     int32_t row_lo = warp * 16 + g, row_hi = row_lo + 8;
-    int32_t pr_lo = row_lo % P, pr_hi = row_hi % P; /* rows of the sequence tile */
-    int32_t pos_lo = a.row_pos[r0 + min(pr_lo, nq - 1)];
-    int32_t pos_hi = a.row_pos[r0 + min(pr_hi, nq - 1)];
+    int32_t pos_lo = a.row_pos[r0 + min(row_lo, nq - 1)];
+    int32_t pos_hi = a.row_pos[r0 + min(row_hi, nq - 1)];
     int32_t wmin = min(pos_lo, pos_hi), wmax = max(pos_lo, pos_hi);
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
@@ -185,9 +181,12 @@ __global__ void __launch_bounds__(W * 32, W == 4 ? 3 : 1)
         wmax = max(wmax, __shfl_xor_sync(0xffffffffu, wmax, o));
     }
 
-    /* Q fragments are re-read from shared memory per tile (8 ldmatrix against 64 for K and
-     * V): holding them would cost 32 registers and the third block per SM. */
+    /* Q fragments: held in registers with 8 warps (one block per SM either way), re-read from
+     * shared memory per tile with 4 (8 ldmatrix against 64 for K and V; holding them would
+     * cost 32 registers and the third block per SM). */
+    constexpr bool QREG = W == 8;
     const bf16 *q_lane = Qs + (warp * 16 + (lane & 15)) * L::LD + (lane >> 4) * 8;
+    uint32_t qreg[QREG ? HD / 16 : 1][4];
 
     float o[HD / 8][4];
 #pragma unroll
@@ -209,6 +208,12 @@ __global__ void __launch_bounds__(W * 32, W == 4 ? 3 : 1)
         skv_cp_async_commit(); /* possibly empty: keeps the group count uniform */
         skv_cp_async_wait<1>(); /* tile k0 (and Q) has landed; the next may be in flight */
         __syncthreads();
+        if (QREG && k0 == 0) {
+#pragma unroll
+            for (int kk = 0; kk < (QREG ? HD / 16 : 1); kk++) {
+                skv_ldmatrix_x4(qreg[kk], q_lane + kk * 16);
+            }
+        }
         bool active = k0 <= wmax; /* warp-uniform */
         float sf[SKV_MMA_BK / 8][4];
 #pragma unroll
@@ -219,7 +224,14 @@ __global__ void __launch_bounds__(W * 32, W == 4 ? 3 : 1)
 #pragma unroll
             for (int kk = 0; kk < HD / 16; kk++) {
                 uint32_t qf[4];
-                skv_ldmatrix_x4(qf, q_lane + kk * 16);
+                if (QREG) {
+#pragma unroll
+                    for (int i = 0; i < 4; i++) {
+                        qf[i] = qreg[QREG ? kk : 0][i];
+                    }
+                } else {
+                    skv_ldmatrix_x4(qf, q_lane + kk * 16);
+                }
 #pragma unroll
                 for (int nn = 0; nn < SKV_MMA_BK / 16; nn++) {
                     uint32_t b[4];
@@ -314,15 +326,15 @@ __global__ void __launch_bounds__(W * 32, W == 4 ? 3 : 1)
         l_hi += __shfl_xor_sync(0xffffffffu, l_hi, off);
     }
     float inv_lo = 1.0f / l_lo, inv_hi = 1.0f / l_hi;
-    bf16 *out_lo = out + (int64_t)(r0 + pr_lo) * ldo + (int64_t)(h0 + row_lo / P) * HD + 2 * t;
-    bf16 *out_hi = out + (int64_t)(r0 + pr_hi) * ldo + (int64_t)(h0 + row_hi / P) * HD + 2 * t;
+    bf16 *out_lo = out + (int64_t)(r0 + row_lo) * ldo + (int64_t)h * HD + 2 * t;
+    bf16 *out_hi = out + (int64_t)(r0 + row_hi) * ldo + (int64_t)h * HD + 2 * t;
 #pragma unroll
     for (int n = 0; n < HD / 8; n++) {
-        if (pr_lo < nq) {
+        if (row_lo < nq) {
             *(__nv_bfloat162 *)(out_lo + n * 8) =
                 __floats2bfloat162_rn(o[n][0] * inv_lo, o[n][1] * inv_lo);
         }
-        if (pr_hi < nq) {
+        if (row_hi < nq) {
             *(__nv_bfloat162 *)(out_hi + n * 8) =
                 __floats2bfloat162_rn(o[n][2] * inv_hi, o[n][3] * inv_hi);
         }
@@ -333,8 +345,6 @@ __global__ void __launch_bounds__(W * 32, W == 4 ? 3 : 1)
  * per FLOP wins (H100: 168 against 152 TFLOP/s at 8 x 2048); 4 (64 rows, 3 blocks per SM) for
  * head_dim 64 (161 against 131). SKV_ATTN_MMA_ROWS=64 or 128 forces one, for A/B timing. */
 static int g_skv_attn_mma_w128 = 8, g_skv_attn_mma_w64 = 4;
-/* Most query heads packed per block (SKV_ATTN_MMA_PACK=1 turns packing off, for A/B). */
-static int g_skv_attn_mma_pack = 16;
 
 template <int HD, int W> static skv_status_t skv_attn_mma_attr(void)
 {
@@ -349,10 +359,6 @@ skv_status_t skv_attn_mma_init(void)
     const char *env = getenv("SKV_ATTN_MMA_ROWS");
     if (env != NULL && (atoi(env) == 64 || atoi(env) == 128)) {
         g_skv_attn_mma_w128 = g_skv_attn_mma_w64 = atoi(env) / 16;
-    }
-    const char *pack = getenv("SKV_ATTN_MMA_PACK");
-    if (pack != NULL && atoi(pack) >= 1) {
-        g_skv_attn_mma_pack = atoi(pack);
     }
     skv_status_t st = skv_attn_mma_attr<64, 4>();
     st = st == SKV_STATUS_OK ? skv_attn_mma_attr<128, 4>() : st;
@@ -372,16 +378,9 @@ static void skv_attn_mma_launch(cudaStream_t stream, const skv_attn_args_t *a,
                                 const skv_tensor_t *out, const skv_tensor_t *q, int32_t n_heads,
                                 float scale_log2, int32_t max_q)
 {
-    /* hp: the largest power of two dividing the GQA group, at most the pack limit, leaving
-     * at least one 16-row warp tile of positions per head. */
-    int32_t group = n_heads / a->n_kv_heads, hp = 1;
-    while (group % (hp * 2) == 0 && hp * 2 <= g_skv_attn_mma_pack && 16 * W / (hp * 2) >= 16) {
-        hp *= 2;
-    }
-    int32_t P = 16 * W / hp;
-    dim3 grid((unsigned)(n_heads / hp), (unsigned)a->n_seqs, (unsigned)((max_q + P - 1) / P));
+    dim3 grid((unsigned)n_heads, (unsigned)a->n_seqs, (unsigned)((max_q + 16 * W - 1) / (16 * W)));
     skv_attn_prefill_mma_kernel<HD, W><<<grid, 32 * W, skv_mma_smem<HD, W>::BYTES, stream>>>(
-        *a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, hp, scale_log2);
+        *a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, scale_log2);
 }
 
 skv_status_t skv_attn_prefill_mma(cudaStream_t stream, const skv_attn_args_t *a,

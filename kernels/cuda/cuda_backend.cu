@@ -302,6 +302,8 @@ static const skv_ops_t skv_cuda_ops_table = {
     skv_cuda_graph_capture_begin,
     skv_cuda_graph_capture_end,
     skv_cuda_sample,
+    skv_cuda_matmul_swiglu,
+    skv_cuda_rope_kv_write,
 };
 
 /* Creates the stream, handles and fixed workspace; on failure the caller destroys c. */

@@ -11,7 +11,9 @@
  * shuffles; no shared memory, no atomics, so results are deterministic.
  *
  * Applies when x and w rows are 16-byte aligned and I % 8 == 0 (skv_cuda_gemv_applies);
- * otherwise the caller uses cuBLAS.
+ * otherwise the caller uses cuBLAS. The same weight stream also serves the fused gate/up
+ * projection + SwiGLU of the MLP (matmul_swiglu): a warp sums the gate and the up row of one
+ * output column, so gate_up never goes to memory and the swiglu launch disappears.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -57,27 +59,13 @@ static __device__ __forceinline__ void skv_gemv_store(bf16 *out, int64_t i, floa
     out[i] = __float2bfloat16(v);
 }
 
-/* Grid: ceil(O / SKV_GEMV_WARPS) blocks of SKV_GEMV_WARPS warps; warp -> output column o.
- * x [M, I] (row stride ldx), w [O, I] (row stride ldw), out [M, O] (row stride ldo); I % 8 == 0. */
-template <int M, typename TOut>
-__global__ void __launch_bounds__(SKV_GEMV_WARPS * 32)
-    skv_gemv_kernel(TOut *out, int64_t ldo, const bf16 *x, int64_t ldx, const bf16 *w, int64_t ldw,
-                    int64_t n_out, int64_t n_in)
+/* acc[m] += dot(w row, x row m) over n_in columns for this lane's share: vectors lane,
+ * lane + 32, ... with UNROLL weight loads in flight; the caller reduces over the warp. */
+template <int M>
+static __device__ __forceinline__ void skv_gemv_row(float *acc, const bf16 *wr, const bf16 *x,
+                                                    int64_t ldx, int64_t n_in, int lane)
 {
-    int64_t o = (int64_t)blockIdx.x * SKV_GEMV_WARPS + threadIdx.x / 32;
-    int lane = threadIdx.x % 32;
-    if (o >= n_out) {
-        return;
-    }
-    const bf16 *wr = w + o * ldw;
-    int64_t n_vec = n_in / 8;
-    float acc[M];
-#pragma unroll
-    for (int m = 0; m < M; m++) {
-        acc[m] = 0.0f;
-    }
-    int64_t v = lane;
-    /* Main loop: UNROLL loads of 16 bytes per lane issued before any is used. */
+    int64_t n_vec = n_in / 8, v = lane;
     for (; v + 32 * (SKV_GEMV_UNROLL - 1) < n_vec; v += 32 * SKV_GEMV_UNROLL) {
         uint4 wv[SKV_GEMV_UNROLL];
 #pragma unroll
@@ -102,12 +90,64 @@ __global__ void __launch_bounds__(SKV_GEMV_WARPS * 32)
     }
 #pragma unroll
     for (int m = 0; m < M; m++) {
-        float s = acc[m];
         for (int off = 16; off > 0; off >>= 1) {
-            s += __shfl_xor_sync(0xffffffffu, s, off);
+            acc[m] += __shfl_xor_sync(0xffffffffu, acc[m], off);
         }
-        if (lane == 0) {
-            skv_gemv_store(out, m * ldo + o, s);
+    }
+}
+
+/* Grid: ceil(O / SKV_GEMV_WARPS) blocks of SKV_GEMV_WARPS warps; warp -> output column o.
+ * x [M, I] (row stride ldx), w [O, I] (row stride ldw), out [M, O] (row stride ldo); I % 8 == 0. */
+template <int M, typename TOut>
+__global__ void __launch_bounds__(SKV_GEMV_WARPS * 32)
+    skv_gemv_kernel(TOut *out, int64_t ldo, const bf16 *x, int64_t ldx, const bf16 *w, int64_t ldw,
+                    int64_t n_out, int64_t n_in)
+{
+    int64_t o = (int64_t)blockIdx.x * SKV_GEMV_WARPS + threadIdx.x / 32;
+    int lane = threadIdx.x % 32;
+    if (o >= n_out) {
+        return;
+    }
+    float acc[M];
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+        acc[m] = 0.0f;
+    }
+    skv_gemv_row<M>(acc, w + o * ldw, x, ldx, n_in, lane);
+    if (lane == 0) {
+#pragma unroll
+        for (int m = 0; m < M; m++) {
+            skv_gemv_store(out, m * ldo + o, acc[m]);
+        }
+    }
+}
+
+/* The fused gate/up projection and SwiGLU: warp -> output column c < F, from weight rows c
+ * (gate) and F + c (up), each summed exactly as skv_gemv_kernel sums it and rounded to bf16,
+ * then out = silu(g) * u as the swiglu op computes it. out [M, F] (row stride ldo). */
+template <int M>
+__global__ void __launch_bounds__(SKV_GEMV_WARPS * 32)
+    skv_gemv_swiglu_kernel(bf16 *out, int64_t ldo, const bf16 *x, int64_t ldx, const bf16 *w,
+                           int64_t ldw, int64_t f, int64_t n_in)
+{
+    int64_t c = (int64_t)blockIdx.x * SKV_GEMV_WARPS + threadIdx.x / 32;
+    int lane = threadIdx.x % 32;
+    if (c >= f) {
+        return;
+    }
+    float g[M], u[M];
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+        g[m] = u[m] = 0.0f;
+    }
+    skv_gemv_row<M>(g, w + c * ldw, x, ldx, n_in, lane);
+    skv_gemv_row<M>(u, w + (f + c) * ldw, x, ldx, n_in, lane);
+    if (lane == 0) {
+#pragma unroll
+        for (int m = 0; m < M; m++) {
+            float gb = __bfloat162float(__float2bfloat16(g[m]));
+            float ub = __bfloat162float(__float2bfloat16(u[m]));
+            out[m * ldo + c] = __float2bfloat16(gb / (1.0f + expf(-gb)) * ub);
         }
     }
 }
@@ -176,6 +216,55 @@ static void skv_gemv_launch(cudaStream_t st, const skv_tensor_t *out, const skv_
         skv_gemv_launch_m<8, TOut>(st, out, x, w);
         break;
     }
+}
+
+template <int M>
+static void skv_gemv_swiglu_launch_m(cudaStream_t st, const skv_tensor_t *out,
+                                     const skv_tensor_t *x, const skv_tensor_t *w)
+{
+    unsigned blocks = skv_cuda_blocks(out->cols, SKV_GEMV_WARPS);
+    skv_gemv_swiglu_kernel<M><<<blocks, SKV_GEMV_WARPS * 32, 0, st>>>(
+        (bf16 *)out->data, out->ld, (const bf16 *)x->data, x->ld, (const bf16 *)w->data, w->ld,
+        out->cols, w->cols);
+}
+
+skv_status_t skv_cuda_matmul_swiglu(skv_backend_t *be, const skv_tensor_t *out,
+                                    const skv_tensor_t *x, const skv_tensor_t *w)
+{
+    SKV_ASSERT(x->cols == w->cols && out->rows == x->rows && 2 * out->cols == w->rows);
+    SKV_ASSERT(out->dtype == SKV_DTYPE_BF16);
+    if (x->rows == 0 || !skv_cuda_gemv_applies(out, x, w)) {
+        return x->rows == 0 ? SKV_STATUS_OK : SKV_STATUS_UNSUPPORTED; /* nothing enqueued */
+    }
+    cudaStream_t st = skv_cuda(be)->stream;
+    switch (x->rows) {
+    case 1:
+        skv_gemv_swiglu_launch_m<1>(st, out, x, w);
+        break;
+    case 2:
+        skv_gemv_swiglu_launch_m<2>(st, out, x, w);
+        break;
+    case 3:
+        skv_gemv_swiglu_launch_m<3>(st, out, x, w);
+        break;
+    case 4:
+        skv_gemv_swiglu_launch_m<4>(st, out, x, w);
+        break;
+    case 5:
+        skv_gemv_swiglu_launch_m<5>(st, out, x, w);
+        break;
+    case 6:
+        skv_gemv_swiglu_launch_m<6>(st, out, x, w);
+        break;
+    case 7:
+        skv_gemv_swiglu_launch_m<7>(st, out, x, w);
+        break;
+    default:
+        skv_gemv_swiglu_launch_m<8>(st, out, x, w);
+        break;
+    }
+    SKV_CUDA_CHECK_LAUNCH();
+    return SKV_STATUS_OK;
 }
 
 skv_status_t skv_cuda_gemv(skv_backend_t *be, const skv_tensor_t *out, const skv_tensor_t *x,

@@ -116,6 +116,14 @@ skv_status_t skv_cuda_convert_rows(skv_backend_t *be, const skv_tensor_t *dst, i
 bool skv_cuda_gemv_applies(const skv_tensor_t *out, const skv_tensor_t *x, const skv_tensor_t *w);
 skv_status_t skv_cuda_gemv(skv_backend_t *be, const skv_tensor_t *out, const skv_tensor_t *x,
                            const skv_tensor_t *w);
+/* The matmul_swiglu op (ops.h): the fused GEMV when skv_cuda_gemv_applies, else UNSUPPORTED. */
+skv_status_t skv_cuda_matmul_swiglu(skv_backend_t *be, const skv_tensor_t *out,
+                                    const skv_tensor_t *x, const skv_tensor_t *w);
+/* The rope_kv_write op (ops.h), cuda_kernels.cu. */
+skv_status_t skv_cuda_rope_kv_write(skv_backend_t *be, const skv_tensor_t *qk, int32_t n_heads,
+                                    const skv_tensor_t *v, const skv_kv_view_t *kv,
+                                    int32_t cache_layer, const skv_tensor_t *pos,
+                                    const skv_tensor_t *inv_freq, const skv_attn_meta_t *meta);
 
 /* Sampling (cuda_sample.cu). */
 skv_status_t skv_cuda_sample(skv_backend_t *be, const skv_tensor_t *tokens,

@@ -497,6 +497,66 @@ skv_status_t skv_cuda_kv_write(skv_backend_t *be, const skv_kv_view_t *kv, int32
     return SKV_STATUS_OK;
 }
 
+/* RoPE of q and k and the scatter of k and v, one block per row (the fusion of
+ * skv_rope_vec8_kernel and skv_kv_write_vec8_kernel, same arithmetic): qk holds n_heads query
+ * heads then g.n_kv_heads key heads; rotated keys go to the cache and back to qk. */
+__global__ void skv_rope_kv_write_kernel(skv_kv_geom_t g, int32_t layer, bf16 *qk, int64_t ldqk,
+                                         int32_t n_heads, const bf16 *v, int64_t ldv,
+                                         const int32_t *pos, const int32_t *row_slot,
+                                         const float *inv_freq)
+{
+    __shared__ float2 cs[SKV_ROPE_MAX_HALF];
+    int64_t r = blockIdx.x;
+    int32_t hd = g.head_dim, half = hd / 2, per_head = half / 8, slot = row_slot[r];
+    skv_rope_table(cs, half, pos[r], inv_freq);
+    bf16 *xr = qk + r * ldqk;
+    for (int32_t i = threadIdx.x; i < (n_heads + g.n_kv_heads) * per_head; i += blockDim.x) {
+        int32_t h = i / per_head, d = (i % per_head) * 8;
+        bf16 *pa = xr + h * hd + d, *pb = pa + half;
+        float a[8], b[8];
+        skv_unpack8(*(const uint4 *)pa, a);
+        skv_unpack8(*(const uint4 *)pb, b);
+        skv_rope8(a, b, cs, d);
+        uint4 ua = skv_pack8(a), ub = skv_pack8(b);
+        *(uint4 *)pa = ua;
+        *(uint4 *)pb = ub;
+        if (h >= n_heads) {
+            bf16 *kd = skv_kv_vec(g, slot, layer, 0, h - n_heads) + d;
+            *(uint4 *)kd = ua;
+            *(uint4 *)(kd + half) = ub;
+        }
+    }
+    for (int32_t i = threadIdx.x; i < g.n_kv_heads * hd / 8; i += blockDim.x) {
+        int32_t h = i / (hd / 8), d = (i % (hd / 8)) * 8;
+        *(uint4 *)(skv_kv_vec(g, slot, layer, 1, h) + d) = *(const uint4 *)(v + r * ldv + h * hd + d);
+    }
+}
+
+skv_status_t skv_cuda_rope_kv_write(skv_backend_t *be, const skv_tensor_t *qk, int32_t n_heads,
+                                    const skv_tensor_t *v, const skv_kv_view_t *kv,
+                                    int32_t cache_layer, const skv_tensor_t *pos,
+                                    const skv_tensor_t *inv_freq, const skv_attn_meta_t *meta)
+{
+    int32_t hd = kv->head_dim, heads = n_heads + kv->n_kv_heads;
+    SKV_ASSERT(qk->cols == (int64_t)heads * hd && v->rows == qk->rows);
+    SKV_ASSERT(v->cols == (int64_t)kv->n_kv_heads * hd && pos->cols == qk->rows);
+    if (qk->rows == 0) {
+        return SKV_STATUS_OK;
+    }
+    if (!skv_rope_vec8_ok(qk, hd) || !skv_vec8_ok(v) || !skv_kv_vec8_ok(kv)) {
+        skv_tensor_t k = skv_tensor_cols(qk, (int64_t)n_heads * hd, v->cols);
+        skv_status_t st = skv_cuda_rope(be, qk, heads, hd, pos, inv_freq);
+        return st == SKV_STATUS_OK ? skv_cuda_kv_write(be, kv, cache_layer, &k, v, meta) : st;
+    }
+    skv_rope_kv_write_kernel<<<(unsigned)qk->rows, skv_row_threads((int64_t)heads * hd / 16), 0,
+                               skv_cuda(be)->stream>>>(
+        skv_kv_geom(kv), cache_layer, (bf16 *)qk->data, qk->ld, n_heads, (const bf16 *)v->data,
+        v->ld, (const int32_t *)pos->data, (const int32_t *)meta->row_slot.data,
+        (const float *)inv_freq->data);
+    SKV_CUDA_CHECK_LAUNCH();
+    return SKV_STATUS_OK;
+}
+
 /* SwiftKV epilogue, grid (rows, later cache layers): K with RoPE and V of layer g of row r go
  * to their slot in cache layer first + g. One launch for every later layer. */
 __global__ void skv_swiftkv_kv_write_kernel(skv_kv_geom_t g, int32_t first, const bf16 *kvs,

@@ -144,6 +144,21 @@ static skv_status_t p_gather_rows(skv_backend_t *be, const skv_tensor_t *o, cons
 {
     SKV_PROF_WRAP("gather_rows", g_prof->real->gather_rows(be, o, x, i));
 }
+static skv_status_t p_matmul_swiglu(skv_backend_t *be, const skv_tensor_t *o,
+                                    const skv_tensor_t *x, const skv_tensor_t *w)
+{
+    char name[48];
+    snprintf(name, sizeof(name), "matmul_swiglu [%s] x %lldx%lld", x->rows > 64 ? "N>64" : "N<=64",
+             (long long)w->rows, (long long)w->cols);
+    SKV_PROF_WRAP(name, g_prof->real->matmul_swiglu(be, o, x, w));
+}
+static skv_status_t p_rope_kv_write(skv_backend_t *be, const skv_tensor_t *qk, int32_t nh,
+                                    const skv_tensor_t *v, const skv_kv_view_t *kv, int32_t l,
+                                    const skv_tensor_t *pos, const skv_tensor_t *f,
+                                    const skv_attn_meta_t *m)
+{
+    SKV_PROF_WRAP("rope_kv_write", g_prof->real->rope_kv_write(be, qk, nh, v, kv, l, pos, f, m));
+}
 
 static void p_destroy(skv_backend_t *be)
 {
@@ -199,6 +214,8 @@ void skv_cuda_profile_maybe_wrap(const skv_ops_t **ops)
     wrapped.attention = p_attention;
     wrapped.swiglu = p_swiglu;
     wrapped.gather_rows = p_gather_rows;
+    wrapped.matmul_swiglu = p_matmul_swiglu;
+    wrapped.rope_kv_write = p_rope_kv_write;
     wrapped.graph_launch = NULL; /* replays would bypass the wrappers: profile eagerly */
     wrapped.graph_capture_begin = NULL;
     wrapped.graph_capture_end = NULL;

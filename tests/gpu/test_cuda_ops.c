@@ -250,6 +250,37 @@ static void test_matmul(int64_t N, int64_t I, int64_t O, skv_dtype_t out_dtype, 
     free_all();
 }
 
+/* The fused gate/up projection + SwiGLU (GPU) against matmul then swiglu (CPU); a shape the
+ * fusion declines must return UNSUPPORTED. */
+static void test_matmul_swiglu(int64_t N, int64_t I, int64_t F, int expect_fused)
+{
+    char name[128];
+    pair_t x = pair_new(N, I, I + 8, -1, 1, SKV_DTYPE_BF16);
+    pair_t w = pair_new(2 * F, I, I, -0.05f, 0.05f, SKV_DTYPE_BF16);
+    pair_t gu = pair_new(N, 2 * F, 2 * F, 0, 1, SKV_DTYPE_BF16);
+    pair_t o = pair_new(N, F, F + 8, 0, 1, SKV_DTYPE_BF16);
+    pair_poison(&o);
+    check(g_cpu->ops->matmul(g_cpu, &gu.c, &x.c, &w.c), "cpu matmul");
+    check(g_cpu->ops->swiglu(g_cpu, &o.c, &gu.c), "cpu swiglu");
+    skv_status_t st = g_gpu->ops->matmul_swiglu(g_gpu, &o.g, &x.g, &w.g);
+    snprintf(name, sizeof(name), "matmul_swiglu %lldx%lld -> %lld", (long long)N, (long long)I,
+             (long long)F);
+    if (!expect_fused) {
+        g_checks++;
+        if (st != SKV_STATUS_UNSUPPORTED) {
+            g_failures++;
+            printf("FAIL %s: expected UNSUPPORTED, got %s\n", name, skv_status_str(st));
+        } else {
+            printf("ok   %s: declined (UNSUPPORTED)\n", name);
+        }
+    } else {
+        check(st, "gpu matmul_swiglu");
+        pair_check(name, &o, TOL_BF16);
+    }
+    pair_free(&x), pair_free(&w), pair_free(&gu), pair_free(&o);
+    free_all();
+}
+
 static void fill_inv_freq(int32_t hd, float *inv)
 {
     skv_model_config_t cfg;
@@ -540,6 +571,27 @@ static void test_attention(const attn_case_t *t)
     pair_t f = pair_new(1, t->head_dim / 2, t->head_dim / 2, 0, 1, SKV_DTYPE_F32);
     memcpy(f.h, inv, sizeof(float) * (size_t)t->head_dim / 2);
     pair_upload(&f);
+    /* The fused RoPE + kv_write (GPU) against rope then kv_write (CPU), into layer 0: q|k
+     * rows padded by 8 (vectorized kernel when head_dim % 16 == 0) or 3 (the unfused path). */
+    for (int64_t pad = 3; pad <= 8; pad += 5) {
+        int64_t qkw = (int64_t)(t->n_heads + t->n_kv_heads) * t->head_dim;
+        pair_t qk = pair_new(R, qkw, qkw + pad, -1, 1, SKV_DTYPE_BF16);
+        skv_tensor_t kc = skv_tensor_cols(&qk.c, qw, kvw);
+        check(g_cpu->ops->rope(g_cpu, &qk.c, t->n_heads + t->n_kv_heads, t->head_dim,
+                               &mp.c.row_pos, &f.c),
+              "cpu rope");
+        check(g_cpu->ops->kv_write(g_cpu, &vc, 0, &kc, &v.c, &mp.c), "cpu kv_write");
+        check(g_gpu->ops->rope_kv_write(g_gpu, &qk.g, t->n_heads, &v.g, &vg, 0, &mp.g.row_pos,
+                                        &f.g, &mp.g),
+              "gpu rope_kv_write");
+        snprintf(name, sizeof(name), "rope_kv_write q|k (hd %d bs %d rows %lld pad %lld)",
+                 t->head_dim, t->block_size, (long long)R, (long long)pad);
+        pair_check(name, &qk, TOL_BF16);
+        snprintf(name, sizeof(name), "rope_kv_write pool (hd %d bs %d rows %lld pad %lld)",
+                 t->head_dim, t->block_size, (long long)R, (long long)pad);
+        pair_check(name, &kv.pool, 4e-3);
+        pair_free(&qk);
+    }
     /* pad 4: the element-wise epilogue; pad 8: 16-byte rows, the vectorized one (hd % 16 == 0) */
     for (int64_t pad = 4; pad <= 8; pad += 4) {
         pair_t kvs = pair_new(R, 3 * 2 * kvw, 3 * 2 * kvw + pad, -1, 1, SKV_DTYPE_BF16);
@@ -792,6 +844,13 @@ int main(int argc, char **argv)
         test_matmul(5, 4096, 4096, SKV_DTYPE_BF16, 0);
     }
     test_matmul(1, 4104, 77, SKV_DTYPE_BF16, 1); /* a tail of vectors, O not whole blocks */
+    test_matmul_swiglu(1, 256, 333, 1);
+    test_matmul_swiglu(3, 4104, 64, 1);
+    test_matmul_swiglu(9, 256, 100, 0);
+    if (!quick) {
+        test_matmul_swiglu(1, 4096, 14336, 1); /* llama3-8b MLP */
+        test_matmul_swiglu(4, 4096, 14336, 1);
+    }
     test_matmul(3, 256, 1000, SKV_DTYPE_F32, 1);
     test_matmul(2, 8, 5, SKV_DTYPE_BF16, 0);
     test_rope(1, 1, 64);
