@@ -47,6 +47,20 @@ size_t skv_kv_layout_block_bytes(const skv_kv_layout_t *layout);
 /* Returns a 64-bit fingerprint of every field of layout (FNV-1a over a canonical encoding). */
 uint64_t skv_kv_layout_fingerprint(const skv_kv_layout_t *layout);
 
+/* Returns the fingerprint of the whole model's KV layout, whatever its head split: the
+ * fingerprint of the unsplit layout (every KV head, tp_rank 0, tp_size 1). Equal for every rank
+ * of every split of one model, and to skv_kv_layout_fingerprint of an unsplit layout, so
+ * workers with different TP sizes compare this one (and exchange the split itself). */
+uint64_t skv_kv_layout_model_fingerprint(const skv_kv_layout_t *layout);
+
+/* Fills *out with the layout of rank `rank` when layout's model (any rank of any split) is
+ * split over tp_size ranks of kv_heads KV heads each; kv_heads 0 means every head (tp_size
+ * must then be 1). Returns MISMATCH when that split does not cover the model's KV heads
+ * exactly (tp_size * kv_heads differs from the total, tp_size < 1) or rank is outside
+ * [0, tp_size); not logged: the caller reports it with its context. Any thread. */
+skv_status_t skv_kv_layout_split(const skv_kv_layout_t *layout, int32_t tp_size, int32_t kv_heads,
+                                 int32_t rank, skv_kv_layout_t *out);
+
 /* Returns the cache layer of model layer `layer` (AcrossKV groups share one). */
 int32_t skv_kv_layout_cache_layer(const skv_kv_layout_t *layout, int32_t layer);
 
