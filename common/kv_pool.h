@@ -7,13 +7,16 @@
  * and V for block_size tokens (see kernels/ops.h); SwiftKV with AcrossKV G > 1 has
  * Lk + (L - Lk) / G cache layers, so the later layers' share shrinks by G.
  *
- * The layout fingerprint (dtype, block size, heads, head_dim, layer mapping, TP split) is
- * exchanged at reservation time: peers with different fingerprints must refuse to transfer.
+ * The layout fingerprint (dtype, block size, heads, head_dim, layer mapping, TP split) names
+ * one rank's layout; the model fingerprint (the same without the split) is exchanged at
+ * reservation time, with the split stated beside it: peers whose model fingerprints differ
+ * must refuse to transfer.
  *
  * Tensor parallelism: a pool whose layout has tp_size > 1 is rank 0's memory plus one
  * attached allocation per other rank (skv_kv_pool_attach_rank), each on that rank's backend
  * with that rank's KV heads; block ids (one allocator) are shared, so block b of every rank
- * holds the same tokens. The functions without "rank" in their name speak of rank 0.
+ * holds the same tokens; a worker registers each rank's memory with UCX. The functions
+ * without "rank" in their name speak of rank 0.
  *
  * Thread-safety: alloc/release/counters are mutex-protected (leases may expire on a transport
  * thread); a skv_kv_seq_t belongs to one thread.
