@@ -28,6 +28,7 @@ try:
     import grpc
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from skv_e2e import Proc, check, cli_tokens, expect_code, gen_stubs, wait_until
+    from test_workers import disagg as disagg_full, sampling, stats
     import e2e_client as E
 except ImportError:
     print("grpcio / grpcio-tools missing: skipping")
@@ -61,34 +62,9 @@ class Pair:
         self.prefill, self.decode = pre.prefill, dec.decode
 
 
-def sampling(temperature=0.0, seed=None):
-    from skv.v1 import generate_pb2 as G
-    s = G.SamplingParams(temperature=temperature)
-    if seed is not None:
-        s.seed = seed
-    return s
-
-
 def disagg(pair, rid, prompt, n, samp=None):
     """Reserve on D -> Prefill on P (KV pushed over UCX) -> Decode on D: the tokens."""
-    from skv.v1 import generate_pb2 as G, worker_pb2 as W
-    res = pair.decode.Reserve(W.ReserveRequest(request_id=rid, prompt_token_ids=prompt,
-                                               max_tokens=n), timeout=10)
-    pr = pair.prefill.Prefill(W.PrefillRequest(request_id=rid, token_ids=prompt,
-                                               sampling=samp or sampling(), target=res.target),
-                              timeout=60)
-    toks = [pr.first_token]
-    req = W.DecodeRequest(request_id=rid, first_token=pr.first_token, sampling=samp or sampling(),
-                          stop=G.StopCriteria(max_tokens=n, ignore_eos=True),
-                          n_prompt_tokens=len(prompt))
-    for c in pair.decode.Decode(req, timeout=60):
-        toks += list(c.token_ids)
-    return toks
-
-
-def stats(stub):
-    from skv.v1 import generate_pb2 as G
-    return stub.Stats(G.StatsRequest(), timeout=5)
+    return disagg_full(pair, rid, prompt, n, samp)[0]
 
 
 def expect_idle(workers, what):
