@@ -56,6 +56,36 @@ uint64_t skv_kv_layout_fingerprint(const skv_kv_layout_t *l)
     return h;
 }
 
+/* KV heads of the whole model a (rank) layout belongs to. */
+static int64_t skv_kv_layout_total_heads(const skv_kv_layout_t *l)
+{
+    return (int64_t)l->n_kv_heads * (l->tp_size > 1 ? l->tp_size : 1);
+}
+
+uint64_t skv_kv_layout_model_fingerprint(const skv_kv_layout_t *l)
+{
+    skv_kv_layout_t whole = *l;
+    whole.n_kv_heads = (int32_t)skv_kv_layout_total_heads(l);
+    whole.tp_rank = 0;
+    whole.tp_size = 1;
+    return skv_kv_layout_fingerprint(&whole);
+}
+
+skv_status_t skv_kv_layout_split(const skv_kv_layout_t *l, int32_t tp_size, int32_t kv_heads,
+                                 int32_t rank, skv_kv_layout_t *out)
+{
+    int64_t total = skv_kv_layout_total_heads(l);
+    int64_t heads = kv_heads == 0 && tp_size == 1 ? total : kv_heads;
+    if (tp_size < 1 || heads < 1 || heads * tp_size != total || rank < 0 || rank >= tp_size) {
+        return SKV_STATUS_MISMATCH;
+    }
+    *out = *l;
+    out->n_kv_heads = (int32_t)heads;
+    out->tp_rank = rank;
+    out->tp_size = tp_size;
+    return SKV_STATUS_OK;
+}
+
 int32_t skv_kv_layout_cache_layer(const skv_kv_layout_t *l, int32_t layer)
 {
     if (layer < l->n_kv_layers) {
@@ -170,8 +200,8 @@ int64_t skv_kv_pool_n_blocks(const skv_kv_pool_t *pool)
 skv_kv_view_t skv_kv_pool_view(const skv_kv_pool_t *pool)
 {
     const skv_kv_layout_t *l = &pool->layout;
-    skv_kv_view_t v = {pool->base, l->dtype, l->block_size, l->n_kv_heads, l->head_dim,
-                       l->n_cache_layers, pool->n_blocks};
+    skv_kv_view_t v = {pool->base,  l->dtype,          l->block_size, l->n_kv_heads,
+                       l->head_dim, l->n_cache_layers, pool->n_blocks};
     return v;
 }
 

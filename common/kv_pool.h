@@ -7,13 +7,16 @@
  * and V for block_size tokens (see kernels/ops.h); SwiftKV with AcrossKV G > 1 has
  * Lk + (L - Lk) / G cache layers, so the later layers' share shrinks by G.
  *
- * The layout fingerprint (dtype, block size, heads, head_dim, layer mapping, TP split) is
- * exchanged at reservation time: peers with different fingerprints must refuse to transfer.
+ * The layout fingerprint (dtype, block size, heads, head_dim, layer mapping, TP split) names
+ * one rank's layout; the model fingerprint (the same without the split) is exchanged at
+ * reservation time, with the split stated beside it: peers whose model fingerprints differ
+ * must refuse to transfer.
  *
  * Tensor parallelism: a pool whose layout has tp_size > 1 is rank 0's memory plus one
  * attached allocation per other rank (skv_kv_pool_attach_rank), each on that rank's backend
  * with that rank's KV heads; block ids (one allocator) are shared, so block b of every rank
- * holds the same tokens. The functions without "rank" in their name speak of rank 0.
+ * holds the same tokens; a worker registers each rank's memory with UCX. The functions
+ * without "rank" in their name speak of rank 0.
  *
  * Thread-safety: alloc/release/counters are mutex-protected (leases may expire on a transport
  * thread); a skv_kv_seq_t belongs to one thread.
@@ -46,6 +49,20 @@ size_t skv_kv_layout_block_bytes(const skv_kv_layout_t *layout);
 
 /* Returns a 64-bit fingerprint of every field of layout (FNV-1a over a canonical encoding). */
 uint64_t skv_kv_layout_fingerprint(const skv_kv_layout_t *layout);
+
+/* Returns the fingerprint of the whole model's KV layout, whatever its head split: the
+ * fingerprint of the unsplit layout (every KV head, tp_rank 0, tp_size 1). Equal for every rank
+ * of every split of one model, and to skv_kv_layout_fingerprint of an unsplit layout, so
+ * workers with different TP sizes compare this one (and exchange the split itself). */
+uint64_t skv_kv_layout_model_fingerprint(const skv_kv_layout_t *layout);
+
+/* Fills *out with the layout of rank `rank` when layout's model (any rank of any split) is
+ * split over tp_size ranks of kv_heads KV heads each; kv_heads 0 means every head (tp_size
+ * must then be 1). Returns MISMATCH when that split does not cover the model's KV heads
+ * exactly (tp_size * kv_heads differs from the total, tp_size < 1) or rank is outside
+ * [0, tp_size); not logged: the caller reports it with its context. Any thread. */
+skv_status_t skv_kv_layout_split(const skv_kv_layout_t *layout, int32_t tp_size, int32_t kv_heads,
+                                 int32_t rank, skv_kv_layout_t *out);
 
 /* Returns the cache layer of model layer `layer` (AcrossKV groups share one). */
 int32_t skv_kv_layout_cache_layer(const skv_kv_layout_t *layout, int32_t layer);

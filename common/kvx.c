@@ -491,13 +491,8 @@ void skv_kvx_destroy(skv_kvx_t *kvx)
     if (kvx->worker != NULL) {
         skv_kvx_peers_close(kvx);
     }
-    if (kvx->rkey_buf != NULL && kvx->rkey_is_ours) {
-        skv_free(kvx->rkey_buf);
-    } else if (kvx->rkey_buf != NULL) {
-        ucp_rkey_buffer_release(kvx->rkey_buf);
-    }
-    if (kvx->pool_memh != NULL) {
-        ucp_mem_unmap(kvx->ctx, kvx->pool_memh);
+    if (kvx->ctx != NULL) {
+        skv_kvx_pool_unmap(kvx);
     }
     skv_kvx_stages_cleanup(kvx);
     if (kvx->addr != NULL) {

@@ -32,6 +32,9 @@ typedef struct skv_kvx_push skv_kvx_push_t;
 /* Hard limits of the descriptor format; larger values are rejected as malformed. */
 #define SKV_KVX_MAX_BLOCKS     65536u /* blocks per request (256 MiB / 4 KiB) */
 #define SKV_KVX_MAX_BLOB_BYTES 65536u /* worker address or packed rkey */
+#define SKV_KVX_MAX_RANKS                                                                          \
+    16u /* memories of one pool (tensor-parallel ranks of one                                      \
+           process: one node's GPUs) */
 
 /* ---- transport ------------------------------------------------------------------------ */
 
@@ -136,17 +139,31 @@ typedef struct {
                           exported for same-host CUDA IPC pushes; registered with UCX
                           only when UCX supports CUDA memory (otherwise only IPC
                           initiators can write it; data messages are refused) */
+    /* Tensor parallelism: the pool's blocks are split by KV head over n_ranks memories (one
+     * per rank, the same block ids in each, every one n_blocks * block_bytes bytes). */
+    uint32_t n_ranks;        /* 0 or 1: base alone; 2..SKV_KVX_MAX_RANKS: rank_bases */
+    void *const *rank_bases; /* [n_ranks] when n_ranks > 1 (base is then ignored); each is
+                                registered with UCX; the array is read only by register */
+    uint32_t kv_heads;       /* KV heads per rank, stated in the descriptors of a multi-rank
+                                pool (required when n_ranks > 1) */
 } skv_kvx_pool_config_t;
 
-/* Registers the whole pool once (one ucp_mem_map; with base NULL it also allocates it) and
- * packs its rkey; borrows base until destroy (UCX-allocated memory is freed by destroy).
- * Returns OK, INVALID_ARGUMENT (zero sizes, overflow, already registered), TRANSPORT when
- * UCX refuses the registration. Owner thread, at startup. */
+/* Registers the whole pool once (one ucp_mem_map per rank memory; with base NULL and one rank
+ * it also allocates it) and packs one rkey per memory; borrows the memories until destroy
+ * (UCX-allocated memory is freed by destroy). Returns OK, INVALID_ARGUMENT (zero sizes,
+ * overflow, already registered, more than SKV_KVX_MAX_RANKS ranks or a NULL rank base, no
+ * kv_heads), UNSUPPORTED (a multi-rank device pool on a UCX without CUDA support: CUDA IPC
+ * export is single-memory), TRANSPORT when UCX refuses a registration. Owner thread, at
+ * startup. */
 skv_status_t skv_kvx_pool_register(skv_kvx_t *kvx, const skv_kvx_pool_config_t *cfg);
 
 /* Returns the pool's base address (the caller's, or the one UCX allocated), NULL without a
- * pool. Owner thread. */
+ * pool. For a multi-rank pool: rank 0's memory. Owner thread. */
 void *skv_kvx_pool_base(const skv_kvx_t *kvx);
+
+/* Returns rank `rank`'s memory of the pool, NULL without a pool or for a rank it does not
+ * have. Owner thread. */
+void *skv_kvx_pool_rank_base(const skv_kvx_t *kvx, uint32_t rank);
 
 /* Compares the fingerprint a reservation request states with the pool's. Returns OK or
  * INVALID_ARGUMENT (mismatch, logged with both values; also when no pool is registered). */
@@ -171,6 +188,13 @@ void skv_kvx_target_stats(const skv_kvx_t *kvx, uint32_t *n_leases_p, uint64_t *
 
 /* ---- descriptor ------------------------------------------------------------------------ */
 
+/* One memory (tensor-parallel rank) of the target's pool. */
+typedef struct {
+    uint64_t remote_base; /* address of block 0 in that memory */
+    const void *rkey;     /* its packed rkey */
+    size_t rkey_bytes;
+} skv_kvx_desc_rank_t;
+
 /* A decoded transfer-target descriptor. Blobs and block ids point into the same allocation. */
 typedef struct {
     uint64_t request_id;
@@ -191,10 +215,19 @@ typedef struct {
     uint8_t ipc_host[16]; /* the target host's identity (boot id) */
     uint8_t ipc_handle[SKV_KVX_IPC_HANDLE_BYTES];
     uint64_t ipc_offset; /* offset of block 0 inside the exported allocation */
+    /* Descriptor version 3: the pool is split by KV head over tp_size memories (ranks), each
+     * with the same block ids and block_bytes (one rank's share of a block). The fields
+     * above (remote_base, rkey) are rank 0's. Versions 1 and 2 decode as tp_size 1,
+     * kv_heads 0 (not stated: every head). Encode reads ranks[1..tp_size-1] when
+     * tp_size > 1 (ranks may be NULL otherwise; tp_size 0 means 1). */
+    uint32_t tp_size;
+    uint32_t kv_heads;                /* KV heads per rank */
+    const skv_kvx_desc_rank_t *ranks; /* decoded: [tp_size], ranks[0] repeats rank 0 */
 } skv_kvx_desc_t;
 
 /* Decodes and validates descriptor bytes: magic, version, exact length, limits, block ids in
- * the pool, address arithmetic without overflow, the packed rkey's structure, CRC-32C.
+ * the pool, address arithmetic without overflow (every rank), the packed rkeys' structure,
+ * CRC-32C.
  * Returns OK with a new descriptor (free with skv_kvx_desc_destroy), FORMAT for garbage or
  * truncated input (logged once), NO_MEMORY. Never reads outside [bytes, bytes + n). Any
  * thread. */
@@ -222,7 +255,9 @@ typedef skv_status_t (*skv_kvx_copy_fn)(void *ctx, uint32_t index, uint64_t offs
                                         uint64_t bytes);
 
 /* Starts a push to the descriptor's target: connects (or reuses the cached endpoint, error
- * mode PEER), unpacks the rkey. deadline_ns bounds every later wait of this push (connect,
+ * mode PEER), unpacks the rkey of every rank. One push (one lease, one completion) covers
+ * every rank of a multi-rank target: the completion leaves only after the data of all of
+ * them was flushed. deadline_ns bounds every later wait of this push (connect,
  * staging-buffer reuse, flush, completion); it is clipped to the lease deadline. The
  * descriptor is copied. Returns OK; FORMAT (rkey refused by UCX); UNAVAILABLE (cannot
  * reach the peer); TIMEOUT (lease already over); NO_MEMORY. Owner thread. */
@@ -247,6 +282,17 @@ skv_status_t skv_kvx_push_host(skv_kvx_push_t *push, uint32_t first, uint32_t n,
 skv_status_t skv_kvx_push_staged(skv_kvx_push_t *push, uint32_t first, uint32_t n, uint64_t offset,
                                  uint64_t bytes, skv_kvx_copy_fn copy, void *copy_ctx);
 
+/* skv_kvx_push_host and skv_kvx_push_staged into rank `rank`'s memory of a multi-rank target
+ * (descriptor version 3; the functions without _rank write rank 0). offset and bytes are in
+ * that rank's blocks (block_bytes is one rank's share). INVALID_ARGUMENT also for a rank the
+ * target does not have. A caller moving KV between different head splits gets the ranges
+ * from skv_kv_layout_tp_ranges (common/kv_pool.h). Owner thread. */
+skv_status_t skv_kvx_push_host_rank(skv_kvx_push_t *push, uint32_t rank, uint32_t first, uint32_t n,
+                                    uint64_t offset, uint64_t bytes, const void *const *srcs);
+skv_status_t skv_kvx_push_staged_rank(skv_kvx_push_t *push, uint32_t rank, uint32_t first,
+                                      uint32_t n, uint64_t offset, uint64_t bytes,
+                                      skv_kvx_copy_fn copy, void *copy_ctx);
+
 /* Ends the push without waiting: after every put, flushes the endpoint, then sends the
  * completion (request id, lease token, first_token, status) as an active message on the same
  * endpoint. A non-OK status tells the target the prefill failed (it releases the blocks).
@@ -269,7 +315,8 @@ skv_status_t skv_kvx_push_wait(skv_kvx_push_t *push);
  * stream, each buffer sent as soon as its copies finished while the next one fills. Does not
  * wait except for a staging buffer to come back (bounded by the push deadline); the rest
  * moves in skv_kvx_push_test. Returns as skv_kvx_push_host, DEVICE when a copy fails,
- * UNSUPPORTED without device_ops. Owner thread. */
+ * UNSUPPORTED without device_ops or for a multi-rank target (rank memories are reached only
+ * by skv_kvx_push_host_rank / skv_kvx_push_staged_rank). Owner thread. */
 skv_status_t skv_kvx_push_device(skv_kvx_push_t *push, uint32_t first, uint32_t n, uint64_t offset,
                                  uint64_t bytes, const void *const *srcs);
 

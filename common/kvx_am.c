@@ -12,7 +12,10 @@
  *   0 magic "SKVA" u32 | 4 version u32 (1) | 8 request_id u64 | 16 lease_token u64
  *  24 first u32 (index in the lease's block list) | 28 n u32 | 32 offset u64 | 40 bytes u64
  * and a payload of n * bytes: piece k goes to bytes [offset, offset + bytes) of block
- * first + k. The target checks the lease (id and token), the index range and the byte range
+ * first + k. Version 2 (56 bytes) adds 48 rank u32 | 52 reserved u32 (0): the data goes to
+ * that rank's memory of a tensor-parallel pool (version 1 means rank 0, and is what rank 0's
+ * data is sent as, so single-memory targets of older builds still understand it). The
+ * target checks the lease (id and token), the rank, the index range and the byte range
  * before writing; eager payloads are copied, rendezvous payloads are received by UCX straight
  * into the blocks (an iov of the pieces). Every data message counts on its lease; the
  * completion (version 2) carries how many the initiator sent, so the target hands blocks over
@@ -50,13 +53,22 @@ typedef struct {
     uint32_t n;
     uint64_t offset;
     uint64_t bytes;
+    uint32_t rank;
 } skv_kvx_am_hdr_t;
 
 static int skv_kvx_am_hdr_read(const void *header, size_t header_bytes, skv_kvx_am_hdr_t *h)
 {
     const uint8_t *p = header;
-    if (header_bytes != SKV_KVX_DATA_HEADER_BYTES || skv_kvx_get_u32(p) != SKV_KVX_DATA_MAGIC ||
-        skv_kvx_get_u32(p + 4) != 1) {
+    if (header_bytes < SKV_KVX_DATA_HEADER_BYTES || skv_kvx_get_u32(p) != SKV_KVX_DATA_MAGIC) {
+        return -1;
+    }
+    uint32_t version = skv_kvx_get_u32(p + 4);
+    if (version == 1 && header_bytes == SKV_KVX_DATA_HEADER_BYTES) {
+        h->rank = 0;
+    } else if (version == 2 && header_bytes == SKV_KVX_DATA_HEADER_BYTES_V2 &&
+               skv_kvx_get_u32(p + 52) == 0) {
+        h->rank = skv_kvx_get_u32(p + 48);
+    } else {
         return -1;
     }
     h->request_id = skv_kvx_get_u64(p + 8);
@@ -80,14 +92,16 @@ static long skv_kvx_am_check(skv_kvx_t *kvx, const skv_kvx_am_hdr_t *h, size_t d
     const skv_kvx_lease_t *l = &kvx->leases[i];
     uint64_t B = kvx->pool.block_bytes;
     uint64_t total = 0;
-    if (h->n == 0 || h->first >= l->n_blocks || h->n > l->n_blocks - h->first || h->bytes == 0 ||
-        h->offset >= B || h->bytes > B - h->offset ||
-        __builtin_mul_overflow(h->bytes, (uint64_t)h->n, &total) || total != data_bytes) {
-        SKV_LOG_WARN("kvx: request %llu: data for blocks [%u, +%u) bytes [%llu, +%llu) with "
-                     "%zu payload bytes is outside its %u blocks of %llu bytes: refused",
-                     (unsigned long long)h->request_id, h->first, h->n,
+    if (h->rank >= kvx->n_mems || h->n == 0 || h->first >= l->n_blocks ||
+        h->n > l->n_blocks - h->first || h->bytes == 0 || h->offset >= B ||
+        h->bytes > B - h->offset || __builtin_mul_overflow(h->bytes, (uint64_t)h->n, &total) ||
+        total != data_bytes) {
+        SKV_LOG_WARN("kvx: request %llu: data for rank %u blocks [%u, +%u) bytes [%llu, +%llu) "
+                     "with %zu payload bytes is outside its %u ranks of %u blocks of %llu "
+                     "bytes: refused",
+                     (unsigned long long)h->request_id, h->rank, h->first, h->n,
                      (unsigned long long)h->offset, (unsigned long long)h->bytes, data_bytes,
-                     l->n_blocks, (unsigned long long)B);
+                     kvx->n_mems, l->n_blocks, (unsigned long long)B);
         kvx->leases[i].am_bad++;
         return -1;
     }
@@ -98,7 +112,7 @@ static long skv_kvx_am_check(skv_kvx_t *kvx, const skv_kvx_am_hdr_t *h, size_t d
 static uint8_t *skv_kvx_am_dst(const skv_kvx_t *kvx, const skv_kvx_lease_t *l,
                                const skv_kvx_am_hdr_t *h, uint32_t k)
 {
-    return (uint8_t *)kvx->pool.base +
+    return (uint8_t *)kvx->mems[h->rank].base +
            (uint64_t)l->block_ids[h->first + k] * kvx->pool.block_bytes + h->offset;
 }
 

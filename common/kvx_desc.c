@@ -9,7 +9,14 @@
  *  72 block_ids u32[n_blocks] | worker address | packed rkey | CRC-32C u32 of all before.
  * Version 2 (flags bit 0 set) adds, before the CRC, the same-host CUDA IPC section:
  *     host id u8[16] | IPC memory handle u8[64] | offset of block 0 in the allocation u64.
- * A descriptor without IPC is written as version 1, so older decoders keep working.
+ * Version 3 (flags exactly bit 1, no IPC section) adds, before the CRC, the tensor-parallel
+ * section of a pool split by KV head over tp_size memories (ranks):
+ *     tp_size u32 (2..SKV_KVX_MAX_RANKS) | kv_heads per rank u32 (>= 1) |
+ *     for ranks 1..tp_size-1: remote_base u64, rkey_bytes u32, reserved u32 (0) |
+ *     the packed rkeys of ranks 1..tp_size-1, in rank order.
+ *   Rank 0's base and rkey are the header's; block_bytes is one rank's share of a block.
+ * The oldest version that can say it is written (one rank without IPC: version 1), so older
+ * decoders keep working with the pools they understand.
  * The lease travels as time left (ms) because monotonic clocks differ between hosts.
  * Decoding never trusts a length before checking it against the bytes actually present.
  */
@@ -24,7 +31,11 @@
 #define SKV_KVX_DESC_MAGIC        0x44564B53u /* "SKVD" */
 #define SKV_KVX_DESC_VERSION      1u
 #define SKV_KVX_DESC_VERSION_IPC  2u
+#define SKV_KVX_DESC_VERSION_TP   3u
 #define SKV_KVX_DESC_FLAG_IPC     1u
+#define SKV_KVX_DESC_FLAG_TP      2u
+#define SKV_KVX_DESC_TP_FIXED     8u  /* tp_size, kv_heads */
+#define SKV_KVX_DESC_TP_ENTRY     16u /* remote_base, rkey_bytes, reserved (ranks 1..) */
 #define SKV_KVX_DESC_HEADER       72u
 #define SKV_KVX_DESC_IPC_BYTES    (16u + SKV_KVX_IPC_HANDLE_BYTES + 8u)
 #define SKV_KVX_DESC_MAX_LEASE_MS 86400000LL /* one day: anything longer is garbage */
@@ -123,6 +134,51 @@ skv_status_t skv_kvx_rkey_check(const void *rkey, size_t n)
 
 /* ---- encode ------------------------------------------------------------------------------ */
 
+/* Ranks of a descriptor: tp_size 0 means one. */
+static uint32_t skv_kvx_desc_tp(const skv_kvx_desc_t *d)
+{
+    return d->tp_size > 1 ? d->tp_size : 1;
+}
+
+/* Checks ranks 1.. of a multi-rank descriptor: limits, no IPC, addresses without overflow,
+ * packed rkeys' structure. Rank 0 is the header's (checked by the caller). */
+static skv_status_t skv_kvx_desc_check_ranks(const skv_kvx_desc_t *d, uint64_t pool_bytes)
+{
+    uint32_t tp = skv_kvx_desc_tp(d);
+    if (tp == 1) {
+        return SKV_STATUS_OK;
+    }
+    if (tp > SKV_KVX_MAX_RANKS || d->ranks == NULL || d->kv_heads == 0 || d->ipc) {
+        SKV_LOG_WARN("kvx: descriptor of %u ranks (limit %u) with %u KV heads each, IPC %d: "
+                     "out of limits",
+                     tp, SKV_KVX_MAX_RANKS, d->kv_heads, d->ipc);
+        return SKV_STATUS_FORMAT;
+    }
+    for (uint32_t r = 1; r < tp; r++) {
+        const skv_kvx_desc_rank_t *k = &d->ranks[r];
+        uint64_t end = 0;
+        if (k->rkey == NULL || k->rkey_bytes == 0 || k->rkey_bytes > SKV_KVX_MAX_BLOB_BYTES ||
+            __builtin_add_overflow(k->remote_base, pool_bytes, &end)) {
+            SKV_LOG_WARN("kvx: descriptor rank %u: base 0x%llx, rkey of %zu bytes: out of limits",
+                         r, (unsigned long long)k->remote_base, k->rkey_bytes);
+            return SKV_STATUS_FORMAT;
+        }
+        SKV_CHECK(skv_kvx_rkey_check(k->rkey, k->rkey_bytes));
+    }
+    return SKV_STATUS_OK;
+}
+
+/* Bytes of the tensor-parallel section (version 3), 0 for one rank. */
+static size_t skv_kvx_desc_tp_bytes(const skv_kvx_desc_t *d)
+{
+    uint32_t tp = skv_kvx_desc_tp(d);
+    size_t n = tp > 1 ? SKV_KVX_DESC_TP_FIXED + (size_t)(tp - 1) * SKV_KVX_DESC_TP_ENTRY : 0;
+    for (uint32_t r = 1; r < tp; r++) {
+        n += d->ranks[r].rkey_bytes;
+    }
+    return n;
+}
+
 /* Checks what encode and decode agree on; logs the first violated limit. */
 static skv_status_t skv_kvx_desc_check_fields(const skv_kvx_desc_t *d)
 {
@@ -152,15 +208,17 @@ static skv_status_t skv_kvx_desc_check_fields(const skv_kvx_desc_t *d)
             return SKV_STATUS_FORMAT;
         }
     }
+    SKV_CHECK(skv_kvx_desc_check_ranks(d, pool_bytes));
     return skv_kvx_rkey_check(d->rkey, d->rkey_bytes);
 }
 
 static void skv_kvx_desc_write_header(const skv_kvx_desc_t *d, uint32_t lease_ms, uint8_t *p)
 {
+    int tp = skv_kvx_desc_tp(d) > 1;
     skv_kvx_put_u32(p + 0, SKV_KVX_DESC_MAGIC);
-    p[4] = d->ipc ? SKV_KVX_DESC_VERSION_IPC : SKV_KVX_DESC_VERSION;
+    p[4] = tp ? SKV_KVX_DESC_VERSION_TP : d->ipc ? SKV_KVX_DESC_VERSION_IPC : SKV_KVX_DESC_VERSION;
     p[5] = 0;
-    p[6] = d->ipc ? SKV_KVX_DESC_FLAG_IPC : 0;
+    p[6] = tp ? SKV_KVX_DESC_FLAG_TP : d->ipc ? SKV_KVX_DESC_FLAG_IPC : 0;
     p[7] = 0;
     skv_kvx_put_u64(p + 8, d->request_id);
     skv_kvx_put_u64(p + 16, d->lease_token);
@@ -175,6 +233,25 @@ static void skv_kvx_desc_write_header(const skv_kvx_desc_t *d, uint32_t lease_ms
     skv_kvx_put_u32(p + 68, 0);
 }
 
+/* Writes the tensor-parallel section at p; returns its length. */
+static size_t skv_kvx_desc_write_tp(const skv_kvx_desc_t *d, uint8_t *p)
+{
+    uint32_t tp = skv_kvx_desc_tp(d);
+    skv_kvx_put_u32(p, tp);
+    skv_kvx_put_u32(p + 4, d->kv_heads);
+    size_t off = SKV_KVX_DESC_TP_FIXED;
+    for (uint32_t r = 1; r < tp; r++, off += SKV_KVX_DESC_TP_ENTRY) {
+        skv_kvx_put_u64(p + off, d->ranks[r].remote_base);
+        skv_kvx_put_u32(p + off + 8, (uint32_t)d->ranks[r].rkey_bytes);
+        skv_kvx_put_u32(p + off + 12, 0);
+    }
+    for (uint32_t r = 1; r < tp; r++) {
+        memcpy(p + off, d->ranks[r].rkey, d->ranks[r].rkey_bytes);
+        off += d->ranks[r].rkey_bytes;
+    }
+    return off;
+}
+
 skv_status_t skv_kvx_desc_encode(const skv_kvx_desc_t *d, void **bytes_p, size_t *n_p)
 {
     if (skv_kvx_desc_check_fields(d) != SKV_STATUS_OK) {
@@ -185,7 +262,7 @@ skv_status_t skv_kvx_desc_encode(const skv_kvx_desc_t *d, void **bytes_p, size_t
               : left_ms > SKV_KVX_DESC_MAX_LEASE_MS ? SKV_KVX_DESC_MAX_LEASE_MS
                                                     : left_ms;
     size_t n = SKV_KVX_DESC_HEADER + 4 * (size_t)d->n_blocks + d->worker_addr_bytes +
-               d->rkey_bytes + (d->ipc ? SKV_KVX_DESC_IPC_BYTES : 0) + 4;
+               d->rkey_bytes + (d->ipc ? SKV_KVX_DESC_IPC_BYTES : 0) + skv_kvx_desc_tp_bytes(d) + 4;
     uint8_t *p = skv_malloc(n);
     if (p == NULL) {
         return SKV_STATUS_NO_MEMORY;
@@ -205,6 +282,9 @@ skv_status_t skv_kvx_desc_encode(const skv_kvx_desc_t *d, void **bytes_p, size_t
         skv_kvx_put_u64(p + off + 16 + SKV_KVX_IPC_HANDLE_BYTES, d->ipc_offset);
         off += SKV_KVX_DESC_IPC_BYTES;
     }
+    if (skv_kvx_desc_tp(d) > 1) {
+        off += skv_kvx_desc_write_tp(d, p + off);
+    }
     skv_kvx_put_u32(p + off, skv_kvx_crc32c(p, off));
     *bytes_p = p;
     *n_p = n;
@@ -213,17 +293,61 @@ skv_status_t skv_kvx_desc_encode(const skv_kvx_desc_t *d, void **bytes_p, size_t
 
 /* ---- decode ------------------------------------------------------------------------------ */
 
+/* What the frame check learned about the variable parts of a descriptor. */
+typedef struct {
+    int ipc;             /* version 2: IPC section present */
+    uint32_t tp_size;    /* 1, or version 3's tp_size */
+    size_t tp_off;       /* version 3: offset of the tensor-parallel section */
+    uint64_t tp_rkeys;   /* version 3: bytes of the rkeys of ranks 1.. */
+    uint64_t tp_section; /* version 3: bytes of the whole section */
+} skv_kvx_frame_t;
+
+/* Reads the lengths of the tensor-parallel section at off (the CRC follows it), touching
+ * only bytes that are present: tp_size in range, reserved fields zero. */
+static skv_status_t skv_kvx_desc_frame_tp(const uint8_t *p, size_t n, uint64_t off,
+                                          skv_kvx_frame_t *f)
+{
+    if (off + SKV_KVX_DESC_TP_FIXED + 4 > n) {
+        SKV_LOG_WARN("kvx: descriptor of %zu bytes: tensor-parallel section truncated", n);
+        return SKV_STATUS_FORMAT;
+    }
+    uint32_t tp = skv_kvx_get_u32(p + off);
+    uint64_t entries = off + SKV_KVX_DESC_TP_FIXED + (uint64_t)(tp - 1) * SKV_KVX_DESC_TP_ENTRY;
+    if (tp < 2 || tp > SKV_KVX_MAX_RANKS || entries + 4 > n) {
+        SKV_LOG_WARN("kvx: descriptor of %zu bytes: %u ranks (2..%u) do not fit", n, tp,
+                     SKV_KVX_MAX_RANKS);
+        return SKV_STATUS_FORMAT;
+    }
+    uint64_t rkeys = 0;
+    for (uint32_t r = 1; r < tp; r++) {
+        const uint8_t *e =
+            p + off + SKV_KVX_DESC_TP_FIXED + (size_t)(r - 1) * SKV_KVX_DESC_TP_ENTRY;
+        if (skv_kvx_get_u32(e + 12) != 0) {
+            SKV_LOG_WARN("kvx: descriptor rank %u: reserved field set", r);
+            return SKV_STATUS_FORMAT;
+        }
+        rkeys += skv_kvx_get_u32(e + 8);
+    }
+    f->tp_size = tp;
+    f->tp_off = (size_t)off;
+    f->tp_rkeys = rkeys;
+    f->tp_section = entries - off + rkeys;
+    return SKV_STATUS_OK;
+}
+
 /* Validates the frame: header constants, exact total length, CRC. */
-static skv_status_t skv_kvx_desc_check_frame(const uint8_t *p, size_t n)
+static skv_status_t skv_kvx_desc_check_frame(const uint8_t *p, size_t n, skv_kvx_frame_t *f)
 {
     if (p == NULL || n < SKV_KVX_DESC_HEADER + 4) {
         SKV_LOG_WARN("kvx: descriptor of %zu bytes is shorter than its header", n);
         return SKV_STATUS_FORMAT;
     }
-    /* Version 1: flags 0. Version 2: flags exactly "IPC section present". */
+    /* Version 1: flags 0. Version 2: flags exactly "IPC section present". Version 3: flags
+     * exactly "tensor-parallel section present". */
     int v1 = p[4] == SKV_KVX_DESC_VERSION && p[6] == 0;
     int v2 = p[4] == SKV_KVX_DESC_VERSION_IPC && p[6] == SKV_KVX_DESC_FLAG_IPC;
-    if (skv_kvx_get_u32(p) != SKV_KVX_DESC_MAGIC || !(v1 || v2) || p[5] != 0 || p[7] != 0 ||
+    int v3 = p[4] == SKV_KVX_DESC_VERSION_TP && p[6] == SKV_KVX_DESC_FLAG_TP;
+    if (skv_kvx_get_u32(p) != SKV_KVX_DESC_MAGIC || !(v1 || v2 || v3) || p[5] != 0 || p[7] != 0 ||
         skv_kvx_get_u32(p + 68) != 0) {
         SKV_LOG_WARN("kvx: descriptor: bad magic 0x%08x or version %u", skv_kvx_get_u32(p), p[4]);
         return SKV_STATUS_FORMAT;
@@ -232,8 +356,13 @@ static skv_status_t skv_kvx_desc_check_frame(const uint8_t *p, size_t n)
     uint64_t addr_bytes = skv_kvx_get_u32(p + 60);
     uint64_t rkey_bytes = skv_kvx_get_u32(p + 64);
     /* u64 arithmetic on u32 fields cannot overflow. */
-    uint64_t want = SKV_KVX_DESC_HEADER + 4 * n_blocks + addr_bytes + rkey_bytes +
-                    (v2 ? SKV_KVX_DESC_IPC_BYTES : 0) + 4;
+    uint64_t fixed = SKV_KVX_DESC_HEADER + 4 * n_blocks + addr_bytes + rkey_bytes +
+                     (v2 ? SKV_KVX_DESC_IPC_BYTES : 0);
+    *f = (skv_kvx_frame_t){.ipc = v2, .tp_size = 1};
+    if (v3) {
+        SKV_CHECK(skv_kvx_desc_frame_tp(p, n, fixed, f));
+    }
+    uint64_t want = fixed + f->tp_section + 4;
     if (want != n) {
         SKV_LOG_WARN("kvx: descriptor is %zu bytes, its fields say %llu", n,
                      (unsigned long long)want);
@@ -246,8 +375,28 @@ static skv_status_t skv_kvx_desc_check_frame(const uint8_t *p, size_t n)
     return SKV_STATUS_OK;
 }
 
-/* Fills d from a checked frame; blobs are copied into mem (sized by the caller). */
-static void skv_kvx_desc_read(const uint8_t *p, skv_kvx_desc_t *d, uint8_t *mem)
+/* Reads the tensor-parallel section into ranks[1..] (ranks[0] is set); rkeys go to blobs. */
+static void skv_kvx_desc_read_tp(const uint8_t *p, const skv_kvx_frame_t *f, skv_kvx_desc_t *d,
+                                 skv_kvx_desc_rank_t *ranks, uint8_t *blobs)
+{
+    const uint8_t *s = p + f->tp_off;
+    d->kv_heads = skv_kvx_get_u32(s + 4);
+    size_t off = SKV_KVX_DESC_TP_FIXED + (size_t)(f->tp_size - 1) * SKV_KVX_DESC_TP_ENTRY;
+    for (uint32_t r = 1; r < f->tp_size; r++) {
+        const uint8_t *e = s + SKV_KVX_DESC_TP_FIXED + (size_t)(r - 1) * SKV_KVX_DESC_TP_ENTRY;
+        ranks[r].remote_base = skv_kvx_get_u64(e);
+        ranks[r].rkey_bytes = skv_kvx_get_u32(e + 8);
+        memcpy(blobs, s + off, ranks[r].rkey_bytes);
+        ranks[r].rkey = blobs;
+        blobs += ranks[r].rkey_bytes;
+        off += ranks[r].rkey_bytes;
+    }
+}
+
+/* Fills d from a checked frame; ranks, ids and blobs are laid out in mem (sized by the
+ * caller: ranks, then block ids, then address and rkeys). */
+static void skv_kvx_desc_read(const uint8_t *p, const skv_kvx_frame_t *f, skv_kvx_desc_t *d,
+                              uint8_t *mem)
 {
     d->request_id = skv_kvx_get_u64(p + 8);
     d->lease_token = skv_kvx_get_u64(p + 16);
@@ -260,18 +409,19 @@ static void skv_kvx_desc_read(const uint8_t *p, skv_kvx_desc_t *d, uint8_t *mem)
     d->lease_deadline_ns = skv_clock_now_ns() + left_ms * 1000000LL;
     d->worker_addr_bytes = skv_kvx_get_u32(p + 60);
     d->rkey_bytes = skv_kvx_get_u32(p + 64);
-    uint32_t *ids = (uint32_t *)mem;
+    skv_kvx_desc_rank_t *ranks = (skv_kvx_desc_rank_t *)mem;
+    uint32_t *ids = (uint32_t *)(mem + f->tp_size * sizeof(*ranks));
     size_t off = SKV_KVX_DESC_HEADER;
     for (uint32_t i = 0; i < d->n_blocks; i++, off += 4) {
         ids[i] = skv_kvx_get_u32(p + off);
     }
     d->block_ids = ids;
-    uint8_t *blobs = mem + 4 * (size_t)d->n_blocks;
+    uint8_t *blobs = (uint8_t *)(ids + d->n_blocks);
     memcpy(blobs, p + off, d->worker_addr_bytes + d->rkey_bytes);
     d->worker_addr = blobs;
     d->rkey = blobs + d->worker_addr_bytes;
     off += d->worker_addr_bytes + d->rkey_bytes;
-    d->ipc = p[6] == SKV_KVX_DESC_FLAG_IPC;
+    d->ipc = f->ipc;
     memset(d->ipc_host, 0, sizeof(d->ipc_host));
     memset(d->ipc_handle, 0, sizeof(d->ipc_handle));
     d->ipc_offset = 0;
@@ -280,25 +430,72 @@ static void skv_kvx_desc_read(const uint8_t *p, skv_kvx_desc_t *d, uint8_t *mem)
         memcpy(d->ipc_handle, p + off + 16, SKV_KVX_IPC_HANDLE_BYTES);
         d->ipc_offset = skv_kvx_get_u64(p + off + 16 + SKV_KVX_IPC_HANDLE_BYTES);
     }
+    ranks[0] = (skv_kvx_desc_rank_t){d->remote_base, d->rkey, d->rkey_bytes};
+    d->tp_size = f->tp_size;
+    d->kv_heads = 0;
+    d->ranks = ranks;
+    if (f->tp_size > 1) {
+        skv_kvx_desc_read_tp(p, f, d, ranks, blobs + d->worker_addr_bytes + d->rkey_bytes);
+    }
 }
 
 skv_status_t skv_kvx_desc_decode(const void *bytes, size_t n, skv_kvx_desc_t **desc_p)
 {
     const uint8_t *p = bytes;
-    SKV_CHECK(skv_kvx_desc_check_frame(p, n));
-    /* One allocation: the struct, then block ids (4-aligned), then the blobs (the IPC section
-     * is copied into the struct, so this is a little more than needed). */
+    skv_kvx_frame_t f;
+    SKV_CHECK(skv_kvx_desc_check_frame(p, n, &f));
+    /* One allocation: the struct, the ranks, block ids (4-aligned: the two before are
+     * multiples of 8), then the blobs (the IPC section and the TP section's fixed parts are
+     * read into the struct and the ranks, so this is a little more than needed). */
     size_t payload = n - SKV_KVX_DESC_HEADER - 4;
-    skv_kvx_desc_t *d = skv_malloc(sizeof(*d) + payload);
+    skv_kvx_desc_t *d = skv_malloc(sizeof(*d) + f.tp_size * sizeof(skv_kvx_desc_rank_t) + payload);
     if (d == NULL) {
         return SKV_STATUS_NO_MEMORY;
     }
-    skv_kvx_desc_read(p, d, (uint8_t *)(d + 1));
+    skv_kvx_desc_read(p, &f, d, (uint8_t *)(d + 1));
     if (skv_kvx_desc_check_fields(d) != SKV_STATUS_OK) {
         skv_free(d);
         return SKV_STATUS_FORMAT;
     }
     *desc_p = d;
+    return SKV_STATUS_OK;
+}
+
+skv_status_t skv_kvx_desc_clone(const skv_kvx_desc_t *d, skv_kvx_desc_t **out_p)
+{
+    uint32_t tp = skv_kvx_desc_tp(d);
+    size_t ids = 4 * (size_t)d->n_blocks;
+    size_t bytes =
+        sizeof(*d) + tp * sizeof(skv_kvx_desc_rank_t) + ids + d->worker_addr_bytes + d->rkey_bytes;
+    for (uint32_t r = 1; r < tp; r++) {
+        bytes += d->ranks[r].rkey_bytes;
+    }
+    skv_kvx_desc_t *c = skv_malloc(bytes);
+    if (c == NULL) {
+        return SKV_STATUS_NO_MEMORY;
+    }
+    *c = *d;
+    skv_kvx_desc_rank_t *ranks = (skv_kvx_desc_rank_t *)(c + 1);
+    uint8_t *mem = (uint8_t *)(ranks + tp);
+    memcpy(mem, d->block_ids, ids);
+    c->block_ids = (const uint32_t *)mem;
+    mem += ids;
+    memcpy(mem, d->worker_addr, d->worker_addr_bytes);
+    c->worker_addr = mem;
+    mem += d->worker_addr_bytes;
+    memcpy(mem, d->rkey, d->rkey_bytes);
+    c->rkey = mem;
+    mem += d->rkey_bytes;
+    ranks[0] = (skv_kvx_desc_rank_t){c->remote_base, c->rkey, c->rkey_bytes};
+    for (uint32_t r = 1; r < tp; r++) {
+        ranks[r] = d->ranks[r];
+        memcpy(mem, d->ranks[r].rkey, d->ranks[r].rkey_bytes);
+        ranks[r].rkey = mem;
+        mem += d->ranks[r].rkey_bytes;
+    }
+    c->tp_size = tp;
+    c->ranks = ranks;
+    *out_p = c;
     return SKV_STATUS_OK;
 }
 

@@ -246,7 +246,7 @@ static skv_status_t skv_kvx_dstage_add(skv_kvx_push_t *push, skv_kvx_stage_t *st
                                        uint64_t bytes)
 {
     if (st->n_runs > 0 &&
-        skv_kvx_stage_extend(push, &st->runs[st->n_runs - 1], dst, src, i, offset, bytes)) {
+        skv_kvx_stage_extend(push, &st->runs[st->n_runs - 1], 0, dst, src, i, offset, bytes)) {
         return SKV_STATUS_OK;
     }
     if (st->n_runs == st->cap_runs) {
@@ -305,8 +305,9 @@ static skv_status_t skv_kvx_dstage_push(skv_kvx_push_t *push, uint32_t first, ui
                 skv_kvx_push_fail(push, s, "device-to-host copy");
                 return s;
             }
-            SKV_CHECK(skv_kvx_dstage_add(push, st, skv_kvx_push_dst(push, first + k, offset + done),
-                                         host, first + k, offset + done, piece));
+            SKV_CHECK(skv_kvx_dstage_add(push, st,
+                                         skv_kvx_push_dst(push, 0, first + k, offset + done), host,
+                                         first + k, offset + done, piece));
             fill += piece;
             done += piece;
         }
@@ -324,7 +325,13 @@ skv_status_t skv_kvx_push_device(skv_kvx_push_t *push, uint32_t first, uint32_t 
         SKV_LOG_WARN("kvx: push from device memory without device hooks");
         return SKV_STATUS_UNSUPPORTED;
     }
-    SKV_CHECK(skv_kvx_push_check_range(push, first, n, offset, bytes));
+    if (push->desc->tp_size > 1) {
+        SKV_LOG_WARN("kvx: request %llu: device pushes reach one memory; the target has %u "
+                     "ranks (use skv_kvx_push_staged_rank)",
+                     (unsigned long long)push->desc->request_id, push->desc->tp_size);
+        return SKV_STATUS_UNSUPPORTED;
+    }
+    SKV_CHECK(skv_kvx_push_check_range(push, 0, first, n, offset, bytes));
     SKV_CHECK(skv_kvx_push_health(push));
     SKV_CHECK(skv_kvx_push_ready(push));
     if (!push->ipc && push->n_puts == 0 && skv_kvx_ipc_map(push)) {

@@ -25,9 +25,11 @@
 #define SKV_KVX_COMPLETE_BYTES_V1 32u
 #define SKV_KVX_COMPLETE_BYTES    40u
 
-/* KV data message header (kvx_am.c): fixed 48 bytes, little-endian. */
-#define SKV_KVX_DATA_MAGIC        0x41564B53u /* "SKVA" */
-#define SKV_KVX_DATA_HEADER_BYTES 48u
+/* KV data message header (kvx_am.c), little-endian: version 1 is 48 bytes (rank 0); version 2
+ * (56 bytes) adds the rank whose memory the data goes to. */
+#define SKV_KVX_DATA_MAGIC           0x41564B53u /* "SKVA" */
+#define SKV_KVX_DATA_HEADER_BYTES    48u
+#define SKV_KVX_DATA_HEADER_BYTES_V2 56u
 
 /* The initiator's state machine (kvx_push.c). */
 typedef enum {
@@ -76,6 +78,14 @@ typedef struct {
     uint32_t cap_runs;
 } skv_kvx_stage_t;
 
+/* One registered memory of the target's pool (one per tensor-parallel rank). */
+typedef struct {
+    void *base;     /* the caller's memory, or the one UCX allocated */
+    ucp_mem_h memh; /* NULL: not registered (device pool without UCX CUDA support) */
+    void *rkey_buf; /* packed rkey */
+    size_t rkey_bytes;
+} skv_kvx_mem_t;
+
 /* A reserved request on the target. Data messages (AM mode) are counted so the lease ends
  * only when every message the completion announces is in the blocks and no receive into
  * them is still running. */
@@ -111,10 +121,9 @@ struct skv_kvx {
     unsigned next_stage;
     /* pool and leases (target) */
     int have_pool;
-    skv_kvx_pool_config_t pool;
-    ucp_mem_h pool_memh;
-    void *rkey_buf;
-    size_t rkey_bytes;
+    skv_kvx_pool_config_t pool; /* pool.base is mems[0].base; pool.rank_bases is NULL */
+    skv_kvx_mem_t mems[SKV_KVX_MAX_RANKS];
+    uint32_t n_mems; /* registered memories (ranks) */
     skv_kvx_lease_t *leases;
     uint32_t n_leases;
     uint32_t cap_leases;
@@ -124,13 +133,15 @@ struct skv_kvx {
     int pool_ipc; /* the pool is exported for CUDA IPC */
     uint8_t pool_ipc_handle[SKV_KVX_IPC_HANDLE_BYTES];
     uint64_t pool_ipc_offset;
-    int rkey_is_ours; /* rkey_buf is our placeholder (device pool, no UCX CUDA) */
+    int rkey_is_ours; /* mems[0].rkey_buf is our placeholder (device pool, no UCX CUDA) */
 };
 
 /* A pending contiguous run (destination address, source pointer, bytes) being coalesced.
  * For data messages, the run also names its pieces: n pieces of piece bytes at offset of
- * descriptor blocks first..first+n-1, sources contiguous from src. */
+ * descriptor blocks first..first+n-1, sources contiguous from src. A run stays inside one
+ * rank's memory (one rkey, one message header). */
 typedef struct skv_kvx_run {
+    uint32_t rank;
     uint64_t dst;
     const uint8_t *src;
     uint64_t bytes;
@@ -143,8 +154,8 @@ typedef struct skv_kvx_run {
 struct skv_kvx_push {
     skv_kvx_t *kvx;
     skv_kvx_peer_t *peer;
-    ucp_rkey_h rkey;
-    skv_kvx_desc_t *desc; /* owned copy */
+    ucp_rkey_h rkeys[SKV_KVX_MAX_RANKS]; /* one per rank of the target ([tp_size]) */
+    skv_kvx_desc_t *desc;                /* owned copy */
     int64_t deadline_ns;
     skv_kvx_push_state_t state;
     skv_status_t error;  /* first error; sticky */
@@ -167,13 +178,14 @@ skv_status_t skv_kvx_push_ready(skv_kvx_push_t *push);
 skv_status_t skv_kvx_push_health(skv_kvx_push_t *push);
 skv_status_t skv_kvx_send(skv_kvx_push_t *push, const skv_kvx_run_t *run, const void *const *srcs,
                           ucp_send_nbx_callback_t cb, void *cb_arg, uint32_t *counter);
-skv_status_t skv_kvx_push_check_range(const skv_kvx_push_t *push, uint32_t first, uint32_t n,
-                                      uint64_t offset, uint64_t bytes);
-uint64_t skv_kvx_push_dst(const skv_kvx_push_t *push, uint32_t i, uint64_t offset);
+skv_status_t skv_kvx_push_check_range(const skv_kvx_push_t *push, uint32_t rank, uint32_t first,
+                                      uint32_t n, uint64_t offset, uint64_t bytes);
+uint64_t skv_kvx_push_dst(const skv_kvx_push_t *push, uint32_t rank, uint32_t i, uint64_t offset);
 int skv_kvx_run_extend(skv_kvx_run_t *run, uint64_t dst, const uint8_t *src, uint64_t bytes);
 uint64_t skv_kvx_msg_max(const skv_kvx_push_t *push);
-int skv_kvx_stage_extend(const skv_kvx_push_t *push, skv_kvx_run_t *run, uint64_t dst,
-                         const uint8_t *src, uint32_t i, uint64_t offset, uint64_t bytes);
+int skv_kvx_stage_extend(const skv_kvx_push_t *push, skv_kvx_run_t *run, uint32_t rank,
+                         uint64_t dst, const uint8_t *src, uint32_t i, uint64_t offset,
+                         uint64_t bytes);
 
 /* kvx_device.c */
 skv_status_t skv_kvx_device_poll(skv_kvx_push_t *push);
@@ -198,6 +210,7 @@ skv_kvx_mode_t skv_kvx_peer_mode(skv_kvx_t *kvx, skv_kvx_peer_t *peer, const voi
                                  size_t rkey_bytes);
 
 /* kvx_lease.c */
+void skv_kvx_pool_unmap(skv_kvx_t *kvx);
 long skv_kvx_lease_find_token(const skv_kvx_t *kvx, uint64_t request_id, uint64_t token);
 void skv_kvx_lease_settle(skv_kvx_t *kvx, uint32_t i);
 ucs_status_t skv_kvx_am_complete_cb(void *arg, const void *header, size_t header_bytes, void *data,
@@ -205,7 +218,9 @@ ucs_status_t skv_kvx_am_complete_cb(void *arg, const void *header, size_t header
 void skv_kvx_leases_expire(skv_kvx_t *kvx, int64_t now_ns);
 void skv_kvx_leases_cleanup(skv_kvx_t *kvx);
 
-/* kvx_desc.c: little-endian helpers shared with the completion message. */
+/* kvx_desc.c: a deep copy of a descriptor in one allocation (skv_kvx_desc_destroy frees it),
+ * and little-endian helpers shared with the completion and data messages. */
+skv_status_t skv_kvx_desc_clone(const skv_kvx_desc_t *d, skv_kvx_desc_t **out_p);
 void skv_kvx_put_u32(uint8_t *p, uint32_t v);
 void skv_kvx_put_u64(uint8_t *p, uint64_t v);
 uint32_t skv_kvx_get_u32(const uint8_t *p);

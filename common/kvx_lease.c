@@ -1,6 +1,8 @@
 /*
- * kvx_lease.c: the target (decode) side: one registration of the whole KV pool, the lease
- * table of reserved requests, the completion active-message handler, expiry and cancel.
+ * kvx_lease.c: the target (decode) side: one registration of the whole KV pool (one per rank
+ * memory of a tensor-parallel pool), the lease table of reserved requests, the completion
+ * active-message handler, expiry and cancel. One lease covers a request's blocks in every
+ * rank's memory (the block ids are shared), and it ends once, for all of them.
  *
  * Every lease ends exactly once: a completion with status OK hands the blocks to the owner
  * (on_complete OK, no release); anything else (failure completion, expiry, cancel, destroy)
@@ -22,9 +24,10 @@
 
 #define SKV_KVX_DEFAULT_GRACE_MS 200
 
-/* Maps the pool: the caller's memory, or (base NULL) memory UCX allocates itself, which
- * shared-memory transports can expose to peers so puts become plain one-sided copies. */
-static skv_status_t skv_kvx_pool_map(skv_kvx_t *kvx, void *base, uint64_t bytes)
+/* Maps one memory of the pool and packs its rkey: the caller's memory, or (base NULL) memory
+ * UCX allocates itself, which shared-memory transports can expose to peers so puts become
+ * plain one-sided copies. On error m may hold a mapping the caller unmaps. */
+static skv_status_t skv_kvx_pool_map(skv_kvx_t *kvx, skv_kvx_mem_t *m, void *base, uint64_t bytes)
 {
     ucp_mem_map_params_t mp = {
         .field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH |
@@ -33,20 +36,44 @@ static skv_status_t skv_kvx_pool_map(skv_kvx_t *kvx, void *base, uint64_t bytes)
         .length = bytes,
         .flags = base == NULL ? UCP_MEM_MAP_ALLOCATE : 0,
     };
-    ucs_status_t us = ucp_mem_map(kvx->ctx, &mp, &kvx->pool_memh);
+    ucs_status_t us = ucp_mem_map(kvx->ctx, &mp, &m->memh);
     if (us != UCS_OK) {
         SKV_LOG_ERROR("kvx: ucp_mem_map of %llu-byte pool (%s): %s", (unsigned long long)bytes,
                       base == NULL ? "allocate" : "register", ucs_status_string(us));
-        kvx->pool_memh = NULL;
+        m->memh = NULL;
         return SKV_STATUS_TRANSPORT;
     }
     ucp_mem_attr_t attr = {.field_mask = UCP_MEM_ATTR_FIELD_ADDRESS};
-    if (ucp_mem_query(kvx->pool_memh, &attr) != UCS_OK) {
+    if (ucp_mem_query(m->memh, &attr) != UCS_OK) {
         SKV_LOG_ERROR("kvx: ucp_mem_query of the pool failed");
         return SKV_STATUS_TRANSPORT;
     }
-    kvx->pool.base = attr.address;
+    m->base = attr.address;
+    us = ucp_rkey_pack(kvx->ctx, m->memh, &m->rkey_buf, &m->rkey_bytes);
+    if (us != UCS_OK) {
+        SKV_LOG_ERROR("kvx: ucp_rkey_pack: %s", ucs_status_string(us));
+        m->rkey_buf = NULL;
+        return SKV_STATUS_TRANSPORT;
+    }
     return SKV_STATUS_OK;
+}
+
+void skv_kvx_pool_unmap(skv_kvx_t *kvx)
+{
+    for (uint32_t r = 0; r < SKV_KVX_MAX_RANKS; r++) {
+        skv_kvx_mem_t *m = &kvx->mems[r];
+        if (m->rkey_buf != NULL && kvx->rkey_is_ours) {
+            skv_free(m->rkey_buf);
+        } else if (m->rkey_buf != NULL) {
+            ucp_rkey_buffer_release(m->rkey_buf);
+        }
+        if (m->memh != NULL) {
+            ucp_mem_unmap(kvx->ctx, m->memh);
+        }
+        *m = (skv_kvx_mem_t){0};
+    }
+    kvx->n_mems = 0;
+    kvx->rkey_is_ours = 0;
 }
 
 /* Exports a device pool for same-host CUDA IPC when the device hooks can. */
@@ -73,70 +100,98 @@ static skv_status_t skv_kvx_pool_device_only(skv_kvx_t *kvx, uint64_t bytes)
                       "exported for CUDA IPC");
         return SKV_STATUS_UNSUPPORTED;
     }
-    kvx->rkey_bytes = 9; /* md_map 0, host memory type: a valid rkey for no memory domain */
-    kvx->rkey_buf = skv_calloc(1, kvx->rkey_bytes);
-    if (kvx->rkey_buf == NULL) {
+    skv_kvx_mem_t *m = &kvx->mems[0];
+    m->base = kvx->pool.base;
+    m->rkey_bytes = 9; /* md_map 0, host memory type: a valid rkey for no memory domain */
+    m->rkey_buf = skv_calloc(1, m->rkey_bytes);
+    if (m->rkey_buf == NULL) {
         return SKV_STATUS_NO_MEMORY;
     }
     kvx->rkey_is_ours = 1;
+    kvx->n_mems = 1;
     if (kvx->pool.release_grace_ms <= 0) {
         kvx->pool.release_grace_ms = SKV_KVX_DEFAULT_GRACE_MS;
     }
     kvx->have_pool = 1;
+    return SKV_STATUS_OK;
+}
+
+/* Checks a pool configuration; logs the first problem. */
+static skv_status_t skv_kvx_pool_check(const skv_kvx_t *kvx, const skv_kvx_pool_config_t *cfg,
+                                       uint64_t *bytes_p)
+{
+    uint32_t n = cfg->n_ranks > 1 ? cfg->n_ranks : 1;
+    if (kvx->have_pool || cfg->block_bytes == 0 || cfg->n_blocks == 0 || cfg->release == NULL ||
+        __builtin_mul_overflow(cfg->block_bytes, (uint64_t)cfg->n_blocks, bytes_p) ||
+        n > SKV_KVX_MAX_RANKS || (n > 1 && (cfg->rank_bases == NULL || cfg->kv_heads == 0))) {
+        SKV_LOG_ERROR("kvx: pool register: %u blocks of %llu bytes, %u ranks (limit %u) of %u KV "
+                      "heads, registered %d",
+                      cfg->n_blocks, (unsigned long long)cfg->block_bytes, n, SKV_KVX_MAX_RANKS,
+                      cfg->kv_heads, kvx->have_pool);
+        return SKV_STATUS_INVALID_ARGUMENT;
+    }
+    for (uint32_t r = 0; n > 1 && r < n; r++) {
+        if (cfg->rank_bases[r] == NULL) {
+            SKV_LOG_ERROR("kvx: pool register: rank %u has no memory", r);
+            return SKV_STATUS_INVALID_ARGUMENT;
+        }
+    }
+    if (cfg->device_memory && n == 1 && cfg->base == NULL) {
+        SKV_LOG_ERROR("kvx: pool register: device memory needs the caller's base");
+        return SKV_STATUS_INVALID_ARGUMENT;
+    }
+    if (cfg->device_memory && n > 1 && !kvx->cuda) {
+        SKV_LOG_ERROR("kvx: pool register: a device pool of %u ranks needs a UCX with CUDA "
+                      "support (CUDA IPC export covers one memory)",
+                      n);
+        return SKV_STATUS_UNSUPPORTED;
+    }
     return SKV_STATUS_OK;
 }
 
 skv_status_t skv_kvx_pool_register(skv_kvx_t *kvx, const skv_kvx_pool_config_t *cfg)
 {
     uint64_t bytes = 0;
-    if (kvx->have_pool || cfg->block_bytes == 0 || cfg->n_blocks == 0 || cfg->release == NULL ||
-        __builtin_mul_overflow(cfg->block_bytes, (uint64_t)cfg->n_blocks, &bytes)) {
-        SKV_LOG_ERROR("kvx: pool register: %u blocks of %llu bytes, registered %d", cfg->n_blocks,
-                      (unsigned long long)cfg->block_bytes, kvx->have_pool);
-        return SKV_STATUS_INVALID_ARGUMENT;
-    }
-    if (cfg->device_memory && cfg->base == NULL) {
-        SKV_LOG_ERROR("kvx: pool register: device memory needs the caller's base");
-        return SKV_STATUS_INVALID_ARGUMENT;
-    }
+    SKV_CHECK(skv_kvx_pool_check(kvx, cfg, &bytes));
+    uint32_t n = cfg->n_ranks > 1 ? cfg->n_ranks : 1;
     kvx->pool = *cfg;
-    skv_status_t status = SKV_STATUS_OK;
+    kvx->pool.n_ranks = n;
+    kvx->pool.rank_bases = NULL; /* borrowed for this call only */
+    if (kvx->pool.release_grace_ms <= 0) {
+        kvx->pool.release_grace_ms = SKV_KVX_DEFAULT_GRACE_MS;
+    }
     if (cfg->device_memory && !kvx->cuda) {
         /* UCX without CUDA support would treat device memory as host memory and crash: no
          * registration; a placeholder rkey names no memory domain (UCX then writes nothing)
          * and only same-host IPC initiators can fill the pool. */
         return skv_kvx_pool_device_only(kvx, bytes);
     }
-    status = skv_kvx_pool_map(kvx, cfg->base, bytes);
+    skv_status_t status = SKV_STATUS_OK;
+    for (uint32_t r = 0; r < n && status == SKV_STATUS_OK; r++) {
+        status =
+            skv_kvx_pool_map(kvx, &kvx->mems[r], n > 1 ? cfg->rank_bases[r] : cfg->base, bytes);
+    }
     if (status != SKV_STATUS_OK) {
-        goto fail;
+        skv_kvx_pool_unmap(kvx);
+        return status;
     }
-    if (cfg->device_memory) {
+    kvx->n_mems = n;
+    kvx->pool.base = kvx->mems[0].base;
+    if (cfg->device_memory && n == 1) {
         skv_kvx_pool_export(kvx, bytes);
-    }
-    ucs_status_t us = ucp_rkey_pack(kvx->ctx, kvx->pool_memh, &kvx->rkey_buf, &kvx->rkey_bytes);
-    if (us != UCS_OK) {
-        SKV_LOG_ERROR("kvx: ucp_rkey_pack: %s", ucs_status_string(us));
-        kvx->rkey_buf = NULL;
-        status = SKV_STATUS_TRANSPORT;
-        goto fail;
-    }
-    if (kvx->pool.release_grace_ms <= 0) {
-        kvx->pool.release_grace_ms = SKV_KVX_DEFAULT_GRACE_MS;
     }
     kvx->have_pool = 1;
     return SKV_STATUS_OK;
-fail:
-    if (kvx->pool_memh != NULL) {
-        ucp_mem_unmap(kvx->ctx, kvx->pool_memh);
-        kvx->pool_memh = NULL;
-    }
-    return status;
 }
 
 void *skv_kvx_pool_base(const skv_kvx_t *kvx)
 {
     return kvx->have_pool ? kvx->pool.base : NULL;
+}
+
+void *skv_kvx_pool_rank_base(const skv_kvx_t *kvx, uint32_t rank)
+{
+    return kvx->have_pool && rank < kvx->n_mems ? kvx->mems[rank].base : NULL;
 }
 
 skv_status_t skv_kvx_fingerprint_check(const skv_kvx_t *kvx, uint64_t fingerprint)
@@ -229,6 +284,11 @@ static skv_kvx_lease_t skv_kvx_lease_take(skv_kvx_t *kvx, uint32_t i)
 static skv_status_t skv_kvx_target_encode(skv_kvx_t *kvx, const skv_kvx_lease_t *l, void **desc_p,
                                           size_t *desc_bytes_p)
 {
+    skv_kvx_desc_rank_t ranks[SKV_KVX_MAX_RANKS];
+    for (uint32_t r = 0; r < kvx->n_mems; r++) {
+        ranks[r] = (skv_kvx_desc_rank_t){(uint64_t)(uintptr_t)kvx->mems[r].base,
+                                         kvx->mems[r].rkey_buf, kvx->mems[r].rkey_bytes};
+    }
     skv_kvx_desc_t d = {
         .request_id = l->request_id,
         .lease_token = l->lease_token,
@@ -241,10 +301,13 @@ static skv_status_t skv_kvx_target_encode(skv_kvx_t *kvx, const skv_kvx_lease_t 
         .lease_deadline_ns = l->deadline_ns,
         .worker_addr = kvx->addr,
         .worker_addr_bytes = kvx->addr_bytes,
-        .rkey = kvx->rkey_buf,
-        .rkey_bytes = kvx->rkey_bytes,
+        .rkey = ranks[0].rkey,
+        .rkey_bytes = ranks[0].rkey_bytes,
         .ipc = kvx->pool_ipc,
         .ipc_offset = kvx->pool_ipc_offset,
+        .tp_size = kvx->n_mems,
+        .kv_heads = kvx->n_mems > 1 ? kvx->pool.kv_heads : 0,
+        .ranks = ranks,
     };
     if (kvx->pool_ipc) {
         memcpy(d.ipc_host, kvx->host_id, sizeof(d.ipc_host));

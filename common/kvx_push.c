@@ -49,37 +49,24 @@ void skv_kvx_put_stage_cb(void *request, ucs_status_t status, void *user_data)
     }
 }
 
-/* Copies the descriptor into one allocation the push owns. */
-static skv_status_t skv_kvx_desc_clone(const skv_kvx_desc_t *d, skv_kvx_desc_t **out_p)
-{
-    size_t ids = 4 * (size_t)d->n_blocks;
-    skv_kvx_desc_t *c = skv_malloc(sizeof(*c) + ids + d->worker_addr_bytes + d->rkey_bytes);
-    if (c == NULL) {
-        return SKV_STATUS_NO_MEMORY;
-    }
-    *c = *d;
-    uint8_t *mem = (uint8_t *)(c + 1);
-    memcpy(mem, d->block_ids, ids);
-    memcpy(mem + ids, d->worker_addr, d->worker_addr_bytes);
-    memcpy(mem + ids + d->worker_addr_bytes, d->rkey, d->rkey_bytes);
-    c->block_ids = (const uint32_t *)mem;
-    c->worker_addr = mem + ids;
-    c->rkey = mem + ids + d->worker_addr_bytes;
-    *out_p = c;
-    return SKV_STATUS_OK;
-}
-
+/* Connects to the target and unpacks every rank's rkey (the clone has 1..SKV_KVX_MAX_RANKS
+ * ranks: skv_kvx_push_create checked). */
 static skv_status_t skv_kvx_push_connect(skv_kvx_push_t *push)
 {
     const skv_kvx_desc_t *d = push->desc;
-    SKV_CHECK(skv_kvx_rkey_check(d->rkey, d->rkey_bytes));
+    for (uint32_t r = 0; r < d->tp_size; r++) {
+        SKV_CHECK(skv_kvx_rkey_check(d->ranks[r].rkey, d->ranks[r].rkey_bytes));
+    }
     SKV_CHECK(skv_kvx_peer_get(push->kvx, d->worker_addr, d->worker_addr_bytes, &push->peer));
-    ucs_status_t us = ucp_ep_rkey_unpack(push->peer->ep, d->rkey, &push->rkey);
-    if (us != UCS_OK) {
-        SKV_LOG_WARN("kvx: request %llu: rkey of %zu bytes refused: %s",
-                     (unsigned long long)d->request_id, d->rkey_bytes, ucs_status_string(us));
-        push->rkey = NULL;
-        return SKV_STATUS_FORMAT;
+    for (uint32_t r = 0; r < d->tp_size; r++) {
+        ucs_status_t us = ucp_ep_rkey_unpack(push->peer->ep, d->ranks[r].rkey, &push->rkeys[r]);
+        if (us != UCS_OK) {
+            SKV_LOG_WARN("kvx: request %llu: rkey of rank %u (%zu bytes) refused: %s",
+                         (unsigned long long)d->request_id, r, d->ranks[r].rkey_bytes,
+                         ucs_status_string(us));
+            push->rkeys[r] = NULL;
+            return SKV_STATUS_FORMAT;
+        }
     }
     return SKV_STATUS_OK;
 }
@@ -107,6 +94,11 @@ skv_status_t skv_kvx_push_create(skv_kvx_t *kvx, const skv_kvx_desc_t *desc, int
                                  skv_kvx_push_t **push_p)
 {
     skv_status_t status;
+    if (desc->tp_size > SKV_KVX_MAX_RANKS || (desc->tp_size > 1 && desc->ranks == NULL)) {
+        SKV_LOG_WARN("kvx: request %llu: %u ranks (limit %u) without their memories",
+                     (unsigned long long)desc->request_id, desc->tp_size, SKV_KVX_MAX_RANKS);
+        return SKV_STATUS_FORMAT;
+    }
     if (skv_clock_expired(desc->lease_deadline_ns)) {
         SKV_LOG_WARN("kvx: request %llu: lease already over", (unsigned long long)desc->request_id);
         return SKV_STATUS_TIMEOUT;
@@ -144,7 +136,8 @@ skv_status_t skv_kvx_push_health(skv_kvx_push_t *push)
 typedef struct {
     ucp_send_nbx_callback_t cb;
     void *cb_arg;
-    uint8_t hdr[SKV_KVX_DATA_HEADER_BYTES];
+    uint32_t hdr_bytes; /* version 1 (rank 0) or 2 */
+    uint8_t hdr[SKV_KVX_DATA_HEADER_BYTES_V2];
     ucp_dt_iov_t iov[];
 } skv_kvx_msg_t;
 
@@ -165,13 +158,16 @@ static skv_kvx_msg_t *skv_kvx_msg_make(const skv_kvx_push_t *push, const skv_kvx
     }
     uint8_t *h = m->hdr;
     skv_kvx_put_u32(h, SKV_KVX_DATA_MAGIC);
-    skv_kvx_put_u32(h + 4, 1);
+    skv_kvx_put_u32(h + 4, run->rank == 0 ? 1 : 2);
     skv_kvx_put_u64(h + 8, push->desc->request_id);
     skv_kvx_put_u64(h + 16, push->desc->lease_token);
     skv_kvx_put_u32(h + 24, run->first);
     skv_kvx_put_u32(h + 28, run->n);
     skv_kvx_put_u64(h + 32, run->offset);
     skv_kvx_put_u64(h + 40, run->piece);
+    skv_kvx_put_u32(h + 48, run->rank);
+    skv_kvx_put_u32(h + 52, 0);
+    m->hdr_bytes = run->rank == 0 ? SKV_KVX_DATA_HEADER_BYTES : SKV_KVX_DATA_HEADER_BYTES_V2;
     uint32_t n_iov = 0;
     for (uint32_t k = 0; srcs != NULL && k < run->n; k++) { /* adjacent sources merge */
         const uint8_t *src = srcs[k];
@@ -200,7 +196,8 @@ skv_status_t skv_kvx_send(skv_kvx_push_t *push, const skv_kvx_run_t *run, const 
     void *req;
     skv_kvx_msg_t *m = NULL;
     if (push->mode == SKV_KVX_MODE_PUT) {
-        req = ucp_put_nbx(push->peer->ep, run->src, run->bytes, run->dst, push->rkey, &rp);
+        req = ucp_put_nbx(push->peer->ep, run->src, run->bytes, run->dst, push->rkeys[run->rank],
+                          &rp);
     } else {
         uint32_t n_iov = 0;
         m = skv_kvx_msg_make(push, run, srcs, &n_iov);
@@ -224,8 +221,8 @@ skv_status_t skv_kvx_send(skv_kvx_push_t *push, const skv_kvx_run_t *run, const 
         } else if (n_iov == 1) {
             buf = m->iov[0].buffer;
         }
-        req = ucp_am_send_nbx(push->peer->ep, SKV_KVX_AM_DATA, m->hdr, sizeof(m->hdr), buf, count,
-                              &rp);
+        req =
+            ucp_am_send_nbx(push->peer->ep, SKV_KVX_AM_DATA, m->hdr, m->hdr_bytes, buf, count, &rp);
         push->am_msgs++;
     }
     push->n_puts++;
@@ -244,28 +241,30 @@ skv_status_t skv_kvx_send(skv_kvx_push_t *push, const skv_kvx_run_t *run, const 
     return SKV_STATUS_OK;
 }
 
-/* Checks that blocks [first, first+n) and bytes [offset, offset+bytes) are in range. */
-skv_status_t skv_kvx_push_check_range(const skv_kvx_push_t *push, uint32_t first, uint32_t n,
-                                      uint64_t offset, uint64_t bytes)
+/* Checks that the rank, blocks [first, first+n) and bytes [offset, offset+bytes) are in
+ * range. */
+skv_status_t skv_kvx_push_check_range(const skv_kvx_push_t *push, uint32_t rank, uint32_t first,
+                                      uint32_t n, uint64_t offset, uint64_t bytes)
 {
     const skv_kvx_desc_t *d = push->desc;
-    if (push->state != SKV_KVX_PUSH_PUSHING || n == 0 || first >= d->n_blocks ||
-        n > d->n_blocks - first || bytes == 0 || offset >= d->block_bytes ||
+    if (push->state != SKV_KVX_PUSH_PUSHING || rank >= d->tp_size || n == 0 ||
+        first >= d->n_blocks || n > d->n_blocks - first || bytes == 0 || offset >= d->block_bytes ||
         bytes > d->block_bytes - offset) {
-        SKV_LOG_WARN("kvx: request %llu: push of blocks [%u, +%u) bytes [%llu, +%llu) outside "
-                     "%u blocks of %llu bytes (or after finish)",
-                     (unsigned long long)d->request_id, first, n, (unsigned long long)offset,
-                     (unsigned long long)bytes, d->n_blocks, (unsigned long long)d->block_bytes);
+        SKV_LOG_WARN("kvx: request %llu: push to rank %u of blocks [%u, +%u) bytes [%llu, +%llu) "
+                     "outside %u ranks of %u blocks of %llu bytes (or after finish)",
+                     (unsigned long long)d->request_id, rank, first, n, (unsigned long long)offset,
+                     (unsigned long long)bytes, d->tp_size, d->n_blocks,
+                     (unsigned long long)d->block_bytes);
         return SKV_STATUS_INVALID_ARGUMENT;
     }
     return SKV_STATUS_OK;
 }
 
-/* Remote address of bytes [offset, ...) of descriptor block index i. */
-uint64_t skv_kvx_push_dst(const skv_kvx_push_t *push, uint32_t i, uint64_t offset)
+/* Remote address of bytes [offset, ...) of descriptor block index i in rank's memory. */
+uint64_t skv_kvx_push_dst(const skv_kvx_push_t *push, uint32_t rank, uint32_t i, uint64_t offset)
 {
     const skv_kvx_desc_t *d = push->desc;
-    return d->remote_base + (uint64_t)d->block_ids[i] * d->block_bytes + offset;
+    return d->ranks[rank].remote_base + (uint64_t)d->block_ids[i] * d->block_bytes + offset;
 }
 
 /* Extends run with (dst, src, bytes) when both sides are contiguous; returns 1 if merged. */
@@ -286,14 +285,16 @@ uint64_t skv_kvx_msg_max(const skv_kvx_push_t *push)
 }
 
 /* Message mode: blocks [first, first + n) in messages of at most msg_max bytes. */
-static skv_status_t skv_kvx_push_host_am(skv_kvx_push_t *push, uint32_t first, uint32_t n,
-                                         uint64_t offset, uint64_t bytes, const void *const *srcs)
+static skv_status_t skv_kvx_push_host_am(skv_kvx_push_t *push, uint32_t rank, uint32_t first,
+                                         uint32_t n, uint64_t offset, uint64_t bytes,
+                                         const void *const *srcs)
 {
     uint64_t per = skv_kvx_msg_max(push) / bytes;
     per = per == 0 ? 1 : per;
     for (uint32_t k = 0; k < n;) {
         uint32_t m = n - k < per ? n - k : (uint32_t)per;
-        skv_kvx_run_t run = {.src = srcs[k],
+        skv_kvx_run_t run = {.rank = rank,
+                             .src = srcs[k],
                              .bytes = (uint64_t)m * bytes,
                              .first = first + k,
                              .n = m,
@@ -305,18 +306,18 @@ static skv_status_t skv_kvx_push_host_am(skv_kvx_push_t *push, uint32_t first, u
     return SKV_STATUS_OK;
 }
 
-skv_status_t skv_kvx_push_host(skv_kvx_push_t *push, uint32_t first, uint32_t n, uint64_t offset,
-                               uint64_t bytes, const void *const *srcs)
+skv_status_t skv_kvx_push_host_rank(skv_kvx_push_t *push, uint32_t rank, uint32_t first, uint32_t n,
+                                    uint64_t offset, uint64_t bytes, const void *const *srcs)
 {
-    SKV_CHECK(skv_kvx_push_check_range(push, first, n, offset, bytes));
+    SKV_CHECK(skv_kvx_push_check_range(push, rank, first, n, offset, bytes));
     SKV_CHECK(skv_kvx_push_health(push));
     SKV_CHECK(skv_kvx_push_ready(push));
     if (push->mode == SKV_KVX_MODE_AM) {
-        return skv_kvx_push_host_am(push, first, n, offset, bytes, srcs);
+        return skv_kvx_push_host_am(push, rank, first, n, offset, bytes, srcs);
     }
-    skv_kvx_run_t run = {0};
+    skv_kvx_run_t run = {.rank = rank};
     for (uint32_t k = 0; k < n; k++) {
-        uint64_t dst = skv_kvx_push_dst(push, first + k, offset);
+        uint64_t dst = skv_kvx_push_dst(push, rank, first + k, offset);
         const uint8_t *src = srcs[k];
         if (skv_kvx_run_extend(&run, dst, src, bytes)) {
             continue;
@@ -324,9 +325,15 @@ skv_status_t skv_kvx_push_host(skv_kvx_push_t *push, uint32_t first, uint32_t n,
         if (run.bytes != 0) {
             SKV_CHECK(skv_kvx_send(push, &run, NULL, skv_kvx_put_host_cb, push, &push->inflight));
         }
-        run = (skv_kvx_run_t){.dst = dst, .src = src, .bytes = bytes};
+        run = (skv_kvx_run_t){.rank = rank, .dst = dst, .src = src, .bytes = bytes};
     }
     return skv_kvx_send(push, &run, NULL, skv_kvx_put_host_cb, push, &push->inflight);
+}
+
+skv_status_t skv_kvx_push_host(skv_kvx_push_t *push, uint32_t first, uint32_t n, uint64_t offset,
+                               uint64_t bytes, const void *const *srcs)
+{
+    return skv_kvx_push_host_rank(push, 0, first, n, offset, bytes, srcs);
 }
 
 /* ---- staged sources ---------------------------------------------------------------------- */
@@ -366,10 +373,15 @@ static skv_status_t skv_kvx_stage_emit(skv_kvx_push_t *push, skv_kvx_stage_curso
 
 /* Extends a staged run with a piece that follows it in the staging buffer: for puts when the
  * destination is contiguous too; for messages when the piece is the next block at the same
- * offset and size (the message header describes exactly that). Returns 1 if merged. */
-int skv_kvx_stage_extend(const skv_kvx_push_t *push, skv_kvx_run_t *run, uint64_t dst,
-                         const uint8_t *src, uint32_t i, uint64_t offset, uint64_t bytes)
+ * offset and size (the message header describes exactly that). Never across ranks. Returns 1
+ * if merged. */
+int skv_kvx_stage_extend(const skv_kvx_push_t *push, skv_kvx_run_t *run, uint32_t rank,
+                         uint64_t dst, const uint8_t *src, uint32_t i, uint64_t offset,
+                         uint64_t bytes)
 {
+    if (run->bytes != 0 && run->rank != rank) {
+        return 0;
+    }
     if (push->mode == SKV_KVX_MODE_PUT) {
         return skv_kvx_run_extend(run, dst, src, bytes);
     }
@@ -384,9 +396,9 @@ int skv_kvx_stage_extend(const skv_kvx_push_t *push, skv_kvx_run_t *run, uint64_
 }
 
 /* Copies one piece into the current buffer (switching buffers when full) and coalesces it. */
-static skv_status_t skv_kvx_stage_piece(skv_kvx_push_t *push, skv_kvx_stage_cursor_t *c, uint32_t i,
-                                        uint64_t offset, uint64_t bytes, skv_kvx_copy_fn copy,
-                                        void *copy_ctx)
+static skv_status_t skv_kvx_stage_piece(skv_kvx_push_t *push, skv_kvx_stage_cursor_t *c,
+                                        uint32_t rank, uint32_t i, uint64_t offset, uint64_t bytes,
+                                        skv_kvx_copy_fn copy, void *copy_ctx)
 {
     if (c->st == NULL || c->fill == c->st->bytes) {
         SKV_CHECK(skv_kvx_stage_emit(push, c));
@@ -400,10 +412,11 @@ static skv_status_t skv_kvx_stage_piece(skv_kvx_push_t *push, skv_kvx_stage_curs
         return status;
     }
     c->fill += bytes;
-    uint64_t dst = skv_kvx_push_dst(push, i, offset);
-    if (!skv_kvx_stage_extend(push, &c->run, dst, dst_host, i, offset, bytes)) {
+    uint64_t dst = skv_kvx_push_dst(push, rank, i, offset);
+    if (!skv_kvx_stage_extend(push, &c->run, rank, dst, dst_host, i, offset, bytes)) {
         SKV_CHECK(skv_kvx_stage_emit(push, c));
-        c->run = (skv_kvx_run_t){.dst = dst,
+        c->run = (skv_kvx_run_t){.rank = rank,
+                                 .dst = dst,
                                  .src = dst_host,
                                  .bytes = bytes,
                                  .first = i,
@@ -414,10 +427,11 @@ static skv_status_t skv_kvx_stage_piece(skv_kvx_push_t *push, skv_kvx_stage_curs
     return SKV_STATUS_OK;
 }
 
-skv_status_t skv_kvx_push_staged(skv_kvx_push_t *push, uint32_t first, uint32_t n, uint64_t offset,
-                                 uint64_t bytes, skv_kvx_copy_fn copy, void *copy_ctx)
+skv_status_t skv_kvx_push_staged_rank(skv_kvx_push_t *push, uint32_t rank, uint32_t first,
+                                      uint32_t n, uint64_t offset, uint64_t bytes,
+                                      skv_kvx_copy_fn copy, void *copy_ctx)
 {
-    SKV_CHECK(skv_kvx_push_check_range(push, first, n, offset, bytes));
+    SKV_CHECK(skv_kvx_push_check_range(push, rank, first, n, offset, bytes));
     SKV_CHECK(skv_kvx_push_health(push));
     if (copy == NULL || push->kvx->n_stages == 0) {
         return SKV_STATUS_UNSUPPORTED;
@@ -430,12 +444,18 @@ skv_status_t skv_kvx_push_staged(skv_kvx_push_t *push, uint32_t first, uint32_t 
             uint64_t room = c.st == NULL ? push->kvx->cfg.staging_bytes : c.st->bytes - c.fill;
             room = room == 0 ? push->kvx->cfg.staging_bytes : room;
             uint64_t piece = bytes - done < room ? bytes - done : room;
-            SKV_CHECK(
-                skv_kvx_stage_piece(push, &c, first + k, offset + done, piece, copy, copy_ctx));
+            SKV_CHECK(skv_kvx_stage_piece(push, &c, rank, first + k, offset + done, piece, copy,
+                                          copy_ctx));
             done += piece;
         }
     }
     return skv_kvx_stage_emit(push, &c);
+}
+
+skv_status_t skv_kvx_push_staged(skv_kvx_push_t *push, uint32_t first, uint32_t n, uint64_t offset,
+                                 uint64_t bytes, skv_kvx_copy_fn copy, void *copy_ctx)
+{
+    return skv_kvx_push_staged_rank(push, 0, first, n, offset, bytes, copy, copy_ctx);
 }
 
 /* ---- finish ------------------------------------------------------------------------------ */
@@ -672,8 +692,10 @@ void skv_kvx_push_destroy(skv_kvx_push_t *push)
     if (push->am_req != NULL) {
         ucp_request_free(push->am_req);
     }
-    if (push->rkey != NULL) {
-        ucp_rkey_destroy(push->rkey);
+    for (uint32_t r = 0; r < SKV_KVX_MAX_RANKS; r++) {
+        if (push->rkeys[r] != NULL) {
+            ucp_rkey_destroy(push->rkeys[r]);
+        }
     }
     if (push->peer != NULL) {
         skv_kvx_peer_put(push->kvx, push->peer);

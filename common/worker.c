@@ -281,12 +281,35 @@ static skv_status_t skv_worker_server_start(skv_worker_t *w)
     return SKV_STATUS_OK;
 }
 
+/* What a tensor-parallel worker cannot do, refused at startup rather than at the first
+ * request: a prefill role on device memory (its ranks' KV would have to be copied off each
+ * rank's GPU by that rank's backend; only host pools push per rank today), and a pool of more
+ * rank memories than a transfer descriptor carries. */
+static skv_status_t skv_worker_tp_check(const skv_worker_t *w)
+{
+    if (w->tp_size > 1 && !w->host_pool && (w->cfg.role & SKV_WORKER_ROLE_PREFILL)) {
+        SKV_LOG_ERROR("worker: a tensor-parallel (%d ranks) prefill role on the %s backend cannot "
+                      "push its KV: only host-memory pools push per rank; run the prefill role "
+                      "with --tp 1 or on a CPU backend",
+                      w->tp_size, w->cfg.backend_name);
+        return SKV_STATUS_UNSUPPORTED;
+    }
+    if (w->tp_size > (int32_t)SKV_KVX_MAX_RANKS) {
+        SKV_LOG_ERROR("worker: %d tensor-parallel ranks; a KV transfer carries at most %u",
+                      w->tp_size, SKV_KVX_MAX_RANKS);
+        return SKV_STATUS_UNSUPPORTED;
+    }
+    return SKV_STATUS_OK;
+}
+
 skv_status_t skv_worker_create(const skv_worker_config_t *cfg, skv_model_t *model,
                                skv_kv_pool_t *pool, skv_backend_t *be, skv_worker_t **worker_p)
 {
     if (cfg == NULL || cfg->listen == NULL || cfg->role < SKV_WORKER_ROLE_PREFILL ||
-        cfg->role > SKV_WORKER_ROLE_BOTH || model == NULL || pool == NULL || be == NULL) {
-        SKV_LOG_ERROR("worker: invalid configuration (listen address, role, model, pool)");
+        cfg->role > SKV_WORKER_ROLE_BOTH || model == NULL || pool == NULL ||
+        (be == NULL && skv_kv_pool_n_ranks(pool) == 1)) {
+        SKV_LOG_ERROR("worker: invalid configuration (listen address, role, model, pool, "
+                      "backend)");
         return SKV_STATUS_INVALID_ARGUMENT;
     }
     skv_status_t status = SKV_STATUS_NO_MEMORY;
@@ -299,13 +322,18 @@ skv_status_t skv_worker_create(const skv_worker_config_t *cfg, skv_model_t *mode
     w->model = model;
     w->pool = pool;
     w->be = be;
-    w->fingerprint = skv_kv_layout_fingerprint(skv_kv_pool_layout(pool));
+    w->fingerprint = skv_kv_layout_model_fingerprint(skv_kv_pool_layout(pool));
     w->block_bytes = skv_kv_layout_block_bytes(skv_kv_pool_layout(pool));
+    w->tp_size = skv_kv_pool_n_ranks(pool);
     w->host_pool = strncmp(w->cfg.backend_name, "cpu", 3) == 0;
     if (cfg->advertise != NULL) {
         snprintf(w->advertise, sizeof(w->advertise), "%s", cfg->advertise);
     }
     skv_worker_sync_init(w);
+    status = skv_worker_tp_check(w);
+    if (status != SKV_STATUS_OK) {
+        goto fail;
+    }
     skv_engine_opts_t eo = {.max_waiting = w->cfg.max_waiting};
     SKV_CHECK_GOTO(skv_engine_create(model, pool, &eo, &w->engine), fail);
     SKV_CHECK_GOTO(skv_worker_loop_start(w), fail);

@@ -55,9 +55,12 @@ void skv_worker_config_default(skv_worker_config_t *cfg);
 
 /* Creates the engine over model/pool/be (borrowed; they must outlive the worker), starts the
  * loop thread (which creates the UCX transport and, for decode roles, registers the whole KV
- * pool with it) and then the gRPC server. Returns OK; INVALID_ARGUMENT for a bad config;
+ * pool with it: every rank's memory of a tensor-parallel pool) and then the gRPC server.
+ * A tensor-parallel model (common/model_tp.h, pool from skv_model_kv_pool_create) owns its
+ * ranks' backends: be may then be NULL. Returns OK; INVALID_ARGUMENT for a bad config;
  * UNAVAILABLE when the port cannot be bound or UCX cannot start; UNSUPPORTED when a decode
- * role's pool is device memory the transport cannot register; NO_MEMORY. Main thread. */
+ * role's pool is device memory the transport cannot register, or a tensor-parallel prefill
+ * role's pool is device memory (only host pools push per rank); NO_MEMORY. Main thread. */
 skv_status_t skv_worker_create(const skv_worker_config_t *cfg, skv_model_t *model,
                                skv_kv_pool_t *pool, skv_backend_t *be, skv_worker_t **worker_p);
 

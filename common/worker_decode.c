@@ -2,6 +2,9 @@
  * worker_decode.c: the decode side of disaggregation: KV reservations (Decode.Reserve), their
  * leases on the UCX transport, early release (Decode.Release), and the admission of a
  * transferred prompt into the engine (Decode.Decode) once the prefill's completion arrived.
+ * A tensor-parallel pool is one set of block ids over one memory per rank: one reservation and
+ * one lease cover the blocks in every rank's memory, and the completion (sent after the data
+ * of every rank was flushed) hands all of them over at once.
  *
  * Block ownership: Reserve takes the prompt's blocks from the pool into a reservation and
  * leases them to the transport. While the lease lives (ready == 0) the transport decides:
@@ -118,8 +121,18 @@ skv_status_t skv_worker_decode_init(skv_worker_t *w)
                       "UCX cannot register device memory; use role prefill on this backend");
         return SKV_STATUS_UNSUPPORTED;
     }
+    /* Every rank's memory of a tensor-parallel pool is registered; the descriptor states
+     * the split (ranks x KV heads each) so a prefill worker of another TP size can map its
+     * heads onto ours. */
+    void *bases[SKV_KVX_MAX_RANKS];
+    for (int32_t r = 0; r < w->tp_size; r++) {
+        bases[r] = skv_kv_pool_rank_base(w->pool, r);
+    }
     skv_kvx_pool_config_t pc = {0};
     pc.base = skv_kv_pool_base(w->pool);
+    pc.n_ranks = (uint32_t)w->tp_size;
+    pc.rank_bases = bases;
+    pc.kv_heads = (uint32_t)skv_kv_pool_layout(w->pool)->n_kv_heads;
     pc.block_bytes = w->block_bytes;
     pc.n_blocks = (uint32_t)skv_kv_pool_n_blocks(w->pool);
     pc.fingerprint = w->fingerprint;

@@ -87,9 +87,11 @@ struct skv_worker {
     skv_engine_t *engine;
     skv_kvx_t *kvx; /* loop thread only */
     skv_grpc_server_t *server;
-    uint64_t fingerprint;
-    uint64_t block_bytes;
-    int host_pool; /* pool memory is host memory (CPU backends) */
+    uint64_t fingerprint; /* the model's KV layout, the same for every TP size
+                             (skv_kv_layout_model_fingerprint) */
+    uint64_t block_bytes; /* one rank's share of a KV block */
+    int32_t tp_size;      /* tensor-parallel ranks of the model and the pool */
+    int host_pool;        /* pool memory is host memory (CPU backends) */
     char advertise[256];
     /* inbox and loop control */
     pthread_mutex_t mu;

@@ -9,8 +9,11 @@
  *   --role R             prefill | decode | both (env SKV_ROLE)        default per binary
  *   --backend B          cpu | cpu-ref | cuda (env SKV_BACKEND)                default cpu
  *   --device N --threads N --mode auto|base|swiftkv
+ *   --tp N               tensor-parallel ranks (env SKV_TP): one thread per rank,         default 1
+ *                        each with its own backend (--threads CPU threads each; CUDA:
+ *                        GPUs device..device+N-1 with NCCL); see common/model_tp.md
  *   --block-size N       tokens per KV block                                    default 16
- *   --kv-mem-mb N        KV pool size (env SKV_KV_MEM_MB)                      default 256
+ *   --kv-mem-mb N        KV pool size per rank (env SKV_KV_MEM_MB)             default 256
  *   --max-batch-tokens N --max-seqs N --max-waiting N --max-requests N
  *   --lease-ms N         default reservation lease                           default 10000
  *   --grace-ms N         drain grace at SIGTERM                              default 10000
@@ -24,13 +27,14 @@
 #include "common/backend.h"
 #include "common/grpc_server.h"
 #include "common/log.h"
+#include "common/model_tp.h"
 #include "common/worker.h"
 #include "common/worker_main.h"
 
 typedef struct {
     skv_worker_config_t wc;
     const char *model_dir, *backend, *mode, *port_file, *role;
-    int device, threads, block_size, kv_mem_mb, max_batch_tokens, max_seqs;
+    int device, threads, tp, block_size, kv_mem_mb, max_batch_tokens, max_seqs;
     int64_t grace_ms;
 } skv_wmain_args_t;
 
@@ -45,11 +49,11 @@ static void skv_wmain_usage(const char *prog)
     fprintf(
         stderr,
         "usage: %s --model DIR [--listen ADDR] [--advertise ADDR] [--role prefill|decode|both]\n"
-        "       [--backend %s] [--device N] [--threads N] [--mode auto|base|swiftkv]\n"
+        "       [--backend %s] [--device N] [--threads N] [--tp N] [--mode auto|base|swiftkv]\n"
         "       [--block-size N] [--kv-mem-mb N] [--max-batch-tokens N] [--max-seqs N]\n"
         "       [--max-waiting N] [--max-requests N] [--lease-ms N] [--grace-ms N]\n"
         "       [--port-file PATH]\n"
-        "env: SKV_MODEL SKV_LISTEN SKV_ADVERTISE SKV_ROLE SKV_BACKEND SKV_KV_MEM_MB; UCX_* "
+        "env: SKV_MODEL SKV_LISTEN SKV_ADVERTISE SKV_ROLE SKV_BACKEND SKV_TP SKV_KV_MEM_MB; UCX_* "
         "choose the KV transports (see common/kvx.md)\n",
         prog, skv_backend_names());
 }
@@ -64,6 +68,7 @@ static void skv_wmain_defaults(skv_wmain_args_t *a, skv_worker_role_t role)
     a->wc.advertise = skv_env_or("SKV_ADVERTISE", NULL);
     a->role = skv_env_or("SKV_ROLE", NULL);
     a->backend = skv_env_or("SKV_BACKEND", "cpu");
+    a->tp = atoi(skv_env_or("SKV_TP", "1"));
     a->mode = "auto";
     a->block_size = 16;
     a->kv_mem_mb = atoi(skv_env_or("SKV_KV_MEM_MB", "256"));
@@ -75,25 +80,17 @@ static void skv_wmain_defaults(skv_wmain_args_t *a, skv_worker_role_t role)
 /* Returns 0, or 2 for bad usage. */
 static int skv_wmain_parse(int argc, char **argv, skv_wmain_args_t *a)
 {
-    static const struct option opts[] = {{"model", 1, 0, 'm'},
-                                         {"listen", 1, 0, 'l'},
-                                         {"advertise", 1, 0, 'a'},
-                                         {"role", 1, 0, 'r'},
-                                         {"backend", 1, 0, 'b'},
-                                         {"device", 1, 0, 'd'},
-                                         {"threads", 1, 0, 'j'},
-                                         {"mode", 1, 0, 'M'},
-                                         {"block-size", 1, 0, 'B'},
-                                         {"kv-mem-mb", 1, 0, 'k'},
-                                         {"max-batch-tokens", 1, 0, 'T'},
-                                         {"max-seqs", 1, 0, 'S'},
-                                         {"max-waiting", 1, 0, 'W'},
-                                         {"max-requests", 1, 0, 'R'},
-                                         {"lease-ms", 1, 0, 'L'},
-                                         {"grace-ms", 1, 0, 'g'},
-                                         {"port-file", 1, 0, 'p'},
-                                         {"help", 0, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"model", 1, 0, 'm'},        {"listen", 1, 0, 'l'},
+        {"advertise", 1, 0, 'a'},    {"role", 1, 0, 'r'},
+        {"backend", 1, 0, 'b'},      {"device", 1, 0, 'd'},
+        {"threads", 1, 0, 'j'},      {"tp", 1, 0, 't'},
+        {"mode", 1, 0, 'M'},         {"block-size", 1, 0, 'B'},
+        {"kv-mem-mb", 1, 0, 'k'},    {"max-batch-tokens", 1, 0, 'T'},
+        {"max-seqs", 1, 0, 'S'},     {"max-waiting", 1, 0, 'W'},
+        {"max-requests", 1, 0, 'R'}, {"lease-ms", 1, 0, 'L'},
+        {"grace-ms", 1, 0, 'g'},     {"port-file", 1, 0, 'p'},
+        {"help", 0, 0, 'h'},         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -117,6 +114,9 @@ static int skv_wmain_parse(int argc, char **argv, skv_wmain_args_t *a)
             break;
         case 'j':
             a->threads = atoi(optarg);
+            break;
+        case 't':
+            a->tp = atoi(optarg);
             break;
         case 'M':
             a->mode = optarg;
@@ -158,8 +158,8 @@ static int skv_wmain_parse(int argc, char **argv, skv_wmain_args_t *a)
                      : strcmp(a->role, "both") == 0   ? SKV_WORKER_ROLE_BOTH
                                                       : 0;
     }
-    if (a->model_dir == NULL || a->wc.role == 0 || a->block_size < 1 || a->kv_mem_mb < 1 ||
-        a->max_batch_tokens < 1 || a->max_seqs < 1 || optind != argc) {
+    if (a->model_dir == NULL || a->wc.role == 0 || a->tp < 1 || a->block_size < 1 ||
+        a->kv_mem_mb < 1 || a->max_batch_tokens < 1 || a->max_seqs < 1 || optind != argc) {
         return 2;
     }
     a->wc.backend_name = a->backend;
@@ -176,7 +176,21 @@ static skv_status_t skv_wmain_mode(const char *name, skv_model_mode_t *mode)
                                                                      : SKV_STATUS_INVALID_ARGUMENT;
 }
 
-/* Builds the KV pool of kv_mem_mb megabytes. */
+/* Loads the model: on one backend (*be_p, owned by the caller), or split over --tp ranks that
+ * each create their own backend (*be_p stays NULL). */
+static skv_status_t skv_wmain_model(const skv_wmain_args_t *a, const skv_model_opts_t *mo,
+                                    skv_backend_t **be_p, skv_model_t **model_p)
+{
+    if (a->tp > 1) {
+        skv_model_tp_opts_t tp = {a->tp, a->backend, a->threads, a->device};
+        return skv_model_load_tp(a->model_dir, &tp, mo, model_p);
+    }
+    SKV_CHECK(skv_backend_create(a->backend, a->threads, a->device, be_p));
+    return skv_model_load(a->model_dir, *be_p, mo, model_p);
+}
+
+/* Builds the KV pool of kv_mem_mb megabytes per rank (a rank holds its heads' share of every
+ * block: at TP N the same megabytes hold N times the blocks, on N devices). */
 static skv_status_t skv_wmain_pool(const skv_wmain_args_t *a, skv_model_t *model,
                                    skv_kv_pool_t **pool_p)
 {
@@ -218,12 +232,11 @@ int skv_worker_main(int argc, char **argv, skv_worker_role_t default_role)
     skv_status_t status = skv_wmain_mode(a.mode, &mo.mode);
     skv_grpc_signals_install();
     SKV_CHECK_GOTO(status, out);
-    SKV_CHECK_GOTO(skv_backend_create(a.backend, a.threads, a.device, &be), out);
-    SKV_CHECK_GOTO(skv_model_load(a.model_dir, be, &mo, &model), out);
+    SKV_CHECK_GOTO(skv_wmain_model(&a, &mo, &be, &model), out);
     SKV_CHECK_GOTO(skv_wmain_pool(&a, model, &pool), out);
     SKV_CHECK_GOTO(skv_worker_create(&a.wc, model, pool, be, &worker), out);
-    SKV_LOG_INFO("worker: serving %s on port %d (%s, %lld KV blocks)", a.model_dir,
-                 skv_worker_port(worker), a.backend, (long long)skv_kv_pool_n_blocks(pool));
+    SKV_LOG_INFO("worker: serving %s on port %d (%s, tp %d, %lld KV blocks)", a.model_dir,
+                 skv_worker_port(worker), a.backend, a.tp, (long long)skv_kv_pool_n_blocks(pool));
     if (a.port_file != NULL) {
         skv_wmain_port_file(a.port_file, skv_worker_port(worker));
     }

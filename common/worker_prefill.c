@@ -8,6 +8,14 @@
  * The prompt's blocks stay with this request from the engine's hand-over until the push has
  * ended (OK or not), then go back to the pool. Every push is bounded by the call's deadline
  * (or push_timeout_ms) and by the target's lease. Loop thread only.
+ *
+ * Tensor parallelism: this worker's ranks and the target's ranks may split the KV heads
+ * differently (prefill TP p, decode TP d). Both sides agree on the model's KV layout (the
+ * split-independent fingerprint); the descriptor states the target's split (d ranks of
+ * kv_heads each). Every local rank pushes, into every target rank whose heads overlap its
+ * own, the byte ranges skv_kv_layout_tp_ranges gives (one per cache layer and K/V at most,
+ * the whole block when the splits are equal), all in one push: one completion, sent after
+ * the data of every rank was flushed.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -24,6 +32,25 @@ static void skv_worker_prefill_fail(skv_worker_t *w, skv_wreq_t *r, skv_status_t
     skv_kv_seq_release(w->pool, &r->kv);
     skv_grpc_call_finish(r->call, st, why);
     skv_worker_retire(w, r);
+}
+
+/* Checks the target's head split against this model: tp_size ranks of kv_heads KV heads
+ * must be exactly this model's KV heads, with one rank's share of a block as its block. */
+static skv_status_t skv_worker_split_check(const skv_worker_t *w, const skv_kvx_desc_t *d,
+                                           char *why, size_t why_bytes)
+{
+    const skv_kv_layout_t *l = skv_kv_pool_layout(w->pool);
+    skv_kv_layout_t dst;
+    skv_status_t st = skv_kv_layout_split(l, (int32_t)d->tp_size, (int32_t)d->kv_heads, 0, &dst);
+    if (st == SKV_STATUS_OK && d->block_bytes == skv_kv_layout_block_bytes(&dst)) {
+        return SKV_STATUS_OK;
+    }
+    snprintf(why, why_bytes,
+             "KV layout mismatch: the decode worker splits its KV heads over %u ranks of %u "
+             "(%" PRIu64 "-byte blocks); this model has %d KV heads (%d ranks of %d here)",
+             d->tp_size, d->kv_heads, d->block_bytes, l->n_kv_heads * w->tp_size, w->tp_size,
+             l->n_kv_heads);
+    return SKV_STATUS_MISMATCH;
 }
 
 /* Decodes and checks the target against this worker's layout and the prompt. */
@@ -43,13 +70,18 @@ static skv_status_t skv_worker_target_check(skv_worker_t *w, skv_wreq_t *r,
         snprintf(why, why_bytes, "the transfer target's descriptor is malformed");
         return SKV_STATUS_INVALID_ARGUMENT;
     }
-    uint32_t need = (uint32_t)((n_prompt + bs - 1) / bs);
-    if (r->desc->fingerprint != w->fingerprint || r->desc->block_bytes != w->block_bytes ||
-        r->desc->n_blocks < need) {
+    if (r->desc->fingerprint != w->fingerprint) {
         snprintf(why, why_bytes,
-                 "the transfer target does not fit the prompt (%u blocks of %" PRIu64
-                 " bytes for %u needed of %" PRIu64 ")",
-                 r->desc->n_blocks, r->desc->block_bytes, need, w->block_bytes);
+                 "KV layout mismatch: the descriptor says %016" PRIx64 ", this worker %016" PRIx64,
+                 r->desc->fingerprint, w->fingerprint);
+        return SKV_STATUS_MISMATCH;
+    }
+    SKV_CHECK(skv_worker_split_check(w, r->desc, why, why_bytes));
+    uint32_t need = (uint32_t)((n_prompt + bs - 1) / bs);
+    if (r->desc->n_blocks < need) {
+        snprintf(why, why_bytes,
+                 "the transfer target does not fit the prompt (%u blocks for %u needed)",
+                 r->desc->n_blocks, need);
         return SKV_STATUS_INVALID_ARGUMENT;
     }
     return SKV_STATUS_OK;
@@ -92,35 +124,83 @@ void skv_worker_start_prefill(skv_worker_t *w, skv_wreq_t *r)
     __atomic_add_fetch(&w->n_requests_total, 1, __ATOMIC_RELAXED);
 }
 
-/* Copies [offset, offset+bytes) of the request's block `index` from the device pool. */
+/* One range of a device-pool push: the copy callback reads src_offset where the target
+ * writes dst_offset (the two differ when the head splits differ). */
+typedef struct {
+    skv_wreq_t *r;
+    uint64_t src_offset;
+    uint64_t dst_offset;
+} skv_worker_copy_t;
+
+/* Copies [offset, offset+bytes) of the target's block `index` (target offsets) from the
+ * device pool (one rank: skv_worker_tp_check refuses device pools of several). */
 static skv_status_t skv_worker_copy_block(void *ctx, uint32_t index, uint64_t offset, void *dst,
                                           uint64_t bytes)
 {
-    skv_wreq_t *r = ctx;
-    skv_worker_t *w = r->w;
+    const skv_worker_copy_t *c = ctx;
+    skv_worker_t *w = c->r->w;
     const uint8_t *base = skv_kv_pool_base(w->pool);
-    const uint8_t *src = base + (size_t)r->kv.blocks[index] * w->block_bytes + offset;
+    const uint8_t *src = base + (size_t)c->r->kv.blocks[index] * w->block_bytes +
+                         (offset - c->dst_offset + c->src_offset);
     return w->be->ops->copy_d2h(w->be, dst, src, bytes);
 }
 
-/* Issues every put of the prompt's blocks and the completion. */
+/* What one (local rank, target rank) pair of a push needs. */
+typedef struct {
+    skv_worker_t *w;
+    skv_wreq_t *r;
+    uint32_t n_blocks;
+    skv_kv_range_t *ranges; /* [cap] */
+    int32_t cap;
+    const void **srcs; /* [n_blocks] */
+} skv_worker_push_ctx_t;
+
+/* Pushes the byte ranges local rank s holds and target rank d needs, for every block. */
+static skv_status_t skv_worker_push_pair(const skv_worker_push_ctx_t *c, int32_t s, uint32_t d)
+{
+    skv_worker_t *w = c->w;
+    const skv_kvx_desc_t *desc = c->r->desc;
+    skv_kv_layout_t dst;
+    int32_t n = 0;
+    /* Checked at Prefill (skv_worker_split_check): the split covers this model's heads. */
+    SKV_CHECK(skv_kv_layout_split(skv_kv_pool_layout(w->pool), (int32_t)desc->tp_size,
+                                  (int32_t)desc->kv_heads, (int32_t)d, &dst));
+    SKV_CHECK(
+        skv_kv_layout_tp_ranges(skv_kv_pool_rank_layout(w->pool, s), &dst, c->ranges, c->cap, &n));
+    const uint8_t *base = skv_kv_pool_rank_base(w->pool, s);
+    for (int32_t k = 0; k < n; k++) {
+        const skv_kv_range_t *g = &c->ranges[k];
+        if (!w->host_pool) {
+            skv_worker_copy_t cc = {c->r, g->src_offset, g->dst_offset};
+            SKV_CHECK(skv_kvx_push_staged_rank(c->r->push, d, 0, c->n_blocks, g->dst_offset,
+                                               g->bytes, skv_worker_copy_block, &cc));
+            continue;
+        }
+        for (uint32_t i = 0; i < c->n_blocks; i++) {
+            c->srcs[i] = base + (size_t)c->r->kv.blocks[i] * w->block_bytes + g->src_offset;
+        }
+        SKV_CHECK(skv_kvx_push_host_rank(c->r->push, d, 0, c->n_blocks, g->dst_offset, g->bytes,
+                                         c->srcs));
+    }
+    return SKV_STATUS_OK;
+}
+
+/* Issues every put (or data message) of the prompt's blocks, for every pair of ranks whose
+ * heads overlap, then the completion. */
 static skv_status_t skv_worker_push_issue(skv_worker_t *w, skv_wreq_t *r, uint32_t n_blocks)
 {
-    if (!w->host_pool) {
-        SKV_CHECK(
-            skv_kvx_push_staged(r->push, 0, n_blocks, 0, w->block_bytes, skv_worker_copy_block, r));
-        return skv_kvx_push_finish(r->push, r->first.token, SKV_STATUS_OK);
+    skv_worker_push_ctx_t c = {w, r, n_blocks, NULL, 0, NULL};
+    c.cap = 2 * skv_kv_pool_layout(w->pool)->n_cache_layers; /* a K and a V run per layer */
+    c.ranges = skv_mallocn((size_t)c.cap, sizeof(*c.ranges));
+    c.srcs = skv_mallocn(n_blocks, sizeof(*c.srcs));
+    skv_status_t st = c.ranges && c.srcs ? SKV_STATUS_OK : SKV_STATUS_NO_MEMORY;
+    for (int32_t s = 0; s < w->tp_size && st == SKV_STATUS_OK; s++) {
+        for (uint32_t d = 0; d < r->desc->tp_size && st == SKV_STATUS_OK; d++) {
+            st = skv_worker_push_pair(&c, s, d);
+        }
     }
-    const void **srcs = skv_mallocn(n_blocks, sizeof(*srcs));
-    if (srcs == NULL) {
-        return SKV_STATUS_NO_MEMORY;
-    }
-    const uint8_t *base = skv_kv_pool_base(w->pool);
-    for (uint32_t i = 0; i < n_blocks; i++) {
-        srcs[i] = base + (size_t)r->kv.blocks[i] * w->block_bytes;
-    }
-    skv_status_t st = skv_kvx_push_host(r->push, 0, n_blocks, 0, w->block_bytes, srcs);
-    skv_free(srcs);
+    skv_free(c.ranges);
+    skv_free(c.srcs);
     SKV_CHECK(st);
     return skv_kvx_push_finish(r->push, r->first.token, SKV_STATUS_OK);
 }

@@ -100,6 +100,7 @@ static void skv_worker_on_model_info(skv_grpc_call_t *call, const ProtobufCMessa
     a.dtype = (char *)skv_dtype_name(l->dtype);
     a.backend = (char *)w->cfg.backend_name;
     a.server_version = SKV_WORKER_VERSION;
+    a.tp_size = (uint32_t)w->tp_size;
     skv_grpc_call_finish_msg(call, &a.base, SKV_STATUS_OK, NULL);
 }
 
@@ -126,6 +127,7 @@ static void skv_worker_on_stats(skv_grpc_call_t *call, const ProtobufCMessage *m
     a.waiting_requests = (uint32_t)es.n_waiting;
     a.requests_total = (uint64_t)__atomic_load_n(&w->n_requests_total, __ATOMIC_RELAXED);
     a.tokens_generated_total = (uint64_t)__atomic_load_n(&w->n_tokens_total, __ATOMIC_RELAXED);
+    a.tp_size = (uint32_t)w->tp_size;
     skv_grpc_call_finish_msg(call, &a.base, SKV_STATUS_OK, NULL);
 }
 

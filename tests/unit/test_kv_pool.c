@@ -1,6 +1,7 @@
 /*
  * test_kv_pool.c: block allocation (all-or-nothing, BUSY when short, no leaks), sequence
- * growth, cache-layer mapping for AcrossKV and fingerprint sensitivity to every field.
+ * growth, cache-layer mapping for AcrossKV, fingerprint sensitivity to every field, the
+ * split-independent model fingerprint and the checked head split of tensor parallelism.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -77,8 +78,8 @@ static void test_layout_mapping_and_fingerprint(void **state)
     assert_int_equal(skv_kv_layout_cache_layer(&l, 6), 5);
     assert_int_equal(skv_kv_layout_cache_layer(&l, 7), 5);
     uint64_t f = skv_kv_layout_fingerprint(&l);
-    int32_t *fields[] = {&l.block_size, &l.n_kv_heads, &l.head_dim, &l.n_layers,
-                         &l.n_kv_layers, &l.kv_group, &l.n_cache_layers, &l.tp_rank, &l.tp_size};
+    int32_t *fields[] = {&l.block_size, &l.n_kv_heads,     &l.head_dim, &l.n_layers, &l.n_kv_layers,
+                         &l.kv_group,   &l.n_cache_layers, &l.tp_rank,  &l.tp_size};
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
         *fields[i] += 1;
         assert_true(skv_kv_layout_fingerprint(&l) != f);
@@ -88,12 +89,46 @@ static void test_layout_mapping_and_fingerprint(void **state)
     assert_true(skv_kv_layout_fingerprint(&l) != f);
 }
 
+/* The model fingerprint ignores the head split; the split of a model's heads is checked. */
+static void test_model_fingerprint_and_split(void **state)
+{
+    skv_kv_layout_t whole = skv_test_layout();
+    whole.n_kv_heads = 4;
+    uint64_t f = skv_kv_layout_model_fingerprint(&whole);
+    assert_true(f == skv_kv_layout_fingerprint(&whole)); /* unsplit: the ordinary one */
+    skv_kv_layout_t r;
+    for (int32_t tp = 1; tp <= 4; tp *= 2) {
+        for (int32_t rank = 0; rank < tp; rank++) {
+            assert_int_equal(skv_kv_layout_split(&whole, tp, 4 / tp, rank, &r), SKV_STATUS_OK);
+            assert_int_equal(r.n_kv_heads, 4 / tp);
+            assert_int_equal(r.tp_rank, rank);
+            assert_int_equal(r.tp_size, tp);
+            assert_true(skv_kv_layout_model_fingerprint(&r) == f);
+            assert_true(tp == 1 || skv_kv_layout_fingerprint(&r) != f);
+            skv_kv_layout_t back; /* from any rank of any split to any other */
+            assert_int_equal(skv_kv_layout_split(&r, 1, 0, 0, &back), SKV_STATUS_OK);
+            assert_memory_equal(&back, &whole, sizeof(back));
+        }
+    }
+    assert_int_equal(skv_kv_layout_split(&whole, 3, 1, 0, &r), SKV_STATUS_MISMATCH);
+    assert_int_equal(skv_kv_layout_split(&whole, 3, 2, 0, &r), SKV_STATUS_MISMATCH);
+    assert_int_equal(skv_kv_layout_split(&whole, 2, 1, 0, &r), SKV_STATUS_MISMATCH);
+    assert_int_equal(skv_kv_layout_split(&whole, 2, 0, 0, &r), SKV_STATUS_MISMATCH);
+    assert_int_equal(skv_kv_layout_split(&whole, 0, 4, 0, &r), SKV_STATUS_MISMATCH);
+    assert_int_equal(skv_kv_layout_split(&whole, 2, 2, 2, &r), SKV_STATUS_MISMATCH);
+    assert_int_equal(skv_kv_layout_split(&whole, 2, 2, -1, &r), SKV_STATUS_MISMATCH);
+    skv_kv_layout_t other = whole;
+    other.head_dim *= 2; /* another model: another fingerprint, whatever the split */
+    assert_true(skv_kv_layout_model_fingerprint(&other) != f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_alloc_release),
         cmocka_unit_test(test_seq_reserve),
         cmocka_unit_test(test_layout_mapping_and_fingerprint),
+        cmocka_unit_test(test_model_fingerprint_and_split),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
