@@ -178,7 +178,7 @@ static void skv_batched(const char *dir, float temperature, int32_t budget, int6
     skv_fixture(dir, budget, 8, &f);
     skv_model_kv_layout(f.model, block_size, &l);
     skv_kv_pool_create(&l, pool_blocks, f.be, &pool);
-    skv_engine_opts_t eo = {64};
+    skv_engine_opts_t eo = {.max_waiting = 64};
     skv_engine_create(f.model, pool, &eo, &e);
     int32_t prompts[N_REQ][32];
     for (int i = 0; i < N_REQ; i++) {
@@ -217,7 +217,7 @@ static void skv_check_refusals_and_cancel(const char *dir)
     skv_fixture(dir, 16, 4, &f);
     skv_model_kv_layout(f.model, 4, &l);
     skv_kv_pool_create(&l, 8, f.be, &pool);
-    skv_engine_opts_t eo = {2};
+    skv_engine_opts_t eo = {.max_waiting = 2};
     skv_engine_create(f.model, pool, &eo, &e);
     int32_t p[40] = {1, 2, 3, 4};
     skv_request_desc_t d;
@@ -281,7 +281,7 @@ static void skv_check_disaggregated(const char *dir, float temperature,
     skv_model_kv_layout(fp.model, 8, &l);
     skv_kv_pool_create(&l, 128, fp.be, &pp);
     skv_kv_pool_create(&l, 128, fd.be, &pd);
-    skv_engine_opts_t eo = {64};
+    skv_engine_opts_t eo = {.max_waiting = 64};
     skv_engine_create(fp.model, pp, &eo, &ep);
     skv_engine_create(fd.model, pd, &eo, &ed);
     int32_t prompts[N_REQ][32], n[N_REQ];
@@ -357,7 +357,7 @@ static void skv_check_thread(const char *dir, int32_t ref[N_REQ][MAX_NEW + 1])
     skv_fixture(dir, 48, 8, &f);
     skv_model_kv_layout(f.model, 16, &l);
     skv_kv_pool_create(&l, 64, f.be, &pool);
-    skv_engine_opts_t eo = {4};
+    skv_engine_opts_t eo = {.max_waiting = 4};
     skv_engine_create(f.model, pool, &eo, &e);
     skv_engine_start(e);
     int32_t prompts[N_REQ][32];

@@ -247,7 +247,7 @@ static void skv_engine_run(const char *dir, int32_t tp, skv_sink_t *k)
     skv_tp_fixture_t f;
     skv_engine_t *e;
     int32_t prompts[N_REQ][32];
-    skv_engine_opts_t eo = {16};
+    skv_engine_opts_t eo = {.max_waiting = 16};
     SKV_EXPECT(skv_fixture_open(dir, tp, 12, 4, 4, &f) == SKV_STATUS_OK, "engine TP=%d load", tp);
     skv_engine_create(f.model, f.pool, &eo, &e);
     for (int i = 0; i < N_REQ; i++) {
