@@ -389,12 +389,31 @@ static int32_t skv_graph_ctx_cap(const skv_model_t *m, const skv_seq_step_t *seq
     return cap < m->max_ctx ? cap : m->max_ctx;
 }
 
+static uint64_t skv_graph_mix(uint64_t h, uint64_t v)
+{
+    uint64_t z = (h ^ v) + 0x9E3779B97F4A7C15ULL; /* splitmix64 finalizer */
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+/* The graph's key: the model's process-unique id, not its address (a model created after
+ * another was destroyed can get the same address and would replay the old one's graph, with
+ * its freed buffers), the pool view and the step shape. */
+static uint64_t skv_graph_key(const skv_model_t *m, const skv_kv_view_t *kv, int32_t n_seqs,
+                              int32_t ctx_cap)
+{
+    uint64_t key = skv_graph_mix(0, m->graph_id);
+    key = skv_graph_mix(key, (uint64_t)(uintptr_t)kv->base);
+    key = skv_graph_mix(key, (uint64_t)kv->n_blocks);
+    return skv_graph_mix(key, ((uint64_t)(uint32_t)n_seqs << 32) | (uint32_t)ctx_cap);
+}
+
 static skv_status_t skv_forward_graph(skv_model_t *m, const skv_step_t *st,
                                       const skv_kv_view_t *kv, int32_t n_seqs, int32_t ctx_cap)
 {
     const skv_ops_t *ops = m->be->ops;
-    uint64_t key = (uint64_t)(uintptr_t)m * 0x9E3779B97F4A7C15ULL;
-    key ^= (uint64_t)(uintptr_t)kv->base + ((uint64_t)n_seqs << 32) + (uint64_t)ctx_cap;
+    uint64_t key = skv_graph_key(m, kv, n_seqs, ctx_cap);
     skv_status_t status = ops->graph_launch(m->be, key);
     if (status != SKV_STATUS_NOT_FOUND) {
         return status;

@@ -43,6 +43,8 @@ struct skv_model {
     int32_t n_cache_layers;
     int32_t max_ctx;
     int32_t max_blocks;     /* block-table columns a sequence can need at block size 1 */
+    uint64_t graph_id;      /* unique per model in the process (never reused, unlike its
+                             * address): names its recorded decode graphs */
 
     /* Tensor parallelism (common/model_tp.md). A rank model (tp_size > 1) holds its slice:
      * cfg.n_heads, n_kv_heads and intermediate_size are this rank's, the weights below are

@@ -365,6 +365,7 @@ static skv_status_t skv_alloc_workspace(skv_model_t *m)
 
 skv_status_t skv_model_setup(skv_model_t *m, const skv_model_opts_t *opts)
 {
+    static _Atomic uint64_t next_graph_id = 1;
     const skv_model_config_t *c = &m->cfg;
     if (opts->mode == SKV_MODEL_MODE_SWIFTKV && !c->swiftkv) {
         SKV_LOG_ERROR("SwiftKV mode requested but the checkpoint is a plain Llama");
@@ -376,6 +377,7 @@ skv_status_t skv_model_setup(skv_model_t *m, const skv_model_opts_t *opts)
         return SKV_STATUS_INVALID_ARGUMENT;
     }
     m->opts = *opts;
+    m->graph_id = next_graph_id++;
     m->swiftkv = c->swiftkv && opts->mode != SKV_MODEL_MODE_BASE;
     m->n_full_layers = m->swiftkv ? c->n_kv_layers : c->n_layers;
     m->n_kv_groups = m->swiftkv ? (c->n_layers - c->n_kv_layers) / c->kv_group : 0;
