@@ -136,11 +136,11 @@ typedef struct {
     skv_model_t *m;
     skv_kv_pool_t *pool;
     skv_bench_sample_t mode;
-    int32_t n;               /* samplers: the model's max_seqs */
+    int32_t n; /* samplers: the model's max_seqs */
     skv_sampler_t **samplers;
     skv_sample_row_t *rows;
     int32_t *tokens;
-    float *logits;           /* [max_seqs, vocab] */
+    float *logits; /* [max_seqs, vocab] */
 } skv_bench_pick_t;
 
 static skv_status_t skv_bench_pick_init(skv_bench_pick_t *p, skv_model_t *m, skv_kv_pool_t *pool,
@@ -202,11 +202,10 @@ static skv_status_t skv_bench_step(skv_bench_pick_t *p, const skv_seq_step_t *se
 
 static const char *skv_bench_sample_name(const skv_bench_pick_t *p)
 {
-    return p->mode == SKV_BENCH_SAMPLE_HOST   ? "host"
-           : p->mode == SKV_BENCH_SAMPLE_NONE ? "none"
-           : skv_model_samples_on_backend(p->m)
-               ? "device"
-               : "device (no sample op: host fallback)";
+    return p->mode == SKV_BENCH_SAMPLE_HOST     ? "host"
+           : p->mode == SKV_BENCH_SAMPLE_NONE   ? "none"
+           : skv_model_samples_on_backend(p->m) ? "device"
+                                                : "device (no sample op: host fallback)";
 }
 
 /* Linear-layer FLOPs of one token through n layers (2 per multiply-add). */
@@ -424,7 +423,8 @@ int main(int argc, char **argv)
     }
     skv_bench_pick_t pick;
     if (a.sample == SKV_BENCH_SAMPLE_DEFAULT) {
-        a.sample = skv_model_samples_on_backend(m) ? SKV_BENCH_SAMPLE_DEVICE : SKV_BENCH_SAMPLE_HOST;
+        a.sample =
+            skv_model_samples_on_backend(m) ? SKV_BENCH_SAMPLE_DEVICE : SKV_BENCH_SAMPLE_HOST;
     }
     if (skv_bench_pick_init(&pick, m, pool, a.sample, &a.sampling) != SKV_STATUS_OK) {
         fprintf(stderr, "cannot allocate the samplers\n");
