@@ -54,10 +54,10 @@ struct skv_engine {
     int32_t n_active, cap_active;
     skv_seq_step_t *steps;
     skv_req_t **batch;
-    float *logits;           /* [max_seqs, vocab] host logits (host sampling) */
-    int backend_sampling;    /* the model picks on its backend and the options allow it */
-    skv_sample_row_t *rows;  /* [max_seqs] sampling rows of a backend-sampled step */
-    int32_t *picked;         /* [max_seqs] its tokens */
+    float *logits;          /* [max_seqs, vocab] host logits (host sampling) */
+    int backend_sampling;   /* the model picks on its backend and the options allow it */
+    skv_sample_row_t *rows; /* [max_seqs] sampling rows of a backend-sampled step */
+    int32_t *picked;        /* [max_seqs] its tokens */
 };
 
 static void skv_req_free(skv_req_t *r)
@@ -515,9 +515,9 @@ skv_status_t skv_engine_step(skv_engine_t *e)
         return SKV_STATUS_AGAIN;
     }
     int backend = skv_engine_backend_rows(e, n_seqs);
-    skv_status_t s = backend ? skv_model_forward_sample(e->model, e->pool, e->steps, n_seqs,
-                                                        e->rows, e->picked)
-                             : skv_model_forward(e->model, e->pool, e->steps, n_seqs, e->logits);
+    skv_status_t s =
+        backend ? skv_model_forward_sample(e->model, e->pool, e->steps, n_seqs, e->rows, e->picked)
+                : skv_model_forward(e->model, e->pool, e->steps, n_seqs, e->logits);
     if (s == SKV_STATUS_OK) {
         skv_engine_post(e, n_seqs, backend);
         if (backend) {

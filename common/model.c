@@ -186,9 +186,8 @@ static void skv_step_fill_sample(skv_model_t *m, size_t *used, const skv_sample_
  * sequences hold, and max_ctx reads ctx_cap, so the layout and every op's host-side launch
  * decisions depend only on (n_seqs, ctx_cap). */
 static skv_status_t skv_step_prepare(skv_model_t *m, const skv_kv_pool_t *pool,
-                                     const skv_seq_step_t *seqs, int32_t n_seqs,
-                                     int32_t ctx_cap, const skv_sample_row_t *rows,
-                                     skv_step_t *st)
+                                     const skv_seq_step_t *seqs, int32_t n_seqs, int32_t ctx_cap,
+                                     const skv_sample_row_t *rows, skv_step_t *st)
 {
     int32_t max_blocks = 1, bs = skv_kv_pool_layout(pool)->block_size;
     memset(st, 0, sizeof(*st));
@@ -509,8 +508,8 @@ static skv_status_t skv_forward_sample_host(skv_model_t *m, skv_kv_pool_t *pool,
     }
     SKV_CHECK(skv_model_forward(m, pool, seqs, n_seqs, m->h_pick_logits));
     for (int32_t k = 0; k < M; k++) {
-        tokens[k] = skv_sample_row_pick(m->h_pick_logits + (size_t)k * V, V, &rows[k],
-                                        m->h_pick_scratch);
+        tokens[k] =
+            skv_sample_row_pick(m->h_pick_logits + (size_t)k * V, V, &rows[k], m->h_pick_scratch);
     }
     return SKV_STATUS_OK;
 }

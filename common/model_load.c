@@ -344,8 +344,8 @@ static skv_status_t skv_alloc_workspace(skv_model_t *m)
                                          &m->logits_all));
     }
     if (m->tp_size > 1 && m->tp_rank == 0) { /* the gathered rows in vocabulary order */
-        SKV_CHECK(skv_model_alloc_tensor(m, SKV_DTYPE_F32, S, m->tp_size * m->lm_rows,
-                                         &m->logits_v));
+        SKV_CHECK(
+            skv_model_alloc_tensor(m, SKV_DTYPE_F32, S, m->tp_size * m->lm_rows, &m->logits_v));
     }
     SKV_CHECK(skv_model_alloc_tensor(m, SKV_DTYPE_F32, 1, c->head_dim / 2, &m->inv_freq));
     float inv[256];

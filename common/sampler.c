@@ -372,8 +372,8 @@ skv_status_t skv_sampler_next(skv_sampler_t *s, const float *logits, skv_sample_
         out->token = skv_argmax(s->work, s->vocab);
     } else {
         skv_filter_t f = {s->p.top_k, s->p.top_p, s->p.min_p};
-        out->token = skv_pick(s->cand, s->work, s->vocab, s->p.temperature, &f,
-                              skv_rng_uniform(&s->rng));
+        out->token =
+            skv_pick(s->cand, s->work, s->vocab, s->p.temperature, &f, skv_rng_uniform(&s->rng));
     }
     skv_logprobs(s, logits, out);
     return skv_sampler_accept(s, out->token);
@@ -389,8 +389,8 @@ skv_status_t skv_sampler_resume(skv_sampler_t *s, int32_t first_token)
 
 int skv_sampler_row_ok(const skv_sampler_t *s)
 {
-    return s->p.presence_penalty == 0.0f && s->p.frequency_penalty == 0.0f &&
-           s->p.min_p == 0.0f && s->p.n_logprobs == 0;
+    return s->p.presence_penalty == 0.0f && s->p.frequency_penalty == 0.0f && s->p.min_p == 0.0f &&
+           s->p.n_logprobs == 0;
 }
 
 void skv_sampler_draw_row(skv_sampler_t *s, skv_sample_row_t *row)

@@ -168,7 +168,7 @@ static int run_case(const char *what, skv_backend_t *cpu, skv_backend_t *gpu, co
 
 /* ---- the engine with device sampling ---------------------------------------------------- */
 
-#define ENG_REQ 4
+#define ENG_REQ    4
 #define ENG_PROMPT 20
 
 typedef struct {
@@ -311,12 +311,12 @@ static int eng_case(const char *what, skv_backend_t *cpu, skv_backend_t *gpu,
                 continue;
             }
             if (!eng_near_tie(mc, prompts[i], ENG_PROMPT - 3 * i, ref.tok[i], t, dev.tok[i][t])) {
-                printf("FAIL %s: request %d token %d: gpu (device pick) %d, cpu %d\n", what, i,
-                       t, dev.tok[i][t], ref.tok[i][t]);
+                printf("FAIL %s: request %d token %d: gpu (device pick) %d, cpu %d\n", what, i, t,
+                       dev.tok[i][t], ref.tok[i][t]);
                 fail = 1;
             } else {
-                printf("note %s: request %d near-tie at token %d; not compared further\n", what,
-                       i, t);
+                printf("note %s: request %d near-tie at token %d; not compared further\n", what, i,
+                       t);
                 ties++;
             }
             break;

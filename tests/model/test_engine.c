@@ -252,8 +252,8 @@ static void skv_batched(const char *dir, skv_mix_t mix, int host, int32_t budget
     skv_check_paths(what, e, mix, host);
     skv_engine_stats_t st;
     skv_engine_stats(e, &st);
-    printf("%-28s steps %4lld  on backend %4lld  preemptions %3lld\n", what,
-           (long long)st.n_steps, (long long)st.n_backend_sampled, (long long)st.n_preemptions);
+    printf("%-28s steps %4lld  on backend %4lld  preemptions %3lld\n", what, (long long)st.n_steps,
+           (long long)st.n_backend_sampled, (long long)st.n_preemptions);
     SKV_EXPECT(skv_kv_pool_n_free(pool) == pool_blocks, "%s: leaked %lld blocks", what,
                (long long)(pool_blocks - skv_kv_pool_n_free(pool)));
     if (pool_blocks < 20) {
@@ -489,7 +489,8 @@ static void skv_check_forward_sample(const char *dir)
             skv_sampler_create(&p, V, &smp[m][s]);
         }
     }
-    SKV_EXPECT(skv_model_samples_on_backend(f[0].model) && !skv_model_samples_on_backend(f[1].model),
+    SKV_EXPECT(skv_model_samples_on_backend(f[0].model) &&
+                   !skv_model_samples_on_backend(f[1].model),
                "forward_sample: which models sample on the backend");
     logits = skv_mallocn((size_t)NS * V, sizeof(float));
     for (int s = 0; s < NS; s++) {
@@ -505,8 +506,12 @@ static void skv_check_forward_sample(const char *dir)
                 /* step 0: sequence 1 feeds only the first 2 of its prompt tokens */
                 int32_t n = step == 0 && s == 1 ? 2 : n_total[s] - n_ctx[s];
                 skv_kv_seq_reserve(pool[m], &kv[m][s], n_ctx[s] + n);
-                st[m][s] = (skv_seq_step_t){toks[s] + n_ctx[s], n, n_ctx[s], kv[m][s].blocks,
-                                            kv[m][s].n_blocks, n_ctx[s] + n == n_total[s]};
+                st[m][s] = (skv_seq_step_t){.tokens = toks[s] + n_ctx[s],
+                                            .n_tokens = n,
+                                            .pos0 = n_ctx[s],
+                                            .blocks = kv[m][s].blocks,
+                                            .n_blocks = kv[m][s].n_blocks,
+                                            .want_logits = n_ctx[s] + n == n_total[s]};
                 if (st[m][s].want_logits && m < 2) {
                     skv_sampler_draw_row(smp[m][s], &rows[n_want]);
                 }

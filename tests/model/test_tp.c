@@ -309,8 +309,8 @@ static void skv_check_engine(const char *dir, const char *name)
         for (int i = 0; i < N_REQ; i++) {
             same = same && got.finished[i] && got.n[i] == ENG_GEN;
         }
-        SKV_EXPECT(same, "%s: engine at TP=%d (%s sampling) differs from TP=1 (host)", name,
-                   tps[c], hosts[c] ? "host" : "backend");
+        SKV_EXPECT(same, "%s: engine at TP=%d (%s sampling) differs from TP=1 (host)", name, tps[c],
+                   hosts[c] ? "host" : "backend");
         printf("%-16s engine TP=%d %-7s sampling: %d requests x %d tokens (greedy, seeded) %s\n",
                name, tps[c], hosts[c] ? "host" : "backend", N_REQ, ENG_GEN,
                same ? "identical" : "DIFFER");
