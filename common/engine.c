@@ -401,8 +401,9 @@ static void skv_engine_pick_prefills(skv_engine_t *e, int32_t *n_seqs, int32_t *
 }
 
 /* Whether this step's tokens are picked on the backend: the engine may, and every request
- * that gets logits can (no penalties, min-p or logprobs). If so, fills e->rows in batch order,
- * drawing each sampled request's u from its RNG. */
+ * that gets logits can (no penalties, min-p or logprobs; min_tokens only defers the stop
+ * checks, nothing else here reads logits). If so, fills e->rows in batch order, drawing each
+ * sampled request's u from its RNG. */
 static int skv_engine_backend_rows(skv_engine_t *e, int32_t n_seqs)
 {
     if (!e->backend_sampling) {
