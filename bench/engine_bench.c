@@ -6,6 +6,13 @@
  *                [--backend cpu|cuda] [--mode auto|base|swiftkv]
  *                [--prompt-len P] [--prefill-batch B1,B2,..] [--decode-batch 1,16,64]
  *                [--context C1,C2,..] [--steps S] [--threads N] [--gemm] [--tp N]
+ *                [--sample device|host|none] [--temperature T] [--top-k K] [--top-p P]
+ *
+ * --sample says how each step's tokens are picked, so ms/step includes it: device (the
+ * default when the backend has a sample op) picks where the logits are and copies only the
+ * token ids back (skv_model_forward_sample); host copies the logits back and runs one host
+ * sampler per sequence (the engine's host path); none copies the logits back and picks
+ * nothing. The sampling parameters (default greedy) apply to every sequence.
  *
  * --tp N runs the model split over N ranks (common/model_tp.h: CPU threads, or GPUs 0..N-1
  * with NCCL); --threads is then per rank. Throughput is the whole group's.
@@ -31,10 +38,20 @@
 #include "common/log.h"
 #include "common/model.h"
 #include "common/model_tp.h"
+#include "common/sampler.h"
+
+typedef enum {
+    SKV_BENCH_SAMPLE_DEFAULT = 0, /* device when the backend has a sample op, else host */
+    SKV_BENCH_SAMPLE_DEVICE,
+    SKV_BENCH_SAMPLE_HOST,
+    SKV_BENCH_SAMPLE_NONE,
+} skv_bench_sample_t;
 
 typedef struct {
     const char *model_dir, *preset, *backend, *mode, *json;
     int32_t prompt_len, steps, threads, gemm, upload, tp;
+    skv_bench_sample_t sample;
+    skv_sampling_params_t sampling;
     int32_t contexts[16], n_ctx;
     int32_t prefill_batches[16], n_prefill;
     int32_t decode_batches[16], n_decode;
@@ -57,7 +74,8 @@ static int skv_bench_parse(int argc, char **argv, skv_bench_args_t *a)
         {"prompt-len", 1, 0, 'p'}, {"prefill-batch", 1, 0, 'B'}, {"decode-batch", 1, 0, 'D'},
         {"context", 1, 0, 'c'}, {"steps", 1, 0, 's'}, {"threads", 1, 0, 'j'},
         {"json", 1, 0, 'J'}, {"gemm", 0, 0, 'g'}, {"random-preset", 1, 0, 'R'}, {"upload", 0, 0, 'U'},
-        {"tp", 1, 0, 'T'}, {0, 0, 0, 0}};
+        {"tp", 1, 0, 'T'}, {"sample", 1, 0, 'S'}, {"temperature", 1, 0, 't'},
+        {"top-k", 1, 0, 'k'}, {"top-p", 1, 0, 'P'}, {0, 0, 0, 0}};
     memset(a, 0, sizeof(*a));
     a->backend = "cpu";
     a->mode = "auto";
@@ -67,6 +85,7 @@ static int skv_bench_parse(int argc, char **argv, skv_bench_args_t *a)
     a->tp = 1;
     a->n_prefill = skv_bench_list("1,4", a->prefill_batches);
     a->n_decode = skv_bench_list("1,4,16", a->decode_batches);
+    skv_sampling_params_default(&a->sampling);
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -84,6 +103,15 @@ static int skv_bench_parse(int argc, char **argv, skv_bench_args_t *a)
         case 'J': a->json = optarg; break;
         case 'g': a->gemm = 1; break;
         case 'T': a->tp = atoi(optarg); break;
+        case 'S':
+            a->sample = strcmp(optarg, "device") == 0 ? SKV_BENCH_SAMPLE_DEVICE
+                        : strcmp(optarg, "host") == 0 ? SKV_BENCH_SAMPLE_HOST
+                        : strcmp(optarg, "none") == 0 ? SKV_BENCH_SAMPLE_NONE
+                                                      : (skv_bench_sample_t)-1;
+            break;
+        case 't': a->sampling.temperature = strtof(optarg, NULL); break;
+        case 'k': a->sampling.top_k = atoi(optarg); break;
+        case 'P': a->sampling.top_p = strtof(optarg, NULL); break;
         default: return -1;
         }
     }
@@ -92,10 +120,92 @@ static int skv_bench_parse(int argc, char **argv, skv_bench_args_t *a)
             return -1;
         }
     }
+    const char *why;
+    if ((int)a->sample < 0 || skv_sampling_params_validate(&a->sampling, 1 << 30, &why) != 0) {
+        return -1;
+    }
     return (a->model_dir || a->preset) && a->prompt_len > 0 && a->n_ctx > 0 && a->steps > 0 &&
                    a->tp > 0
                ? 0
                : -1;
+}
+
+/* How the steps pick tokens, and what that needs: per-sequence samplers, host logits, and the
+ * rows / tokens of skv_model_forward_sample. */
+typedef struct {
+    skv_model_t *m;
+    skv_kv_pool_t *pool;
+    skv_bench_sample_t mode;
+    int32_t n; /* samplers: the model's max_seqs */
+    skv_sampler_t **samplers;
+    skv_sample_row_t *rows;
+    int32_t *tokens;
+    float *logits; /* [max_seqs, vocab] */
+} skv_bench_pick_t;
+
+static skv_status_t skv_bench_pick_init(skv_bench_pick_t *p, skv_model_t *m, skv_kv_pool_t *pool,
+                                        skv_bench_sample_t mode, const skv_sampling_params_t *sp)
+{
+    int32_t V = skv_model_config(m)->vocab_size;
+    memset(p, 0, sizeof(*p));
+    p->m = m;
+    p->pool = pool;
+    p->mode = mode;
+    p->n = skv_model_max_seqs(m);
+    p->samplers = skv_calloc((size_t)p->n, sizeof(*p->samplers));
+    p->rows = skv_calloc((size_t)p->n, sizeof(*p->rows));
+    p->tokens = skv_calloc((size_t)p->n, sizeof(*p->tokens));
+    p->logits = skv_mallocn((size_t)p->n * V, sizeof(float));
+    if (!p->samplers || !p->rows || !p->tokens || !p->logits) {
+        return SKV_STATUS_NO_MEMORY;
+    }
+    for (int32_t i = 0; i < p->n; i++) {
+        skv_sampling_params_t q = *sp;
+        q.seed = 1 + (uint64_t)i;
+        SKV_CHECK(skv_sampler_create(&q, V, &p->samplers[i]));
+    }
+    return SKV_STATUS_OK;
+}
+
+static void skv_bench_pick_free(skv_bench_pick_t *p)
+{
+    for (int32_t i = 0; p->samplers && i < p->n; i++) {
+        skv_sampler_destroy(p->samplers[i]);
+    }
+    skv_free(p->samplers);
+    skv_free(p->rows);
+    skv_free(p->tokens);
+    skv_free(p->logits);
+}
+
+/* One step over B sequences (every one wants logits) with the chosen way of picking. */
+static skv_status_t skv_bench_step(skv_bench_pick_t *p, const skv_seq_step_t *seqs, int32_t B)
+{
+    if (p->mode == SKV_BENCH_SAMPLE_DEVICE) {
+        for (int32_t i = 0; i < B; i++) {
+            skv_sampler_draw_row(p->samplers[i], &p->rows[i]);
+        }
+        SKV_CHECK(skv_model_forward_sample(p->m, p->pool, seqs, B, p->rows, p->tokens));
+        for (int32_t i = 0; i < B; i++) {
+            SKV_CHECK(skv_sampler_accept(p->samplers[i], p->tokens[i]));
+        }
+        return SKV_STATUS_OK;
+    }
+    SKV_CHECK(skv_model_forward(p->m, p->pool, seqs, B, p->logits));
+    int32_t V = skv_model_config(p->m)->vocab_size;
+    for (int32_t i = 0; i < B && p->mode == SKV_BENCH_SAMPLE_HOST; i++) {
+        skv_sample_t out;
+        SKV_CHECK(skv_sampler_next(p->samplers[i], p->logits + (size_t)i * V, &out));
+    }
+    return SKV_STATUS_OK;
+}
+
+static const char *skv_bench_sample_name(const skv_bench_pick_t *p)
+{
+    return p->mode == SKV_BENCH_SAMPLE_HOST     ? "host"
+           : p->mode == SKV_BENCH_SAMPLE_NONE   ? "none"
+           : skv_model_samples_on_backend(p->m) ? "device"
+                                                : "device (no sample op: host fallback)";
 }
 
 /* Linear-layer FLOPs of one token through n layers (2 per multiply-add). */
@@ -134,9 +244,10 @@ static void skv_bench_tokens(int32_t *t, int32_t n, int32_t vocab, uint64_t *rng
 }
 
 /* Times one prefill step of B prompts (after one warm-up); returns seconds or < 0. */
-static double skv_bench_prefill(skv_model_t *m, skv_kv_pool_t *pool, int32_t B, int32_t P,
-                                int32_t steps, float *logits)
+static double skv_bench_prefill(skv_bench_pick_t *pk, int32_t B, int32_t P, int32_t steps)
 {
+    skv_model_t *m = pk->m;
+    skv_kv_pool_t *pool = pk->pool;
     const skv_model_config_t *c = skv_model_config(m);
     int32_t bs = skv_kv_pool_layout(pool)->block_size, nb = (P + bs - 1) / bs;
     int32_t *tok = skv_mallocn((size_t)B * P, sizeof(int32_t));
@@ -154,7 +265,7 @@ static double skv_bench_prefill(skv_model_t *m, skv_kv_pool_t *pool, int32_t B, 
     }
     for (int32_t it = 0; it <= steps; it++) {
         int64_t t0 = skv_clock_now_ns();
-        if (skv_model_forward(m, pool, seqs, B, logits) != SKV_STATUS_OK) {
+        if (skv_bench_step(pk, seqs, B) != SKV_STATUS_OK) {
             best = -1;
             break;
         }
@@ -171,9 +282,9 @@ out:
 
 /* Times decode steps of B sequences at context ctx (their KV is whatever the pool holds:
  * attention cost depends on the length, not the values). Returns median-free best seconds. */
-static double skv_bench_decode(skv_model_t *m, skv_kv_pool_t *pool, int32_t B, int32_t ctx,
-                               int32_t steps, float *logits)
+static double skv_bench_decode(skv_bench_pick_t *pk, int32_t B, int32_t ctx, int32_t steps)
 {
+    skv_kv_pool_t *pool = pk->pool;
     int32_t bs = skv_kv_pool_layout(pool)->block_size, nb = (ctx + 1 + bs - 1) / bs;
     int32_t *blocks = skv_mallocn((size_t)B * nb, sizeof(int32_t));
     int32_t *tok = skv_calloc((size_t)B, sizeof(int32_t));
@@ -190,7 +301,7 @@ static double skv_bench_decode(skv_model_t *m, skv_kv_pool_t *pool, int32_t B, i
     }
     for (int32_t it = 0; it <= steps; it++) {
         int64_t t0 = skv_clock_now_ns();
-        if (skv_model_forward(m, pool, seqs, B, logits) != SKV_STATUS_OK) {
+        if (skv_bench_step(pk, seqs, B) != SKV_STATUS_OK) {
             total = -1;
             break;
         }
@@ -266,7 +377,8 @@ int main(int argc, char **argv)
     if (skv_bench_parse(argc, argv, &a) != 0) {
         fprintf(stderr, "usage: engine_bench (--model DIR | --random-preset NAME) [--backend %s] [--mode auto|base|swiftkv] "
                         "[--prompt-len P] [--prefill-batch 1,4] [--decode-batch 1,16,64] "
-                        "[--context C1,C2] [--steps S] [--threads N] [--json FILE]\n",
+                        "[--context C1,C2] [--steps S] [--threads N] [--json FILE] "
+                        "[--sample device|host|none] [--temperature T] [--top-k K] [--top-p P]\n",
                 skv_backend_names());
         return 2;
     }
@@ -309,19 +421,30 @@ int main(int argc, char **argv)
     if (skv_model_kv_pool_create(m, 16, need_p > need_d ? need_p : need_d, &pool) != SKV_STATUS_OK) {
         return 1;
     }
-    float *logits = skv_mallocn((size_t)mo.max_seqs * c->vocab_size, sizeof(float));
+    skv_bench_pick_t pick;
+    if (a.sample == SKV_BENCH_SAMPLE_DEFAULT) {
+        a.sample =
+            skv_model_samples_on_backend(m) ? SKV_BENCH_SAMPLE_DEVICE : SKV_BENCH_SAMPLE_HOST;
+    }
+    if (skv_bench_pick_init(&pick, m, pool, a.sample, &a.sampling) != SKV_STATUS_OK) {
+        fprintf(stderr, "cannot allocate the samplers\n");
+        return 1;
+    }
     FILE *js = a.json ? fopen(a.json, "w") : NULL;
     printf("model %s  backend %s  tp %d  mode %s  L %d  Lk %d  H %d  (built in %.1f s)\n",
            a.preset ? a.preset : a.model_dir, a.backend, a.tp,
            skv_model_is_swiftkv(m) ? "swiftkv" : "base", c->n_layers,
            skv_model_is_swiftkv(m) ? c->n_kv_layers : c->n_layers, c->hidden_size, load_s);
+    printf("sample %s  (temperature %g  top_k %d  top_p %g)\n", skv_bench_sample_name(&pick),
+           a.sampling.temperature, a.sampling.top_k, a.sampling.top_p);
     if (js) {
-        fprintf(js, "{\"backend\": \"%s\", \"mode\": \"%s\", \"prefill\": [", a.backend,
-                skv_model_is_swiftkv(m) ? "swiftkv" : "base");
+        fprintf(js, "{\"backend\": \"%s\", \"mode\": \"%s\", \"sample\": \"%s\", \"prefill\": [",
+                a.backend, skv_model_is_swiftkv(m) ? "swiftkv" : "base",
+                skv_bench_sample_name(&pick));
     }
     for (int32_t i = 0; i < a.n_prefill; i++) {
         int32_t B = a.prefill_batches[i];
-        double s = skv_bench_prefill(m, pool, B, a.prompt_len, a.steps, logits);
+        double s = skv_bench_prefill(&pick, B, a.prompt_len, a.steps);
         double flops = skv_bench_prefill_flops(m, B, a.prompt_len);
         printf("prefill  batch %3d x %5d tokens: %9.1f ms  %10.0f tok/s  %8.1f GFLOP/s\n", B,
                a.prompt_len, s * 1e3, B * a.prompt_len / s, flops / s / 1e9);
@@ -337,7 +460,7 @@ int main(int argc, char **argv)
     for (int32_t k = 0; k < a.n_ctx; k++) {
         for (int32_t i = 0; i < a.n_decode; i++) {
             int32_t B = a.decode_batches[i], C = a.contexts[k];
-            double s = skv_bench_decode(m, pool, B, C, a.steps, logits);
+            double s = skv_bench_decode(&pick, B, C, a.steps);
             printf("decode   batch %3d ctx %5d:       %9.2f ms/step  %8.1f tok/s\n", B, C,
                    s * 1e3, B / s);
             if (js) {
@@ -350,7 +473,7 @@ int main(int argc, char **argv)
         fprintf(js, "]}\n");
         fclose(js);
     }
-    skv_free(logits);
+    skv_bench_pick_free(&pick);
     skv_kv_pool_destroy(pool);
     skv_model_destroy(m);
     be->ops->destroy(be);

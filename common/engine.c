@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -53,7 +54,10 @@ struct skv_engine {
     int32_t n_active, cap_active;
     skv_seq_step_t *steps;
     skv_req_t **batch;
-    float *logits;
+    float *logits;          /* [max_seqs, vocab] host logits (host sampling) */
+    int backend_sampling;   /* the model picks on its backend and the options allow it */
+    skv_sample_row_t *rows; /* [max_seqs] sampling rows of a backend-sampled step */
+    int32_t *picked;        /* [max_seqs] its tokens */
 };
 
 static void skv_req_free(skv_req_t *r)
@@ -82,7 +86,13 @@ skv_status_t skv_engine_create(skv_model_t *model, skv_kv_pool_t *pool,
     e->steps = skv_calloc((size_t)e->max_seqs, sizeof(*e->steps));
     e->batch = skv_calloc((size_t)e->max_seqs, sizeof(*e->batch));
     e->logits = skv_mallocn((size_t)e->max_seqs * (size_t)e->vocab, sizeof(float));
-    if (e->steps == NULL || e->batch == NULL || e->logits == NULL) {
+    e->rows = skv_calloc((size_t)e->max_seqs, sizeof(*e->rows));
+    e->picked = skv_calloc((size_t)e->max_seqs, sizeof(*e->picked));
+    const char *env = getenv("SKV_HOST_SAMPLING");
+    int host = opts->host_sampling || (env != NULL && env[0] != '\0' && strcmp(env, "0") != 0);
+    e->backend_sampling = !host && skv_model_samples_on_backend(model);
+    if (e->steps == NULL || e->batch == NULL || e->logits == NULL || e->rows == NULL ||
+        e->picked == NULL) {
         skv_engine_destroy(e);
         return SKV_STATUS_NO_MEMORY;
     }
@@ -390,8 +400,44 @@ static void skv_engine_pick_prefills(skv_engine_t *e, int32_t *n_seqs, int32_t *
     }
 }
 
+/* Whether this step's tokens are picked on the backend: the engine may, and every request
+ * that gets logits can (no penalties, min-p or logprobs; min_tokens only defers the stop
+ * checks, nothing else here reads logits). If so, fills e->rows in batch order, drawing each
+ * sampled request's u from its RNG. */
+static int skv_engine_backend_rows(skv_engine_t *e, int32_t n_seqs)
+{
+    if (!e->backend_sampling) {
+        return 0;
+    }
+    for (int32_t s = 0; s < n_seqs; s++) {
+        if (e->steps[s].want_logits && !skv_sampler_row_ok(e->batch[s]->sampler)) {
+            return 0;
+        }
+    }
+    int32_t k = 0;
+    for (int32_t s = 0; s < n_seqs; s++) {
+        if (e->steps[s].want_logits) {
+            skv_sampler_draw_row(e->batch[s]->sampler, &e->rows[k++]);
+        }
+    }
+    return 1;
+}
+
+/* The token of logit row `row`: picked on the backend (recorded in the sampler for its
+ * bookkeeping) or sampled from the host logits. */
+static skv_status_t skv_engine_pick(skv_engine_t *e, skv_req_t *r, int backend, int32_t row,
+                                    skv_sample_t *sample)
+{
+    if (!backend) {
+        return skv_sampler_next(r->sampler, e->logits + (size_t)row * e->vocab, sample);
+    }
+    memset(sample, 0, sizeof(*sample));
+    sample->token = e->picked[row];
+    return skv_sampler_accept(r->sampler, sample->token);
+}
+
 /* Samples for every batch entry that produced logits and applies stop conditions. */
-static void skv_engine_post(skv_engine_t *e, int32_t n_seqs)
+static void skv_engine_post(skv_engine_t *e, int32_t n_seqs, int backend)
 {
     int32_t row = 0;
     for (int32_t s = 0; s < n_seqs; s++) {
@@ -403,7 +449,7 @@ static void skv_engine_post(skv_engine_t *e, int32_t n_seqs)
             continue;
         }
         skv_sample_t sample;
-        if (skv_sampler_next(r->sampler, e->logits + (size_t)row++ * e->vocab, &sample) != SKV_STATUS_OK) {
+        if (skv_engine_pick(e, r, backend, row++, &sample) != SKV_STATUS_OK) {
             r->failed = SKV_STATUS_NO_MEMORY; /* finished with an error by the reaper */
             continue;
         }
@@ -469,9 +515,17 @@ skv_status_t skv_engine_step(skv_engine_t *e)
         skv_engine_update_stats(e);
         return SKV_STATUS_AGAIN;
     }
-    skv_status_t s = skv_model_forward(e->model, e->pool, e->steps, n_seqs, e->logits);
+    int backend = skv_engine_backend_rows(e, n_seqs);
+    skv_status_t s =
+        backend ? skv_model_forward_sample(e->model, e->pool, e->steps, n_seqs, e->rows, e->picked)
+                : skv_model_forward(e->model, e->pool, e->steps, n_seqs, e->logits);
     if (s == SKV_STATUS_OK) {
-        skv_engine_post(e, n_seqs);
+        skv_engine_post(e, n_seqs, backend);
+        if (backend) {
+            pthread_mutex_lock(&e->lock);
+            e->stats.n_backend_sampled++;
+            pthread_mutex_unlock(&e->lock);
+        }
     } else {
         skv_engine_fail_batch(e, n_seqs, s);
     }
@@ -558,5 +612,7 @@ void skv_engine_destroy(skv_engine_t *e)
     skv_free(e->steps);
     skv_free(e->batch);
     skv_free(e->logits);
+    skv_free(e->rows);
+    skv_free(e->picked);
     skv_free(e);
 }

@@ -20,6 +20,12 @@
  * fit the pool fails with BUSY (RESOURCE_EXHAUSTED). The waiting queue is bounded: submit
  * answers BUSY beyond it (backpressure the router sees).
  *
+ * Token selection per step: when every request that gets logits in the step samples without
+ * penalties, min-p or logprobs (skv_sampler_row_ok) and the model can pick on its backend,
+ * the step picks there (skv_model_forward_sample: no logits to the host); otherwise the whole
+ * step copies logits out and runs each request's host sampler. Both give the same tokens: the
+ * backend pick takes u from the request's RNG as the host sampler would.
+ *
  * Threading: submit, cancel and stats may be called from any thread. Steps run on one engine
  * thread (skv_engine_start) or by the caller (skv_engine_step, for tests). Callbacks run on
  * the stepping thread and must not block.
@@ -66,7 +72,9 @@ typedef struct {
 
 typedef struct {
     /* Called for every generated token (index 0 = first), also for the first token of a
-     * prefill_only request (before its on_finish). */
+     * prefill_only request (before its on_finish). sample->logprob and the top list are
+     * filled when the request asked for logprobs (n_logprobs > 0); otherwise the token may
+     * have been picked on the backend and they are 0. */
     void (*on_token)(void *ctx, uint64_t id, const skv_sample_t *sample, int32_t index);
     /* Called exactly once per accepted request, last. */
     void (*on_finish)(void *ctx, uint64_t id, const skv_request_result_t *result);
@@ -95,6 +103,8 @@ typedef struct {
 
 typedef struct {
     int32_t max_waiting; /* queued requests beyond which submit answers BUSY */
+    int host_sampling;   /* 1: always pick tokens on the host (A/B runs); SKV_HOST_SAMPLING=1
+                          * in the environment does the same */
 } skv_engine_opts_t;
 
 typedef struct {
@@ -105,6 +115,7 @@ typedef struct {
     int64_t n_finished;
     int64_t n_preemptions;
     int64_t n_steps;
+    int64_t n_backend_sampled; /* steps whose tokens were picked on the backend */
 } skv_engine_stats_t;
 
 typedef struct skv_engine skv_engine_t;

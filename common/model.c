@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "common/log.h"
 #include "common/model_internal.h"
 
@@ -153,13 +154,40 @@ static void skv_step_fill_m(skv_model_t *m, skv_step_t *st, size_t *used,
     rows[M] = M;
 }
 
+/* Stages the sampling rows of the M logit rows after the step's metadata: params f32 [M, 4]
+ * (bit copies into the i32 staging buffer; top_k >= vocab written as 0, off), room for the M
+ * tokens, and under TP the gather_rows order that puts rank-major gathered logits into
+ * vocabulary order: row i * tp + k of logits_v <- row k * M + i of logits_all. */
+static void skv_step_fill_sample(skv_model_t *m, size_t *used, const skv_sample_row_t *rows,
+                                 int32_t M)
+{
+    int32_t *p, *tok, *ord, V = m->cfg.vocab_size, tp = m->tp_size;
+    skv_tensor_t pv = skv_step_ints(m, used, &p, M, 4);
+    m->sample_params = skv_tensor_make(pv.data, SKV_DTYPE_F32, M, 4);
+    for (int32_t k = 0; k < M; k++) {
+        const skv_sample_row_t *r = &rows[k];
+        float v[4] = {r->temperature, r->top_k > 0 && r->top_k < V ? (float)r->top_k : 0.0f,
+                      r->top_p, r->u};
+        memcpy(p + (size_t)k * 4, v, sizeof(v));
+    }
+    m->sample_tokens = skv_step_ints(m, used, &tok, 1, M);
+    if (tp > 1) {
+        m->sample_order = skv_step_ints(m, used, &ord, 1, (int64_t)tp * M);
+        for (int32_t i = 0; i < M; i++) {
+            for (int32_t k = 0; k < tp; k++) {
+                ord[i * tp + k] = k * M + i;
+            }
+        }
+    }
+}
+
 /* Lays out and uploads all integer metadata of a step with one host-to-backend copy.
  * ctx_cap > 0 (graph steps): block tables are ctx_cap / block_size wide whatever the
  * sequences hold, and max_ctx reads ctx_cap, so the layout and every op's host-side launch
  * decisions depend only on (n_seqs, ctx_cap). */
 static skv_status_t skv_step_prepare(skv_model_t *m, const skv_kv_pool_t *pool,
-                                     const skv_seq_step_t *seqs, int32_t n_seqs,
-                                     int32_t ctx_cap, skv_step_t *st)
+                                     const skv_seq_step_t *seqs, int32_t n_seqs, int32_t ctx_cap,
+                                     const skv_sample_row_t *rows, skv_step_t *st)
 {
     int32_t max_blocks = 1, bs = skv_kv_pool_layout(pool)->block_size;
     memset(st, 0, sizeof(*st));
@@ -174,6 +202,9 @@ static skv_status_t skv_step_prepare(skv_model_t *m, const skv_kv_pool_t *pool,
     size_t used = 0;
     skv_step_fill_n(m, st, &used, bs, seqs, n_seqs, max_blocks);
     skv_step_fill_m(m, st, &used, seqs, n_seqs, max_blocks);
+    if (rows != NULL) { /* after the metadata: a graph step's layout does not move */
+        skv_step_fill_sample(m, &used, rows, st->n_logit_rows);
+    }
     if (ctx_cap > 0) {
         st->meta_n.max_ctx = st->meta_m.max_ctx = ctx_cap;
     }
@@ -369,12 +400,31 @@ static int32_t skv_graph_ctx_cap(const skv_model_t *m, const skv_seq_step_t *seq
     return cap < m->max_ctx ? cap : m->max_ctx;
 }
 
+static uint64_t skv_graph_mix(uint64_t h, uint64_t v)
+{
+    uint64_t z = (h ^ v) + 0x9E3779B97F4A7C15ULL; /* splitmix64 finalizer */
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+/* The graph's key: the model's process-unique id, not its address (a model created after
+ * another was destroyed can get the same address and would replay the old one's graph, with
+ * its freed buffers), the pool view and the step shape. */
+static uint64_t skv_graph_key(const skv_model_t *m, const skv_kv_view_t *kv, int32_t n_seqs,
+                              int32_t ctx_cap)
+{
+    uint64_t key = skv_graph_mix(0, m->graph_id);
+    key = skv_graph_mix(key, (uint64_t)(uintptr_t)kv->base);
+    key = skv_graph_mix(key, (uint64_t)kv->n_blocks);
+    return skv_graph_mix(key, ((uint64_t)(uint32_t)n_seqs << 32) | (uint32_t)ctx_cap);
+}
+
 static skv_status_t skv_forward_graph(skv_model_t *m, const skv_step_t *st,
                                       const skv_kv_view_t *kv, int32_t n_seqs, int32_t ctx_cap)
 {
     const skv_ops_t *ops = m->be->ops;
-    uint64_t key = (uint64_t)(uintptr_t)m * 0x9E3779B97F4A7C15ULL;
-    key ^= (uint64_t)(uintptr_t)kv->base + ((uint64_t)n_seqs << 32) + (uint64_t)ctx_cap;
+    uint64_t key = skv_graph_key(m, kv, n_seqs, ctx_cap);
     skv_status_t status = ops->graph_launch(m->be, key);
     if (status != SKV_STATUS_NOT_FOUND) {
         return status;
@@ -386,11 +436,12 @@ static skv_status_t skv_forward_graph(skv_model_t *m, const skv_step_t *st,
 }
 
 skv_status_t skv_model_forward_local(skv_model_t *m, skv_kv_pool_t *pool, const skv_kv_view_t *kv,
-                                     const skv_seq_step_t *seqs, int32_t n_seqs)
+                                     const skv_seq_step_t *seqs, int32_t n_seqs,
+                                     const skv_sample_row_t *rows)
 {
     skv_step_t st;
     int32_t ctx_cap = skv_graph_ctx_cap(m, seqs, n_seqs);
-    SKV_CHECK(skv_step_prepare(m, pool, seqs, n_seqs, ctx_cap, &st));
+    SKV_CHECK(skv_step_prepare(m, pool, seqs, n_seqs, ctx_cap, rows, &st));
     SKV_ASSERT(kv->n_cache_layers == m->n_cache_layers);
     if (ctx_cap > 0) {
         return skv_forward_graph(m, &st, kv, n_seqs, ctx_cap);
@@ -398,24 +449,109 @@ skv_status_t skv_model_forward_local(skv_model_t *m, skv_kv_pool_t *pool, const 
     return skv_forward_ops(m, &st, kv);
 }
 
+static int32_t skv_count_logit_rows(const skv_seq_step_t *seqs, int32_t n_seqs)
+{
+    int32_t n = 0;
+    for (int32_t s = 0; s < n_seqs; s++) {
+        n += seqs[s].want_logits ? 1 : 0;
+    }
+    return n;
+}
+
 skv_status_t skv_model_forward(skv_model_t *m, skv_kv_pool_t *pool, const skv_seq_step_t *seqs,
                                int32_t n_seqs, float *logits)
 {
     const skv_ops_t *ops;
-    int32_t n_logit_rows = 0;
     SKV_CHECK(skv_step_validate(m, pool, seqs, n_seqs));
-    if (m->group_ops != NULL) {
-        return m->group_ops->forward(m, pool, seqs, n_seqs, logits); /* TP: rank threads */
+    if (m->group_ops != NULL) { /* TP: rank threads */
+        return m->group_ops->forward(m, pool, seqs, n_seqs, logits, NULL, NULL);
     }
     ops = m->be->ops;
     skv_kv_view_t kv = skv_kv_pool_view(pool);
-    SKV_CHECK(skv_model_forward_local(m, pool, &kv, seqs, n_seqs));
-    for (int32_t s = 0; s < n_seqs; s++) {
-        n_logit_rows += seqs[s].want_logits ? 1 : 0;
-    }
+    SKV_CHECK(skv_model_forward_local(m, pool, &kv, seqs, n_seqs, NULL));
+    int32_t n_logit_rows = skv_count_logit_rows(seqs, n_seqs);
     if (n_logit_rows > 0) {
         size_t bytes = (size_t)n_logit_rows * m->cfg.vocab_size * sizeof(float);
         SKV_CHECK(ops->copy_d2h(m->be, logits, m->logits.data, bytes));
     }
     return ops->sync(m->be);
+}
+
+/* ---- picking tokens where the logits are ----------------------------------------------- */
+
+int skv_model_samples_on_backend(const skv_model_t *m)
+{
+    return m->be->ops->sample != NULL;
+}
+
+skv_status_t skv_model_sample_local(skv_model_t *m, const skv_tensor_t *logits, int32_t *tokens)
+{
+    const skv_ops_t *ops = m->be->ops;
+    SKV_ASSERT(logits->rows == m->sample_params.rows && ops->sample != NULL);
+    SKV_CHECK(ops->sample(m->be, &m->sample_tokens, logits, &m->sample_params));
+    return ops->copy_d2h(m->be, tokens, m->sample_tokens.data,
+                         sizeof(int32_t) * (size_t)logits->rows);
+}
+
+void skv_model_sample_free(skv_model_t *m)
+{
+    skv_free(m->h_pick_logits);
+    skv_free(m->h_pick_scratch);
+    m->h_pick_logits = NULL;
+    m->h_pick_scratch = NULL;
+}
+
+/* A backend without a sample op: the logits come to the host and skv_sample_row_pick picks
+ * (the same tokens). The buffers are allocated on first use and kept. */
+static skv_status_t skv_forward_sample_host(skv_model_t *m, skv_kv_pool_t *pool,
+                                            const skv_seq_step_t *seqs, int32_t n_seqs,
+                                            const skv_sample_row_t *rows, int32_t M,
+                                            int32_t *tokens)
+{
+    int32_t V = m->cfg.vocab_size;
+    if (m->h_pick_logits == NULL) {
+        m->h_pick_logits = skv_mallocn((size_t)m->opts.max_seqs * (size_t)V, sizeof(float));
+        m->h_pick_scratch = skv_malloc(skv_sample_row_scratch_bytes(V));
+        if (m->h_pick_logits == NULL || m->h_pick_scratch == NULL) {
+            SKV_LOG_ERROR("cannot allocate host logits for %d rows of %d", m->opts.max_seqs, V);
+            skv_model_sample_free(m);
+            return SKV_STATUS_NO_MEMORY;
+        }
+    }
+    SKV_CHECK(skv_model_forward(m, pool, seqs, n_seqs, m->h_pick_logits));
+    for (int32_t k = 0; k < M; k++) {
+        tokens[k] =
+            skv_sample_row_pick(m->h_pick_logits + (size_t)k * V, V, &rows[k], m->h_pick_scratch);
+    }
+    return SKV_STATUS_OK;
+}
+
+skv_status_t skv_model_forward_sample(skv_model_t *m, skv_kv_pool_t *pool,
+                                      const skv_seq_step_t *seqs, int32_t n_seqs,
+                                      const skv_sample_row_t *rows, int32_t *tokens)
+{
+    SKV_CHECK(skv_step_validate(m, pool, seqs, n_seqs));
+    int32_t M = skv_count_logit_rows(seqs, n_seqs);
+    SKV_ASSERT(M == 0 || (rows != NULL && tokens != NULL));
+    for (int32_t k = 0; k < M; k++) {
+        const char *why;
+        if (skv_sample_row_check(&rows[k], &why) != SKV_STATUS_OK) {
+            SKV_LOG_ERROR("sampling row %d: %s", k, why);
+            return SKV_STATUS_INVALID_ARGUMENT;
+        }
+    }
+    if (!skv_model_samples_on_backend(m)) {
+        return skv_forward_sample_host(m, pool, seqs, n_seqs, rows, M, tokens);
+    }
+    if (m->group_ops != NULL) { /* TP: rank 0 picks after the all-gather */
+        return m->group_ops->forward(m, pool, seqs, n_seqs, NULL, rows, tokens);
+    }
+    const skv_ops_t *ops = m->be->ops;
+    skv_kv_view_t kv = skv_kv_pool_view(pool);
+    SKV_CHECK(skv_model_forward_local(m, pool, &kv, seqs, n_seqs, rows));
+    if (M > 0) {
+        skv_tensor_t lg = skv_tensor_rows(&m->logits, 0, M); /* [M, vocab]: lm_rows == V */
+        SKV_CHECK(skv_model_sample_local(m, &lg, tokens));
+    }
+    return ops->sync(m->be); /* the tokens' copy has landed */
 }

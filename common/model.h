@@ -17,6 +17,11 @@
  * that have the graph ops (CUDA), one per (batch size, power-of-two context bucket);
  * SKV_NO_GRAPHS in the environment turns that off.
  *
+ * skv_model_forward_sample picks the next tokens where the logits are (the backend's sample
+ * op, run after the step or its graph replay, so the recorded graphs are the same for both
+ * entry points): only the sampling rows go up, with the step's metadata, and only the M token
+ * ids come down, instead of M x vocab logits and a host pass over them.
+ *
  * Threading: one thread drives a model at a time.
  */
 #ifndef SKV_COMMON_MODEL_H
@@ -26,6 +31,7 @@
 
 #include "common/kv_pool.h"
 #include "common/model_config.h"
+#include "common/sampler.h"
 #include "common/status.h"
 #include "kernels/ops.h"
 
@@ -98,5 +104,21 @@ typedef struct {
  * written to the cache when the batch is rejected. */
 skv_status_t skv_model_forward(skv_model_t *model, skv_kv_pool_t *pool,
                                const skv_seq_step_t *seqs, int32_t n_seqs, float *logits);
+
+/* Whether skv_model_forward_sample picks on the backend (it has the sample op; for a TP group,
+ * rank 0's backend) rather than on the host from copied logits. */
+int skv_model_samples_on_backend(const skv_model_t *model);
+
+/* Runs one step like skv_model_forward and picks one token per sequence that wants logits:
+ * rows[k] are the sampling parameters of the k-th such sequence (sequence order; u from
+ * skv_sampler_draw_row) and tokens[k] (host) receives its token, the one skv_sample_row_pick
+ * would pick from the step's logits. Logits stay in backend memory; without a sample op they
+ * come to the host and skv_sample_row_pick picks, so callers need not branch. rows and tokens
+ * may be NULL when no sequence wants logits. Errors of skv_model_forward, INVALID_ARGUMENT
+ * for a row out of range (skv_sample_row_check), NO_MEMORY when the host fallback cannot
+ * allocate its buffers. */
+skv_status_t skv_model_forward_sample(skv_model_t *model, skv_kv_pool_t *pool,
+                                      const skv_seq_step_t *seqs, int32_t n_seqs,
+                                      const skv_sample_row_t *rows, int32_t *tokens);
 
 #endif /* SKV_COMMON_MODEL_H */

@@ -23,8 +23,11 @@ typedef struct {
 /* A TP group's front model (common/model_tp.c) runs steps on its rank threads through these
  * hooks, so skv_model itself does not link the backends that the group creates. */
 typedef struct {
+    /* logits != NULL: host logits as skv_model_forward; else rows/tokens as
+     * skv_model_forward_sample (rank 0 picks on its backend). */
     skv_status_t (*forward)(skv_model_t *m, skv_kv_pool_t *pool, const skv_seq_step_t *seqs,
-                            int32_t n_seqs, float *logits);
+                            int32_t n_seqs, float *logits, const skv_sample_row_t *rows,
+                            int32_t *tokens);
     skv_status_t (*kv_pool_create)(skv_model_t *m, int32_t block_size, int64_t n_blocks,
                                    skv_kv_pool_t **pool_p);
     void (*destroy)(skv_model_t *m);
@@ -40,6 +43,8 @@ struct skv_model {
     int32_t n_cache_layers;
     int32_t max_ctx;
     int32_t max_blocks;     /* block-table columns a sequence can need at block size 1 */
+    uint64_t graph_id;      /* unique per model in the process (never reused, unlike its
+                             * address): names its recorded decode graphs */
 
     /* Tensor parallelism (common/model_tp.md). A rank model (tp_size > 1) holds its slice:
      * cfg.n_heads, n_kv_heads and intermediate_size are this rank's, the weights below are
@@ -71,6 +76,20 @@ struct skv_model {
     skv_tensor_t logits; /* f32 [max_seqs, lm_rows] */
     /* TP only: f32 [1, tp_size * max_seqs * lm_rows], every rank's logits all-gathered */
     skv_tensor_t logits_all;
+    /* TP rank 0 only: f32 [max_seqs, tp_size * lm_rows], logits_all's rows reordered into
+     * vocabulary order for the sample op (columns past the vocabulary are padding) */
+    skv_tensor_t logits_v;
+
+    /* backend sampling, views into d_ints set by a step that stages sampling rows (valid
+     * until the next step): params f32 [M, 4] (temperature, top_k, top_p, u), tokens i32
+     * [1, M], and under TP order i32 [1, tp_size * M] (gather_rows indices of logits_v) */
+    skv_tensor_t sample_params;
+    skv_tensor_t sample_tokens;
+    skv_tensor_t sample_order;
+    /* host fallback of skv_model_forward_sample (backend without a sample op), allocated on
+     * first use: logits [max_seqs, vocab] and skv_sample_row_pick's scratch */
+    float *h_pick_logits;
+    void *h_pick_scratch;
 
     /* integer metadata: host staging and its backend copy, uploaded once per step */
     int32_t *h_ints;
@@ -104,8 +123,19 @@ skv_status_t skv_model_create_shard(const char *dir, const skv_model_config_t *c
 
 /* One step's ops on this model's slice against the KV view kv (its rank's memory of pool),
  * without validation (the caller validated the batch) and without copying logits out: they
- * stay in m->logits, M rows of lm_rows. */
+ * stay in m->logits, M rows of lm_rows. rows (NULL: none), one per logit row, are staged in
+ * backend memory with the step's metadata for skv_model_sample_local (sample_params,
+ * sample_tokens, and sample_order on a TP rank 0). */
 skv_status_t skv_model_forward_local(skv_model_t *m, skv_kv_pool_t *pool, const skv_kv_view_t *kv,
-                                     const skv_seq_step_t *seqs, int32_t n_seqs);
+                                     const skv_seq_step_t *seqs, int32_t n_seqs,
+                                     const skv_sample_row_t *rows);
+
+/* Runs the backend's sample op over logits f32 [M, V] (backend memory, M = the last step's
+ * logit rows) with the rows that step staged, and queues the copy of the M tokens to the host
+ * array tokens; the caller syncs the backend before reading them. Device errors. */
+skv_status_t skv_model_sample_local(skv_model_t *m, const skv_tensor_t *logits, int32_t *tokens);
+
+/* Frees the host fallback buffers of skv_model_forward_sample (either kind of model). */
+void skv_model_sample_free(skv_model_t *m);
 
 #endif /* SKV_COMMON_MODEL_INTERNAL_H */

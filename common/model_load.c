@@ -343,13 +343,19 @@ static skv_status_t skv_alloc_workspace(skv_model_t *m)
         SKV_CHECK(skv_model_alloc_tensor(m, SKV_DTYPE_F32, 1, m->tp_size * S * m->lm_rows,
                                          &m->logits_all));
     }
+    if (m->tp_size > 1 && m->tp_rank == 0) { /* the gathered rows in vocabulary order */
+        SKV_CHECK(
+            skv_model_alloc_tensor(m, SKV_DTYPE_F32, S, m->tp_size * m->lm_rows, &m->logits_v));
+    }
     SKV_CHECK(skv_model_alloc_tensor(m, SKV_DTYPE_F32, 1, c->head_dim / 2, &m->inv_freq));
     float inv[256];
     skv_model_config_inv_freq(c, inv);
     SKV_CHECK(m->be->ops->copy_h2d(m->be, m->inv_freq.data, inv, sizeof(float) * c->head_dim / 2));
     /* ints: 3 per token (id, pos, slot) + per seq (rows, m_idx, m_pos, m_slot, m_rows) + two
-     * block tables of max_seqs x max_blocks. */
-    m->ints_cap = (size_t)(3 * N + 5 * (S + 1) + 2 * S * (int64_t)m->max_blocks);
+     * block tables of max_seqs x max_blocks + per logit row 4 sampling parameters and the
+     * token (+ tp_size gather indices under TP). */
+    m->ints_cap = (size_t)(3 * N + 5 * (S + 1) + 2 * S * (int64_t)m->max_blocks + 5 * S +
+                           (m->tp_size > 1 ? m->tp_size * S : 0));
     skv_tensor_t ints;
     SKV_CHECK(skv_model_alloc_tensor(m, SKV_DTYPE_I32, 1, (int64_t)m->ints_cap, &ints));
     m->d_ints = ints.data;
@@ -359,6 +365,7 @@ static skv_status_t skv_alloc_workspace(skv_model_t *m)
 
 skv_status_t skv_model_setup(skv_model_t *m, const skv_model_opts_t *opts)
 {
+    static _Atomic uint64_t next_graph_id = 1;
     const skv_model_config_t *c = &m->cfg;
     if (opts->mode == SKV_MODEL_MODE_SWIFTKV && !c->swiftkv) {
         SKV_LOG_ERROR("SwiftKV mode requested but the checkpoint is a plain Llama");
@@ -370,6 +377,7 @@ skv_status_t skv_model_setup(skv_model_t *m, const skv_model_opts_t *opts)
         return SKV_STATUS_INVALID_ARGUMENT;
     }
     m->opts = *opts;
+    m->graph_id = next_graph_id++;
     m->swiftkv = c->swiftkv && opts->mode != SKV_MODEL_MODE_BASE;
     m->n_full_layers = m->swiftkv ? c->n_kv_layers : c->n_layers;
     m->n_kv_groups = m->swiftkv ? (c->n_layers - c->n_kv_layers) / c->kv_group : 0;
@@ -657,6 +665,7 @@ void skv_model_destroy(skv_model_t *m)
         m->be->ops->free(m->be, m->allocs[i]);
     }
     skv_free(m->h_ints);
+    skv_model_sample_free(m);
     skv_free(m->layers);
     skv_free(m);
 }

@@ -181,7 +181,9 @@ typedef struct {
     int32_t n_seqs;
     int32_t n_logit_rows;
     int32_t vocab;
-    float *logits;
+    float *logits;                /* host logits out, or NULL when rows is set */
+    const skv_sample_row_t *rows; /* pick on rank 0's backend (NULL: logits) */
+    int32_t *tokens;              /* [n_logit_rows] host tokens out when rows is set */
 } skv_tp_step_t;
 
 /* All-gathers every rank's [M, lm_rows] logits; rank 0 copies them to the host and lays them
@@ -214,14 +216,45 @@ static skv_status_t skv_tp_gather_logits(skv_tp_rank_t *r, const skv_tp_step_t *
     return SKV_STATUS_OK;
 }
 
+/* All-gathers the logits as skv_tp_gather_logits does, but keeps them on rank 0's backend:
+ * one gather_rows puts the rank-major [size][M][lm_rows] rows into vocabulary order
+ * (logits_v row i = every rank's row i side by side), the sample op picks there, and only the
+ * M tokens reach the host. gather_rows copies rows of the activation dtype; an f32 row of
+ * lm_rows values is moved as 4 / (activation size) times as many of those elements. */
+static skv_status_t skv_tp_sample(skv_tp_rank_t *r, const skv_tp_step_t *a)
+{
+    skv_tp_group_t *g = r->g;
+    skv_model_t *m = r->model;
+    const skv_ops_t *ops = m->be->ops;
+    int64_t M = a->n_logit_rows, lr = m->lm_rows;
+    skv_tensor_t lg = skv_tensor_rows(&m->logits, 0, M); /* alone: lm_rows == vocab */
+    if (g->size > 1) {
+        SKV_CHECK(r->comm->ops->all_gather(r->comm, m->logits.data, m->logits_all.data,
+                                           (size_t)(M * lr), SKV_DTYPE_F32));
+        if (r->rank != 0) {
+            return SKV_STATUS_OK;
+        }
+        skv_dtype_t act = ops->act_dtype;
+        int64_t per = 4 / (int64_t)skv_dtype_size(act);
+        SKV_ASSERT(per * (int64_t)skv_dtype_size(act) == 4);
+        skv_tensor_t src = skv_tensor_make(m->logits_all.data, act, g->size * M, lr * per);
+        skv_tensor_t dst = skv_tensor_make(m->logits_v.data, act, M * g->size, lr * per);
+        SKV_CHECK(ops->gather_rows(m->be, &dst, &src, &m->sample_order));
+        lg = skv_tensor_make(m->logits_v.data, SKV_DTYPE_F32, M, a->vocab);
+        lg.ld = g->size * lr;
+    }
+    return skv_model_sample_local(m, &lg, a->tokens);
+}
+
 static skv_status_t skv_tp_job_step(skv_tp_rank_t *r, void *arg)
 {
     const skv_tp_step_t *a = arg;
     skv_model_t *m = r->model;
     skv_kv_view_t kv = skv_kv_pool_rank_view(a->pool, r->rank);
-    skv_status_t status = skv_model_forward_local(m, a->pool, &kv, a->seqs, a->n_seqs);
+    const skv_sample_row_t *rows = r->rank == 0 ? a->rows : NULL; /* only rank 0 picks */
+    skv_status_t status = skv_model_forward_local(m, a->pool, &kv, a->seqs, a->n_seqs, rows);
     if (status == SKV_STATUS_OK && a->n_logit_rows > 0) {
-        status = skv_tp_gather_logits(r, a);
+        status = a->rows != NULL ? skv_tp_sample(r, a) : skv_tp_gather_logits(r, a);
     }
     if (status == SKV_STATUS_OK) {
         status = m->be->ops->sync(m->be);
@@ -235,7 +268,8 @@ static skv_status_t skv_tp_job_step(skv_tp_rank_t *r, void *arg)
 /* ---- the front model's hooks ---------------------------------------------------------- */
 
 static skv_status_t skv_tp_forward(skv_model_t *m, skv_kv_pool_t *pool, const skv_seq_step_t *seqs,
-                                   int32_t n_seqs, float *logits)
+                                   int32_t n_seqs, float *logits, const skv_sample_row_t *rows,
+                                   int32_t *tokens)
 {
     skv_tp_group_t *g = m->group;
     if (g->broken) {
@@ -249,7 +283,7 @@ static skv_status_t skv_tp_forward(skv_model_t *m, skv_kv_pool_t *pool, const sk
                       skv_kv_pool_n_ranks(pool), g->size);
         return SKV_STATUS_INVALID_ARGUMENT;
     }
-    skv_tp_step_t step = {pool, seqs, n_seqs, 0, m->cfg.vocab_size, logits};
+    skv_tp_step_t step = {pool, seqs, n_seqs, 0, m->cfg.vocab_size, logits, rows, tokens};
     for (int32_t s = 0; s < n_seqs; s++) {
         step.n_logit_rows += seqs[s].want_logits ? 1 : 0;
     }
@@ -300,6 +334,7 @@ static void skv_tp_group_free(skv_tp_group_t *g)
 static void skv_tp_destroy(skv_model_t *m)
 {
     skv_tp_group_free(m->group);
+    skv_model_sample_free(m);
     skv_free(m);
 }
 

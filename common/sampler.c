@@ -1,8 +1,11 @@
 /*
  * sampler.c: penalties, temperature, top-k/top-p/min-p filtering and seeded draws.
  *
- * Candidates are (id, logit) pairs. Filtering never needs a full sort unless top-p is on
- * without top-k: top-k uses a partial selection, and top-p sorts only the candidates left.
+ * Candidates are (id, logit) pairs. Filtering never needs a full sort unless top-p or min-p is
+ * on without top-k: top-k uses a partial selection, and top-p sorts only the candidates left;
+ * with temperature alone nothing is sorted. Each filter yields a threshold (every id at or
+ * above it is kept, ties included) and the draw walks the ids in id order: the contract of
+ * the backend sample op (kernels/ops.h), which skv_sample_row_pick shares this code for.
  * Generated-token counts are a small open-addressing table, so memory is O(generated), not
  * O(vocab), per request.
  */
@@ -68,10 +71,11 @@ static uint64_t skv_rng_next(uint64_t *state)
     return z ^ (z >> 31);
 }
 
-/* Uniform double in [0, 1) with 53 random bits. */
+/* Uniform in [0, 1) with 24 random bits: exact as a float, so the draw handed to the backend
+ * sample op (f32 parameters) is the very value the host draw uses. */
 static double skv_rng_uniform(uint64_t *state)
 {
-    return (double)(skv_rng_next(state) >> 11) * (1.0 / 9007199254740992.0);
+    return (double)(skv_rng_next(state) >> 40) * (1.0 / 16777216.0);
 }
 
 skv_status_t skv_sampler_create(const skv_sampling_params_t *p, int32_t vocab,
@@ -228,52 +232,111 @@ static void skv_select_top(skv_cand_t *c, int32_t n, int32_t k)
     }
 }
 
-/* Filters candidates (scaled logits) by top-k, top-p and min-p; returns how many remain,
- * sorted by descending logit. */
-static int32_t skv_filter(skv_sampler_t *s, int32_t n)
+/* The filters of one pick (temperature already applied to the logits). */
+typedef struct {
+    int32_t top_k; /* 0 = off */
+    float top_p;   /* 1 = off */
+    float min_p;   /* 0 = off */
+} skv_filter_t;
+
+/* Top-k over the candidates c[0..vocab) of the scaled logits w: moves the k largest and every
+ * id tied with the k-th to the front; returns how many, and the k-th value in *thr_p. */
+static int32_t skv_top_k(skv_cand_t *c, const float *w, int32_t vocab, int32_t k, float *thr_p)
 {
-    skv_cand_t *c = s->cand;
-    if (s->p.top_k > 0 && s->p.top_k < n) {
-        skv_select_top(c, n, s->p.top_k);
-        n = s->p.top_k;
+    for (int32_t i = 0; i < vocab; i++) {
+        c[i].id = i;
+        c[i].logit = w[i];
+    }
+    skv_select_top(c, vocab, k);
+    float thr = c[0].logit;
+    for (int32_t i = 1; i < k; i++) {
+        thr = c[i].logit < thr ? c[i].logit : thr;
+    }
+    int32_t n = k;
+    for (int32_t j = k; j < vocab; j++) { /* beyond k nothing is above thr: only ties */
+        if (c[j].logit >= thr) {
+            skv_cand_t t = c[n];
+            c[n++] = c[j];
+            c[j] = t;
+        }
+    }
+    *thr_p = thr;
+    return n;
+}
+
+/* The kept set of the scaled logits w[0..vocab) is {id : w[id] >= threshold}; returns the
+ * threshold (-INFINITY keeps every id). Top-k, then top-p and min-p over the probabilities of
+ * what top-k kept, walked in descending order; c is [vocab] scratch. */
+static float skv_filter_threshold(skv_cand_t *c, const float *w, int32_t vocab,
+                                  const skv_filter_t *f)
+{
+    float thr = -INFINITY;
+    int32_t n = vocab;
+    if (f->top_k > 0 && f->top_k < vocab) {
+        n = skv_top_k(c, w, vocab, f->top_k, &thr);
+    } else if (f->top_p < 1.0f || f->min_p > 0.0f) {
+        for (int32_t i = 0; i < vocab; i++) {
+            c[i].id = i;
+            c[i].logit = w[i];
+        }
+    }
+    if (f->top_p >= 1.0f && f->min_p <= 0.0f) {
+        return thr;
     }
     qsort(c, (size_t)n, sizeof(*c), skv_cand_desc);
-    double max = c[0].logit, z = 0.0;
+    double max = c[0].logit, z = 0.0, cum = 0.0;
     for (int32_t i = 0; i < n; i++) {
         z += exp((double)c[i].logit - max);
     }
-    double cum = 0.0;
-    int32_t keep = n;
     for (int32_t i = 0; i < n; i++) {
         double p = exp((double)c[i].logit - max) / z;
-        if (s->p.min_p > 0.0f && i > 0 && p < s->p.min_p * (1.0 / z)) {
-            keep = i; /* p_max = 1/z after subtracting the max logit */
-            break;
+        if (f->min_p > 0.0f && i > 0 && p < f->min_p * (1.0 / z)) {
+            return c[i - 1].logit; /* p_max = 1/z after subtracting the max logit */
         }
         cum += p;
-        if (cum >= s->p.top_p && s->p.top_p < 1.0f) {
-            keep = i + 1;
-            break;
+        if (f->top_p < 1.0f && cum >= f->top_p) {
+            return c[i].logit;
         }
     }
-    return keep;
+    return c[n - 1].logit;
 }
 
-/* Draws one candidate of c[0..n) in proportion to exp(logit). */
-static int32_t skv_draw(skv_sampler_t *s, int32_t n)
+/* Draws the first id, in id order, at which the running sum of exp(w - max) over the kept
+ * ids (w >= thr) exceeds u times their total. */
+static int32_t skv_draw(const float *w, int32_t vocab, float thr, double u)
 {
-    double max = s->cand[0].logit, z = 0.0;
-    for (int32_t i = 0; i < n; i++) {
-        z += exp((double)s->cand[i].logit - max);
+    float max = w[0];
+    for (int32_t i = 1; i < vocab; i++) {
+        max = w[i] > max ? w[i] : max;
     }
-    double u = skv_rng_uniform(&s->rng) * z, acc = 0.0;
-    for (int32_t i = 0; i < n; i++) {
-        acc += exp((double)s->cand[i].logit - max);
-        if (u < acc) {
-            return s->cand[i].id;
+    double z = 0.0;
+    for (int32_t i = 0; i < vocab; i++) {
+        z += w[i] >= thr ? exp((double)w[i] - max) : 0.0;
+    }
+    double target = u * z, acc = 0.0;
+    int32_t last = 0;
+    for (int32_t i = 0; i < vocab; i++) {
+        if (w[i] >= thr) {
+            acc += exp((double)w[i] - max);
+            last = i;
+            if (target < acc) {
+                return i;
+            }
         }
     }
-    return s->cand[n - 1].id;
+    return last; /* rounding left the target at the total: the last kept id */
+}
+
+/* Temperature, filters and the draw of one pick: w[0..vocab) (logits after any penalties) is
+ * scaled in place; c is [vocab] scratch. */
+static int32_t skv_pick(skv_cand_t *c, float *w, int32_t vocab, float temperature,
+                        const skv_filter_t *f, double u)
+{
+    float inv_t = 1.0f / temperature;
+    for (int32_t i = 0; i < vocab; i++) {
+        w[i] = w[i] * inv_t;
+    }
+    return skv_draw(w, vocab, skv_filter_threshold(c, w, vocab, f), u);
 }
 
 /* Fills the chosen token's logprob and the top-n list from the raw logits. */
@@ -308,12 +371,9 @@ skv_status_t skv_sampler_next(skv_sampler_t *s, const float *logits, skv_sample_
     if (s->p.temperature == 0.0f) {
         out->token = skv_argmax(s->work, s->vocab);
     } else {
-        float inv_t = 1.0f / s->p.temperature;
-        for (int32_t i = 0; i < s->vocab; i++) {
-            s->cand[i].id = i;
-            s->cand[i].logit = s->work[i] * inv_t;
-        }
-        out->token = skv_draw(s, skv_filter(s, s->vocab));
+        skv_filter_t f = {s->p.top_k, s->p.top_p, s->p.min_p};
+        out->token =
+            skv_pick(s->cand, s->work, s->vocab, s->p.temperature, &f, skv_rng_uniform(&s->rng));
     }
     skv_logprobs(s, logits, out);
     return skv_sampler_accept(s, out->token);
@@ -322,7 +382,55 @@ skv_status_t skv_sampler_next(skv_sampler_t *s, const float *logits, skv_sample_
 skv_status_t skv_sampler_resume(skv_sampler_t *s, int32_t first_token)
 {
     if (s->p.temperature != 0.0f) {
-        (void)skv_rng_uniform(&s->rng); /* exactly one draw per sampled token (skv_draw) */
+        (void)skv_rng_uniform(&s->rng); /* exactly one draw per sampled token (skv_pick) */
     }
     return skv_sampler_accept(s, first_token);
+}
+
+int skv_sampler_row_ok(const skv_sampler_t *s)
+{
+    return s->p.presence_penalty == 0.0f && s->p.frequency_penalty == 0.0f && s->p.min_p == 0.0f &&
+           s->p.n_logprobs == 0;
+}
+
+void skv_sampler_draw_row(skv_sampler_t *s, skv_sample_row_t *row)
+{
+    row->temperature = s->p.temperature;
+    row->top_k = s->p.top_k;
+    row->top_p = s->p.top_p;
+    /* The same single draw skv_sampler_next makes for a sampled token; greedy makes none. */
+    row->u = s->p.temperature != 0.0f ? (float)skv_rng_uniform(&s->rng) : 0.0f;
+}
+
+size_t skv_sample_row_scratch_bytes(int32_t vocab)
+{
+    return (size_t)vocab * (sizeof(skv_cand_t) + sizeof(float));
+}
+
+int32_t skv_sample_row_pick(const float *logits, int32_t vocab, const skv_sample_row_t *row,
+                            void *scratch)
+{
+    if (row->temperature == 0.0f) {
+        return skv_argmax(logits, vocab);
+    }
+    skv_cand_t *c = scratch;
+    float *w = (float *)(c + vocab);
+    memcpy(w, logits, sizeof(float) * (size_t)vocab);
+    skv_filter_t f = {row->top_k, row->top_p, 0.0f};
+    return skv_pick(c, w, vocab, row->temperature, &f, row->u);
+}
+
+skv_status_t skv_sample_row_check(const skv_sample_row_t *row, const char **why)
+{
+    *why = NULL;
+    if (!(row->temperature >= 0.0f && row->temperature <= 100.0f)) {
+        *why = "temperature must be in [0, 100]";
+    } else if (row->top_k < 0) {
+        *why = "top_k must be >= 0";
+    } else if (!(row->top_p > 0.0f && row->top_p <= 1.0f)) {
+        *why = "top_p must be in (0, 1]";
+    } else if (!(row->u >= 0.0f && row->u < 1.0f)) {
+        *why = "u must be in [0, 1)";
+    }
+    return *why ? SKV_STATUS_INVALID_ARGUMENT : SKV_STATUS_OK;
 }

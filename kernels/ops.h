@@ -184,9 +184,9 @@ typedef struct skv_ops {
      * token per row of logits f32 [M, V], on the backend. params f32 [M, 4], per row:
      * temperature (0 = greedy: argmax, lowest id on ties), top_k (an integer value; 0 = off),
      * top_p ((0, 1]; 1 = off) and u, a uniform draw in [0, 1) made by the caller from the
-     * request's RNG. Filters as the host sampler does (scaled logits -> top-k -> top-p), except
-     * that ids tied with the boundary value are all kept; then draws the first id, in id
-     * order, at which the running sum of the kept probabilities exceeds u. tokens i32 [1, M].
+     * request's RNG. Filters as the host sampler does (scaled logits -> top-k -> top-p; ids
+     * tied with a boundary value are all kept), then draws the first id, in id order, at which
+     * the running sum of the kept probabilities exceeds u. tokens i32 [1, M].
      * No penalties, min-p or logprobs: requests that need them use the host sampler. */
     skv_status_t (*sample)(skv_backend_t *be, const skv_tensor_t *tokens,
                            const skv_tensor_t *logits, const skv_tensor_t *params);

@@ -8,6 +8,7 @@
  * GEMMs with a plain dot product per output element.
  */
 #include "kernels/cpu/cpu.h"
+#include "kernels/cpu/cpu_sample.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -385,6 +386,12 @@ static skv_status_t skv_cpu_gather_rows(skv_backend_t *be, const skv_tensor_t *o
     return SKV_STATUS_OK;
 }
 
+static skv_status_t skv_cpu_sample_op(skv_backend_t *be, const skv_tensor_t *tokens,
+                                      const skv_tensor_t *logits, const skv_tensor_t *params)
+{
+    return skv_cpu_sample(skv_cpu_threads(be), tokens, logits, params);
+}
+
 static const skv_ops_t skv_cpu_ops_table = {
     .name = "cpu",
     .act_dtype = SKV_DTYPE_F32,
@@ -407,6 +414,7 @@ static const skv_ops_t skv_cpu_ops_table = {
     .attention = skv_cpu_attention,
     .swiglu = skv_cpu_swiglu,
     .gather_rows = skv_cpu_gather_rows,
+    .sample = skv_cpu_sample_op,
 };
 
 skv_status_t skv_cpu_backend_create(skv_cpu_mode_t mode, int n_threads, skv_backend_t **be_p)

@@ -6,7 +6,9 @@
  *     of steps: a chunked prefill beside a sequence fed one prompt token per step (logits at
  *     every one of its positions), mixed prefill + decode steps, then 32 greedy tokens each:
  *     every logits row within 1e-4, every greedy token identical;
- *   - the same requests through the batching engine (chunked prefill, concurrent requests);
+ *   - the same requests through the batching engine (chunked prefill, concurrent requests),
+ *     greedy and seeded top-k/top-p, tokens picked on the backend (rank 0's sample op after
+ *     the all-gather) and on the host: every TP size and path gives TP=1's host tokens;
  *   - KV computed at TP=2 moved into a TP=1 pool (and TP=1 into TP=2) with the head-split
  *     ranges of skv_kv_layout_tp_ranges: decode continues with identical greedy tokens;
  *   - random-weight TP models (the benchmark path) against the TP=1 random model;
@@ -242,12 +244,14 @@ static void skv_on_finish(void *ctx, uint64_t id, const skv_request_result_t *r)
     ((skv_sink_t *)ctx)->finished[id] = 1;
 }
 
-static void skv_engine_run(const char *dir, int32_t tp, skv_sink_t *k)
+/* N_REQ requests through the engine at TP size tp (host != 0: host sampling); even ids greedy,
+ * odd ids seeded with top-k / top-p. */
+static void skv_engine_run(const char *dir, int32_t tp, int host, skv_sink_t *k)
 {
     skv_tp_fixture_t f;
     skv_engine_t *e;
     int32_t prompts[N_REQ][32];
-    skv_engine_opts_t eo = {16};
+    skv_engine_opts_t eo = {.max_waiting = 16, .host_sampling = host};
     SKV_EXPECT(skv_fixture_open(dir, tp, 12, 4, 4, &f) == SKV_STATUS_OK, "engine TP=%d load", tp);
     skv_engine_create(f.model, f.pool, &eo, &e);
     for (int i = 0; i < N_REQ; i++) {
@@ -262,7 +266,10 @@ static void skv_engine_run(const char *dir, int32_t tp, skv_sink_t *k)
         d.prompt = prompts[i];
         d.max_tokens = ENG_GEN;
         skv_sampling_params_default(&d.sampling);
-        d.sampling.temperature = 0.0f;
+        d.sampling.temperature = i % 2 ? 0.8f : 0.0f;
+        d.sampling.top_k = i % 4 == 1 ? 10 : 0;
+        d.sampling.top_p = i % 4 == 3 ? 0.9f : 1.0f;
+        d.sampling.seed = 500 + (uint64_t)i;
         d.ignore_eos = 1;
         d.first_token = -1;
         d.cbs = (skv_request_cbs_t){skv_on_token, skv_on_finish, k};
@@ -278,6 +285,11 @@ static void skv_engine_run(const char *dir, int32_t tp, skv_sink_t *k)
         }
         skv_engine_step(e);
     }
+    skv_engine_stats_t st;
+    skv_engine_stats(e, &st);
+    SKV_EXPECT(host ? st.n_backend_sampled == 0 : st.n_backend_sampled == st.n_steps,
+               "engine TP=%d: %lld of %lld steps sampled on the backend", tp,
+               (long long)st.n_backend_sampled, (long long)st.n_steps);
     skv_engine_destroy(e);
     SKV_EXPECT(skv_kv_pool_n_free(f.pool) == 128, "engine TP=%d leaked blocks", tp);
     skv_fixture_close(&f);
@@ -285,18 +297,22 @@ static void skv_engine_run(const char *dir, int32_t tp, skv_sink_t *k)
 
 static void skv_check_engine(const char *dir, const char *name)
 {
+    static const int32_t tps[4] = {1, 2, 2, 4};
+    static const int hosts[4] = {0, 0, 1, 0};
     skv_sink_t ref, got;
     memset(&ref, 0, sizeof(ref));
-    skv_engine_run(dir, 1, &ref);
-    for (int32_t tp = 2; tp <= 4; tp *= 2) {
+    skv_engine_run(dir, 1, 1, &ref);
+    for (int c = 0; c < 4; c++) {
         memset(&got, 0, sizeof(got));
-        skv_engine_run(dir, tp, &got);
+        skv_engine_run(dir, tps[c], hosts[c], &got);
         int same = memcmp(ref.tokens, got.tokens, sizeof(ref.tokens)) == 0;
         for (int i = 0; i < N_REQ; i++) {
             same = same && got.finished[i] && got.n[i] == ENG_GEN;
         }
-        SKV_EXPECT(same, "%s: engine at TP=%d differs from TP=1", name, tp);
-        printf("%-16s engine TP=%d: %d requests x %d greedy tokens %s\n", name, tp, N_REQ, ENG_GEN,
+        SKV_EXPECT(same, "%s: engine at TP=%d (%s sampling) differs from TP=1 (host)", name, tps[c],
+                   hosts[c] ? "host" : "backend");
+        printf("%-16s engine TP=%d %-7s sampling: %d requests x %d tokens (greedy, seeded) %s\n",
+               name, tps[c], hosts[c] ? "host" : "backend", N_REQ, ENG_GEN,
                same ? "identical" : "DIFFER");
     }
 }
