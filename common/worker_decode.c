@@ -286,6 +286,9 @@ void skv_worker_reserve(skv_worker_t *w, skv_wreq_t *r)
     }
     res->next = w->reservations;
     w->reservations = res;
+    /* Counted before the answer, so a Stats call that follows it sees the reservation (the
+     * loop's sweep recomputes the count every iteration). */
+    __atomic_add_fetch(&w->n_reserved_blocks, (int64_t)res->kv.n_blocks, __ATOMIC_RELAXED);
     skv_worker_reserve_answer(w, r, res, desc, desc_bytes, lease_ms);
     skv_free(desc);
 }
