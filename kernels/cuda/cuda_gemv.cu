@@ -18,6 +18,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include <type_traits>
+
 #include "kernels/cuda/cuda_internal.h"
 
 typedef __nv_bfloat16 bf16;
@@ -186,34 +188,33 @@ static void skv_gemv_launch_m(cudaStream_t st, const skv_tensor_t *out, const sk
         w->rows, w->cols);
 }
 
-template <typename TOut>
-static void skv_gemv_launch(cudaStream_t st, const skv_tensor_t *out, const skv_tensor_t *x,
-                            const skv_tensor_t *w)
+/* Calls fn(std::integral_constant<int, M>) with M = rows (1..8): one kernel instance per M. */
+template <typename Fn> static void skv_gemv_by_rows(int64_t rows, Fn fn)
 {
-    switch (x->rows) {
+    switch (rows) {
     case 1:
-        skv_gemv_launch_m<1, TOut>(st, out, x, w);
+        fn(std::integral_constant<int, 1>());
         break;
     case 2:
-        skv_gemv_launch_m<2, TOut>(st, out, x, w);
+        fn(std::integral_constant<int, 2>());
         break;
     case 3:
-        skv_gemv_launch_m<3, TOut>(st, out, x, w);
+        fn(std::integral_constant<int, 3>());
         break;
     case 4:
-        skv_gemv_launch_m<4, TOut>(st, out, x, w);
+        fn(std::integral_constant<int, 4>());
         break;
     case 5:
-        skv_gemv_launch_m<5, TOut>(st, out, x, w);
+        fn(std::integral_constant<int, 5>());
         break;
     case 6:
-        skv_gemv_launch_m<6, TOut>(st, out, x, w);
+        fn(std::integral_constant<int, 6>());
         break;
     case 7:
-        skv_gemv_launch_m<7, TOut>(st, out, x, w);
+        fn(std::integral_constant<int, 7>());
         break;
     default:
-        skv_gemv_launch_m<8, TOut>(st, out, x, w);
+        fn(std::integral_constant<int, 8>());
         break;
     }
 }
@@ -237,32 +238,8 @@ skv_status_t skv_cuda_matmul_swiglu(skv_backend_t *be, const skv_tensor_t *out,
         return x->rows == 0 ? SKV_STATUS_OK : SKV_STATUS_UNSUPPORTED; /* nothing enqueued */
     }
     cudaStream_t st = skv_cuda(be)->stream;
-    switch (x->rows) {
-    case 1:
-        skv_gemv_swiglu_launch_m<1>(st, out, x, w);
-        break;
-    case 2:
-        skv_gemv_swiglu_launch_m<2>(st, out, x, w);
-        break;
-    case 3:
-        skv_gemv_swiglu_launch_m<3>(st, out, x, w);
-        break;
-    case 4:
-        skv_gemv_swiglu_launch_m<4>(st, out, x, w);
-        break;
-    case 5:
-        skv_gemv_swiglu_launch_m<5>(st, out, x, w);
-        break;
-    case 6:
-        skv_gemv_swiglu_launch_m<6>(st, out, x, w);
-        break;
-    case 7:
-        skv_gemv_swiglu_launch_m<7>(st, out, x, w);
-        break;
-    default:
-        skv_gemv_swiglu_launch_m<8>(st, out, x, w);
-        break;
-    }
+    skv_gemv_by_rows(x->rows,
+                     [&](auto m) { skv_gemv_swiglu_launch_m<decltype(m)::value>(st, out, x, w); });
     SKV_CUDA_CHECK_LAUNCH();
     return SKV_STATUS_OK;
 }
@@ -272,11 +249,13 @@ skv_status_t skv_cuda_gemv(skv_backend_t *be, const skv_tensor_t *out, const skv
 {
     SKV_ASSERT(x->rows >= 1 && x->rows <= 8 && skv_cuda_gemv_applies(out, x, w));
     cudaStream_t st = skv_cuda(be)->stream;
-    if (out->dtype == SKV_DTYPE_F32) {
-        skv_gemv_launch<float>(st, out, x, w);
-    } else {
-        skv_gemv_launch<bf16>(st, out, x, w);
-    }
+    skv_gemv_by_rows(x->rows, [&](auto m) {
+        if (out->dtype == SKV_DTYPE_F32) {
+            skv_gemv_launch_m<decltype(m)::value, float>(st, out, x, w);
+        } else {
+            skv_gemv_launch_m<decltype(m)::value, bf16>(st, out, x, w);
+        }
+    });
     SKV_CUDA_CHECK_LAUNCH();
     return SKV_STATUS_OK;
 }

@@ -102,8 +102,8 @@ skv_status_t skv_cuda_embed(skv_backend_t *be, const skv_tensor_t *out, const sk
     return skv_launch_copy_rows(be, out, table, (const int32_t *)tokens->data);
 }
 
-skv_status_t skv_cuda_gather_rows(skv_backend_t *be, const skv_tensor_t *out,
-                                  const skv_tensor_t *x, const skv_tensor_t *idx)
+skv_status_t skv_cuda_gather_rows(skv_backend_t *be, const skv_tensor_t *out, const skv_tensor_t *x,
+                                  const skv_tensor_t *idx)
 {
     SKV_ASSERT(out->cols == x->cols && idx->cols == out->rows);
     SKV_ASSERT(out->data != x->data); /* rows could overlap; the model gathers into xm */
@@ -138,9 +138,7 @@ static __device__ uint4 skv_pack8(const float *f)
 
 /* One block per row: if delta, x += delta (stored bf16, like the model's bf16 residual);
  * then, if out, out = x * rsqrt(mean(x^2) + eps) * w over the stored (rounded) x. Each thread
- * re-reads only elements it wrote itself, so out may alias x. VEC8: 16-byte accesses (every
- * row start and cols a multiple of 8 elements, checked by the launcher). */
-template <bool VEC8>
+ * re-reads only elements it wrote itself, so out may alias x. Any shape or alignment. */
 __global__ void skv_add_rmsnorm_kernel(bf16 *x, int64_t ldx, const bf16 *delta, int64_t ldd,
                                        bf16 *out, int64_t ldo, const bf16 *w, int64_t cols,
                                        float eps)
@@ -148,64 +146,29 @@ __global__ void skv_add_rmsnorm_kernel(bf16 *x, int64_t ldx, const bf16 *delta, 
     int64_t r = blockIdx.x;
     bf16 *xr = x + r * ldx;
     float ss = 0.0f;
-    if (VEC8) {
-        for (int64_t c = threadIdx.x * 8; c < cols; c += blockDim.x * 8) {
-            float v[8];
-            uint4 xu = *(const uint4 *)(xr + c);
-            skv_unpack8(xu, v);
-            if (delta != NULL) {
-                float d[8];
-                skv_unpack8(*(const uint4 *)(delta + r * ldd + c), d);
-#pragma unroll
-                for (int e = 0; e < 8; e++) {
-                    v[e] += d[e];
-                }
-                xu = skv_pack8(v);
-                *(uint4 *)(xr + c) = xu;
-                skv_unpack8(xu, v); /* the norm sees the rounded residual */
-            }
-#pragma unroll
-            for (int e = 0; e < 8; e++) {
-                ss += v[e] * v[e];
-            }
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+        float v = __bfloat162float(xr[c]);
+        if (delta != NULL) {
+            bf16 s = __float2bfloat16(v + __bfloat162float(delta[r * ldd + c]));
+            xr[c] = s;
+            v = __bfloat162float(s);
         }
-    } else {
-        for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
-            float v = __bfloat162float(xr[c]);
-            if (delta != NULL) {
-                bf16 s = __float2bfloat16(v + __bfloat162float(delta[r * ldd + c]));
-                xr[c] = s;
-                v = __bfloat162float(s);
-            }
-            ss += v * v;
-        }
+        ss += v * v;
     }
     if (out == NULL) {
         return;
     }
     float inv = rsqrtf(skv_block_sum(ss) / (float)cols + eps);
     bf16 *orow = out + r * ldo;
-    if (VEC8) {
-        for (int64_t c = threadIdx.x * 8; c < cols; c += blockDim.x * 8) {
-            float v[8], wv[8];
-            skv_unpack8(*(const uint4 *)(xr + c), v);
-            skv_unpack8(*(const uint4 *)(w + c), wv);
-#pragma unroll
-            for (int e = 0; e < 8; e++) {
-                v[e] = v[e] * inv * wv[e];
-            }
-            *(uint4 *)(orow + c) = skv_pack8(v);
-        }
-    } else {
-        for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
-            orow[c] = __float2bfloat16(__bfloat162float(xr[c]) * inv * __bfloat162float(w[c]));
-        }
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+        orow[c] = __float2bfloat16(__bfloat162float(xr[c]) * inv * __bfloat162float(w[c]));
     }
 }
 
-/* The VEC8 case with the row held in registers: thread t owns the 16-byte vectors t,
- * t + blockDim.x, ... (at most NV of them), so x is read once and written once. Same
- * arithmetic and rounding as skv_add_rmsnorm_kernel. */
+/* The same with 16-byte accesses (every row start and cols a multiple of 8 elements, checked
+ * by the launcher) and the row held in registers: thread t owns the vectors t, t + blockDim.x,
+ * ... (at most NV of them), so x is read once and written once. Same arithmetic and rounding
+ * as skv_add_rmsnorm_kernel. */
 template <int NV>
 __global__ void skv_add_rmsnorm_reg_kernel(bf16 *x, int64_t ldx, const bf16 *delta, int64_t ldd,
                                            bf16 *out, int64_t ldo, const bf16 *w, int64_t cols,
@@ -275,20 +238,20 @@ static skv_status_t skv_launch_add_rmsnorm(skv_backend_t *be, const skv_tensor_t
     int64_t nv = (x->cols / 8 + threads - 1) / threads; /* vectors per thread */
     unsigned rows = (unsigned)x->rows;
     if (vec && nv <= 1) {
-        skv_add_rmsnorm_reg_kernel<1><<<rows, threads, 0, st>>>(xd, x->ld, dd, ldd, od, ldo, wd,
-                                                                x->cols, eps);
+        skv_add_rmsnorm_reg_kernel<1>
+            <<<rows, threads, 0, st>>>(xd, x->ld, dd, ldd, od, ldo, wd, x->cols, eps);
     } else if (vec && nv <= 2) {
-        skv_add_rmsnorm_reg_kernel<2><<<rows, threads, 0, st>>>(xd, x->ld, dd, ldd, od, ldo, wd,
-                                                                x->cols, eps);
+        skv_add_rmsnorm_reg_kernel<2>
+            <<<rows, threads, 0, st>>>(xd, x->ld, dd, ldd, od, ldo, wd, x->cols, eps);
     } else if (vec && nv <= 4) {
-        skv_add_rmsnorm_reg_kernel<4><<<rows, threads, 0, st>>>(xd, x->ld, dd, ldd, od, ldo, wd,
-                                                                x->cols, eps);
-    } else if (vec) {
-        skv_add_rmsnorm_kernel<true><<<rows, threads, 0, st>>>(xd, x->ld, dd, ldd, od, ldo, wd,
-                                                               x->cols, eps);
+        skv_add_rmsnorm_reg_kernel<4>
+            <<<rows, threads, 0, st>>>(xd, x->ld, dd, ldd, od, ldo, wd, x->cols, eps);
+    } else if (vec && nv <= 8) { /* hidden up to 16384 (Llama-3 405B) */
+        skv_add_rmsnorm_reg_kernel<8>
+            <<<rows, threads, 0, st>>>(xd, x->ld, dd, ldd, od, ldo, wd, x->cols, eps);
     } else {
-        skv_add_rmsnorm_kernel<false><<<(unsigned)x->rows, threads, 0, st>>>(
-            xd, x->ld, dd, ldd, od, ldo, wd, x->cols, eps);
+        skv_add_rmsnorm_kernel<<<rows, skv_row_threads(x->cols), 0, st>>>(xd, x->ld, dd, ldd, od,
+                                                                          ldo, wd, x->cols, eps);
     }
     SKV_CUDA_CHECK_LAUNCH();
     return SKV_STATUS_OK;
@@ -354,10 +317,13 @@ static __device__ void skv_rope_table(float2 *cs, int32_t half, int32_t pos, con
     __syncthreads();
 }
 
-/* Rotates 8 pairs (a[e], b[e]) at dims d..d+7 of one head by the table (f32, as the
- * reference), in place. */
-static __device__ void skv_rope8(float *a, float *b, const float2 *cs, int32_t d)
+/* Rotates 8 pairs (a[e], b[e]) at dims d..d+7 of one head, held as 16-byte bf16 vectors, by
+ * the table (f32, as the reference), in place. */
+static __device__ void skv_rope8(uint4 &ua, uint4 &ub, const float2 *cs, int32_t d)
 {
+    float a[8], b[8];
+    skv_unpack8(ua, a);
+    skv_unpack8(ub, b);
 #pragma unroll
     for (int e = 0; e < 8; e++) {
         float2 t = cs[d + e];
@@ -365,6 +331,8 @@ static __device__ void skv_rope8(float *a, float *b, const float2 *cs, int32_t d
         a[e] = xa * t.x - xb * t.y;
         b[e] = xb * t.x + xa * t.y;
     }
+    ua = skv_pack8(a);
+    ub = skv_pack8(b);
 }
 
 /* One block per row; a thread takes 8 pairs of one head (16-byte loads; half % 8 == 0 and
@@ -378,13 +346,11 @@ __global__ void skv_rope_vec8_kernel(bf16 *x, int64_t ldx, int32_t n_heads, int3
     bf16 *xr = x + (int64_t)blockIdx.x * ldx;
     for (int32_t i = threadIdx.x; i < n_heads * per_head; i += blockDim.x) {
         int32_t h = i / per_head, d = (i % per_head) * 8;
-        bf16 *pa = xr + h * head_dim + d, *pb = pa + half;
-        float a[8], b[8];
-        skv_unpack8(*(const uint4 *)pa, a);
-        skv_unpack8(*(const uint4 *)pb, b);
-        skv_rope8(a, b, cs, d);
-        *(uint4 *)pa = skv_pack8(a);
-        *(uint4 *)pb = skv_pack8(b);
+        uint4 *pa = (uint4 *)(xr + h * head_dim + d), *pb = (uint4 *)(xr + h * head_dim + d + half);
+        uint4 ua = *pa, ub = *pb;
+        skv_rope8(ua, ub, cs, d);
+        *pa = ua;
+        *pb = ub;
     }
 }
 
@@ -454,9 +420,8 @@ __global__ void skv_kv_write_kernel(skv_kv_geom_t g, int32_t layer, const bf16 *
 
 /* The same with 16-byte vectors: a thread moves 8 dims of one head of K and of V
  * (head_dim % 8 == 0 and aligned rows, checked by the launcher). */
-__global__ void skv_kv_write_vec8_kernel(skv_kv_geom_t g, int32_t layer, const bf16 *k,
-                                         int64_t ldk, const bf16 *v, int64_t ldv,
-                                         const int32_t *row_slot)
+__global__ void skv_kv_write_vec8_kernel(skv_kv_geom_t g, int32_t layer, const bf16 *k, int64_t ldk,
+                                         const bf16 *v, int64_t ldv, const int32_t *row_slot)
 {
     int64_t r = blockIdx.x;
     int32_t slot = row_slot[r], per_head = g.head_dim / 8;
@@ -512,14 +477,11 @@ __global__ void skv_rope_kv_write_kernel(skv_kv_geom_t g, int32_t layer, bf16 *q
     bf16 *xr = qk + r * ldqk;
     for (int32_t i = threadIdx.x; i < (n_heads + g.n_kv_heads) * per_head; i += blockDim.x) {
         int32_t h = i / per_head, d = (i % per_head) * 8;
-        bf16 *pa = xr + h * hd + d, *pb = pa + half;
-        float a[8], b[8];
-        skv_unpack8(*(const uint4 *)pa, a);
-        skv_unpack8(*(const uint4 *)pb, b);
-        skv_rope8(a, b, cs, d);
-        uint4 ua = skv_pack8(a), ub = skv_pack8(b);
-        *(uint4 *)pa = ua;
-        *(uint4 *)pb = ub;
+        uint4 *pa = (uint4 *)(xr + h * hd + d), *pb = (uint4 *)(xr + h * hd + d + half);
+        uint4 ua = *pa, ub = *pb;
+        skv_rope8(ua, ub, cs, d);
+        *pa = ua;
+        *pb = ub;
         if (h >= n_heads) {
             bf16 *kd = skv_kv_vec(g, slot, layer, 0, h - n_heads) + d;
             *(uint4 *)kd = ua;
@@ -528,7 +490,8 @@ __global__ void skv_rope_kv_write_kernel(skv_kv_geom_t g, int32_t layer, bf16 *q
     }
     for (int32_t i = threadIdx.x; i < g.n_kv_heads * hd / 8; i += blockDim.x) {
         int32_t h = i / (hd / 8), d = (i % (hd / 8)) * 8;
-        *(uint4 *)(skv_kv_vec(g, slot, layer, 1, h) + d) = *(const uint4 *)(v + r * ldv + h * hd + d);
+        *(uint4 *)(skv_kv_vec(g, slot, layer, 1, h) + d) =
+            *(const uint4 *)(v + r * ldv + h * hd + d);
     }
 }
 
@@ -595,13 +558,11 @@ __global__ void skv_swiftkv_kv_write_vec8_kernel(skv_kv_geom_t g, int32_t first,
     for (int32_t i = threadIdx.x; i < g.n_kv_heads * per_head; i += blockDim.x) {
         int32_t h = i / per_head, d = (i % per_head) * 8;
         const bf16 *sk = src + h * hd + d, *sv = src + width + h * hd + d;
-        float a[8], b[8];
-        skv_unpack8(*(const uint4 *)sk, a);
-        skv_unpack8(*(const uint4 *)(sk + half), b);
-        skv_rope8(a, b, cs, d);
+        uint4 ua = *(const uint4 *)sk, ub = *(const uint4 *)(sk + half);
+        skv_rope8(ua, ub, cs, d);
         bf16 *kd = skv_kv_vec(g, slot, layer, 0, h) + d;
-        *(uint4 *)kd = skv_pack8(a);
-        *(uint4 *)(kd + half) = skv_pack8(b);
+        *(uint4 *)kd = ua;
+        *(uint4 *)(kd + half) = ub;
         bf16 *vd = skv_kv_vec(g, slot, layer, 1, h) + d;
         *(uint4 *)vd = *(const uint4 *)sv;
         *(uint4 *)(vd + half) = *(const uint4 *)(sv + half);
@@ -709,11 +670,11 @@ skv_status_t skv_cuda_convert_rows(skv_backend_t *be, const skv_tensor_t *dst, i
         return SKV_STATUS_OK;
     }
     if (src_dtype == SKV_DTYPE_F32) {
-        skv_convert_kernel<float><<<blocks, 256, 0, st>>>(d, dst->ld, (const float *)d_src, n,
-                                                          dst->cols);
+        skv_convert_kernel<float>
+            <<<blocks, 256, 0, st>>>(d, dst->ld, (const float *)d_src, n, dst->cols);
     } else {
-        skv_convert_kernel<__half><<<blocks, 256, 0, st>>>(d, dst->ld, (const __half *)d_src, n,
-                                                           dst->cols);
+        skv_convert_kernel<__half>
+            <<<blocks, 256, 0, st>>>(d, dst->ld, (const __half *)d_src, n, dst->cols);
     }
     SKV_CUDA_CHECK_LAUNCH();
     return SKV_STATUS_OK;

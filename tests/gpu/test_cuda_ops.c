@@ -825,7 +825,8 @@ int main(int argc, char **argv)
     int quick = argc > 1 && strcmp(argv[1], "--quick") == 0; /* for compute-sanitizer runs */
 
     int64_t norm_shapes[][3] = {{1, 64, 1},  {7, 100, 1},  {33, 4096, 1}, {300, 1000, 1},
-                                {2, 4097, 1}, {1, 4096, 0}, {65, 512, 0},  {3, 1000, 0}};
+                                {2, 4097, 1}, {1, 4096, 0}, {65, 512, 0},  {3, 1000, 0},
+                                {2, 16384, 1}, {1, 20480, 1}};
     for (size_t i = 0; i < sizeof(norm_shapes) / sizeof(norm_shapes[0]); i++) {
         test_norms(norm_shapes[i][0], norm_shapes[i][1], norm_shapes[i][2]);
     }
