@@ -29,20 +29,10 @@
 #include "common/engine.h"
 #include "common/generate.h"
 #include "kernels/cpu/cpu.h"
+#include "tests/common/skv_test.h"
 
-#define N_REQ 12
+#define N_REQ   12
 #define MAX_NEW 20
-
-static int skv_failures;
-#define SKV_EXPECT(cond, ...)                                                                     \
-    do {                                                                                          \
-        if (!(cond)) {                                                                            \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                  \
-            fprintf(stderr, __VA_ARGS__);                                                         \
-            fprintf(stderr, "\n");                                                                \
-            skv_failures++;                                                                       \
-        }                                                                                         \
-    } while (0)
 
 typedef struct {
     int32_t tokens[N_REQ][MAX_NEW + 1];
@@ -569,14 +559,8 @@ static void skv_check_forward_sample(const char *dir)
 
 static void skv_make(const char *tool, const char *preset, const char *out)
 {
-    pid_t pid = fork();
-    if (pid == 0) {
-        execl(tool, tool, "--out", out, "--preset", preset, (char *)NULL);
-        _exit(127);
-    }
-    int st;
-    waitpid(pid, &st, 0);
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+    const char *args[] = {"--preset", preset, NULL};
+    if (skv_test_make_model(tool, out, args) != 0) {
         fprintf(stderr, "model maker failed\n");
         exit(1);
     }

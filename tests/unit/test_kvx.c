@@ -20,6 +20,7 @@
 #include "common/alloc.h"
 #include "common/clock.h"
 #include "common/kvx.h"
+#include "tests/common/skv_test_kvx.h"
 
 #define POOL_BLOCKS 64
 #define BLOCK_BYTES 1024
@@ -40,11 +41,7 @@ static void fake_release(void *ctx, uint64_t rid, const uint32_t *ids, uint32_t 
 {
     fake_alloc_t *a = ctx;
     a->n_release_calls++;
-    for (uint32_t i = 0; i < n; i++) {
-        assert_true(a->taken[ids[i]]);
-        a->taken[ids[i]] = 0;
-        a->n_taken--;
-    }
+    assert_int_equal(skv_test_blocks_release(a->taken, &a->n_taken, ids, n), -1);
 }
 
 static void fake_complete(void *ctx, uint64_t rid, int32_t tok, skv_status_t st)
@@ -61,11 +58,7 @@ static void fake_complete(void *ctx, uint64_t rid, int32_t tok, skv_status_t st)
 
 static void fake_take(fake_alloc_t *a, const uint32_t *ids, uint32_t n)
 {
-    for (uint32_t i = 0; i < n; i++) {
-        assert_false(a->taken[ids[i]]);
-        a->taken[ids[i]] = 1;
-        a->n_taken++;
-    }
+    assert_int_equal(skv_test_blocks_take(a->taken, &a->n_taken, ids, n), -1);
 }
 
 /* A structurally valid packed rkey (md_map 1, host memory, one empty md part). */
@@ -316,10 +309,7 @@ static int progress_until(fixture_t *f, int (*pred)(const fixture_t *))
 
 static int no_leases(const fixture_t *f)
 {
-    uint32_t nl;
-    uint64_t nb;
-    skv_kvx_target_stats(f->kvx, &nl, &nb);
-    return nl == 0;
+    return skv_test_kvx_no_leases(f->kvx);
 }
 
 static void test_lease_expiry_releases_once(void **state)

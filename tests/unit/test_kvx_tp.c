@@ -21,6 +21,7 @@
 #include "common/alloc.h"
 #include "common/clock.h"
 #include "common/kvx.h"
+#include "tests/common/skv_test_kvx.h"
 
 #define POOL_BLOCKS 32
 #define BLOCK_BYTES 512 /* one rank's share of a block */
@@ -371,11 +372,7 @@ static void on_release(void *ctx, uint64_t rid, const uint32_t *ids, uint32_t n)
 {
     fixture_t *f = ctx;
     f->n_release++;
-    for (uint32_t i = 0; i < n; i++) {
-        assert_true(f->taken[ids[i]]);
-        f->taken[ids[i]] = 0;
-        f->n_taken--;
-    }
+    assert_int_equal(skv_test_blocks_release(f->taken, &f->n_taken, ids, n), -1);
 }
 
 static void on_complete(void *ctx, uint64_t rid, int32_t tok, skv_status_t st)
@@ -474,31 +471,19 @@ static void test_register_checks(void **state)
     }
 }
 
-static int no_leases(const fixture_t *f)
-{
-    uint32_t nl;
-    uint64_t nb;
-    skv_kvx_target_stats(f->kvx, &nl, &nb);
-    return nl == 0;
-}
-
 static int progress_until_idle(fixture_t *f)
 {
     int64_t deadline = skv_clock_deadline_ms(3000);
-    while (!no_leases(f) && !skv_clock_expired(deadline)) {
+    while (!skv_test_kvx_no_leases(f->kvx) && !skv_clock_expired(deadline)) {
         skv_kvx_progress(f->kvx);
     }
-    return no_leases(f);
+    return skv_test_kvx_no_leases(f->kvx);
 }
 
 static skv_kvx_desc_t *reserve_decode(fixture_t *f, uint64_t rid, const uint32_t *ids, uint32_t n,
                                       int64_t lease_ms)
 {
-    for (uint32_t i = 0; i < n; i++) {
-        assert_false(f->taken[ids[i]]);
-        f->taken[ids[i]] = 1;
-        f->n_taken++;
-    }
+    assert_int_equal(skv_test_blocks_take(f->taken, &f->n_taken, ids, n), -1);
     void *bytes = NULL;
     size_t len = 0;
     assert_int_equal(skv_kvx_target_reserve(f->kvx, rid, FP, ids, n,
