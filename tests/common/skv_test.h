@@ -1,13 +1,14 @@
 /*
  * skv_test.h: helpers shared by the plain-C model tests (no test framework): SKV_EXPECT, which
- * counts failures in skv_failures and goes on, and skv_test_make_model, which runs the
- * skv_make_model tool in a child process. Header-only: every function is static inline, so
+ * counts failures in skv_failures and goes on, and skv_test_make_model(_or_exit), which runs
+ * the skv_make_model tool in a child process. Header-only: every function is static inline, so
  * each test executable gets its own copy and its own failure count.
  */
 #ifndef SKV_TESTS_COMMON_SKV_TEST_H
 #define SKV_TESTS_COMMON_SKV_TEST_H
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -50,6 +51,17 @@ static inline int skv_test_make_model(const char *tool, const char *out, const c
         return -1;
     }
     return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
+/* skv_test_make_model for a test that cannot go on without the model: on failure prints
+ * "model maker failed" and exits the process with status 1. */
+static inline void skv_test_make_model_or_exit(const char *tool, const char *out,
+                                               const char *const *args)
+{
+    if (skv_test_make_model(tool, out, args) != 0) {
+        fprintf(stderr, "model maker failed\n");
+        exit(1);
+    }
 }
 
 #endif

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 try:
@@ -124,6 +125,25 @@ class Proc:
             raise AssertionError(f"{self.name} did not exit after SIGTERM:\n{self.tail()}")
         self.log.close()
         return rc
+
+
+def run_threads(n, fn, timeout=120):
+    """Calls fn(i) for i in 0..n-1 on n threads at once; each join waits up to timeout s.
+    Returns ({i: fn(i)}, ["i: error", ...]) -- the errors are the caller's to check."""
+    out, errs = {}, []
+
+    def run(i):
+        try:
+            out[i] = fn(i)
+        except Exception as e:  # reported by the caller
+            errs.append(f"{i}: {e}")
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    return out, errs
 
 
 def wait_until(pred, timeout, what):

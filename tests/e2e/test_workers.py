@@ -12,11 +12,10 @@ Exit 77 (skip) without grpcio-tools.
 import os
 import sys
 import tempfile
-import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from skv_e2e import (check, cli_tokens, expect_code, parse_args, prepare,  # noqa: E402
-                     start_workers, wait_until)
+                     run_threads, start_workers, wait_until)
 import grpc  # noqa: E402
 
 C = grpc.StatusCode
@@ -103,19 +102,7 @@ def test_identity(args, cl):
 
 def test_concurrent(args, cl, n=32):
     solo = {i: combined(cl, f"solo{i}", PROMPTS[i % 8], 12)[0] for i in range(8)}
-    out, errs = {}, []
-
-    def run(i):
-        try:
-            out[i] = disagg(cl, f"conc{i}", PROMPTS[i % 8], 12)[0]
-        except Exception as e:  # reported below
-            errs.append(f"{i}: {e}")
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    out, errs = run_threads(n, lambda i: disagg(cl, f"conc{i}", PROMPTS[i % 8], 12)[0])
     check(not errs, f"{n} concurrent disaggregated requests completed {errs[:3]}")
     check(all(out[i] == solo[i % 8] for i in range(n)), f"{n} concurrent == solo")
     expect_idle(cl, "after concurrent runs")

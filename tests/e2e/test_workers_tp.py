@@ -21,11 +21,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from skv_e2e import (Proc, check, cli_tokens, expect_code, make_model, parse_args,  # noqa: E402
-                     prepare, wait_until)
+                     prepare, run_threads, wait_until)
 import grpc  # noqa: E402
 from test_workers import disagg as disagg_full, sampling, stats  # noqa: E402
 import e2e_client as E  # noqa: E402
@@ -106,20 +105,11 @@ def test_pairs(args, dec, pre, refs, seeded_ref):
 
 
 def test_concurrent(dec, pre, refs, n=12):
-    out, errs = {}, []
-
     def run(i):
         p, d = PAIRS[i % len(PAIRS)]
-        try:
-            out[i] = disagg(Pair(pre[p], dec[d]), f"c{i}", PROMPTS[i % 3], N_TOKENS)
-        except Exception as e:  # reported below
-            errs.append(f"{i}: {e}")
+        return disagg(Pair(pre[p], dec[d]), f"c{i}", PROMPTS[i % 3], N_TOKENS)
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    out, errs = run_threads(n, run)
     check(not errs, f"{n} concurrent requests over the four TP pairs completed {errs[:3]}")
     check(all(out[i] == refs[i % 3] for i in range(n)), f"{n} concurrent == solo (CLI)")
 

@@ -557,15 +557,6 @@ static void skv_check_forward_sample(const char *dir)
     skv_free(logits);
 }
 
-static void skv_make(const char *tool, const char *preset, const char *out)
-{
-    const char *args[] = {"--preset", preset, NULL};
-    if (skv_test_make_model(tool, out, args) != 0) {
-        fprintf(stderr, "model maker failed\n");
-        exit(1);
-    }
-}
-
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -582,7 +573,8 @@ int main(int argc, char **argv)
     for (int p = 0; p < 2; p++) {
         char dir[512];
         snprintf(dir, sizeof(dir), "%s/%s", tmp, presets[p]);
-        skv_make(argv[1], presets[p], dir);
+        const char *make_args[] = {"--preset", presets[p], NULL};
+        skv_test_make_model_or_exit(argv[1], dir, make_args);
         printf("== %s\n", presets[p]);
         skv_alone(dir, SKV_MIX_GREEDY, greedy);
         skv_alone(dir, SKV_MIX_SAMPLED, sampled);

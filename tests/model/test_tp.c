@@ -466,14 +466,6 @@ static void skv_check_refusals(const char *dir)
     skv_fixture_close(&f2);
 }
 
-static void skv_make(const char *tool, const char *const *args, const char *out)
-{
-    if (skv_test_make_model(tool, out, args) != 0) {
-        fprintf(stderr, "model maker failed\n");
-        exit(1);
-    }
-}
-
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -527,7 +519,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < 3; i++) {
         char dir[512];
         snprintf(dir, sizeof(dir), "%s/%s", tmp, names[i]);
-        skv_make(argv[1], models[i], dir);
+        skv_test_make_model_or_exit(argv[1], dir, models[i]);
         skv_check_schedule(dir, names[i]);
         skv_check_engine(dir, names[i]);
         skv_check_transfers(dir, names[i]);
