@@ -1,16 +1,24 @@
 """Shared helpers of the end-to-end tests: stub generation, process start/stop, checks.
 
 Processes are started with --listen 127.0.0.1:0 and --port-file, so tests never collide on
-ports; every wait has a deadline. Nothing here knows the tests' expectations.
+ports; every wait has a deadline. Nothing here knows the tests' expectations. Importing this
+module without grpcio / grpcio-tools exits 77 (ctest's skip code), so the tests import it
+before anything else that needs grpc.
 """
+import argparse
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
-import grpc
-from grpc_tools import protoc
+try:
+    import grpc
+    from grpc_tools import protoc
+except ImportError:
+    print("grpcio / grpcio-tools missing: skipping")
+    sys.exit(77)
 
 PROTOS = ["skv/v1/generate.proto", "skv/v1/worker.proto", "grpc/health/v1/health.proto"]
 
@@ -25,6 +33,37 @@ def gen_stubs(include_dirs, out_dir):
         open(os.path.join(root, "__init__.py"), "a").close()
     sys.path.insert(0, out_dir)
     grpc.__path__.append(os.path.join(out_dir, "grpc"))  # generated grpc.health next to grpcio
+
+
+def parse_args(binaries):
+    """The tests' command line: each of binaries (e.g. "--router") is a required path; --preset
+    names the tiny model preset; -I (repeated) are the proto include dirs."""
+    ap = argparse.ArgumentParser()
+    for a in binaries:
+        ap.add_argument(a, required=True)
+    ap.add_argument("--preset", default="tiny-swiftkv")
+    ap.add_argument("-I", dest="includes", action="append", default=[])
+    return ap.parse_args()
+
+
+def make_model(args, out, extra=()):
+    """Writes a tiny model of args.preset (plus the skv_make_model flags in extra) to out."""
+    subprocess.run([args.make_model, "--out", out, "--preset", args.preset] + list(extra),
+                   check=True, stdout=subprocess.DEVNULL, timeout=120)
+    return out
+
+
+def prepare(args, tmp, extra=()):
+    """Generates the stubs into tmp and writes the test model to tmp/model (args.model)."""
+    gen_stubs(args.includes, tmp)
+    args.model = make_model(args, os.path.join(tmp, "model"), extra)
+
+
+def start_workers(args, tmp):
+    """A decode and a prefill worker (1 thread, 4 MiB of KV) on args.model -> (decode, prefill)."""
+    common = ["--model", args.model, "--kv-mem-mb", "4", "--threads", "1"]
+    return (Proc([args.decode_worker] + common, tmp, "decode"),
+            Proc([args.prefill_worker] + common, tmp, "prefill"))
 
 
 def cli_tokens(generate, model, prompt, n, temperature=0.0, seed=0):
@@ -86,6 +125,25 @@ class Proc:
             raise AssertionError(f"{self.name} did not exit after SIGTERM:\n{self.tail()}")
         self.log.close()
         return rc
+
+
+def run_threads(n, fn, timeout=120):
+    """Calls fn(i) for i in 0..n-1 on n threads at once; each join waits up to timeout s.
+    Returns ({i: fn(i)}, ["i: error", ...]) -- the errors are the caller's to check."""
+    out, errs = {}, []
+
+    def run(i):
+        try:
+            out[i] = fn(i)
+        except Exception as e:  # reported by the caller
+            errs.append(f"{i}: {e}")
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    return out, errs
 
 
 def wait_until(pred, timeout, what):

@@ -11,20 +11,16 @@ and zero used blocks (router Stats); bad inputs get the right codes naming the f
 worker; SIGTERM on the router lets an in-flight stream finish and exits 0.
 Exit 77 (skip) without grpcio-tools.
 """
-import argparse
 import os
 import subprocess
 import sys
 import tempfile
 
-try:
-    import grpc
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from skv_e2e import Proc, check, cli_tokens, expect_code, gen_stubs, wait_until
-    import e2e_client as E
-except ImportError:
-    print("grpcio / grpcio-tools missing: skipping")
-    sys.exit(77)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from skv_e2e import (Proc, check, cli_tokens, expect_code, parse_args, prepare,  # noqa: E402
+                     start_workers, wait_until)
+import grpc  # noqa: E402
+import e2e_client as E  # noqa: E402
 
 C = grpc.StatusCode
 DISAGG_MIN = 8
@@ -33,9 +29,7 @@ PROMPTS = [[1000] + [(37 * i + 11 * k) % 1000 for k in range(2 + 5 * i)] for i i
 
 class Cluster:
     def __init__(self, args, tmp, max_inflight=256):
-        common = ["--model", args.model, "--kv-mem-mb", "4", "--threads", "1"]
-        self.dec = Proc([args.decode_worker] + common, tmp, "decode")
-        self.pre = Proc([args.prefill_worker] + common, tmp, "prefill")
+        self.dec, self.pre = start_workers(args, tmp)
         self.router = Proc([args.router, "--tokenizer", args.model, "--decode", self.dec.addr,
                             "--prefill", f"localhost:{self.pre.port}", "--backoff-ms", "60000",
                             "--disagg-min-tokens", str(DISAGG_MIN), "--max-inflight",
@@ -172,18 +166,10 @@ def test_router_drain(cl):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    for a in ("--router", "--decode-worker", "--prefill-worker", "--generate", "--make-model",
-              "--client"):
-        ap.add_argument(a, required=True)
-    ap.add_argument("--preset", default="tiny-swiftkv")
-    ap.add_argument("-I", dest="includes", action="append", default=[])
-    args = ap.parse_args()
+    args = parse_args(("--router", "--decode-worker", "--prefill-worker", "--generate",
+                       "--make-model", "--client"))
     with tempfile.TemporaryDirectory() as tmp:
-        gen_stubs(args.includes, tmp)
-        args.model = os.path.join(tmp, "model")
-        subprocess.run([args.make_model, "--out", args.model, "--preset", args.preset], check=True,
-                       stdout=subprocess.DEVNULL, timeout=120)
+        prepare(args, tmp)
         cl = Cluster(args, tmp)
         try:
             test_identity(args, cl)

@@ -9,21 +9,14 @@ and lease expiry leave zero reserved and zero used KV blocks on both workers; ba
 the right status code; logprobs; SIGTERM drains an in-flight stream and exits 0.
 Exit 77 (skip) without grpcio-tools.
 """
-import argparse
 import os
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 
-try:
-    import grpc
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from skv_e2e import Proc, check, cli_tokens, expect_code, gen_stubs, wait_until
-except ImportError:
-    print("grpcio / grpcio-tools missing: skipping")
-    sys.exit(77)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from skv_e2e import (check, cli_tokens, expect_code, parse_args, prepare,  # noqa: E402
+                     run_threads, start_workers, wait_until)
+import grpc  # noqa: E402
 
 C = grpc.StatusCode
 PROMPTS = [[1000] + [(37 * i + 11 * k) % 1000 for k in range(3 + 5 * i)] for i in range(8)]
@@ -32,9 +25,7 @@ PROMPTS = [[1000] + [(37 * i + 11 * k) % 1000 for k in range(3 + 5 * i)] for i i
 class Cluster:
     def __init__(self, args, tmp):
         from skv.v1 import worker_pb2_grpc as WG
-        common = ["--model", args.model, "--kv-mem-mb", "4", "--threads", "1"]
-        self.dec = Proc([args.decode_worker] + common, tmp, "decode")
-        self.pre = Proc([args.prefill_worker] + common, tmp, "prefill")
+        self.dec, self.pre = start_workers(args, tmp)
         self.dch = grpc.insecure_channel(self.dec.addr)
         self.pch = grpc.insecure_channel(self.pre.addr)
         self.worker = WG.WorkerStub(self.dch)
@@ -111,19 +102,7 @@ def test_identity(args, cl):
 
 def test_concurrent(args, cl, n=32):
     solo = {i: combined(cl, f"solo{i}", PROMPTS[i % 8], 12)[0] for i in range(8)}
-    out, errs = {}, []
-
-    def run(i):
-        try:
-            out[i] = disagg(cl, f"conc{i}", PROMPTS[i % 8], 12)[0]
-        except Exception as e:  # reported below
-            errs.append(f"{i}: {e}")
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    out, errs = run_threads(n, lambda i: disagg(cl, f"conc{i}", PROMPTS[i % 8], 12)[0])
     check(not errs, f"{n} concurrent disaggregated requests completed {errs[:3]}")
     check(all(out[i] == solo[i % 8] for i in range(n)), f"{n} concurrent == solo")
     expect_idle(cl, "after concurrent runs")
@@ -228,17 +207,9 @@ def test_drain(cl):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    for a in ("--decode-worker", "--prefill-worker", "--generate", "--make-model"):
-        ap.add_argument(a, required=True)
-    ap.add_argument("--preset", default="tiny-swiftkv")
-    ap.add_argument("-I", dest="includes", action="append", default=[])
-    args = ap.parse_args()
+    args = parse_args(("--decode-worker", "--prefill-worker", "--generate", "--make-model"))
     with tempfile.TemporaryDirectory() as tmp:
-        gen_stubs(args.includes, tmp)
-        args.model = os.path.join(tmp, "model")
-        subprocess.run([args.make_model, "--out", args.model, "--preset", args.preset], check=True,
-                       stdout=subprocess.DEVNULL, timeout=120)
+        prepare(args, tmp)
         cl = Cluster(args, tmp)
         try:
             test_identity(args, cl)

@@ -17,22 +17,17 @@ Checks, on a tiny GQA model (8 query heads on 4 KV heads, so TP 1/2/4 all divide
 - --tp 3 (does not divide the 4 KV heads) fails at startup with a message naming them.
 Exit 77 (skip) without grpcio-tools.
 """
-import argparse
 import os
 import subprocess
 import sys
 import tempfile
-import threading
 
-try:
-    import grpc
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from skv_e2e import Proc, check, cli_tokens, expect_code, gen_stubs, wait_until
-    from test_workers import disagg as disagg_full, sampling, stats
-    import e2e_client as E
-except ImportError:
-    print("grpcio / grpcio-tools missing: skipping")
-    sys.exit(77)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from skv_e2e import (Proc, check, cli_tokens, expect_code, make_model, parse_args,  # noqa: E402
+                     prepare, run_threads, wait_until)
+import grpc  # noqa: E402
+from test_workers import disagg as disagg_full, sampling, stats  # noqa: E402
+import e2e_client as E  # noqa: E402
 
 C = grpc.StatusCode
 GQA = ["--heads", "8", "--kv-heads", "4", "--head-dim", "16"]
@@ -110,20 +105,11 @@ def test_pairs(args, dec, pre, refs, seeded_ref):
 
 
 def test_concurrent(dec, pre, refs, n=12):
-    out, errs = {}, []
-
     def run(i):
         p, d = PAIRS[i % len(PAIRS)]
-        try:
-            out[i] = disagg(Pair(pre[p], dec[d]), f"c{i}", PROMPTS[i % 3], N_TOKENS)
-        except Exception as e:  # reported below
-            errs.append(f"{i}: {e}")
+        return disagg(Pair(pre[p], dec[d]), f"c{i}", PROMPTS[i % 3], N_TOKENS)
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    out, errs = run_threads(n, run)
     check(not errs, f"{n} concurrent requests over the four TP pairs completed {errs[:3]}")
     check(all(out[i] == refs[i % 3] for i in range(n)), f"{n} concurrent == solo (CLI)")
 
@@ -180,24 +166,13 @@ def test_bad_tp(args):
           f"--tp 3 on 4 KV heads fails at startup (exit {p.returncode})")
 
 
-def make(args, out, extra):
-    subprocess.run([args.make_model, "--out", out, "--preset", args.preset] + extra, check=True,
-                   stdout=subprocess.DEVNULL, timeout=120)
-
-
 def main():
-    ap = argparse.ArgumentParser()
-    for a in ("--decode-worker", "--prefill-worker", "--generate", "--make-model", "--router"):
-        ap.add_argument(a, required=True)
-    ap.add_argument("--preset", default="tiny-swiftkv")
-    ap.add_argument("-I", dest="includes", action="append", default=[])
-    args = ap.parse_args()
+    args = parse_args(("--decode-worker", "--prefill-worker", "--generate", "--make-model",
+                       "--router"))
     with tempfile.TemporaryDirectory() as tmp:
-        gen_stubs(args.includes, tmp)
-        args.model = os.path.join(tmp, "model")
-        make(args, args.model, GQA)
-        other_model = os.path.join(tmp, "other")
-        make(args, other_model, ["--heads", "8", "--kv-heads", "4", "--head-dim", "8"])
+        prepare(args, tmp, GQA)
+        other_model = make_model(args, os.path.join(tmp, "other"),
+                                 ["--heads", "8", "--kv-heads", "4", "--head-dim", "8"])
         test_bad_tp(args)
         refs = [cli_tokens(args.generate, args.model, p, N_TOKENS) for p in PROMPTS[:3]]
         seeded_ref = cli_tokens(args.generate, args.model, PROMPTS[3], N_TOKENS, 0.8, 11)

@@ -26,6 +26,7 @@
 #include "common/alloc.h"
 #include "common/clock.h"
 #include "common/kvx.h"
+#include "tests/common/skv_test_kvx.h"
 
 #ifndef SKV_HAVE_CUDA_KVX
 int main(void)
@@ -42,14 +43,6 @@ int main(void)
 #define N_BLOCKS    24 /* per request */
 #define FP          0x1BCULL
 
-#define FAIL(...)                                                                                  \
-    do {                                                                                           \
-        fprintf(stderr, "[%d] FAIL %s:%d: ", getpid(), __FILE__, __LINE__);                        \
-        fprintf(stderr, __VA_ARGS__);                                                              \
-        fprintf(stderr, "\n");                                                                     \
-        _exit(1);                                                                                  \
-    } while (0)
-
 static void fill_block(uint8_t *p, uint64_t rid, uint32_t k)
 {
     uint64_t s = rid * 1000003 + k;
@@ -65,20 +58,8 @@ static void fill_block(uint8_t *p, uint64_t rid, uint32_t k)
 static void send_all(int fd, const void *p, size_t n)
 {
     if (write(fd, p, n) != (ssize_t)n) {
-        FAIL("write");
+        SKV_TEST_FAIL("write");
     }
-}
-
-static int read_all(int fd, void *p, size_t n)
-{
-    for (size_t got = 0; got < n;) {
-        ssize_t r = read(fd, (uint8_t *)p + got, n - got);
-        if (r <= 0) {
-            return -1;
-        }
-        got += (size_t)r;
-    }
-    return 0;
 }
 
 /* ---- target -------------------------------------------------------------------------- */
@@ -111,7 +92,7 @@ static void t_complete(void *ctx, uint64_t rid, int32_t tok, skv_status_t st)
         const uint8_t *b = t->pool + (size_t)t->ids[rid % 4][k] * BLOCK_BYTES;
         if (t->device) {
             if (skv_cuda_kvx_copy(got, b, BLOCK_BYTES) != SKV_STATUS_OK) {
-                FAIL("read back");
+                SKV_TEST_FAIL("read back");
             }
             b = got;
         }
@@ -134,7 +115,7 @@ static skv_kvx_t *t_start(tgt_t *t, const skv_kvx_device_ops_t *ops)
     cfg.device_ops = ops;
     skv_kvx_t *kvx = NULL;
     if (skv_kvx_create(&cfg, &kvx) != SKV_STATUS_OK) {
-        FAIL("target create");
+        SKV_TEST_FAIL("target create");
     }
     skv_kvx_pool_config_t pc = {
         .base = t->pool,
@@ -147,7 +128,7 @@ static skv_kvx_t *t_start(tgt_t *t, const skv_kvx_device_ops_t *ops)
         .device_memory = t->device,
     };
     if (skv_kvx_pool_register(kvx, &pc) != SKV_STATUS_OK) {
-        FAIL("pool register %s", t->name);
+        SKV_TEST_FAIL("pool register %s", t->name);
     }
     return kvx;
 }
@@ -163,7 +144,7 @@ static void t_reserve(skv_kvx_t *kvx, tgt_t *t, uint64_t rid0, int fd)
         size_t len = 0;
         if (skv_kvx_target_reserve(kvx, r, FP, t->ids[r % 4], N_BLOCKS,
                                    skv_clock_deadline_ms(30000), &d, &len) != SKV_STATUS_OK) {
-            FAIL("reserve");
+            SKV_TEST_FAIL("reserve");
         }
         uint32_t l32 = (uint32_t)len;
         send_all(fd, &l32, 4);
@@ -180,12 +161,12 @@ static int run_target(int fd)
     }
     skv_cuda_kvx_t *ck = NULL;
     if (skv_cuda_kvx_create(0, &ck) != SKV_STATUS_OK) {
-        FAIL("cuda hooks");
+        SKV_TEST_FAIL("cuda hooks");
     }
     tgt_t a = {.name = "A (device pool, IPC)", .device = 1};
     tgt_t b = {.name = "B (host pool, staged)", .device = 0};
     if (skv_cuda_kvx_malloc((size_t)POOL_BLOCKS * BLOCK_BYTES + 4096, (void **)&a.pool) != 0) {
-        FAIL("device pool");
+        SKV_TEST_FAIL("device pool");
     }
     a.pool += 4096; /* the pool starts inside its allocation: the export carries the offset */
     b.pool = calloc(POOL_BLOCKS, BLOCK_BYTES);
@@ -208,8 +189,8 @@ static int run_target(int fd)
     skv_kvx_destroy(ka);
     skv_kvx_destroy(kb);
     if (a.n_ok != 2 || b.n_ok != 2 || a.n_bad || b.n_bad || a.n_err || b.n_err) {
-        FAIL("A: %d ok %d bad %d err; B: %d ok %d bad %d err", a.n_ok, a.n_bad, a.n_err, b.n_ok,
-             b.n_bad, b.n_err);
+        SKV_TEST_FAIL("A: %d ok %d bad %d err; B: %d ok %d bad %d err", a.n_ok, a.n_bad, a.n_err,
+                      b.n_ok, b.n_bad, b.n_err);
     }
     skv_cuda_kvx_free(a.pool - 4096);
     free(b.pool);
@@ -226,7 +207,7 @@ static int i_push(skv_kvx_t *kvx, const skv_kvx_desc_t *d, const uint8_t *src, i
 {
     skv_kvx_push_t *push = NULL;
     if (skv_kvx_push_create(kvx, d, skv_clock_deadline_ms(30000), &push) != SKV_STATUS_OK) {
-        FAIL("push create");
+        SKV_TEST_FAIL("push create");
     }
     const void *srcs[N_BLOCKS];
     int n_calls = layered ? N_LAYERS : 1;
@@ -237,15 +218,15 @@ static int i_push(skv_kvx_t *kvx, const skv_kvx_desc_t *d, const uint8_t *src, i
         }
         skv_status_t st = skv_kvx_push_device(push, 0, N_BLOCKS, l * slice, slice, srcs);
         if (st != SKV_STATUS_OK) {
-            FAIL("push_device: %s", skv_status_str(st));
+            SKV_TEST_FAIL("push_device: %s", skv_status_str(st));
         }
     }
     if (skv_kvx_push_finish(push, 1, SKV_STATUS_OK) != SKV_STATUS_OK) {
-        FAIL("finish");
+        SKV_TEST_FAIL("finish");
     }
     skv_status_t st = skv_kvx_push_wait(push);
     if (st != SKV_STATUS_OK) {
-        FAIL("wait: %s", skv_status_str(st));
+        SKV_TEST_FAIL("wait: %s", skv_status_str(st));
     }
     int ipc = skv_kvx_push_uses_ipc(push);
     fprintf(stderr, "initiator: request %llu (%s) via %s, %llu copies/sends\n",
@@ -262,7 +243,7 @@ static int run_initiator(int fd)
     }
     skv_cuda_kvx_t *ck = NULL;
     if (skv_cuda_kvx_create(0, &ck) != SKV_STATUS_OK) {
-        FAIL("cuda hooks");
+        SKV_TEST_FAIL("cuda hooks");
     }
     skv_kvx_config_t cfg;
     skv_kvx_config_default(&cfg);
@@ -273,7 +254,7 @@ static int run_initiator(int fd)
     cfg.n_staging = 3;
     skv_kvx_t *kvx = NULL;
     if (skv_kvx_create(&cfg, &kvx) != SKV_STATUS_OK) {
-        FAIL("initiator create");
+        SKV_TEST_FAIL("initiator create");
     }
     uint8_t *host = malloc((size_t)N_BLOCKS * BLOCK_BYTES);
     uint8_t *dev[4];
@@ -283,23 +264,25 @@ static int run_initiator(int fd)
         }
         if (skv_cuda_kvx_malloc((size_t)N_BLOCKS * BLOCK_BYTES, (void **)&dev[r]) != 0 ||
             skv_cuda_kvx_copy(dev[r], host, (size_t)N_BLOCKS * BLOCK_BYTES) != 0) {
-            FAIL("device source");
+            SKV_TEST_FAIL("device source");
         }
     }
     for (uint64_t r = 0; r < 4; r++) {
         uint32_t len = 0;
-        if (read_all(fd, &len, 4) != 0) {
-            FAIL("descriptor channel");
+        if (skv_test_read_full(fd, &len, 4) != 0) {
+            SKV_TEST_FAIL("descriptor channel");
         }
         uint8_t *b = malloc(len);
         skv_kvx_desc_t *d = NULL;
-        if (read_all(fd, b, len) != 0 || skv_kvx_desc_decode(b, len, &d) != SKV_STATUS_OK) {
-            FAIL("descriptor");
+        if (skv_test_read_full(fd, b, len) != 0 ||
+            skv_kvx_desc_decode(b, len, &d) != SKV_STATUS_OK) {
+            SKV_TEST_FAIL("descriptor");
         }
         free(b);
         int ipc = i_push(kvx, d, dev[r], (int)(r % 2));
         if (ipc != (r < 2)) {
-            FAIL("request %llu: expected %s", (unsigned long long)r, r < 2 ? "IPC" : "staging");
+            SKV_TEST_FAIL("request %llu: expected %s", (unsigned long long)r,
+                          r < 2 ? "IPC" : "staging");
         }
         skv_kvx_desc_destroy(d);
     }

@@ -31,20 +31,13 @@
 #include "common/alloc.h"
 #include "common/clock.h"
 #include "common/kvx.h"
+#include "tests/common/skv_test_kvx.h"
 
 #define POOL_BLOCKS 1024
 #define BLOCK_BYTES (16 * 1024) /* 16 tokens x 1 KiB per token (all layers), small model */
-#define N_LAYERS 4              /* a block is N_LAYERS slices: pushed layer by layer */
-#define N_REQ 32
-#define FP 0x5EEDF00DULL
-
-#define FAIL(...)                                                       \
-    do {                                                                \
-        fprintf(stderr, "[%d] FAIL %s:%d: ", getpid(), __FILE__, __LINE__); \
-        fprintf(stderr, __VA_ARGS__);                                   \
-        fprintf(stderr, "\n");                                          \
-        _exit(1);                                                       \
-    } while (0)
+#define N_LAYERS    4           /* a block is N_LAYERS slices: pushed layer by layer */
+#define N_REQ       32
+#define FP          0x5EEDF00DULL
 
 /* ---- deterministic KV data ------------------------------------------------------------- */
 
@@ -78,30 +71,18 @@ static uint32_t fnv1a(uint32_t h, const uint8_t *p, size_t n)
 static void send_frame(int fd, const void *p, uint32_t n)
 {
     if (write(fd, &n, 4) != 4 || write(fd, p, n) != (ssize_t)n) {
-        FAIL("send_frame: %s", strerror(errno));
+        SKV_TEST_FAIL("send_frame: %s", strerror(errno));
     }
-}
-
-static int read_full(int fd, void *p, size_t n)
-{
-    for (size_t got = 0; got < n;) {
-        ssize_t r = read(fd, (uint8_t *)p + got, n - got);
-        if (r <= 0) {
-            return -1;
-        }
-        got += (size_t)r;
-    }
-    return 0;
 }
 
 static uint8_t *recv_frame(int fd, uint32_t *n_p)
 {
     uint32_t n = 0;
-    if (read_full(fd, &n, 4) != 0 || n > (1u << 24)) {
+    if (skv_test_read_full(fd, &n, 4) != 0 || n > (1u << 24)) {
         return NULL;
     }
     uint8_t *p = malloc(n);
-    if (read_full(fd, p, n) != 0) {
+    if (skv_test_read_full(fd, p, n) != 0) {
         free(p);
         return NULL;
     }
@@ -127,12 +108,9 @@ static void t_release(void *ctx, uint64_t rid, const uint32_t *ids, uint32_t n)
 {
     target_t *t = ctx;
     t->n_release_calls[rid % N_REQ]++;
-    for (uint32_t i = 0; i < n; i++) {
-        if (!t->taken[ids[i]]) {
-            FAIL("block %u released twice", ids[i]);
-        }
-        t->taken[ids[i]] = 0;
-        t->n_taken--;
+    int64_t twice = skv_test_blocks_release(t->taken, &t->n_taken, ids, n);
+    if (twice >= 0) {
+        SKV_TEST_FAIL("block %lld released twice", (long long)twice);
     }
 }
 
@@ -186,15 +164,21 @@ static skv_kvx_t *t_start(target_t *t)
 {
     skv_kvx_t *kvx = NULL;
     if (skv_kvx_create(NULL, &kvx) != SKV_STATUS_OK) {
-        FAIL("target create");
+        SKV_TEST_FAIL("target create");
     }
     /* base NULL: UCX allocates the pool (shared memory maps it into the initiator). */
     skv_kvx_pool_config_t pc = {
-        .base = NULL, .block_bytes = BLOCK_BYTES, .n_blocks = POOL_BLOCKS, .fingerprint = FP,
-        .release = t_release, .release_ctx = t, .on_complete = t_complete, .complete_ctx = t,
+        .base = NULL,
+        .block_bytes = BLOCK_BYTES,
+        .n_blocks = POOL_BLOCKS,
+        .fingerprint = FP,
+        .release = t_release,
+        .release_ctx = t,
+        .on_complete = t_complete,
+        .complete_ctx = t,
     };
     if (skv_kvx_pool_register(kvx, &pc) != SKV_STATUS_OK) {
-        FAIL("pool register");
+        SKV_TEST_FAIL("pool register");
     }
     t->pool = skv_kvx_pool_base(kvx);
     return kvx;
@@ -210,10 +194,10 @@ static void t_reserve_all(skv_kvx_t *kvx, target_t *t, int n_req, const int *fds
         t_pick(t, &rng, (uint32_t)r, n);
         void *desc = NULL;
         size_t len = 0;
-        skv_status_t st = skv_kvx_target_reserve(kvx, (uint64_t)(N_REQ * 100 + r), FP, t->ids[r],
-                                                 n, skv_clock_deadline_ms(lease_ms), &desc, &len);
+        skv_status_t st = skv_kvx_target_reserve(kvx, (uint64_t)(N_REQ * 100 + r), FP, t->ids[r], n,
+                                                 skv_clock_deadline_ms(lease_ms), &desc, &len);
         if (st != SKV_STATUS_OK) {
-            FAIL("reserve %d: %s", r, skv_status_str(st));
+            SKV_TEST_FAIL("reserve %d: %s", r, skv_status_str(st));
         }
         send_frame(fds[r % n_fds], desc, (uint32_t)len);
         skv_free(desc);
@@ -223,18 +207,10 @@ static void t_reserve_all(skv_kvx_t *kvx, target_t *t, int n_req, const int *fds
     }
 }
 
-static int t_idle(skv_kvx_t *kvx)
-{
-    uint32_t nl;
-    uint64_t nb;
-    skv_kvx_target_stats(kvx, &nl, &nb);
-    return nl == 0;
-}
-
 static void t_run_until_idle(skv_kvx_t *kvx, int64_t ms)
 {
     int64_t deadline = skv_clock_deadline_ms(ms);
-    while (!t_idle(kvx) && !skv_clock_expired(deadline)) {
+    while (!skv_test_kvx_no_leases(kvx) && !skv_clock_expired(deadline)) {
         if (skv_kvx_progress(kvx) == 0) {
             sched_yield();
         }
@@ -248,8 +224,8 @@ static int target_transfer(const int *fds, int n_fds)
     t_reserve_all(kvx, &t, N_REQ, fds, n_fds, 20000);
     t_run_until_idle(kvx, 20000);
     if (t.n_ok != N_REQ || t.bad != 0 || t.n_taken != 0 || t.n_err != 0) {
-        FAIL("transfer: %d ok, %d errors, %d bad, %d blocks held", t.n_ok, t.n_err, t.bad,
-             t.n_taken);
+        SKV_TEST_FAIL("transfer: %d ok, %d errors, %d bad, %d blocks held", t.n_ok, t.n_err, t.bad,
+                      t.n_taken);
     }
     skv_kvx_destroy(kvx);
     fprintf(stderr, "target: %d requests byte-identical, all blocks accounted for\n", N_REQ);
@@ -266,11 +242,11 @@ static int target_expire(const int *fds, int n_fds, int n_req)
     int64_t ms = (skv_clock_now_ns() - t0) / 1000000;
     for (int r = 0; r < n_req; r++) {
         if (t.n_release_calls[r] != 1) {
-            FAIL("request %d released %d times", r, t.n_release_calls[r]);
+            SKV_TEST_FAIL("request %d released %d times", r, t.n_release_calls[r]);
         }
     }
     if (t.n_taken != 0 || t.n_err != n_req || t.n_ok != 0) {
-        FAIL("expire: %d blocks held, %d errors, %d ok", t.n_taken, t.n_err, t.n_ok);
+        SKV_TEST_FAIL("expire: %d blocks held, %d errors, %d ok", t.n_taken, t.n_err, t.n_ok);
     }
     skv_kvx_destroy(kvx);
     fprintf(stderr, "target: %d leases expired after %lld ms, released once each\n", n_req,
@@ -316,7 +292,7 @@ static int i_open(skv_kvx_t *kvx, int fd, req_t *q, int max, int64_t deadline_ms
         uint32_t len = 0;
         uint8_t *bytes = recv_frame(fd, &len);
         if (bytes == NULL) {
-            FAIL("descriptor channel closed");
+            SKV_TEST_FAIL("descriptor channel closed");
         }
         if (len == 0 || n == max) {
             free(bytes);
@@ -324,12 +300,13 @@ static int i_open(skv_kvx_t *kvx, int fd, req_t *q, int max, int64_t deadline_ms
         }
         req_t *r = &q[n++];
         if (skv_kvx_desc_decode(bytes, len, &r->d) != SKV_STATUS_OK) {
-            FAIL("decode");
+            SKV_TEST_FAIL("decode");
         }
         free(bytes);
-        skv_status_t st = skv_kvx_push_create(kvx, r->d, skv_clock_deadline_ms(deadline_ms), &r->push);
+        skv_status_t st =
+            skv_kvx_push_create(kvx, r->d, skv_clock_deadline_ms(deadline_ms), &r->push);
         if (st != SKV_STATUS_OK) {
-            FAIL("push_create: %s", skv_status_str(st));
+            SKV_TEST_FAIL("push_create: %s", skv_status_str(st));
         }
         r->src = malloc((size_t)r->d->n_blocks * BLOCK_BYTES);
         r->srcs = malloc(r->d->n_blocks * sizeof(*r->srcs));
@@ -375,7 +352,7 @@ static int initiator_transfer(int fd)
 {
     skv_kvx_t *kvx = NULL;
     if (skv_kvx_create(NULL, &kvx) != SKV_STATUS_OK) {
-        FAIL("initiator create");
+        SKV_TEST_FAIL("initiator create");
     }
     req_t q[N_REQ] = {0};
     int n = i_open(kvx, fd, q, N_REQ, 15000);
@@ -383,20 +360,20 @@ static int initiator_transfer(int fd)
         for (int i = 0; i < n; i++) {
             skv_status_t st = i_push_step(&q[i], i, layer);
             if (st != SKV_STATUS_OK) {
-                FAIL("push: %s", skv_status_str(st));
+                SKV_TEST_FAIL("push: %s", skv_status_str(st));
             }
             skv_kvx_progress(kvx);
         }
     }
     for (int i = 0; i < n; i++) {
         if (skv_kvx_push_finish(q[i].push, (int32_t)(q[i].sum & 0x7fffffff), SKV_STATUS_OK)) {
-            FAIL("finish");
+            SKV_TEST_FAIL("finish");
         }
     }
     for (int i = 0; i < n; i++) {
         skv_status_t st = skv_kvx_push_wait(q[i].push);
         if (st != SKV_STATUS_OK) {
-            FAIL("wait %d: %s", i, skv_status_str(st));
+            SKV_TEST_FAIL("wait %d: %s", i, skv_status_str(st));
         }
     }
     i_free(q, n);
@@ -411,7 +388,7 @@ static int initiator_half(int fd, int ready_fd, int expect_dead_target)
 {
     skv_kvx_t *kvx = NULL;
     if (skv_kvx_create(NULL, &kvx) != SKV_STATUS_OK) {
-        FAIL("initiator create");
+        SKV_TEST_FAIL("initiator create");
     }
     req_t q[N_REQ] = {0};
     /* 4 s: the whole push, the dead-target phase included, is bounded by this deadline. */
@@ -419,12 +396,12 @@ static int initiator_half(int fd, int ready_fd, int expect_dead_target)
     for (int layer = 0; layer < N_LAYERS / 2; layer++) {
         for (int i = 0; i < n; i++) {
             if (i_push_step(&q[i], i, layer) != SKV_STATUS_OK) {
-                FAIL("push");
+                SKV_TEST_FAIL("push");
             }
         }
     }
     if (write(ready_fd, "S", 1) != 1) {
-        FAIL("ready");
+        SKV_TEST_FAIL("ready");
     }
     if (!expect_dead_target) {
         for (;;) {
@@ -433,7 +410,7 @@ static int initiator_half(int fd, int ready_fd, int expect_dead_target)
     }
     char c;
     if (read(ready_fd, &c, 1) != 1) { /* the parent says the target is dead */
-        FAIL("parent");
+        SKV_TEST_FAIL("parent");
     }
     int64_t t0 = skv_clock_now_ns();
     int n_failed = 0;
@@ -445,8 +422,7 @@ static int initiator_half(int fd, int ready_fd, int expect_dead_target)
         if (st == SKV_STATUS_OK) {
             st = skv_kvx_push_wait(q[i].push);
         }
-        fprintf(stderr, "initiator: request %d after target death: %s\n", i,
-                skv_status_str(st));
+        fprintf(stderr, "initiator: request %d after target death: %s\n", i, skv_status_str(st));
         n_failed += st != SKV_STATUS_OK;
     }
     int64_t ms = (skv_clock_now_ns() - t0) / 1000000;
@@ -454,8 +430,8 @@ static int initiator_half(int fd, int ready_fd, int expect_dead_target)
     skv_kvx_destroy(kvx);
     int64_t total = (skv_clock_now_ns() - t0) / 1000000;
     if (n_failed != n || total > 8000) {
-        FAIL("dead target: %d of %d failed, %lld ms (teardown incl. %lld ms)", n_failed, n,
-             (long long)ms, (long long)total);
+        SKV_TEST_FAIL("dead target: %d of %d failed, %lld ms (teardown incl. %lld ms)", n_failed, n,
+                      (long long)ms, (long long)total);
     }
     fprintf(stderr, "initiator: dead target -> %d pushes failed in %lld ms, teardown %lld ms\n",
             n_failed, (long long)ms, (long long)(total - ms));
@@ -468,7 +444,7 @@ static pid_t spawn(int (*fn)(void *), void *arg)
 {
     pid_t pid = fork();
     if (pid < 0) {
-        FAIL("fork: %s", strerror(errno));
+        SKV_TEST_FAIL("fork: %s", strerror(errno));
     }
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -555,7 +531,7 @@ static char wait_byte(int fd, int ms)
     struct pollfd pfd = {.fd = fd, .events = POLLIN};
     char c = 0;
     if (poll(&pfd, 1, ms) != 1 || read(fd, &c, 1) != 1) {
-        FAIL("no signal from child within %d ms", ms);
+        SKV_TEST_FAIL("no signal from child within %d ms", ms);
     }
     return c;
 }
@@ -603,7 +579,7 @@ static int scenario_kill_target(void)
     kill(t, SIGKILL);
     waitpid(t, NULL, 0);
     if (write(rp[0], "K", 1) != 1) {
-        FAIL("signal initiator");
+        SKV_TEST_FAIL("signal initiator");
     }
     return wait_child(p, skv_clock_deadline_ms(20000));
 }

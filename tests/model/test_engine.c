@@ -29,20 +29,10 @@
 #include "common/engine.h"
 #include "common/generate.h"
 #include "kernels/cpu/cpu.h"
+#include "tests/common/skv_test.h"
 
-#define N_REQ 12
+#define N_REQ   12
 #define MAX_NEW 20
-
-static int skv_failures;
-#define SKV_EXPECT(cond, ...)                                                                     \
-    do {                                                                                          \
-        if (!(cond)) {                                                                            \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                  \
-            fprintf(stderr, __VA_ARGS__);                                                         \
-            fprintf(stderr, "\n");                                                                \
-            skv_failures++;                                                                       \
-        }                                                                                         \
-    } while (0)
 
 typedef struct {
     int32_t tokens[N_REQ][MAX_NEW + 1];
@@ -567,21 +557,6 @@ static void skv_check_forward_sample(const char *dir)
     skv_free(logits);
 }
 
-static void skv_make(const char *tool, const char *preset, const char *out)
-{
-    pid_t pid = fork();
-    if (pid == 0) {
-        execl(tool, tool, "--out", out, "--preset", preset, (char *)NULL);
-        _exit(127);
-    }
-    int st;
-    waitpid(pid, &st, 0);
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        fprintf(stderr, "model maker failed\n");
-        exit(1);
-    }
-}
-
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -598,7 +573,8 @@ int main(int argc, char **argv)
     for (int p = 0; p < 2; p++) {
         char dir[512];
         snprintf(dir, sizeof(dir), "%s/%s", tmp, presets[p]);
-        skv_make(argv[1], presets[p], dir);
+        const char *make_args[] = {"--preset", presets[p], NULL};
+        skv_test_make_model_or_exit(argv[1], dir, make_args);
         printf("== %s\n", presets[p]);
         skv_alone(dir, SKV_MIX_GREEDY, greedy);
         skv_alone(dir, SKV_MIX_SAMPLED, sampled);

@@ -25,6 +25,7 @@
 #include "common/generate.h"
 #include "common/log.h"
 #include "kernels/cpu/cpu.h"
+#include "tests/common/skv_test.h"
 
 #define SKV_TOL 1e-4
 
@@ -40,18 +41,6 @@ typedef struct {
     int32_t vocab;
     skv_model_mode_t mode;
 } skv_golden_t;
-
-static int skv_failures;
-
-#define SKV_EXPECT(cond, ...)                                      \
-    do {                                                           \
-        if (!(cond)) {                                             \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);   \
-            fprintf(stderr, __VA_ARGS__);                          \
-            fprintf(stderr, "\n");                                 \
-            skv_failures++;                                        \
-        }                                                          \
-    } while (0)
 
 static int32_t *skv_json_ints(json_t *a, int32_t *n_p)
 {
@@ -105,22 +94,13 @@ static int skv_make_checkpoint(const char *tool, const skv_golden_t *g, const ch
 {
     json_t *args = json_object_get(g->json, "make_model_args");
     size_t n = json_array_size(args);
-    char **argv = skv_calloc(n + 4, sizeof(char *));
-    argv[0] = (char *)tool;
-    argv[1] = "--out";
-    argv[2] = (char *)out_dir;
+    const char **extra = skv_calloc(n + 1, sizeof(char *));
     for (size_t i = 0; i < n; i++) {
-        argv[3 + i] = (char *)json_string_value(json_array_get(args, i));
+        extra[i] = json_string_value(json_array_get(args, i));
     }
-    pid_t pid = fork();
-    if (pid == 0) {
-        execv(tool, argv);
-        _exit(127);
-    }
-    int st = 0;
-    waitpid(pid, &st, 0);
-    skv_free(argv);
-    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+    int rc = skv_test_make_model(tool, out_dir, extra);
+    skv_free(extra);
+    return rc;
 }
 
 /* max |a - b| / max |b| over one row. */
@@ -154,8 +134,8 @@ static void skv_check_incremental(skv_model_t *m, skv_kv_pool_t *pool, const skv
                    skv_status_str(s));
         worst = fmax(worst, skv_rel_err(logits, g->logits + (size_t)i * g->vocab, g->vocab));
     }
-    SKV_EXPECT(worst <= SKV_TOL, "%s %s: incremental max rel err %.3g > %.1g", g->name, tag,
-               worst, SKV_TOL);
+    SKV_EXPECT(worst <= SKV_TOL, "%s %s: incremental max rel err %.3g > %.1g", g->name, tag, worst,
+               SKV_TOL);
     printf("  %-40s %-8s incremental rows %3d  max rel err %.2e\n", g->name, tag, g->rows, worst);
     skv_kv_seq_release(pool, &seq);
 }
@@ -170,8 +150,8 @@ static void skv_check_greedy(skv_model_t *m, skv_kv_pool_t *pool, const skv_gold
     skv_sampling_params_default(&opts.sampling);
     int32_t out[256], n_out = 0;
     skv_status_t s = skv_generate(m, pool, g->prompt, g->n_prompt, &opts, NULL, NULL, out, &n_out);
-    SKV_EXPECT(s == SKV_STATUS_OK && n_out == g->n_greedy, "%s %s: generate %s, %d tokens",
-               g->name, tag, skv_status_str(s), n_out);
+    SKV_EXPECT(s == SKV_STATUS_OK && n_out == g->n_greedy, "%s %s: generate %s, %d tokens", g->name,
+               tag, skv_status_str(s), n_out);
     for (int32_t i = 0; i < n_out && i < g->n_greedy; i++) {
         SKV_EXPECT(out[i] == g->greedy[i], "%s %s: greedy token %d is %d, reference %d", g->name,
                    tag, i, out[i], g->greedy[i]);

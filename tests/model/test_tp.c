@@ -30,21 +30,11 @@
 #include "common/log.h"
 #include "common/model_tp.h"
 #include "kernels/cpu/cpu.h"
+#include "tests/common/skv_test.h"
 
 #define N_GEN      32 /* greedy tokens per sequence */
 #define MAX_ROWS   256
 #define LOGITS_TOL 1e-4f
-
-static int skv_failures;
-#define SKV_EXPECT(cond, ...)                                                                      \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fprintf(stderr, "\n");                                                                 \
-            skv_failures++;                                                                        \
-        }                                                                                          \
-    } while (0)
 
 /* A model under test: TP=1 is the ordinary model on its own backend, TP>1 a TP group. */
 typedef struct {
@@ -476,27 +466,6 @@ static void skv_check_refusals(const char *dir)
     skv_fixture_close(&f2);
 }
 
-static void skv_make(const char *tool, const char *const *args, const char *out)
-{
-    const char *argv[24] = {tool, "--out", out};
-    int n = 3;
-    for (; args[n - 3] != NULL; n++) {
-        argv[n] = args[n - 3];
-    }
-    argv[n] = NULL;
-    pid_t pid = fork();
-    if (pid == 0) {
-        execv(tool, (char *const *)argv);
-        _exit(127);
-    }
-    int st;
-    waitpid(pid, &st, 0);
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        fprintf(stderr, "model maker failed\n");
-        exit(1);
-    }
-}
-
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -550,7 +519,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < 3; i++) {
         char dir[512];
         snprintf(dir, sizeof(dir), "%s/%s", tmp, names[i]);
-        skv_make(argv[1], models[i], dir);
+        skv_test_make_model_or_exit(argv[1], dir, models[i]);
         skv_check_schedule(dir, names[i]);
         skv_check_engine(dir, names[i]);
         skv_check_transfers(dir, names[i]);

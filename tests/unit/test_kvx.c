@@ -20,6 +20,7 @@
 #include "common/alloc.h"
 #include "common/clock.h"
 #include "common/kvx.h"
+#include "tests/common/skv_test_kvx.h"
 
 #define POOL_BLOCKS 64
 #define BLOCK_BYTES 1024
@@ -40,11 +41,7 @@ static void fake_release(void *ctx, uint64_t rid, const uint32_t *ids, uint32_t 
 {
     fake_alloc_t *a = ctx;
     a->n_release_calls++;
-    for (uint32_t i = 0; i < n; i++) {
-        assert_true(a->taken[ids[i]]);
-        a->taken[ids[i]] = 0;
-        a->n_taken--;
-    }
+    assert_int_equal(skv_test_blocks_release(a->taken, &a->n_taken, ids, n), -1);
 }
 
 static void fake_complete(void *ctx, uint64_t rid, int32_t tok, skv_status_t st)
@@ -61,11 +58,7 @@ static void fake_complete(void *ctx, uint64_t rid, int32_t tok, skv_status_t st)
 
 static void fake_take(fake_alloc_t *a, const uint32_t *ids, uint32_t n)
 {
-    for (uint32_t i = 0; i < n; i++) {
-        assert_false(a->taken[ids[i]]);
-        a->taken[ids[i]] = 1;
-        a->n_taken++;
-    }
+    assert_int_equal(skv_test_blocks_take(a->taken, &a->n_taken, ids, n), -1);
 }
 
 /* A structurally valid packed rkey (md_map 1, host memory, one empty md part). */
@@ -122,24 +115,9 @@ static void test_desc_truncated_and_flipped(void **state)
     uint8_t *buf = NULL;
     size_t n = 0;
     assert_int_equal(skv_kvx_desc_encode(&d, (void **)&buf, &n), SKV_STATUS_OK);
+    assert_int_equal(skv_test_desc_truncations_refused(buf, n, 8), 0);
+    assert_int_equal(skv_test_desc_flips_refused(buf, n), 0);
     skv_kvx_desc_t *o = NULL;
-    for (size_t len = 0; len < n; len++) {
-        /* A fresh heap copy of exactly len bytes, so ASan sees any read past the end. */
-        uint8_t *t = malloc(len ? len : 1);
-        memcpy(t, buf, len);
-        assert_int_equal(skv_kvx_desc_decode(t, len, &o), SKV_STATUS_FORMAT);
-        free(t);
-    }
-    uint8_t *longer = malloc(n + 8);
-    memcpy(longer, buf, n);
-    memset(longer + n, 0, 8);
-    assert_int_equal(skv_kvx_desc_decode(longer, n + 8, &o), SKV_STATUS_FORMAT);
-    free(longer);
-    for (size_t bit = 0; bit < n * 8; bit++) {
-        buf[bit / 8] ^= (uint8_t)(1u << (bit % 8));
-        assert_int_not_equal(skv_kvx_desc_decode(buf, n, &o), SKV_STATUS_OK);
-        buf[bit / 8] ^= (uint8_t)(1u << (bit % 8));
-    }
     assert_int_equal(skv_kvx_desc_decode(NULL, 0, &o), SKV_STATUS_FORMAT);
     skv_free(buf);
 }
@@ -169,17 +147,8 @@ static void test_desc_ipc_section(void **state)
     assert_int_equal(o->ipc_offset, 4096);
     assert_memory_equal(o->rkey, k_rkey, sizeof(k_rkey));
     skv_kvx_desc_destroy(o);
-    for (size_t len = 0; len < n; len++) {
-        uint8_t *t = malloc(len ? len : 1);
-        memcpy(t, buf, len);
-        assert_int_equal(skv_kvx_desc_decode(t, len, &o), SKV_STATUS_FORMAT);
-        free(t);
-    }
-    for (size_t bit = 0; bit < n * 8; bit++) {
-        buf[bit / 8] ^= (uint8_t)(1u << (bit % 8));
-        assert_int_not_equal(skv_kvx_desc_decode(buf, n, &o), SKV_STATUS_OK);
-        buf[bit / 8] ^= (uint8_t)(1u << (bit % 8));
-    }
+    assert_int_equal(skv_test_desc_truncations_refused(buf, n, 0), 0);
+    assert_int_equal(skv_test_desc_flips_refused(buf, n), 0);
     skv_free(buf);
     d.ipc = 0; /* without IPC the encoder writes version 1 */
     assert_int_equal(skv_kvx_desc_encode(&d, (void **)&buf, &n), SKV_STATUS_OK);
@@ -316,10 +285,7 @@ static int progress_until(fixture_t *f, int (*pred)(const fixture_t *))
 
 static int no_leases(const fixture_t *f)
 {
-    uint32_t nl;
-    uint64_t nb;
-    skv_kvx_target_stats(f->kvx, &nl, &nb);
-    return nl == 0;
+    return skv_test_kvx_no_leases(f->kvx);
 }
 
 static void test_lease_expiry_releases_once(void **state)

@@ -21,6 +21,7 @@
 #include "common/alloc.h"
 #include "common/clock.h"
 #include "common/kvx.h"
+#include "tests/common/skv_test_kvx.h"
 
 #define POOL_BLOCKS 32
 #define BLOCK_BYTES 512 /* one rank's share of a block */
@@ -147,23 +148,8 @@ static void test_desc_v3_truncated_and_flipped(void **state)
 {
     size_t n = 0, tp_off = 0;
     uint8_t *buf = encode_v3(&n, &tp_off);
-    skv_kvx_desc_t *o = NULL;
-    for (size_t len = 0; len < n; len++) {
-        uint8_t *t = malloc(len ? len : 1); /* exactly len bytes: ASan sees over-reads */
-        memcpy(t, buf, len);
-        assert_int_equal(skv_kvx_desc_decode(t, len, &o), SKV_STATUS_FORMAT);
-        free(t);
-    }
-    uint8_t *longer = malloc(n + 4);
-    memcpy(longer, buf, n);
-    memset(longer + n, 0, 4);
-    assert_int_equal(skv_kvx_desc_decode(longer, n + 4, &o), SKV_STATUS_FORMAT);
-    free(longer);
-    for (size_t bit = 0; bit < n * 8; bit++) {
-        buf[bit / 8] ^= (uint8_t)(1u << (bit % 8));
-        assert_int_not_equal(skv_kvx_desc_decode(buf, n, &o), SKV_STATUS_OK);
-        buf[bit / 8] ^= (uint8_t)(1u << (bit % 8));
-    }
+    assert_int_equal(skv_test_desc_truncations_refused(buf, n, 4), 0);
+    assert_int_equal(skv_test_desc_flips_refused(buf, n), 0);
     skv_free(buf);
 }
 
@@ -371,11 +357,7 @@ static void on_release(void *ctx, uint64_t rid, const uint32_t *ids, uint32_t n)
 {
     fixture_t *f = ctx;
     f->n_release++;
-    for (uint32_t i = 0; i < n; i++) {
-        assert_true(f->taken[ids[i]]);
-        f->taken[ids[i]] = 0;
-        f->n_taken--;
-    }
+    assert_int_equal(skv_test_blocks_release(f->taken, &f->n_taken, ids, n), -1);
 }
 
 static void on_complete(void *ctx, uint64_t rid, int32_t tok, skv_status_t st)
@@ -474,31 +456,19 @@ static void test_register_checks(void **state)
     }
 }
 
-static int no_leases(const fixture_t *f)
-{
-    uint32_t nl;
-    uint64_t nb;
-    skv_kvx_target_stats(f->kvx, &nl, &nb);
-    return nl == 0;
-}
-
 static int progress_until_idle(fixture_t *f)
 {
     int64_t deadline = skv_clock_deadline_ms(3000);
-    while (!no_leases(f) && !skv_clock_expired(deadline)) {
+    while (!skv_test_kvx_no_leases(f->kvx) && !skv_clock_expired(deadline)) {
         skv_kvx_progress(f->kvx);
     }
-    return no_leases(f);
+    return skv_test_kvx_no_leases(f->kvx);
 }
 
 static skv_kvx_desc_t *reserve_decode(fixture_t *f, uint64_t rid, const uint32_t *ids, uint32_t n,
                                       int64_t lease_ms)
 {
-    for (uint32_t i = 0; i < n; i++) {
-        assert_false(f->taken[ids[i]]);
-        f->taken[ids[i]] = 1;
-        f->n_taken++;
-    }
+    assert_int_equal(skv_test_blocks_take(f->taken, &f->n_taken, ids, n), -1);
     void *bytes = NULL;
     size_t len = 0;
     assert_int_equal(skv_kvx_target_reserve(f->kvx, rid, FP, ids, n,
