@@ -23,6 +23,7 @@
 
 #include "common/alloc.h"
 #include "common/log.h"
+#include "kernels/ops.h"
 #include "tools/make_model.h"
 
 #define SKV_MM_NAME_MAX 128
@@ -110,51 +111,6 @@ static uint64_t skv_mm_tensor_key(uint64_t seed, const char *name)
     return skv_mm_mix64(seed ^ skv_mm_hash_str(name));
 }
 
-/* float -> bfloat16 bits, round to nearest even (values here are finite). */
-static uint16_t skv_mm_f32_to_bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    u += 0x7FFFu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-/* float -> IEEE half bits, round to nearest even, with subnormals and overflow to inf. */
-static uint16_t skv_mm_f32_to_f16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
-    int32_t exp = (int32_t)((u >> 23) & 0xFF) - 127 + 15;
-    uint32_t mant = u & 0x7FFFFFu;
-    if (((u >> 23) & 0xFF) == 0xFF) {
-        return (uint16_t)(sign | 0x7C00u | (mant ? 0x200u : 0));
-    }
-    if (exp >= 31) {
-        return (uint16_t)(sign | 0x7C00u);
-    }
-    if (exp <= 0) {
-        if (exp < -10) {
-            return sign;
-        }
-        mant |= 0x800000u;
-        uint32_t shift = (uint32_t)(14 - exp);
-        uint32_t half = mant >> shift;
-        uint32_t rem = mant & ((1u << shift) - 1);
-        uint32_t mid = 1u << (shift - 1);
-        if (rem > mid || (rem == mid && (half & 1u))) {
-            half++;
-        }
-        return (uint16_t)(sign | half);
-    }
-    uint32_t half = ((uint32_t)exp << 10) | (mant >> 13);
-    uint32_t rem = mant & 0x1FFFu;
-    if (rem > 0x1000u || (rem == 0x1000u && (half & 1u))) {
-        half++; /* may carry into the exponent, which is the correct rounding */
-    }
-    return (uint16_t)(sign | half);
-}
-
 static size_t skv_mm_dtype_bytes(skv_mm_dtype_t dtype)
 {
     return dtype == SKV_MM_DTYPE_F32 ? 4 : 2;
@@ -206,7 +162,7 @@ static void skv_mm_fill(const skv_mm_tensor_t *t, skv_mm_dtype_t dtype, int64_t 
         if (dtype == SKV_MM_DTYPE_F32) {
             memcpy(out + 4 * i, &v, 4);
         } else {
-            uint16_t h = dtype == SKV_MM_DTYPE_BF16 ? skv_mm_f32_to_bf16(v) : skv_mm_f32_to_f16(v);
+            uint16_t h = dtype == SKV_MM_DTYPE_BF16 ? skv_f32_to_bf16(v) : skv_f32_to_f16(v);
             out[2 * i] = (uint8_t)(h & 0xFF); /* little-endian, as safetensors requires */
             out[2 * i + 1] = (uint8_t)(h >> 8);
         }
