@@ -62,9 +62,9 @@ if [[ $steps != *skip-bench* ]]; then
 fi
 if [[ $steps != *skip-bench* && $steps != *skip-attn* ]]; then
     # The attention op alone (attn_bench): prefill TFLOP/s and decode KV GB/s, mma kernel at
-    # its default rows per block (128 for head_dim 128, 64 for 64), forced 64, and the WMMA
+    # its default block shape (256 rows, 32 per warp), 128 rows of 16 per warp, and the WMMA
     # kernel (SKV_ATTN_PREFILL=2).
-    for v in "" SKV_ATTN_MMA_ROWS=64 SKV_ATTN_PREFILL=2; do
+    for v in "" "SKV_ATTN_MMA_ROWS=128 SKV_ATTN_MMA_WARP_ROWS=16" SKV_ATTN_PREFILL=2; do
         env $v timeout 60 $build/bench/attn_bench --seqs 8 --prompt-len 2048 --context 0 |
             sed "s/^/${v:-default} /"
         env $v timeout 60 $build/bench/attn_bench --head-dim 64 --seqs 8 --prompt-len 2048 \
@@ -73,8 +73,8 @@ if [[ $steps != *skip-bench* && $steps != *skip-attn* ]]; then
     for b in 1 16 64; do
         timeout 60 $build/bench/attn_bench --seqs $b --prompt-len 0 --context 2048
     done 2>&1 | tee -a "$out/attn-bench.txt"
-    # A/B on the whole prefill step: 64-row mma blocks, and the WMMA kernel.
-    for v in SKV_ATTN_MMA_ROWS=64 SKV_ATTN_PREFILL=2; do
+    # A/B on the whole prefill step: 128-row mma blocks of 16 rows per warp, and the WMMA kernel.
+    for v in "SKV_ATTN_MMA_ROWS=128 SKV_ATTN_MMA_WARP_ROWS=16" SKV_ATTN_PREFILL=2; do
         for preset in llama3-8b llama3-8b-swiftkv; do
             env $v timeout 100 $build/bench/engine_bench --random-preset $preset \
                 --backend cuda --prompt-len 2048 --prefill-batch 8 --decode-batch 1 \

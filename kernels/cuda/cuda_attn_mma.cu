@@ -2,9 +2,11 @@
  * cuda_attn_mma.cu: causal GQA prefill attention over the paged bf16 KV cache on the tensor
  * cores with mma.sync (m16n8k16, bf16 operands, fp32 accumulation), flash-attention style.
  *
- * A block (W = 8 warps for head_dim 128, 4 for 64) takes 16 W consecutive query rows of one
- * sequence and one query head; warp w owns rows 16w..16w+15. Q stays in shared memory for the whole
- * kernel; the block walks 64-key tiles of the sequence's cache up to its last row's position.
+ * A block of W warps takes 16 R W consecutive query rows of one sequence and one query head;
+ * warp w owns R fragments of 16 rows (rows 16 R w .. 16 R (w + 1) - 1), so each K/V fragment
+ * it reads from shared memory serves R mma. Default: 8 warps x 2 fragments (256 rows). Q stays
+ * in shared memory for the whole kernel; the block walks 64-key tiles of the sequence's cache
+ * up to its last row's position.
  * K and V tiles are brought into shared memory with cp.async in two stages: tile j + 1 loads
  * while tile j's S = Q K^T, softmax and O += P V run (two barriers per tile).
  * S, P and O never leave registers: the accumulator layout of S is the A-operand layout of P
@@ -36,7 +38,7 @@ template <int HD, int W> struct skv_mma_smem {
     static constexpr int LD = HD + 8; /* bf16 row stride: +16 bytes against bank conflicts */
     static constexpr int Q_OFF = 0;
     static constexpr int KV_OFF = 16 * W * LD;
-    static constexpr int TILE = SKV_MMA_BK * LD;         /* one K or V tile */
+    static constexpr int TILE = SKV_MMA_BK * LD;          /* one K or V tile */
     static constexpr int BYTES = (KV_OFF + 4 * TILE) * 2; /* K0 V0 K1 V1 */
 };
 
@@ -130,16 +132,129 @@ static __device__ __forceinline__ float skv_exp2(float x)
     return y;
 }
 
-/* grid (n_heads, n_seqs, query tiles of 16 W rows of the longest sequence), 32 W threads.
- * W 4: 64 rows, registers capped for 3 blocks per SM (<= 168); W 8: 128 rows, one block of
- * 8 warps per SM, each K/V tile serving twice the rows (half the L2 traffic per FLOP). */
-template <int HD, int W>
-__global__ void __launch_bounds__(W * 32, W == 4 ? 3 : 1)
+/* Online softmax of one 16-row fragment over one 64-key tile. sf: the fragment's raw scores
+ * S = Q K^T (accumulator layout: [n][0..1] row lo = g, [n][2..3] row hi = g + 8, columns
+ * n * 8 + 2t + {0, 1}); pos_lo / pos_hi: the two rows' positions; wmin: the warp's lowest
+ * row position (tiles entirely at or below it need no mask). Updates the running max m, the
+ * thread's partial row sums l and rescales the output o [HD/8][4]; leaves P in pf as bf16
+ * A fragments (two adjacent 8-key accumulator tiles make one 16-key fragment). */
+template <int NO>
+static __device__ __forceinline__ void
+skv_mma_softmax_tile(float (&sf)[SKV_MMA_BK / 8][4], uint32_t (&pf)[SKV_MMA_BK / 16][4],
+                     float (&o)[NO][4], int32_t k0, int32_t wmin, int32_t pos_lo, int32_t pos_hi,
+                     int t, float scale_log2, float &m_lo, float &m_hi, float &l_lo, float &l_hi)
+{
+    /* Max on raw scores (scale > 0), then p = exp2(s * scale_log2 - m * scale_log2): one FFMA
+     * per score; masked scores are -inf and give 0. */
+    if (k0 + SKV_MMA_BK - 1 > wmin) {
+#pragma unroll
+        for (int n = 0; n < SKV_MMA_BK / 8; n++) {
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                int32_t key = k0 + n * 8 + 2 * t + (i & 1);
+                sf[n][i] = key <= (i < 2 ? pos_lo : pos_hi) ? sf[n][i] : -INFINITY;
+            }
+        }
+    }
+    float mx_lo = -INFINITY, mx_hi = -INFINITY;
+#pragma unroll
+    for (int n = 0; n < SKV_MMA_BK / 8; n++) {
+        mx_lo = fmaxf(mx_lo, fmaxf(sf[n][0], sf[n][1]));
+        mx_hi = fmaxf(mx_hi, fmaxf(sf[n][2], sf[n][3]));
+    }
+#pragma unroll
+    for (int off = 1; off <= 2; off <<= 1) {
+        mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, off));
+        mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, off));
+    }
+    /* Every row sees key 0 on the first tile, so m is finite from then on. A fragment of a
+     * warp that is active but whose rows all precede this tile has mx -inf: m stays, c is 1
+     * and every p is 0. */
+    float mn_lo = fmaxf(m_lo, mx_lo), mn_hi = fmaxf(m_hi, mx_hi);
+    float c_lo = skv_exp2((m_lo - mn_lo) * scale_log2);
+    float c_hi = skv_exp2((m_hi - mn_hi) * scale_log2);
+    m_lo = mn_lo;
+    m_hi = mn_hi;
+    float ms_lo = mn_lo * scale_log2, ms_hi = mn_hi * scale_log2;
+    float sum_lo = 0.0f, sum_hi = 0.0f;
+#pragma unroll
+    for (int n = 0; n < SKV_MMA_BK / 8; n++) {
+        sf[n][0] = skv_exp2(fmaf(sf[n][0], scale_log2, -ms_lo));
+        sf[n][1] = skv_exp2(fmaf(sf[n][1], scale_log2, -ms_lo));
+        sf[n][2] = skv_exp2(fmaf(sf[n][2], scale_log2, -ms_hi));
+        sf[n][3] = skv_exp2(fmaf(sf[n][3], scale_log2, -ms_hi));
+        sum_lo += sf[n][0] + sf[n][1];
+        sum_hi += sf[n][2] + sf[n][3];
+    }
+    l_lo = l_lo * c_lo + sum_lo;
+    l_hi = l_hi * c_hi + sum_hi;
+    if (!__all_sync(0xffffffffu, c_lo == 1.0f && c_hi == 1.0f)) {
+#pragma unroll
+        for (int n = 0; n < NO; n++) {
+            o[n][0] *= c_lo;
+            o[n][1] *= c_lo;
+            o[n][2] *= c_hi;
+            o[n][3] *= c_hi;
+        }
+    }
+#pragma unroll
+    for (int kk = 0; kk < SKV_MMA_BK / 16; kk++) {
+        pf[kk][0] = skv_pack_bf16(sf[2 * kk][0], sf[2 * kk][1]);
+        pf[kk][1] = skv_pack_bf16(sf[2 * kk][2], sf[2 * kk][3]);
+        pf[kk][2] = skv_pack_bf16(sf[2 * kk + 1][0], sf[2 * kk + 1][1]);
+        pf[kk][3] = skv_pack_bf16(sf[2 * kk + 1][2], sf[2 * kk + 1][3]);
+    }
+}
+
+/* Writes one 16-row fragment's output rows r0 + row_lo and r0 + row_lo + 8 (those below nq)
+ * of head h: o [HD/8][4] divided by the row sums (the 4 lanes of a row reduce theirs here). */
+template <int HD>
+static __device__ __forceinline__ void
+skv_mma_store_rows(bf16 *out, int64_t ldo, int32_t r0, int32_t row_lo, int32_t nq, int32_t h, int t,
+                   const float (&o)[HD / 8][4], float l_lo, float l_hi)
+{
+#pragma unroll
+    for (int off = 1; off <= 2; off <<= 1) {
+        l_lo += __shfl_xor_sync(0xffffffffu, l_lo, off);
+        l_hi += __shfl_xor_sync(0xffffffffu, l_hi, off);
+    }
+    float inv_lo = 1.0f / l_lo, inv_hi = 1.0f / l_hi;
+    int32_t row_hi = row_lo + 8;
+    bf16 *out_lo = out + (int64_t)(r0 + row_lo) * ldo + (int64_t)h * HD + 2 * t;
+    bf16 *out_hi = out + (int64_t)(r0 + row_hi) * ldo + (int64_t)h * HD + 2 * t;
+#pragma unroll
+    for (int n = 0; n < HD / 8; n++) {
+        if (row_lo < nq) {
+            *(__nv_bfloat162 *)(out_lo + n * 8) =
+                __floats2bfloat162_rn(o[n][0] * inv_lo, o[n][1] * inv_lo);
+        }
+        if (row_hi < nq) {
+            *(__nv_bfloat162 *)(out_hi + n * 8) =
+                __floats2bfloat162_rn(o[n][2] * inv_hi, o[n][3] * inv_hi);
+        }
+    }
+}
+
+/* grid (n_heads, n_seqs, query tiles of 16 R W rows of the longest sequence), 32 W threads;
+ * warp w owns rows 16 R w .. 16 R (w + 1) - 1 as R fragments of 16. R 2 makes every K/V
+ * fragment read from shared memory serve two mma (half the ldmatrix traffic per FLOP) and gives
+ * each warp two independent mma chains. Blocks per SM: 3 for W 4 R 1 (registers <= 168),
+ * 2 for W 4 R 2 (<= 255), 1 for W 8. */
+template <int HD, int W, int R> struct skv_mma_cfg {
+    static constexpr int MIN_BLOCKS = W == 8 ? 1 : (R == 1 ? 3 : 2);
+    /* Q fragments in registers: only with one 16-row fragment per warp and 8 warps (one
+     * block per SM either way); otherwise re-read from shared memory per tile. */
+    static constexpr bool QREG = W == 8 && R == 1;
+};
+
+template <int HD, int W, int R>
+__global__ void __launch_bounds__(W * 32, (skv_mma_cfg<HD, W, R>::MIN_BLOCKS))
     skv_attn_prefill_mma_kernel(skv_attn_args_t a, bf16 *out, int64_t ldo, const bf16 *q,
                                 int64_t ldq, int32_t n_heads, float scale_log2)
 {
-    typedef skv_mma_smem<HD, W> L;
-    constexpr int BQ = 16 * W, THREADS = 32 * W, TPK = THREADS / SKV_MMA_BK;
+    typedef skv_mma_smem<HD, W * R> L;
+    constexpr int BQ = 16 * R * W, THREADS = 32 * W, TPK = THREADS / SKV_MMA_BK;
+    constexpr bool QREG = skv_mma_cfg<HD, W, R>::QREG;
     static_assert(THREADS % SKV_MMA_BK == 0 && (HD / 8) % TPK == 0, "key split");
     extern __shared__ __align__(128) unsigned char smem_raw[];
     bf16 *smem = (bf16 *)smem_raw;
@@ -170,30 +285,38 @@ __global__ void __launch_bounds__(W * 32, W == 4 ? 3 : 1)
     skv_mma_load_kv<HD, TPK, L::LD>(a.base, koff, v_delta, smem + L::KV_OFF + L::TILE);
     skv_cp_async_commit();
 
-    /* Padding rows take the last real row's position: finite softmax, never written. */
-    int32_t row_lo = warp * 16 + g, row_hi = row_lo + 8;
-    int32_t pos_lo = a.row_pos[r0 + min(row_lo, nq - 1)];
-    int32_t pos_hi = a.row_pos[r0 + min(row_hi, nq - 1)];
-    int32_t wmin = min(pos_lo, pos_hi), wmax = max(pos_lo, pos_hi);
+    /* Fragment r's rows: lo = 16 (R warp + r) + g, hi = lo + 8. Padding rows take the last
+     * real row's position: finite softmax, never written. */
+    int32_t pos_lo[R], pos_hi[R];
+    int32_t wmin = INT32_MAX, wmax = 0;
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        int32_t row_lo = (R * warp + r) * 16 + g;
+        pos_lo[r] = a.row_pos[r0 + min(row_lo, nq - 1)];
+        pos_hi[r] = a.row_pos[r0 + min(row_lo + 8, nq - 1)];
+        wmin = min(wmin, min(pos_lo[r], pos_hi[r]));
+        wmax = max(wmax, max(pos_lo[r], pos_hi[r]));
+    }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
         wmin = min(wmin, __shfl_xor_sync(0xffffffffu, wmin, o));
         wmax = max(wmax, __shfl_xor_sync(0xffffffffu, wmax, o));
     }
 
-    /* Q fragments: held in registers with 8 warps (one block per SM either way), re-read from
-     * shared memory per tile with 4 (8 ldmatrix against 64 for K and V; holding them would
-     * cost 32 registers and the third block per SM). */
-    constexpr bool QREG = W == 8;
-    const bf16 *q_lane = Qs + (warp * 16 + (lane & 15)) * L::LD + (lane >> 4) * 8;
+    const bf16 *q_lane = Qs + (R * warp * 16 + (lane & 15)) * L::LD + (lane >> 4) * 8;
     uint32_t qreg[QREG ? HD / 16 : 1][4];
 
-    float o[HD / 8][4];
+    float o[R][HD / 8][4];
+    float m_lo[R], m_hi[R], l_lo[R], l_hi[R];
 #pragma unroll
-    for (int n = 0; n < HD / 8; n++) {
-        o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    for (int r = 0; r < R; r++) {
+#pragma unroll
+        for (int n = 0; n < HD / 8; n++) {
+            o[r][n][0] = o[r][n][1] = o[r][n][2] = o[r][n][3] = 0.0f;
+        }
+        m_lo[r] = m_hi[r] = -INFINITY;
+        l_lo[r] = l_hi[r] = 0.0f;
     }
-    float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
 
     /* Two stages: while tile j is used from stage j % 2, tile j + 1 (K and V) loads into the
      * other; one barrier before a tile is read and one after, before its stage is refilled. */
@@ -205,7 +328,7 @@ __global__ void __launch_bounds__(W * 32, W == 4 ? 3 : 1)
             skv_mma_load_kv<HD, TPK, L::LD>(a.base, koff, 0, Kn);
             skv_mma_load_kv<HD, TPK, L::LD>(a.base, koff, v_delta, Kn + L::TILE);
         }
-        skv_cp_async_commit(); /* possibly empty: keeps the group count uniform */
+        skv_cp_async_commit();  /* possibly empty: keeps the group count uniform */
         skv_cp_async_wait<1>(); /* tile k0 (and Q) has landed; the next may be in flight */
         __syncthreads();
         if (QREG && k0 == 0) {
@@ -214,96 +337,47 @@ __global__ void __launch_bounds__(W * 32, W == 4 ? 3 : 1)
                 skv_ldmatrix_x4(qreg[kk], q_lane + kk * 16);
             }
         }
-        bool active = k0 <= wmax; /* warp-uniform */
-        float sf[SKV_MMA_BK / 8][4];
+        if (k0 <= wmax) { /* warp-uniform: some row of this warp sees a key of the tile */
+            float sf[R][SKV_MMA_BK / 8][4];
 #pragma unroll
-        for (int n = 0; n < SKV_MMA_BK / 8; n++) {
-            sf[n][0] = sf[n][1] = sf[n][2] = sf[n][3] = 0.0f;
-        }
-        if (active) {
+            for (int r = 0; r < R; r++) {
+#pragma unroll
+                for (int n = 0; n < SKV_MMA_BK / 8; n++) {
+                    sf[r][n][0] = sf[r][n][1] = sf[r][n][2] = sf[r][n][3] = 0.0f;
+                }
+            }
 #pragma unroll
             for (int kk = 0; kk < HD / 16; kk++) {
-                uint32_t qf[4];
-                if (QREG) {
+                uint32_t qf[R][4];
 #pragma unroll
-                    for (int i = 0; i < 4; i++) {
-                        qf[i] = qreg[QREG ? kk : 0][i];
+                for (int r = 0; r < R; r++) {
+                    if (QREG) {
+#pragma unroll
+                        for (int i = 0; i < 4; i++) {
+                            qf[r][i] = qreg[QREG ? kk : 0][i];
+                        }
+                    } else {
+                        skv_ldmatrix_x4(qf[r], q_lane + r * 16 * L::LD + kk * 16);
                     }
-                } else {
-                    skv_ldmatrix_x4(qf, q_lane + kk * 16);
                 }
 #pragma unroll
                 for (int nn = 0; nn < SKV_MMA_BK / 16; nn++) {
                     uint32_t b[4];
                     int key = nn * 16 + (lane & 7) + ((lane >> 4) << 3);
                     skv_ldmatrix_x4(b, Ks + key * L::LD + kk * 16 + ((lane >> 3) & 1) * 8);
-                    skv_mma_bf16(sf[2 * nn], qf, b[0], b[1]);
-                    skv_mma_bf16(sf[2 * nn + 1], qf, b[2], b[3]);
-                }
-            }
-        }
-        uint32_t pf[SKV_MMA_BK / 16][4];
-        if (active) {
-            /* Max on raw scores (scale > 0), then p = exp2(s * scale_log2 - m * scale_log2):
-             * one FFMA per score; masked scores are -inf and give 0. */
-            if (k0 + SKV_MMA_BK - 1 > wmin) {
 #pragma unroll
-                for (int n = 0; n < SKV_MMA_BK / 8; n++) {
-#pragma unroll
-                    for (int i = 0; i < 4; i++) {
-                        int32_t key = k0 + n * 8 + 2 * t + (i & 1);
-                        sf[n][i] = key <= (i < 2 ? pos_lo : pos_hi) ? sf[n][i] : -INFINITY;
+                    for (int r = 0; r < R; r++) {
+                        skv_mma_bf16(sf[r][2 * nn], qf[r], b[0], b[1]);
+                        skv_mma_bf16(sf[r][2 * nn + 1], qf[r], b[2], b[3]);
                     }
                 }
             }
-            float mx_lo = -INFINITY, mx_hi = -INFINITY;
+            uint32_t pf[R][SKV_MMA_BK / 16][4];
 #pragma unroll
-            for (int n = 0; n < SKV_MMA_BK / 8; n++) {
-                mx_lo = fmaxf(mx_lo, fmaxf(sf[n][0], sf[n][1]));
-                mx_hi = fmaxf(mx_hi, fmaxf(sf[n][2], sf[n][3]));
+            for (int r = 0; r < R; r++) {
+                skv_mma_softmax_tile(sf[r], pf[r], o[r], k0, wmin, pos_lo[r], pos_hi[r], t,
+                                     scale_log2, m_lo[r], m_hi[r], l_lo[r], l_hi[r]);
             }
-#pragma unroll
-            for (int off = 1; off <= 2; off <<= 1) {
-                mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, off));
-                mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, off));
-            }
-            /* Every row sees key 0 on the first tile, so m is finite from then on. */
-            float mn_lo = fmaxf(m_lo, mx_lo), mn_hi = fmaxf(m_hi, mx_hi);
-            float c_lo = skv_exp2((m_lo - mn_lo) * scale_log2);
-            float c_hi = skv_exp2((m_hi - mn_hi) * scale_log2);
-            m_lo = mn_lo;
-            m_hi = mn_hi;
-            float ms_lo = mn_lo * scale_log2, ms_hi = mn_hi * scale_log2;
-            float sum_lo = 0.0f, sum_hi = 0.0f;
-#pragma unroll
-            for (int n = 0; n < SKV_MMA_BK / 8; n++) {
-                sf[n][0] = skv_exp2(fmaf(sf[n][0], scale_log2, -ms_lo));
-                sf[n][1] = skv_exp2(fmaf(sf[n][1], scale_log2, -ms_lo));
-                sf[n][2] = skv_exp2(fmaf(sf[n][2], scale_log2, -ms_hi));
-                sf[n][3] = skv_exp2(fmaf(sf[n][3], scale_log2, -ms_hi));
-                sum_lo += sf[n][0] + sf[n][1];
-                sum_hi += sf[n][2] + sf[n][3];
-            }
-            l_lo = l_lo * c_lo + sum_lo;
-            l_hi = l_hi * c_hi + sum_hi;
-            if (!__all_sync(0xffffffffu, c_lo == 1.0f && c_hi == 1.0f)) {
-#pragma unroll
-                for (int n = 0; n < HD / 8; n++) {
-                    o[n][0] *= c_lo;
-                    o[n][1] *= c_lo;
-                    o[n][2] *= c_hi;
-                    o[n][3] *= c_hi;
-                }
-            }
-#pragma unroll
-            for (int kk = 0; kk < SKV_MMA_BK / 16; kk++) {
-                pf[kk][0] = skv_pack_bf16(sf[2 * kk][0], sf[2 * kk][1]);
-                pf[kk][1] = skv_pack_bf16(sf[2 * kk][2], sf[2 * kk][3]);
-                pf[kk][2] = skv_pack_bf16(sf[2 * kk + 1][0], sf[2 * kk + 1][1]);
-                pf[kk][3] = skv_pack_bf16(sf[2 * kk + 1][2], sf[2 * kk + 1][3]);
-            }
-        }
-        if (active) {
 #pragma unroll
             for (int kk = 0; kk < SKV_MMA_BK / 16; kk++) {
 #pragma unroll
@@ -311,8 +385,11 @@ __global__ void __launch_bounds__(W * 32, W == 4 ? 3 : 1)
                     uint32_t b[4];
                     int key = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
                     skv_ldmatrix_x4_trans(b, Vs + key * L::LD + nn * 16 + (lane >> 4) * 8);
-                    skv_mma_bf16(o[2 * nn], pf[kk], b[0], b[1]);
-                    skv_mma_bf16(o[2 * nn + 1], pf[kk], b[2], b[3]);
+#pragma unroll
+                    for (int r = 0; r < R; r++) {
+                        skv_mma_bf16(o[r][2 * nn], pf[r][kk], b[0], b[1]);
+                        skv_mma_bf16(o[r][2 * nn + 1], pf[r][kk], b[2], b[3]);
+                    }
                 }
             }
         }
@@ -321,49 +398,56 @@ __global__ void __launch_bounds__(W * 32, W == 4 ? 3 : 1)
     skv_cp_async_wait<0>();
 
 #pragma unroll
-    for (int off = 1; off <= 2; off <<= 1) {
-        l_lo += __shfl_xor_sync(0xffffffffu, l_lo, off);
-        l_hi += __shfl_xor_sync(0xffffffffu, l_hi, off);
-    }
-    float inv_lo = 1.0f / l_lo, inv_hi = 1.0f / l_hi;
-    bf16 *out_lo = out + (int64_t)(r0 + row_lo) * ldo + (int64_t)h * HD + 2 * t;
-    bf16 *out_hi = out + (int64_t)(r0 + row_hi) * ldo + (int64_t)h * HD + 2 * t;
-#pragma unroll
-    for (int n = 0; n < HD / 8; n++) {
-        if (row_lo < nq) {
-            *(__nv_bfloat162 *)(out_lo + n * 8) =
-                __floats2bfloat162_rn(o[n][0] * inv_lo, o[n][1] * inv_lo);
-        }
-        if (row_hi < nq) {
-            *(__nv_bfloat162 *)(out_hi + n * 8) =
-                __floats2bfloat162_rn(o[n][2] * inv_hi, o[n][3] * inv_hi);
-        }
+    for (int r = 0; r < R; r++) {
+        int32_t row_lo = (R * warp + r) * 16 + g;
+        skv_mma_store_rows<HD>(out, ldo, r0, row_lo, nq, h, t, o[r], l_lo[r], l_hi[r]);
     }
 }
 
-/* Warps per block by head_dim: 8 (128 rows) for head_dim 128, where halving the L2 traffic
- * per FLOP wins (H100: 168 against 152 TFLOP/s at 8 x 2048); 4 (64 rows, 3 blocks per SM) for
- * head_dim 64 (161 against 131). SKV_ATTN_MMA_ROWS=64 or 128 forces one, for A/B timing. */
-static int g_skv_attn_mma_w128 = 8, g_skv_attn_mma_w64 = 4;
+/* Block shapes (warps W x 16-row fragments per warp R) by head_dim, and the one in use.
+ * SKV_ATTN_MMA_ROWS (rows per block: 64, 128, 256) and SKV_ATTN_MMA_WARP_ROWS (16 or 32)
+ * force another, for A/B timing. */
+typedef struct {
+    int w, r;
+} skv_mma_shape_t;
 
-template <int HD, int W> static skv_status_t skv_attn_mma_attr(void)
+/* H100, 8 x 2048 causal (TFLOP/s, head_dim 128 / 64): 8 x 2 (256 rows) 245.7 / 204.5;
+ * 4 x 2 (128 rows) 213.5 / 196.8; 8 x 1 (128 rows) 202.2 / 157.0; 4 x 1 (64 rows) 148.2 /
+ * 157.2. 8 x 2 needs 255 registers and spills ~100 bytes, which costs less than it gains. */
+static skv_mma_shape_t g_skv_mma_shape128 = {8, 2}, g_skv_mma_shape64 = {8, 2};
+
+template <int HD, int W, int R> static skv_status_t skv_attn_mma_attr(void)
 {
-    SKV_CUDA_CHECK(cudaFuncSetAttribute(skv_attn_prefill_mma_kernel<HD, W>,
+    SKV_CUDA_CHECK(cudaFuncSetAttribute(skv_attn_prefill_mma_kernel<HD, W, R>,
                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        skv_mma_smem<HD, W>::BYTES));
+                                        skv_mma_smem<HD, W * R>::BYTES));
     return SKV_STATUS_OK;
+}
+
+template <int HD> static skv_status_t skv_attn_mma_attrs(void)
+{
+    skv_status_t st = skv_attn_mma_attr<HD, 4, 1>();
+    st = st == SKV_STATUS_OK ? skv_attn_mma_attr<HD, 8, 1>() : st;
+    st = st == SKV_STATUS_OK ? skv_attn_mma_attr<HD, 4, 2>() : st;
+    return st == SKV_STATUS_OK ? skv_attn_mma_attr<HD, 8, 2>() : st;
 }
 
 skv_status_t skv_attn_mma_init(void)
 {
-    const char *env = getenv("SKV_ATTN_MMA_ROWS");
-    if (env != NULL && (atoi(env) == 64 || atoi(env) == 128)) {
-        g_skv_attn_mma_w128 = g_skv_attn_mma_w64 = atoi(env) / 16;
+    const char *rows_env = getenv("SKV_ATTN_MMA_ROWS"), *wr_env = getenv("SKV_ATTN_MMA_WARP_ROWS");
+    if (rows_env != NULL || wr_env != NULL) {
+        int rows = rows_env != NULL ? atoi(rows_env) : 128;
+        int r = wr_env != NULL && atoi(wr_env) == 32 ? 2 : 1;
+        int w = rows / (16 * r);
+        if ((w == 4 || w == 8) && w * 16 * r == rows) {
+            g_skv_mma_shape128 = g_skv_mma_shape64 = (skv_mma_shape_t){w, r};
+        } else {
+            SKV_LOG_WARN("SKV_ATTN_MMA_ROWS=%d with %d rows per warp is not built; default kept",
+                         rows, 16 * r);
+        }
     }
-    skv_status_t st = skv_attn_mma_attr<64, 4>();
-    st = st == SKV_STATUS_OK ? skv_attn_mma_attr<128, 4>() : st;
-    st = st == SKV_STATUS_OK ? skv_attn_mma_attr<64, 8>() : st;
-    return st == SKV_STATUS_OK ? skv_attn_mma_attr<128, 8>() : st;
+    skv_status_t st = skv_attn_mma_attrs<64>();
+    return st == SKV_STATUS_OK ? skv_attn_mma_attrs<128>() : st;
 }
 
 int skv_attn_prefill_mma_ok(int32_t head_dim, const skv_tensor_t *q, const skv_tensor_t *out)
@@ -373,14 +457,34 @@ int skv_attn_prefill_mma_ok(int32_t head_dim, const skv_tensor_t *q, const skv_t
            out->ld % 2 == 0 && (uintptr_t)out->data % 4 == 0;
 }
 
-template <int HD, int W>
+template <int HD, int W, int R>
 static void skv_attn_mma_launch(cudaStream_t stream, const skv_attn_args_t *a,
                                 const skv_tensor_t *out, const skv_tensor_t *q, int32_t n_heads,
                                 float scale_log2, int32_t max_q)
 {
-    dim3 grid((unsigned)n_heads, (unsigned)a->n_seqs, (unsigned)((max_q + 16 * W - 1) / (16 * W)));
-    skv_attn_prefill_mma_kernel<HD, W><<<grid, 32 * W, skv_mma_smem<HD, W>::BYTES, stream>>>(
+    constexpr int BQ = 16 * W * R;
+    dim3 grid((unsigned)n_heads, (unsigned)a->n_seqs, (unsigned)((max_q + BQ - 1) / BQ));
+    skv_attn_prefill_mma_kernel<HD, W, R><<<grid, 32 * W, skv_mma_smem<HD, W * R>::BYTES, stream>>>(
         *a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, scale_log2);
+}
+
+template <int HD>
+static void skv_attn_mma_launch_shape(skv_mma_shape_t sh, cudaStream_t stream,
+                                      const skv_attn_args_t *a, const skv_tensor_t *out,
+                                      const skv_tensor_t *q, int32_t n_heads, float scale_log2,
+                                      int32_t max_q)
+{
+    if (sh.r == 1) {
+        if (sh.w == 4) {
+            skv_attn_mma_launch<HD, 4, 1>(stream, a, out, q, n_heads, scale_log2, max_q);
+        } else {
+            skv_attn_mma_launch<HD, 8, 1>(stream, a, out, q, n_heads, scale_log2, max_q);
+        }
+    } else if (sh.w == 4) {
+        skv_attn_mma_launch<HD, 4, 2>(stream, a, out, q, n_heads, scale_log2, max_q);
+    } else {
+        skv_attn_mma_launch<HD, 8, 2>(stream, a, out, q, n_heads, scale_log2, max_q);
+    }
 }
 
 skv_status_t skv_attn_prefill_mma(cudaStream_t stream, const skv_attn_args_t *a,
@@ -389,15 +493,11 @@ skv_status_t skv_attn_prefill_mma(cudaStream_t stream, const skv_attn_args_t *a,
 {
     float scale_log2 = scale * 1.4426950408889634f; /* softmax via exp2 */
     if (a->head_dim == 64) {
-        if (g_skv_attn_mma_w64 == 4) {
-            skv_attn_mma_launch<64, 4>(stream, a, out, q, n_heads, scale_log2, max_q);
-        } else {
-            skv_attn_mma_launch<64, 8>(stream, a, out, q, n_heads, scale_log2, max_q);
-        }
-    } else if (g_skv_attn_mma_w128 == 4) {
-        skv_attn_mma_launch<128, 4>(stream, a, out, q, n_heads, scale_log2, max_q);
+        skv_attn_mma_launch_shape<64>(g_skv_mma_shape64, stream, a, out, q, n_heads, scale_log2,
+                                      max_q);
     } else {
-        skv_attn_mma_launch<128, 8>(stream, a, out, q, n_heads, scale_log2, max_q);
+        skv_attn_mma_launch_shape<128>(g_skv_mma_shape128, stream, a, out, q, n_heads, scale_log2,
+                                       max_q);
     }
     SKV_CUDA_CHECK_LAUNCH();
     return SKV_STATUS_OK;
