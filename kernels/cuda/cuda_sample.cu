@@ -3,12 +3,13 @@
  * per logit row, on the GPU (contract in kernels/ops.h).
  *
  * One block of 1024 threads per row; the row stays in global memory (a 128k vocabulary is
- * 512 KB) and is read once per pass (about 11 passes, from L2). Top-k and top-p thresholds are
- * found exactly by radix selection over the order-preserving integer key of each logit
- * (4 passes of 8 bits, histograms in shared memory): top-k counts ids, top-p accumulates
- * probability mass. The kept set is every id whose key is at least the threshold, so ids tied
- * with the boundary value are all kept. The draw is a block-wide prefix sum over contiguous
- * per-thread chunks in id order. Probabilities are exp2((x - max) / T * log2 e) in fp32.
+ * 512 KB) and is read once per pass (about 13 passes, from L2). Top-k and top-p thresholds are
+ * found exactly by selection over the order-preserving integer key of each logit: one pass
+ * into eighth-octave probability bins, then 4 radix passes of 8 key bits within the chosen bin
+ * (histograms in shared memory): top-k counts ids, top-p accumulates probability mass. The kept set
+ * is every id whose key is at least the threshold, so ids tied with the boundary value are all
+ * kept. The draw is a block-wide prefix sum over contiguous per-thread chunks in id order.
+ * Probabilities are exp2((x - max) / T * log2 e) in fp32.
  */
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
@@ -41,32 +42,53 @@ struct skv_argmax_op {
     }
 };
 
+/* The coarse level's bin of logit v: 255 - floor(8 log2(1 / p)) for p = exp2((v - xmax) sc),
+ * clamped to [0, 255]: eighth-octave bins of probability, non-decreasing in v (every step is
+ * monotone), so a bin is a key range. Logits spread over many bins, where the top byte of
+ * their float keys falls in a handful: the first pass's shared-memory atomics stop colliding. */
+static __device__ __forceinline__ int skv_sample_bucket(float v, float xmax, float sc)
+{
+    return 255 - (int)fminf((xmax - v) * sc * 8.0f, 255.0f);
+}
+
 /* The largest key threshold t such that the ids with key >= floor_key and key >= t hold at
  * least `target` of weight (mass != 0: probability exp2((x - xmax) * sc); mass == 0: count).
- * Radix selection from the top byte down; thread 0 walks each 256-bin histogram. */
+ * Level 0 picks the probability bin (skv_sample_bucket) that holds the boundary; levels 1-4
+ * then select exactly within that bin by radix over the key, top byte first. Thread 0 walks
+ * each 256-bin histogram. */
 static __device__ uint32_t skv_sample_select(const float *x, int32_t V, uint32_t floor_key,
                                              float target, int mass, float xmax, float sc)
 {
     __shared__ float hist[256];
     __shared__ uint32_t s_prefix, s_mask;
+    __shared__ int s_bucket;
     __shared__ float s_above;
     if (threadIdx.x == 0) {
         s_prefix = 0;
         s_mask = 0;
+        s_bucket = -1;
         s_above = 0.0f;
     }
-    for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int level = 0; level <= 4; level++) {
+        int shift = 32 - 8 * level; /* levels 1-4: key bits 31-24, ..., 7-0 */
         for (int b = threadIdx.x; b < 256; b += blockDim.x) {
             hist[b] = 0.0f;
         }
         __syncthreads();
         uint32_t prefix = s_prefix, mask = s_mask;
+        int bucket = s_bucket;
         for (int32_t i = threadIdx.x; i < V; i += blockDim.x) {
             float v = x[i];
             uint32_t k = skv_sample_key(v);
-            if (k >= floor_key && (k & mask) == prefix) {
-                atomicAdd(&hist[(k >> shift) & 255], mass ? exp2f((v - xmax) * sc) : 1.0f);
+            if (k < floor_key) {
+                continue;
             }
+            int b = skv_sample_bucket(v, xmax, sc);
+            if (level > 0 && (b != bucket || (k & mask) != prefix)) {
+                continue;
+            }
+            int bin = level == 0 ? b : (int)((k >> shift) & 255);
+            atomicAdd(&hist[bin], mass ? exp2f((v - xmax) * sc) : 1.0f);
         }
         __syncthreads();
         if (threadIdx.x == 0) {
@@ -88,8 +110,12 @@ static __device__ uint32_t skv_sample_select(const float *x, int32_t V, uint32_t
                 above -= hist[last];
             }
             s_above = above;
-            s_prefix = prefix | ((uint32_t)chosen << shift);
-            s_mask = mask | (255u << shift);
+            if (level == 0) {
+                s_bucket = chosen;
+            } else {
+                s_prefix = prefix | ((uint32_t)chosen << shift);
+                s_mask = mask | (255u << shift);
+            }
         }
         __syncthreads();
     }
