@@ -13,7 +13,7 @@
  *     for at least SKV_FP8_MIN_AGREE of the rows, and the first free-running greedy token the
  *     same for at least SKV_FP8_MIN_FIRST of the prompts. The same numbers for a bf16-rounded
  *     cache are printed beside them as the scale: these random models (weights of std 0.25,
- *     peaky attention) amplify any KV rounding, bf16's as much as fp8's.
+ *     peaky attention) amplify any KV rounding, bf16's by the same factor as fp8's.
  * usage: test_kv_fp8_model MAKE_MODEL
  */
 #include <math.h>
