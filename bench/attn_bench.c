@@ -5,12 +5,14 @@
  *
  *   attn_bench [--backend cuda] [--heads 32] [--kv-heads 8] [--head-dim 128]
  *              [--block-size 16] [--layers 32] [--seqs 8] [--prompt-len 2048]
- *              [--context 2048] [--reps 10] [--shuffle]
+ *              [--context 2048] [--reps 10] [--shuffle] [--kv-dtype auto|fp8|NAME]
  *
  * Prints ms per call (median of reps after a warm-up), attention TFLOP/s for prefill (causal:
  * 4 * hd * heads * sum over rows of the keys attended) and KV GB/s for decode (each row's
  * K and V bytes read once). --shuffle gives each sequence randomly placed blocks (a pool
- * after churn) instead of consecutive ones. Pool values come from the backend's weight_fill.
+ * after churn) instead of consecutive ones. Pool values come from the backend's weight_fill
+ * when the pool has the weight dtype; otherwise (e.g. --kv-dtype fp8, which the backend must
+ * take: kernels/ops.h kv_dtypes) the pool stays zeroed, which costs the kernels the same.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -23,7 +25,7 @@
 #include "kernels/ops.h"
 
 typedef struct {
-    const char *backend;
+    const char *backend, *kv_dtype;
     int32_t heads, kv_heads, hd, bs, layers, seqs, prompt, ctx, reps, shuffle;
 } skv_ab_args_t;
 
@@ -33,8 +35,9 @@ static int skv_ab_parse(int argc, char **argv, skv_ab_args_t *a)
         {"backend", 1, 0, 'b'},  {"heads", 1, 0, 'h'},      {"kv-heads", 1, 0, 'k'},
         {"head-dim", 1, 0, 'd'}, {"block-size", 1, 0, 's'}, {"layers", 1, 0, 'l'},
         {"seqs", 1, 0, 'B'},     {"prompt-len", 1, 0, 'p'}, {"context", 1, 0, 'c'},
-        {"reps", 1, 0, 'r'},     {"shuffle", 0, 0, 'S'},    {0, 0, 0, 0}};
-    *a = (skv_ab_args_t){"cuda", 32, 8, 128, 16, 32, 8, 2048, 2048, 10, 0};
+        {"reps", 1, 0, 'r'},     {"shuffle", 0, 0, 'S'},    {"kv-dtype", 1, 0, 'K'},
+        {0, 0, 0, 0}};
+    *a = (skv_ab_args_t){"cuda", "auto", 32, 8, 128, 16, 32, 8, 2048, 2048, 10, 0};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int32_t v = optarg ? (int32_t)atoi(optarg) : 0;
@@ -71,6 +74,9 @@ static int skv_ab_parse(int argc, char **argv, skv_ab_args_t *a)
             break;
         case 'S':
             a->shuffle = 1;
+            break;
+        case 'K':
+            a->kv_dtype = optarg;
             break;
         default:
             return -1;
@@ -158,10 +164,11 @@ static skv_status_t skv_ab_case(skv_backend_t *be, const skv_ab_args_t *a, const
     }
     qsort(ms, (size_t)a->reps, sizeof(double), skv_ab_cmp);
     double med = ms[a->reps / 2];
-    printf("%-8s B %3d rows/seq %5d ctx %5d hd %3d heads %d/%d bs %3d layers %2d%s: %8.3f ms  "
-           "%7.1f TFLOP/s  %7.1f GB/s KV\n",
+    printf("%-8s B %3d rows/seq %5d ctx %5d hd %3d heads %d/%d bs %3d layers %2d kv %s%s: "
+           "%8.3f ms  %7.1f TFLOP/s  %7.1f GB/s KV\n",
            what, a->seqs, n_new, ctx, a->hd, a->heads, a->kv_heads, a->bs, a->layers,
-           a->shuffle ? " shuffled" : "", med, flop / med / 1e9, bytes / med / 1e6);
+           skv_dtype_name(kv->dtype), a->shuffle ? " shuffled" : "", med, flop / med / 1e9,
+           bytes / med / 1e6);
 done:
     free(ms);
     be->ops->free(be, pq);
@@ -180,24 +187,29 @@ int main(int argc, char **argv)
     if (skv_ab_parse(argc, argv, &a) != 0) {
         fprintf(stderr, "usage: attn_bench [--backend cuda] [--heads H] [--kv-heads K] "
                         "[--head-dim D] [--block-size S] [--layers L] [--seqs B] "
-                        "[--prompt-len P] [--context C] [--reps R] [--shuffle]\n");
+                        "[--prompt-len P] [--context C] [--reps R] [--shuffle] "
+                        "[--kv-dtype auto|fp8|NAME]\n");
         return 2;
     }
     skv_backend_t *be = NULL;
+    skv_dtype_t kvd;
     if (skv_backend_create(a.backend, 0, 0, &be) != SKV_STATUS_OK) {
+        return 1;
+    }
+    if (skv_kv_dtype_resolve(be->ops, a.kv_dtype, &kvd) != SKV_STATUS_OK) {
+        be->ops->destroy(be);
         return 1;
     }
     int32_t max_ctx = a.prompt > a.ctx ? a.prompt : a.ctx;
     int64_t n_blocks = (int64_t)a.seqs * ((max_ctx + a.bs - 1) / a.bs);
     int64_t vecs = n_blocks * a.layers * 2 * a.kv_heads * a.bs;
     void *pool = NULL;
-    skv_status_t st =
-        be->ops->alloc(be, (size_t)vecs * a.hd * skv_dtype_size(be->ops->kv_dtype), &pool);
-    if (st == SKV_STATUS_OK && be->ops->weight_fill) {
-        skv_tensor_t pt = skv_tensor_make(pool, be->ops->kv_dtype, vecs, a.hd);
+    skv_status_t st = be->ops->alloc(be, (size_t)vecs * a.hd * skv_dtype_size(kvd), &pool);
+    if (st == SKV_STATUS_OK && be->ops->weight_fill && kvd == be->ops->weight_dtype) {
+        skv_tensor_t pt = skv_tensor_make(pool, kvd, vecs, a.hd);
         st = be->ops->weight_fill(be, &pt, 3, 1.0f / 128, 0.0f);
     }
-    skv_kv_view_t kv = {pool, be->ops->kv_dtype, a.bs, a.kv_heads, a.hd, a.layers, n_blocks};
+    skv_kv_view_t kv = {pool, kvd, a.bs, a.kv_heads, a.hd, a.layers, n_blocks};
     if (st == SKV_STATUS_OK && a.prompt > 0) {
         st = skv_ab_case(be, &a, &kv, a.prompt, a.prompt, "prefill");
     }

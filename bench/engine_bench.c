@@ -7,6 +7,9 @@
  *                [--prompt-len P] [--prefill-batch B1,B2,..] [--decode-batch 1,16,64]
  *                [--context C1,C2,..] [--steps S] [--threads N] [--gemm] [--tp N]
  *                [--sample device|host|none] [--temperature T] [--top-k K] [--top-p P]
+ *                [--kv-dtype auto|fp8|NAME]
+ *
+ * --kv-dtype picks the KV pool dtype (auto: the backend's default; fp8: E4M3, kernels/ops.h).
  *
  * --sample says how each step's tokens are picked, so ms/step includes it: device (the
  * default when the backend has a sample op) picks where the logits are and copies only the
@@ -48,7 +51,7 @@ typedef enum {
 } skv_bench_sample_t;
 
 typedef struct {
-    const char *model_dir, *preset, *backend, *mode, *json;
+    const char *model_dir, *preset, *backend, *mode, *json, *kv_dtype;
     int32_t prompt_len, steps, threads, gemm, upload, tp;
     skv_bench_sample_t sample;
     skv_sampling_params_t sampling;
@@ -69,13 +72,16 @@ static int32_t skv_bench_list(const char *s, int32_t *out)
 
 static int skv_bench_parse(int argc, char **argv, skv_bench_args_t *a)
 {
-    static const struct option opts[] = {
-        {"model", 1, 0, 'm'}, {"backend", 1, 0, 'b'}, {"mode", 1, 0, 'M'},
-        {"prompt-len", 1, 0, 'p'}, {"prefill-batch", 1, 0, 'B'}, {"decode-batch", 1, 0, 'D'},
-        {"context", 1, 0, 'c'}, {"steps", 1, 0, 's'}, {"threads", 1, 0, 'j'},
-        {"json", 1, 0, 'J'}, {"gemm", 0, 0, 'g'}, {"random-preset", 1, 0, 'R'}, {"upload", 0, 0, 'U'},
-        {"tp", 1, 0, 'T'}, {"sample", 1, 0, 'S'}, {"temperature", 1, 0, 't'},
-        {"top-k", 1, 0, 'k'}, {"top-p", 1, 0, 'P'}, {0, 0, 0, 0}};
+    static const struct option opts[] = {{"model", 1, 0, 'm'},         {"backend", 1, 0, 'b'},
+                                         {"mode", 1, 0, 'M'},          {"prompt-len", 1, 0, 'p'},
+                                         {"prefill-batch", 1, 0, 'B'}, {"decode-batch", 1, 0, 'D'},
+                                         {"context", 1, 0, 'c'},       {"steps", 1, 0, 's'},
+                                         {"threads", 1, 0, 'j'},       {"json", 1, 0, 'J'},
+                                         {"gemm", 0, 0, 'g'},          {"random-preset", 1, 0, 'R'},
+                                         {"upload", 0, 0, 'U'},        {"tp", 1, 0, 'T'},
+                                         {"sample", 1, 0, 'S'},        {"temperature", 1, 0, 't'},
+                                         {"top-k", 1, 0, 'k'},         {"top-p", 1, 0, 'P'},
+                                         {"kv-dtype", 1, 0, 'K'},      {0, 0, 0, 0}};
     memset(a, 0, sizeof(*a));
     a->backend = "cpu";
     a->mode = "auto";
@@ -112,6 +118,7 @@ static int skv_bench_parse(int argc, char **argv, skv_bench_args_t *a)
         case 't': a->sampling.temperature = strtof(optarg, NULL); break;
         case 'k': a->sampling.top_k = atoi(optarg); break;
         case 'P': a->sampling.top_p = strtof(optarg, NULL); break;
+        case 'K': a->kv_dtype = optarg; break;
         default: return -1;
         }
     }
@@ -376,9 +383,10 @@ int main(int argc, char **argv)
     skv_bench_args_t a;
     if (skv_bench_parse(argc, argv, &a) != 0) {
         fprintf(stderr, "usage: engine_bench (--model DIR | --random-preset NAME) [--backend %s] [--mode auto|base|swiftkv] "
-                        "[--prompt-len P] [--prefill-batch 1,4] [--decode-batch 1,16,64] "
-                        "[--context C1,C2] [--steps S] [--threads N] [--json FILE] "
-                        "[--sample device|host|none] [--temperature T] [--top-k K] [--top-p P]\n",
+                "[--prompt-len P] [--prefill-batch 1,4] [--decode-batch 1,16,64] "
+                "[--context C1,C2] [--steps S] [--threads N] [--json FILE] "
+                "[--sample device|host|none] [--temperature T] [--top-k K] [--top-p P] "
+                "[--kv-dtype auto|fp8|NAME]\n",
                 skv_backend_names());
         return 2;
     }
@@ -392,7 +400,7 @@ int main(int argc, char **argv)
     int32_t need_ctx = a.prompt_len > max_c + 1 ? a.prompt_len : max_c + 1;
     int32_t budget = max_pb * a.prompt_len > max_db ? max_pb * a.prompt_len : max_db;
     skv_model_opts_t mo = {skv_bench_mode(a.mode), budget, max_pb > max_db ? max_pb : max_db,
-                           need_ctx};
+                           need_ctx, a.kv_dtype};
     skv_model_config_t pcfg;
     if (skv_backend_create(a.backend, a.threads, 0, &be) != SKV_STATUS_OK) {
         return 1;
@@ -431,15 +439,18 @@ int main(int argc, char **argv)
         return 1;
     }
     FILE *js = a.json ? fopen(a.json, "w") : NULL;
-    printf("model %s  backend %s  tp %d  mode %s  L %d  Lk %d  H %d  (built in %.1f s)\n",
+    const char *kvd = skv_dtype_name(skv_kv_pool_layout(pool)->dtype);
+    printf("model %s  backend %s  tp %d  mode %s  L %d  Lk %d  H %d  kv %s  (built in %.1f s)\n",
            a.preset ? a.preset : a.model_dir, a.backend, a.tp,
            skv_model_is_swiftkv(m) ? "swiftkv" : "base", c->n_layers,
-           skv_model_is_swiftkv(m) ? c->n_kv_layers : c->n_layers, c->hidden_size, load_s);
+           skv_model_is_swiftkv(m) ? c->n_kv_layers : c->n_layers, c->hidden_size, kvd, load_s);
     printf("sample %s  (temperature %g  top_k %d  top_p %g)\n", skv_bench_sample_name(&pick),
            a.sampling.temperature, a.sampling.top_k, a.sampling.top_p);
     if (js) {
-        fprintf(js, "{\"backend\": \"%s\", \"mode\": \"%s\", \"sample\": \"%s\", \"prefill\": [",
-                a.backend, skv_model_is_swiftkv(m) ? "swiftkv" : "base",
+        fprintf(js,
+                "{\"backend\": \"%s\", \"mode\": \"%s\", \"kv_dtype\": \"%s\", "
+                "\"sample\": \"%s\", \"prefill\": [",
+                a.backend, skv_model_is_swiftkv(m) ? "swiftkv" : "base", kvd,
                 skv_bench_sample_name(&pick));
     }
     for (int32_t i = 0; i < a.n_prefill; i++) {

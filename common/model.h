@@ -46,6 +46,10 @@ typedef struct {
     int32_t max_batch_tokens; /* N limit of one step (prefill chunk budget) */
     int32_t max_seqs;         /* sequences per step (and so logit rows) */
     int32_t max_context;      /* 0 = the model's max_position_embeddings */
+    /* KV cache dtype by name, as skv_kv_dtype_resolve takes it: NULL or "auto" = the
+     * backend's default (ops->kv_dtype), "fp8" = f8e4m3, or another name in the backend's
+     * kv_dtypes. Read during the load only (the model keeps the resolved dtype). */
+    const char *kv_dtype;
 } skv_model_opts_t;
 
 typedef struct skv_model skv_model_t;
@@ -53,7 +57,8 @@ typedef struct skv_model skv_model_t;
 /* Loads the HF model folder dir onto backend be (borrowed; must outlive the model).
  * Checks that every tensor the mode needs is present with the right shape, and that no
  * tensor is unexpected; errors name the tensor. NOT_FOUND / FORMAT / UNSUPPORTED /
- * NO_MEMORY. */
+ * NO_MEMORY; INVALID_ARGUMENT or UNSUPPORTED for a KV dtype (opts.kv_dtype) that is no dtype
+ * or that the backend's KV ops do not take. */
 skv_status_t skv_model_load(const char *dir, skv_backend_t *be, const skv_model_opts_t *opts,
                             skv_model_t **model_p);
 
@@ -77,7 +82,8 @@ int32_t skv_model_max_seqs(const skv_model_t *model);
 int32_t skv_model_max_batch_tokens(const skv_model_t *model);
 
 /* Fills the KV layout this model needs for pools of block_size tokens per block (for a TP
- * group: rank 0's, whose fingerprint names the split). */
+ * group: rank 0's, whose fingerprint names the split). Its dtype is the KV dtype chosen at
+ * load (opts.kv_dtype), so block bytes and the fingerprint follow it. */
 void skv_model_kv_layout(const skv_model_t *model, int32_t block_size, skv_kv_layout_t *layout);
 
 /* Creates a KV pool of n_blocks blocks of block_size tokens for this model: one pool on its

@@ -43,6 +43,7 @@ struct skv_model {
     int32_t n_cache_layers;
     int32_t max_ctx;
     int32_t max_blocks;     /* block-table columns a sequence can need at block size 1 */
+    skv_dtype_t kv_dtype;   /* KV pool dtype (opts.kv_dtype resolved on the backend) */
     uint64_t graph_id;      /* unique per model in the process (never reused, unlike its
                              * address): names its recorded decode graphs */
 

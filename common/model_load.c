@@ -376,7 +376,13 @@ skv_status_t skv_model_setup(skv_model_t *m, const skv_model_opts_t *opts)
                       opts->max_batch_tokens, opts->max_seqs);
         return SKV_STATUS_INVALID_ARGUMENT;
     }
+    /* A TP group's front has no backend yet: its ranks resolve the name, the front takes
+     * rank 0's dtype (model_tp.c). */
+    if (m->be != NULL) {
+        SKV_CHECK(skv_kv_dtype_resolve(m->be->ops, opts->kv_dtype, &m->kv_dtype));
+    }
     m->opts = *opts;
+    m->opts.kv_dtype = NULL; /* borrowed for the load only; m->kv_dtype holds the choice */
     m->graph_id = next_graph_id++;
     m->swiftkv = c->swiftkv && opts->mode != SKV_MODEL_MODE_BASE;
     m->n_full_layers = m->swiftkv ? c->n_kv_layers : c->n_layers;
@@ -698,7 +704,7 @@ int32_t skv_model_max_batch_tokens(const skv_model_t *m)
 void skv_model_kv_layout(const skv_model_t *m, int32_t block_size, skv_kv_layout_t *layout)
 {
     memset(layout, 0, sizeof(*layout));
-    layout->dtype = m->be->ops->kv_dtype;
+    layout->dtype = m->kv_dtype;
     layout->block_size = block_size;
     /* A rank's cfg holds its own heads; a TP front describes rank 0's pool. */
     layout->n_kv_heads = m->group_ops != NULL ? m->cfg.n_kv_heads / m->tp_size : m->cfg.n_kv_heads;

@@ -417,7 +417,8 @@ static skv_status_t skv_tp_create(const skv_tp_load_t *load, const skv_model_tp_
     SKV_CHECK_GOTO(skv_model_setup(front, load->opts), fail);
     SKV_CHECK_GOTO(skv_tp_group_create(tp, &g), fail);
     SKV_CHECK_GOTO(skv_tp_group_load(g, front, load), fail);
-    front->be = g->ranks[0].be; /* borrowed: the layout's dtype; never driven from here */
+    front->be = g->ranks[0].be; /* borrowed: its ops table; never driven from here */
+    front->kv_dtype = g->ranks[0].model->kv_dtype;
     front->group = g;
     front->group_ops = &skv_tp_group_ops;
     *model_p = front;

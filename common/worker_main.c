@@ -14,6 +14,10 @@
  *                        GPUs device..device+N-1 with NCCL); see common/model_tp.md
  *   --block-size N       tokens per KV block                                    default 16
  *   --kv-mem-mb N        KV pool size per rank (env SKV_KV_MEM_MB)             default 256
+ *   --kv-dtype D         KV cache dtype (env SKV_KV_DTYPE): auto (the backend's default),
+ *                        fp8 (E4M3: half the bytes, twice the blocks of bf16), or the
+ *                        default's name (f32, bf16); one the backend does not take fails
+ *                        at startup                                           default auto
  *   --max-batch-tokens N --max-seqs N --max-waiting N --max-requests N
  *   --lease-ms N         default reservation lease                           default 10000
  *   --grace-ms N         drain grace at SIGTERM                              default 10000
@@ -33,7 +37,7 @@
 
 typedef struct {
     skv_worker_config_t wc;
-    const char *model_dir, *backend, *mode, *port_file, *role;
+    const char *model_dir, *backend, *mode, *port_file, *role, *kv_dtype;
     int device, threads, tp, block_size, kv_mem_mb, max_batch_tokens, max_seqs;
     int64_t grace_ms;
 } skv_wmain_args_t;
@@ -52,8 +56,9 @@ static void skv_wmain_usage(const char *prog)
         "       [--backend %s] [--device N] [--threads N] [--tp N] [--mode auto|base|swiftkv]\n"
         "       [--block-size N] [--kv-mem-mb N] [--max-batch-tokens N] [--max-seqs N]\n"
         "       [--max-waiting N] [--max-requests N] [--lease-ms N] [--grace-ms N]\n"
-        "       [--port-file PATH]\n"
-        "env: SKV_MODEL SKV_LISTEN SKV_ADVERTISE SKV_ROLE SKV_BACKEND SKV_TP SKV_KV_MEM_MB; UCX_* "
+        "       [--kv-dtype auto|fp8|NAME] [--port-file PATH]\n"
+        "env: SKV_MODEL SKV_LISTEN SKV_ADVERTISE SKV_ROLE SKV_BACKEND SKV_TP SKV_KV_MEM_MB "
+        "SKV_KV_DTYPE; UCX_* "
         "choose the KV transports (see common/kvx.md)\n",
         prog, skv_backend_names());
 }
@@ -72,6 +77,7 @@ static void skv_wmain_defaults(skv_wmain_args_t *a, skv_worker_role_t role)
     a->mode = "auto";
     a->block_size = 16;
     a->kv_mem_mb = atoi(skv_env_or("SKV_KV_MEM_MB", "256"));
+    a->kv_dtype = skv_env_or("SKV_KV_DTYPE", "auto");
     a->max_batch_tokens = 2048;
     a->max_seqs = 64;
     a->grace_ms = 10000;
@@ -81,16 +87,13 @@ static void skv_wmain_defaults(skv_wmain_args_t *a, skv_worker_role_t role)
 static int skv_wmain_parse(int argc, char **argv, skv_wmain_args_t *a)
 {
     static const struct option opts[] = {
-        {"model", 1, 0, 'm'},        {"listen", 1, 0, 'l'},
-        {"advertise", 1, 0, 'a'},    {"role", 1, 0, 'r'},
-        {"backend", 1, 0, 'b'},      {"device", 1, 0, 'd'},
-        {"threads", 1, 0, 'j'},      {"tp", 1, 0, 't'},
-        {"mode", 1, 0, 'M'},         {"block-size", 1, 0, 'B'},
-        {"kv-mem-mb", 1, 0, 'k'},    {"max-batch-tokens", 1, 0, 'T'},
-        {"max-seqs", 1, 0, 'S'},     {"max-waiting", 1, 0, 'W'},
-        {"max-requests", 1, 0, 'R'}, {"lease-ms", 1, 0, 'L'},
-        {"grace-ms", 1, 0, 'g'},     {"port-file", 1, 0, 'p'},
-        {"help", 0, 0, 'h'},         {0, 0, 0, 0}};
+        {"model", 1, 0, 'm'},      {"listen", 1, 0, 'l'},      {"advertise", 1, 0, 'a'},
+        {"role", 1, 0, 'r'},       {"backend", 1, 0, 'b'},     {"device", 1, 0, 'd'},
+        {"threads", 1, 0, 'j'},    {"tp", 1, 0, 't'},          {"mode", 1, 0, 'M'},
+        {"block-size", 1, 0, 'B'}, {"kv-mem-mb", 1, 0, 'k'},   {"max-batch-tokens", 1, 0, 'T'},
+        {"max-seqs", 1, 0, 'S'},   {"max-waiting", 1, 0, 'W'}, {"max-requests", 1, 0, 'R'},
+        {"lease-ms", 1, 0, 'L'},   {"grace-ms", 1, 0, 'g'},    {"port-file", 1, 0, 'p'},
+        {"kv-dtype", 1, 0, 'K'},   {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -147,6 +150,9 @@ static int skv_wmain_parse(int argc, char **argv, skv_wmain_args_t *a)
             break;
         case 'p':
             a->port_file = optarg;
+            break;
+        case 'K':
+            a->kv_dtype = optarg;
             break;
         default:
             return 2;
@@ -228,15 +234,17 @@ int skv_worker_main(int argc, char **argv, skv_worker_role_t default_role)
     skv_model_t *model = NULL;
     skv_kv_pool_t *pool = NULL;
     skv_worker_t *worker = NULL;
-    skv_model_opts_t mo = {.max_batch_tokens = a.max_batch_tokens, .max_seqs = a.max_seqs};
+    skv_model_opts_t mo = {
+        .max_batch_tokens = a.max_batch_tokens, .max_seqs = a.max_seqs, .kv_dtype = a.kv_dtype};
     skv_status_t status = skv_wmain_mode(a.mode, &mo.mode);
     skv_grpc_signals_install();
     SKV_CHECK_GOTO(status, out);
     SKV_CHECK_GOTO(skv_wmain_model(&a, &mo, &be, &model), out);
     SKV_CHECK_GOTO(skv_wmain_pool(&a, model, &pool), out);
     SKV_CHECK_GOTO(skv_worker_create(&a.wc, model, pool, be, &worker), out);
-    SKV_LOG_INFO("worker: serving %s on port %d (%s, tp %d, %lld KV blocks)", a.model_dir,
-                 skv_worker_port(worker), a.backend, a.tp, (long long)skv_kv_pool_n_blocks(pool));
+    SKV_LOG_INFO("worker: serving %s on port %d (%s, tp %d, %lld KV blocks of %s)", a.model_dir,
+                 skv_worker_port(worker), a.backend, a.tp, (long long)skv_kv_pool_n_blocks(pool),
+                 skv_dtype_name(skv_kv_pool_layout(pool)->dtype));
     if (a.port_file != NULL) {
         skv_wmain_port_file(a.port_file, skv_worker_port(worker));
     }

@@ -10,7 +10,8 @@
  * KV cache layout (one contiguous pool, fixed-size blocks; see skv_kv_view_t):
  *   pool[block][cache_layer][kv (0=K, 1=V)][kv_head][slot in block][head_dim]
  * so one block holds every layer of block_size tokens: a request's KV is a few contiguous
- * runs, which is what the UCX push moves.
+ * runs, which is what the UCX push moves. Elements are of the pool's dtype, one of the
+ * backend's kv_dtypes (its kv_dtype by default; F8E4M3 halves the bytes per token).
  *
  * Threading: one backend instance is driven by one thread at a time. Ops are asynchronous
  * on devices; skv_ops_t.sync waits for all of them. Integer metadata (tokens, positions,
@@ -29,12 +30,18 @@ typedef enum {
     SKV_DTYPE_F16,
     SKV_DTYPE_BF16,
     SKV_DTYPE_I32,
+    /* OCP fp8 E4M3 "fn" (1 sign, 4 exponent bits of bias 7, 3 mantissa bits; no infinities,
+     * 0x7f / 0xff are NaN, largest finite +-448). A KV cache dtype only (see kv_dtypes):
+     * values are stored unscaled (a fixed scale of 1.0, as vLLM's kv_cache_dtype=fp8 without
+     * calibration), quantized on write and widened to the compute dtype on read. Appended last
+     * so the values above, which layout fingerprints encode, stay as they were. */
+    SKV_DTYPE_F8E4M3,
     SKV_DTYPE_COUNT_
 } skv_dtype_t;
 
 /* Returns the size in bytes of one element of dtype. */
 size_t skv_dtype_size(skv_dtype_t dtype);
-/* Returns a static name ("bf16"). */
+/* Returns a static name ("bf16", "f8e4m3"). */
 const char *skv_dtype_name(skv_dtype_t dtype);
 
 /* A 2-D view of backend memory. Row i, column j is at data + (i * ld + j) * elem_size. */
@@ -107,7 +114,14 @@ typedef struct skv_ops {
     const char *name;
     skv_dtype_t act_dtype;    /* activations the backend computes in */
     skv_dtype_t weight_dtype; /* weights as stored on the backend */
-    skv_dtype_t kv_dtype;     /* KV cache elements */
+    skv_dtype_t kv_dtype;     /* KV cache elements by default */
+    /* The KV pool dtypes (bit 1u << dtype) that kv_write, swiftkv_kv_write, attention and
+     * rope_kv_write accept; kv_dtype is one of them. Those ops return UNSUPPORTED (logged,
+     * nothing read or written) for a skv_kv_view_t of any other dtype. Pools of a dtype
+     * narrower than the activations (F8E4M3) are quantized by the write ops (round to nearest
+     * even, saturating to the finite range, as skv_f32_to_f8e4m3) and widened exactly by
+     * attention (skv_f8e4m3_to_f32); the math in between is the same as for kv_dtype. */
+    uint32_t kv_dtypes;
 
     void (*destroy)(skv_backend_t *be);
     /* Allocates bytes of backend memory (zeroed); *ptr_p set on success. Startup only. */
@@ -211,6 +225,13 @@ struct skv_backend {
     const skv_ops_t *ops;
 };
 
+/* Chooses the KV cache dtype of a process on a backend: name NULL, "" or "auto" is the
+ * backend's default (ops->kv_dtype); otherwise a dtype name (skv_dtype_name) or the alias
+ * "fp8" (= "f8e4m3"). INVALID_ARGUMENT for a name that is no dtype, UNSUPPORTED when the
+ * backend's KV ops do not accept the dtype (not in ops->kv_dtypes); both logged with the
+ * names the backend accepts. *dtype_p is set only on success. Any thread. */
+skv_status_t skv_kv_dtype_resolve(const skv_ops_t *ops, const char *name, skv_dtype_t *dtype_p);
+
 /* Returns a view of rows [row0, row0+n) of t. */
 skv_tensor_t skv_tensor_rows(const skv_tensor_t *t, int64_t row0, int64_t n);
 /* Returns a view of columns [col0, col0+n) of t (same rows, same ld). */
@@ -223,5 +244,13 @@ float skv_bf16_to_f32(uint16_t v);
 uint16_t skv_f32_to_bf16(float f);
 float skv_f16_to_f32(uint16_t v);
 uint16_t skv_f32_to_f16(float f);
+
+/* fp8 E4M3 "fn" (SKV_DTYPE_F8E4M3) <-> float, host helpers. Decoding is exact for all 256
+ * codes (0x80 is -0.0; 0x7f / 0xff decode to NaN of that sign). Encoding rounds to nearest
+ * even, subnormals (multiples of 2^-9 below 2^-6) included; finite values and infinities
+ * beyond +-448 saturate to +-448 (0x7e / 0xfe), as CUDA's __nv_cvt_float_to_fp8(x,
+ * __NV_SATFINITE, __NV_E4M3) does; NaN gives 0x7f / 0xff by its sign. No scale is applied. */
+float skv_f8e4m3_to_f32(uint8_t v);
+uint8_t skv_f32_to_f8e4m3(float f);
 
 #endif /* SKV_KERNELS_OPS_H */

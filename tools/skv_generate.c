@@ -7,7 +7,10 @@
  *   skv_generate --model DIR (--prompt TEXT [--chat] | --tokens 128000,15339) [--max-tokens 32]
  *                [--top-k K] [--top-p P] [--min-p P] [--seed S] [--mode auto|base|swiftkv]
  *                [--backend cpu|cpu-ref|cuda] [--threads N] [--block-size B] [--chunk N]
- *                [--ignore-eos] [--tp N]
+ *                [--ignore-eos] [--tp N] [--kv-dtype auto|fp8|f32|bf16]
+ *
+ * --kv-dtype picks the KV cache dtype: auto (the backend's default), fp8 (E4M3, half the bytes
+ * of bf16; kernels/ops.h), or the default's own name; one the backend does not take fails.
  *
  * --tp N splits the model over N ranks (threads) of the backend (common/model_tp.h): N CPU
  * backends with --threads each, or GPUs 0..N-1 with NCCL; the output must not change.
@@ -32,6 +35,7 @@ typedef struct {
     int chat;
     const char *backend;
     const char *mode;
+    const char *kv_dtype;
     int threads;
     int block_size;
     int tp;
@@ -44,7 +48,8 @@ static void skv_gen_usage(void)
                     "[--max-tokens N] "
                     "[--temperature T] [--top-k K] [--top-p P] [--min-p P] [--seed S]\n"
                     "       [--mode auto|base|swiftkv] [--backend %s] [--threads N] "
-                    "[--block-size B] [--chunk N] [--ignore-eos] [--tp N]\n",
+                    "[--block-size B] [--chunk N] [--ignore-eos] [--tp N] "
+                    "[--kv-dtype auto|fp8|NAME]\n",
             skv_backend_names());
 }
 
@@ -57,7 +62,7 @@ static int skv_gen_parse(int argc, char **argv, skv_gen_args_t *a)
         {"backend", 1, 0, 'b'},    {"threads", 1, 0, 'j'},     {"block-size", 1, 0, 'B'},
         {"chunk", 1, 0, 'c'},      {"ignore-eos", 0, 0, 'e'},  {"help", 0, 0, 'h'},
         {"prompt", 1, 0, 'x'},     {"chat", 0, 0, 'C'},        {"tp", 1, 0, 'D'},
-        {0, 0, 0, 0}};
+        {"kv-dtype", 1, 0, 'K'},   {0, 0, 0, 0}};
     memset(a, 0, sizeof(*a));
     a->backend = "cpu";
     a->mode = "auto";
@@ -85,6 +90,7 @@ static int skv_gen_parse(int argc, char **argv, skv_gen_args_t *a)
         case 'x': a->prompt = optarg; break;
         case 'C': a->chat = 1; break;
         case 'D': a->tp = atoi(optarg); break;
+        case 'K': a->kv_dtype = optarg; break;
         default: return -1;
         }
     }
@@ -159,8 +165,8 @@ static int skv_gen_run(const skv_gen_args_t *a, const int32_t *prompt, int32_t n
     int32_t *out = skv_mallocn((size_t)a->gen.max_new_tokens, sizeof(int32_t));
     int32_t n_out = 0;
     skv_gen_out_t printed = {0, detok};
-    skv_model_opts_t mo = {skv_gen_mode(a->mode), a->gen.chunk_tokens > 0 ? a->gen.chunk_tokens : 512,
-                           1, 0};
+    skv_model_opts_t mo = {skv_gen_mode(a->mode),
+                           a->gen.chunk_tokens > 0 ? a->gen.chunk_tokens : 512, 1, 0, a->kv_dtype};
     skv_generate_opts_t gen = a->gen;
     gen.chunk_tokens = mo.max_batch_tokens;
     skv_status_t status = out ? SKV_STATUS_OK : SKV_STATUS_NO_MEMORY;
@@ -185,9 +191,11 @@ static int skv_gen_run(const skv_gen_args_t *a, const int32_t *prompt, int32_t n
     }
     printf("\n");
     fprintf(stderr,
-            "load %.1f ms, generate %d tokens after %d prompt tokens in %.1f ms (%s, %s, tp %d)\n",
+            "load %.1f ms, generate %d tokens after %d prompt tokens in %.1f ms (%s, %s, tp %d, "
+            "kv %s)\n",
             (t1 - t0) / 1e6, n_out, n_prompt, (t2 - t1) / 1e6, a->backend,
-            skv_model_is_swiftkv(model) ? "swiftkv" : "base", a->tp);
+            skv_model_is_swiftkv(model) ? "swiftkv" : "base", a->tp,
+            skv_dtype_name(skv_kv_pool_layout(pool)->dtype));
 done:
     if (status != SKV_STATUS_OK) {
         fprintf(stderr, "skv_generate: %s\n", skv_status_str(status));

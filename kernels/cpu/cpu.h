@@ -1,6 +1,8 @@
 /*
  * cpu.h: the CPU backend. fp32 activations, weights and KV cache (weights stored as bf16 or
- * f16 in a checkpoint are widened at upload). Two modes share one ops table shape:
+ * f16 in a checkpoint are widened at upload); the KV cache may instead be fp8 E4M3 (kv_dtypes:
+ * f32 and f8e4m3; the reference the CUDA fp8 KV ops are tested against). Two modes share one
+ * ops table shape:
  *   REFERENCE: plain loops, one thread; the ground truth other backends are tested against.
  *   FAST: BLAS sgemm (OpenBLAS) for GEMMs and OpenMP threads for attention and elementwise ops.
  */

@@ -1,8 +1,11 @@
 /*
  * cpu_backend.c: the CPU implementation of skv_ops_t (reference and fast modes).
  *
- * All tensors are f32 except i32 metadata. Memory is plain host memory, so copies are memcpy
- * and sync is a no-op. FAST mode threads with OpenMP over independent rows/heads; every op
+ * All tensors are f32 except i32 metadata and the KV pool, which is f32 (the default) or fp8
+ * E4M3 (quantized on write by skv_f32_to_f8e4m3, widened on read through a 256-entry table of
+ * skv_f8e4m3_to_f32; the math is f32 either way, so an fp8 pool gives exactly what an f32
+ * pool holding the same rounded values gives). Memory is plain host memory, so copies are
+ * memcpy and sync is a no-op. FAST mode threads with OpenMP over independent rows/heads; every op
  * writes disjoint outputs per thread, so results do not depend on the thread count except
  * through BLAS summation order. REFERENCE mode runs the same loops single-threaded and does
  * GEMMs with a plain dot product per output element.
@@ -28,7 +31,14 @@ typedef struct {
     skv_backend_t base;
     skv_cpu_mode_t mode;
     int n_threads;
+    float f8_to_f32[256]; /* skv_f8e4m3_to_f32 of every code: fp8 KV widened by lookup */
 } skv_cpu_backend_t;
+
+/* The KV pool dtypes the KV ops below read and write (the ops table's kv_dtypes). */
+#define SKV_CPU_KV_DTYPES ((1u << SKV_DTYPE_F32) | (1u << SKV_DTYPE_F8E4M3))
+
+/* The longest head vector the KV ops stage on the stack (the model refuses longer heads). */
+#define SKV_CPU_MAX_HEAD_DIM 512
 
 /* Number of OpenMP threads an op may use: 1 in reference mode. */
 static int skv_cpu_threads(skv_backend_t *be)
@@ -227,28 +237,68 @@ static skv_status_t skv_cpu_rope(skv_backend_t *be, const skv_tensor_t *x, int32
     return SKV_STATUS_OK;
 }
 
-/* Address of (slot, cache layer, kv, head) in the pool: a head_dim-long vector. */
-static float *skv_cpu_kv_at(const skv_kv_view_t *kv, int32_t slot, int32_t layer, int32_t t,
-                            int32_t head)
+/* OK when the KV ops handle kv's dtype; UNSUPPORTED (logged, nothing touched) otherwise. */
+static skv_status_t skv_cpu_kv_check(const skv_kv_view_t *kv, const char *op)
+{
+    if ((unsigned)kv->dtype >= 32 || (SKV_CPU_KV_DTYPES & (1u << kv->dtype)) == 0) {
+        SKV_LOG_ERROR("cpu backend: %s on a KV pool of dtype %s (this backend's KV ops take "
+                      "f32 and f8e4m3)",
+                      op, skv_dtype_name(kv->dtype));
+        return SKV_STATUS_UNSUPPORTED;
+    }
+    SKV_ASSERT(kv->head_dim <= SKV_CPU_MAX_HEAD_DIM);
+    return SKV_STATUS_OK;
+}
+
+/* Element offset of (slot, cache layer, kv, head) in the pool: a head_dim-long vector. */
+static int64_t skv_cpu_kv_off(const skv_kv_view_t *kv, int32_t slot, int32_t layer, int32_t t,
+                              int32_t head)
 {
     int64_t block = slot / kv->block_size;
     int64_t off = slot % kv->block_size;
     int64_t idx = (((block * kv->n_cache_layers + layer) * 2 + t) * kv->n_kv_heads + head);
-    return (float *)kv->base + (idx * kv->block_size + off) * kv->head_dim;
+    return (idx * kv->block_size + off) * kv->head_dim;
+}
+
+/* Stores the head vector src [head_dim] at element offset off, in the pool's dtype. */
+static void skv_cpu_kv_store(const skv_kv_view_t *kv, int64_t off, const float *src)
+{
+    if (kv->dtype == SKV_DTYPE_F32) {
+        memcpy((float *)kv->base + off, src, (size_t)kv->head_dim * 4);
+        return;
+    }
+    uint8_t *dst = (uint8_t *)kv->base + off;
+    for (int32_t d = 0; d < kv->head_dim; d++) {
+        dst[d] = skv_f32_to_f8e4m3(src[d]);
+    }
+}
+
+/* The head vector at element offset off as f32: in place for an f32 pool, else widened into
+ * tmp [head_dim] through the fp8 table. */
+static const float *skv_cpu_kv_load(const skv_kv_view_t *kv, const float *f8_to_f32, int64_t off,
+                                    float *tmp)
+{
+    if (kv->dtype == SKV_DTYPE_F32) {
+        return (const float *)kv->base + off;
+    }
+    const uint8_t *src = (const uint8_t *)kv->base + off;
+    for (int32_t d = 0; d < kv->head_dim; d++) {
+        tmp[d] = f8_to_f32[src[d]];
+    }
+    return tmp;
 }
 
 static skv_status_t skv_cpu_kv_write(skv_backend_t *be, const skv_kv_view_t *kv,
                                      int32_t cache_layer, const skv_tensor_t *k,
                                      const skv_tensor_t *v, const skv_attn_meta_t *meta)
 {
-    size_t hd_bytes = (size_t)kv->head_dim * 4;
+    SKV_CHECK(skv_cpu_kv_check(kv, "kv_write"));
     for (int64_t r = 0; r < k->rows; r++) {
         int32_t slot = SKV_I32(&meta->row_slot, r);
         for (int32_t h = 0; h < kv->n_kv_heads; h++) {
-            memcpy(skv_cpu_kv_at(kv, slot, cache_layer, 0, h),
-                   &SKV_F32(k, r, (int64_t)h * kv->head_dim), hd_bytes);
-            memcpy(skv_cpu_kv_at(kv, slot, cache_layer, 1, h),
-                   &SKV_F32(v, r, (int64_t)h * kv->head_dim), hd_bytes);
+            int64_t col = (int64_t)h * kv->head_dim;
+            skv_cpu_kv_store(kv, skv_cpu_kv_off(kv, slot, cache_layer, 0, h), &SKV_F32(k, r, col));
+            skv_cpu_kv_store(kv, skv_cpu_kv_off(kv, slot, cache_layer, 1, h), &SKV_F32(v, r, col));
         }
     }
     return SKV_STATUS_OK;
@@ -260,19 +310,26 @@ static skv_status_t skv_cpu_swiftkv_kv_write(skv_backend_t *be, const skv_kv_vie
                                              const skv_tensor_t *inv_freq)
 {
     int64_t width = (int64_t)kv->n_kv_heads * kv->head_dim;
+    SKV_CHECK(skv_cpu_kv_check(kv, "swiftkv_kv_write"));
     SKV_ASSERT(kvs->cols == (int64_t)n_layers * 2 * width);
 #pragma omp parallel for num_threads(skv_cpu_threads(be)) if (kvs->rows > 1)
     for (int64_t r = 0; r < kvs->rows; r++) {
         int32_t slot = SKV_I32(&meta->row_slot, r);
         int32_t pos = SKV_I32(&meta->row_pos, r);
+        float kbuf[SKV_CPU_MAX_HEAD_DIM];
         for (int32_t g = 0; g < n_layers; g++) {
             for (int32_t h = 0; h < kv->n_kv_heads; h++) {
-                float *kd = skv_cpu_kv_at(kv, slot, first_layer + g, 0, h);
-                float *vd = skv_cpu_kv_at(kv, slot, first_layer + g, 1, h);
+                int64_t koff = skv_cpu_kv_off(kv, slot, first_layer + g, 0, h);
                 int64_t col = (int64_t)g * 2 * width + (int64_t)h * kv->head_dim;
+                /* f32: RoPE in place in the pool; fp8: in f32 on the stack, then quantized */
+                float *kd = kv->dtype == SKV_DTYPE_F32 ? (float *)kv->base + koff : kbuf;
                 memcpy(kd, &SKV_F32(kvs, r, col), (size_t)kv->head_dim * 4);
                 skv_cpu_rope_head(kd, kv->head_dim, pos, inv_freq->data);
-                memcpy(vd, &SKV_F32(kvs, r, col + width), (size_t)kv->head_dim * 4);
+                if (kd == kbuf) {
+                    skv_cpu_kv_store(kv, koff, kbuf);
+                }
+                skv_cpu_kv_store(kv, skv_cpu_kv_off(kv, slot, first_layer + g, 1, h),
+                                 &SKV_F32(kvs, r, col + width));
             }
         }
     }
@@ -283,17 +340,18 @@ static skv_status_t skv_cpu_swiftkv_kv_write(skv_backend_t *be, const skv_kv_vie
  * running max/sum are rescaled once per tile (online softmax without a per-key exp pair). */
 #define SKV_CPU_ATTN_TILE 64
 
-/* One query head against positions 0..ctx-1 of one sequence's cache layer. */
+/* One query head against positions 0..ctx-1 of one sequence's cache layer (f8_to_f32: the
+ * table that widens an fp8 pool). */
 static void skv_cpu_attn_head(float *out, const float *q, const skv_kv_view_t *kv,
-                              const int32_t *blocks, int32_t layer, int32_t kv_head, int32_t ctx,
-                              float scale)
+                              const float *f8_to_f32, const int32_t *blocks, int32_t layer,
+                              int32_t kv_head, int32_t ctx, float scale)
 {
     int32_t hd = kv->head_dim;
-    float acc[512];
+    float acc[SKV_CPU_MAX_HEAD_DIM];
+    float tmp[SKV_CPU_MAX_HEAD_DIM]; /* one widened K or V vector of an fp8 pool */
     float scores[SKV_CPU_ATTN_TILE];
     float m = -INFINITY;
     float l = 0.0f;
-    SKV_ASSERT(hd <= 512);
     memset(acc, 0, sizeof(float) * (size_t)hd);
     for (int32_t t0 = 0; t0 < ctx; t0 += SKV_CPU_ATTN_TILE) {
         int32_t nt = ctx - t0 < SKV_CPU_ATTN_TILE ? ctx - t0 : SKV_CPU_ATTN_TILE;
@@ -301,7 +359,8 @@ static void skv_cpu_attn_head(float *out, const float *q, const skv_kv_view_t *k
         for (int32_t i = 0; i < nt; i++) {
             int32_t p = t0 + i;
             int32_t slot = blocks[p / kv->block_size] * kv->block_size + p % kv->block_size;
-            const float *k = skv_cpu_kv_at(kv, slot, layer, 0, kv_head);
+            const float *k =
+                skv_cpu_kv_load(kv, f8_to_f32, skv_cpu_kv_off(kv, slot, layer, 0, kv_head), tmp);
             float dot = 0.0f;
             for (int32_t d = 0; d < hd; d++) {
                 dot += q[d] * k[d];
@@ -318,7 +377,8 @@ static void skv_cpu_attn_head(float *out, const float *q, const skv_kv_view_t *k
         for (int32_t i = 0; i < nt; i++) {
             int32_t p = t0 + i;
             int32_t slot = blocks[p / kv->block_size] * kv->block_size + p % kv->block_size;
-            const float *v = skv_cpu_kv_at(kv, slot, layer, 1, kv_head);
+            const float *v =
+                skv_cpu_kv_load(kv, f8_to_f32, skv_cpu_kv_off(kv, slot, layer, 1, kv_head), tmp);
             float e = expf(scores[i] - m_new);
             l += e;
             for (int32_t d = 0; d < hd; d++) {
@@ -339,6 +399,8 @@ static skv_status_t skv_cpu_attention(skv_backend_t *be, const skv_tensor_t *out
 {
     int32_t hd = kv->head_dim;
     int32_t group = n_heads / kv->n_kv_heads;
+    const float *f8_to_f32 = ((skv_cpu_backend_t *)be)->f8_to_f32;
+    SKV_CHECK(skv_cpu_kv_check(kv, "attention"));
     SKV_ASSERT(q->cols == (int64_t)n_heads * hd && out->rows == q->rows);
     int64_t work = (int64_t)meta->n_rows * n_heads;
 #pragma omp parallel for num_threads(skv_cpu_threads(be)) schedule(dynamic, 4) if (work > 1)
@@ -352,7 +414,7 @@ static skv_status_t skv_cpu_attention(skv_backend_t *be, const skv_tensor_t *out
         const int32_t *blocks = (const int32_t *)meta->block_table.data + (int64_t)s * meta->max_blocks;
         int32_t ctx = SKV_I32(&meta->row_pos, r) + 1;
         skv_cpu_attn_head(&SKV_F32(out, r, (int64_t)h * hd), &SKV_F32(q, r, (int64_t)h * hd), kv,
-                          blocks, cache_layer, h / group, ctx, scale);
+                          f8_to_f32, blocks, cache_layer, h / group, ctx, scale);
     }
     return SKV_STATUS_OK;
 }
@@ -397,6 +459,7 @@ static const skv_ops_t skv_cpu_ops_table = {
     .act_dtype = SKV_DTYPE_F32,
     .weight_dtype = SKV_DTYPE_F32,
     .kv_dtype = SKV_DTYPE_F32,
+    .kv_dtypes = SKV_CPU_KV_DTYPES,
     .destroy = skv_cpu_destroy,
     .alloc = skv_cpu_alloc,
     .free = skv_cpu_free,
@@ -425,6 +488,9 @@ skv_status_t skv_cpu_backend_create(skv_cpu_mode_t mode, int n_threads, skv_back
     }
     cpu->base.ops = &skv_cpu_ops_table;
     cpu->mode = mode;
+    for (int c = 0; c < 256; c++) {
+        cpu->f8_to_f32[c] = skv_f8e4m3_to_f32((uint8_t)c);
+    }
 #ifdef _OPENMP
     cpu->n_threads = n_threads > 0 ? n_threads : omp_get_num_procs();
 #else

@@ -130,7 +130,7 @@ typedef struct {
 
 static void skv_fixture(const char *dir, int32_t budget, int32_t max_seqs, skv_fixture_t *f)
 {
-    skv_model_opts_t mo = {SKV_MODEL_MODE_AUTO, budget, max_seqs, 0};
+    skv_model_opts_t mo = {SKV_MODEL_MODE_AUTO, budget, max_seqs, 0, NULL};
     skv_cpu_backend_create(SKV_CPU_MODE_FAST, 2, &f->be);
     if (skv_model_load(dir, f->be, &mo, &f->model) != SKV_STATUS_OK) {
         fprintf(stderr, "cannot load %s\n", dir);
