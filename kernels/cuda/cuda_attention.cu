@@ -26,17 +26,18 @@
 #include <stdlib.h>
 
 #include "kernels/cuda/cuda_attn.h"
+#include "kernels/cuda/cuda_kv.h"
 
 using namespace nvcuda;
 typedef __nv_bfloat16 bf16;
 
-#define SKV_ATTN_THREADS 128
-#define SKV_ATTN_ROWS_TILE 128    /* keys per tile in the rows kernel */
-#define SKV_ATTN_ROWS_MAX_HEADS 8 /* query heads per block in the rows kernel */
-#define SKV_ATTN_MIN_SPLIT 64     /* fewest keys worth a split of their own */
-#define SKV_ATTN_BQ 128           /* query rows per prefill block (16 per warp) */
+#define SKV_ATTN_THREADS         128
+#define SKV_ATTN_ROWS_TILE       128 /* keys per tile in the rows kernel */
+#define SKV_ATTN_ROWS_MAX_HEADS  8   /* query heads per block in the rows kernel */
+#define SKV_ATTN_MIN_SPLIT       64  /* fewest keys worth a split of their own */
+#define SKV_ATTN_BQ              128 /* query rows per prefill block (16 per warp) */
 #define SKV_ATTN_PREFILL_THREADS (SKV_ATTN_BQ / 16 * 32)
-#define SKV_ATTN_BK 64            /* keys per prefill tile */
+#define SKV_ATTN_BK              64 /* keys per prefill tile */
 
 static __device__ int32_t skv_attn_seq_of_row(const skv_attn_args_t &a, int32_t r)
 {
@@ -54,29 +55,10 @@ static __device__ int32_t skv_attn_seq_of_row(const skv_attn_args_t &a, int32_t 
 
 /* ---- rows kernel (decode) ------------------------------------------------------------- */
 
-/* Loads VEC consecutive bf16 (VEC 8: one 16-byte load; VEC 2: one 4-byte load) as floats. */
-template <int VEC> static __device__ void skv_load_vec(const bf16 *p, float *f)
-{
-    if (VEC == 8) {
-        uint4 u = *(const uint4 *)p;
-        const __nv_bfloat162 *b2 = (const __nv_bfloat162 *)&u;
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            float2 t = __bfloat1622float2(b2[e]);
-            f[2 * e] = t.x;
-            f[2 * e + 1] = t.y;
-        }
-    } else {
-        float2 t = __bfloat1622float2(*(const __nv_bfloat162 *)p);
-        f[0] = t.x;
-        f[1] = t.y;
-    }
-}
-
 /* VEC: head_dim elements per thread and key in the P V phase (8 when head_dim % 8 == 0).
  * HDC: head_dim known at compile time (64, 128: loops unroll, so a key's loads are all in
- * flight), or 0 for any even head_dim <= 256. */
-template <int VEC, int HDC>
+ * flight), or 0 for any even head_dim <= 256. KT: the pool's element type (cuda_kv.h). */
+template <int VEC, int HDC, typename KT>
 __global__ void __launch_bounds__(SKV_ATTN_THREADS)
     skv_attn_rows_kernel(skv_attn_args_t a, bf16 *out, int64_t ldo, const bf16 *q, int64_t ldq,
                          int32_t n_heads, int32_t n_head_chunks, float scale, int32_t chunk,
@@ -101,9 +83,11 @@ __global__ void __launch_bounds__(SKV_ATTN_THREADS)
     int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     int64_t v_delta = (int64_t)a.n_kv_heads * a.block_size * hd;
     int32_t npairs = hd / 2;
+    const KT *kvb = (const KT *)a.base;
 
     for (int i = tid; i < nh * hd; i += blockDim.x) {
-        qs[i / hd][i % hd] = __bfloat162float(q[(int64_t)r * ldq + (int64_t)(h0 + i / hd) * hd + i % hd]);
+        qs[i / hd][i % hd] =
+            __bfloat162float(q[(int64_t)r * ldq + (int64_t)(h0 + i / hd) * hd + i % hd]);
     }
     if (tid < SKV_ATTN_ROWS_MAX_HEADS) {
         m_s[tid] = -INFINITY;
@@ -137,32 +121,30 @@ __global__ void __launch_bounds__(SKV_ATTN_THREADS)
             for (int g = 0; g < SKV_ATTN_ROWS_MAX_HEADS; g++) {
                 dot[g] = 0.0f;
             }
+            const KT *kp = kvb + koff[i];
             if (hd % 8 == 0) {
-                const uint4 *k4 = (const uint4 *)(a.base + koff[i]);
 #pragma unroll 4
                 for (int c = 0; c < hd / 8; c++) {
-                    uint4 u = k4[c];
-                    const __nv_bfloat162 *b2 = (const __nv_bfloat162 *)&u;
-                    float2 k01 = __bfloat1622float2(b2[0]), k23 = __bfloat1622float2(b2[1]);
-                    float2 k45 = __bfloat1622float2(b2[2]), k67 = __bfloat1622float2(b2[3]);
+                    float k[8];
+                    skv_kv_load<KT, 8>(kp + c * 8, k);
 #pragma unroll
                     for (int g = 0; g < SKV_ATTN_ROWS_MAX_HEADS; g++) {
                         if (g < nh) {
                             float4 qa = *(const float4 *)&qs[g][c * 8];
                             float4 qb = *(const float4 *)&qs[g][c * 8 + 4];
-                            dot[g] += qa.x * k01.x + qa.y * k01.y + qa.z * k23.x + qa.w * k23.y +
-                                      qb.x * k45.x + qb.y * k45.y + qb.z * k67.x + qb.w * k67.y;
+                            dot[g] += qa.x * k[0] + qa.y * k[1] + qa.z * k[2] + qa.w * k[3] +
+                                      qb.x * k[4] + qb.y * k[5] + qb.z * k[6] + qb.w * k[7];
                         }
                     }
                 }
             } else {
-                const __nv_bfloat162 *k2 = (const __nv_bfloat162 *)(a.base + koff[i]);
                 for (int jj = 0; jj < npairs; jj++) {
-                    float2 kf = __bfloat1622float2(k2[jj]);
+                    float kf[2];
+                    skv_kv_load<KT, 2>(kp + 2 * jj, kf);
 #pragma unroll
                     for (int g = 0; g < SKV_ATTN_ROWS_MAX_HEADS; g++) {
                         if (g < nh) {
-                            dot[g] += qs[g][2 * jj] * kf.x + qs[g][2 * jj + 1] * kf.y;
+                            dot[g] += qs[g][2 * jj] * kf[0] + qs[g][2 * jj + 1] * kf[1];
                         }
                     }
                 }
@@ -217,7 +199,7 @@ __global__ void __launch_bounds__(SKV_ATTN_THREADS)
 #pragma unroll 2
             for (int i = kg; i < nt; i += n_kg) {
                 float vf[VEC];
-                skv_load_vec<VEC>(a.base + koff[i] + v_delta + j * VEC, vf);
+                skv_kv_load<KT, VEC>(kvb + koff[i] + v_delta + j * VEC, vf);
 #pragma unroll
                 for (int g = 0; g < SKV_ATTN_ROWS_MAX_HEADS; g++) {
                     if (g < nh) {
@@ -290,10 +272,11 @@ __global__ void skv_attn_combine_kernel(bf16 *out, int64_t ldo, int32_t n_heads,
 /* ---- decode kernel (skv_attn_decode_kernel) ------------------------------------------ */
 
 /* Lane layout of the decode kernel for head_dim HD and up to G query heads per kv head:
- * a key's head_dim vector is spread over LPK lanes of DPL dims each (one or two 16-byte
- * loads of K and of V per lane and key), a warp holds KPW keys side by side and takes U such
- * rows per step, so every lane has 2 * U * NV 16-byte loads in flight before the first use.
- * DPL shrinks for G 8 so that q and the accumulators (2 * G * DPL floats) stay in registers. */
+ * a key's head_dim vector is spread over LPK lanes of DPL dims each (BYTES = DPL elements of
+ * K and of V per lane and key), a warp holds KPW keys side by side and takes U such rows per
+ * step, so every lane has 2 * U * BYTES bytes of loads in flight before the first use; an fp8
+ * pool takes twice the keys per step, so the bytes in flight stay those of bf16. DPL shrinks
+ * for G 8 so that q and the accumulators (2 * G * DPL floats) stay in registers. */
 /* Build-time tuning knobs (measured in bench/results/cuda-h100-2026-11-23-3.md; the defaults
  * were fastest there): DPL dims per lane, UDIM dims per lane and step (U = UDIM / DPL keys per
  * lane group and step), WAVE blocks per SM the split count aims at, MIN_BLOCKS the
@@ -314,14 +297,42 @@ __global__ void skv_attn_combine_kernel(bf16 *out, int64_t ldo, int32_t n_heads,
 #define SKV_DEC_MIN_SPLIT 64 /* fewest keys worth a split of their own */
 #endif
 
-template <int HD, int G> struct skv_dec_cfg {
+template <int HD, int G, typename KT> struct skv_dec_cfg {
     static constexpr int DPL = G * SKV_DEC_DPL <= 64 ? SKV_DEC_DPL : 8;
     static constexpr int LPK = HD / DPL;
     static constexpr int KPW = 32 / LPK;
     static constexpr int U = SKV_DEC_UDIM / DPL;
-    static constexpr int NV = DPL / 8;
-    static constexpr int KPS = KPW * U; /* keys per warp and step */
+    static constexpr int BYTES = DPL * (int)sizeof(KT); /* one lane's share of a K or V vector */
+    static constexpr int NW = BYTES / 4;                /* ... in 32-bit words */
+    static constexpr int KPS = KPW * U;                 /* keys per warp and step */
+    /* Prefetch: the next step's K/V words load while this step computes (twice the raw
+     * registers; G 8 has none to spare). */
+    static constexpr bool PF = G <= 4;
 };
+
+/* Issues the loads of one decode step's keys p0 + u * KPW + kg (u < U) of this lane into kw,
+ * vw (zero past p_end). */
+template <typename C, typename KT>
+static __device__ __forceinline__ void
+skv_dec_load_step(const skv_attn_args_t &a, const int32_t *bt, int32_t kh, int32_t p0,
+                  int32_t p_end, int kg, int sub, int64_t v_delta, uint32_t (&kw)[C::U][C::NW],
+                  uint32_t (&vw)[C::U][C::NW])
+{
+#pragma unroll
+    for (int u = 0; u < C::U; u++) {
+        int32_t p = p0 + u * C::KPW + kg;
+        if (p < p_end) {
+            const KT *kp = (const KT *)a.base + skv_attn_koff(a, bt, p, kh) + sub * C::DPL;
+            skv_kv_ldg<C::BYTES>(kp, kw[u]);
+            skv_kv_ldg<C::BYTES>(kp + v_delta, vw[u]);
+        } else {
+#pragma unroll
+            for (int w = 0; w < C::NW; w++) {
+                kw[u][w] = vw[u][w] = 0;
+            }
+        }
+    }
+}
 #define SKV_DEC_WARPS 4
 
 /* grid (rows, kv heads, context splits), 4 warps. Every warp streams its own keys of the
@@ -329,13 +340,13 @@ template <int HD, int G> struct skv_dec_cfg {
  * lane group, so the main loop has no barrier; the lane groups, then the warps (through
  * shared memory), then the splits (combine kernel, through the workspace) are merged at the
  * end. Scores are kept in log2 units (q pre-scaled by scale * log2 e). */
-template <int HD, int G>
+template <int HD, int G, typename KT>
 __global__ void __launch_bounds__(SKV_DEC_WARPS * 32, SKV_DEC_MIN_BLOCKS)
     skv_attn_decode_kernel(skv_attn_args_t a, bf16 *out, int64_t ldo, const bf16 *q, int64_t ldq,
                            int32_t n_heads, float scale_log2, int32_t chunk, int32_t n_splits,
                            float *ws_o, float *ws_ml)
 {
-    typedef skv_dec_cfg<HD, G> C;
+    typedef skv_dec_cfg<HD, G, KT> C;
     __shared__ float red_o[SKV_DEC_WARPS][G][HD];
     __shared__ float red_m[SKV_DEC_WARPS][G], red_l[SKV_DEC_WARPS][G];
     int32_t r = blockIdx.x, kh = blockIdx.y, split = blockIdx.z;
@@ -361,40 +372,26 @@ __global__ void __launch_bounds__(SKV_DEC_WARPS * 32, SKV_DEC_MIN_BLOCKS)
         l[g] = 0.0f;
     }
 
-    for (int32_t p0 = p_begin + warp * C::KPS; p0 < p_end; p0 += SKV_DEC_WARPS * C::KPS) {
-        uint4 kv[C::U][C::NV], vv[C::U][C::NV];
-#pragma unroll
-        for (int u = 0; u < C::U; u++) {
-            int32_t p = p0 + u * C::KPW + kg;
-            if (p < p_end) {
-                const bf16 *kp = a.base + skv_attn_koff(a, bt, p, kh) + sub * C::DPL;
-#pragma unroll
-                for (int v = 0; v < C::NV; v++) {
-                    kv[u][v] = __ldg((const uint4 *)(kp + 8 * v));
-                    vv[u][v] = __ldg((const uint4 *)(kp + v_delta + 8 * v));
-                }
-            } else {
-#pragma unroll
-                for (int v = 0; v < C::NV; v++) {
-                    kv[u][v] = make_uint4(0, 0, 0, 0);
-                    vv[u][v] = make_uint4(0, 0, 0, 0);
-                }
+    constexpr int32_t STRIDE = SKV_DEC_WARPS * C::KPS;
+    uint32_t kw[C::U][C::NW], vw[C::U][C::NW];
+    if (C::PF) {
+        skv_dec_load_step<C, KT>(a, bt, kh, p_begin + warp * C::KPS, p_end, kg, sub, v_delta, kw,
+                                 vw);
+    }
+    for (int32_t p0 = p_begin + warp * C::KPS; p0 < p_end; p0 += STRIDE) {
+        uint32_t kn[C::PF ? C::U : 1][C::NW], vn[C::PF ? C::U : 1][C::NW];
+        if constexpr (C::PF) {
+            if (p0 + STRIDE < p_end) {
+                skv_dec_load_step<C, KT>(a, bt, kh, p0 + STRIDE, p_end, kg, sub, v_delta, kn, vn);
             }
+        } else {
+            skv_dec_load_step<C, KT>(a, bt, kh, p0, p_end, kg, sub, v_delta, kw, vw);
         }
         float sc[C::U][G];
 #pragma unroll
         for (int u = 0; u < C::U; u++) {
             float kf[C::DPL];
-#pragma unroll
-            for (int v = 0; v < C::NV; v++) {
-                const __nv_bfloat162 *b2 = (const __nv_bfloat162 *)&kv[u][v];
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    float2 t = __bfloat1622float2(b2[e]);
-                    kf[8 * v + 2 * e] = t.x;
-                    kf[8 * v + 2 * e + 1] = t.y;
-                }
-            }
+            skv_kv_widen_words<KT, C::DPL>(kw[u], kf);
 #pragma unroll
             for (int g = 0; g < G; g++) {
                 float d = 0.0f;
@@ -409,20 +406,8 @@ __global__ void __launch_bounds__(SKV_DEC_WARPS * 32, SKV_DEC_MIN_BLOCKS)
                 sc[u][g] = p0 + u * C::KPW + kg < p_end ? d : -INFINITY;
             }
         }
-        float vf[C::U][C::DPL];
-#pragma unroll
-        for (int u = 0; u < C::U; u++) {
-#pragma unroll
-            for (int v = 0; v < C::NV; v++) {
-                const __nv_bfloat162 *b2 = (const __nv_bfloat162 *)&vv[u][v];
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    float2 t = __bfloat1622float2(b2[e]);
-                    vf[u][8 * v + 2 * e] = t.x;
-                    vf[u][8 * v + 2 * e + 1] = t.y;
-                }
-            }
-        }
+        /* Softmax of the step's scores (sc becomes the probabilities), then P V one key at a
+         * time, so only one key's V is held widened. */
 #pragma unroll
         for (int g = 0; g < G; g++) {
             float mx = m[g];
@@ -439,11 +424,29 @@ __global__ void __launch_bounds__(SKV_DEC_WARPS * 32, SKV_DEC_MIN_BLOCKS)
             }
 #pragma unroll
             for (int u = 0; u < C::U; u++) {
-                float pr = exp2f(sc[u][g] - mx); /* 0 for a masked key */
-                l[g] += pr;
+                sc[u][g] = exp2f(sc[u][g] - mx); /* 0 for a masked key */
+                l[g] += sc[u][g];
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < C::U; u++) {
+            float vf[C::DPL];
+            skv_kv_widen_words<KT, C::DPL>(vw[u], vf);
+#pragma unroll
+            for (int g = 0; g < G; g++) {
 #pragma unroll
                 for (int e = 0; e < C::DPL; e++) {
-                    acc[g][e] += pr * vf[u][e];
+                    acc[g][e] += sc[u][g] * vf[e];
+                }
+            }
+        }
+        if (C::PF) {
+#pragma unroll
+            for (int u = 0; u < C::U; u++) {
+#pragma unroll
+                for (int w = 0; w < C::NW; w++) {
+                    kw[u][w] = kn[C::PF ? u : 0][w];
+                    vw[u][w] = vn[C::PF ? u : 0][w];
                 }
             }
         }
@@ -527,12 +530,13 @@ template <int HD> struct skv_prefill2_smem {
 
 /* grid (query tiles, sequences, heads), 8 warps; warp w owns query rows 16w..16w+15 of the
  * 128-row tile. S stays in registers: lane l of a warp holds rows l/4 and l/4 + 8 of its 16
- * (the sm_80+ accumulator layout), so the row max and sum reduce over the 4 lanes of a row with two shuffles and S
- * never goes through shared memory. Q fragments are re-read from shared memory per tile. */
+ * (the sm_80+ accumulator layout), so the row max and sum reduce over the 4 lanes of a row with two
+ * shuffles and S never goes through shared memory. Q fragments are re-read from shared memory per
+ * tile. */
 template <int HD>
 __global__ void __launch_bounds__(SKV_ATTN_PREFILL_THREADS, 2) /* 2 blocks/SM: <= 128 regs */
-    skv_attn_prefill2_kernel(skv_attn_args_t a, bf16 *out, int64_t ldo, const bf16 *q,
-                             int64_t ldq, int32_t n_heads, float scale)
+    skv_attn_prefill2_kernel(skv_attn_args_t a, bf16 *out, int64_t ldo, const bf16 *q, int64_t ldq,
+                             int32_t n_heads, float scale)
 {
     typedef skv_prefill2_smem<HD> L;
     extern __shared__ __align__(128) unsigned char smem[];
@@ -557,8 +561,8 @@ __global__ void __launch_bounds__(SKV_ATTN_PREFILL_THREADS, 2) /* 2 blocks/SM: <
 
     for (int i = tid; i < SKV_ATTN_BQ * HD; i += blockDim.x) {
         int row = i / HD, d = i % HD;
-        Qs[row * L::LDB + d] = row < nq ? q[(int64_t)(r0 + row) * ldq + (int64_t)h * HD + d]
-                                        : __float2bfloat16(0.0f);
+        Qs[row * L::LDB + d] =
+            row < nq ? q[(int64_t)(r0 + row) * ldq + (int64_t)h * HD + d] : __float2bfloat16(0.0f);
     }
     if (tid < SKV_ATTN_BQ) {
         rpos[tid] = a.row_pos[r0 + min(tid, nq - 1)];
@@ -583,8 +587,8 @@ __global__ void __launch_bounds__(SKV_ATTN_PREFILL_THREADS, 2) /* 2 blocks/SM: <
             int key = i / (HD / 8), c = i % (HD / 8);
             uint4 kv4 = make_uint4(0, 0, 0, 0), vv4 = make_uint4(0, 0, 0, 0);
             if (koff[key] >= 0) {
-                kv4 = *(const uint4 *)(a.base + koff[key] + c * 8);
-                vv4 = *(const uint4 *)(a.base + koff[key] + v_delta + c * 8);
+                kv4 = *(const uint4 *)((const bf16 *)a.base + koff[key] + c * 8);
+                vv4 = *(const uint4 *)((const bf16 *)a.base + koff[key] + v_delta + c * 8);
             }
             *(uint4 *)(Ks + key * L::LDB + c * 8) = kv4;
             *(uint4 *)(Vs + key * L::LDB + c * 8) = vv4;
@@ -722,6 +726,7 @@ skv_status_t skv_cuda_attention_init(skv_backend_t *be)
 /* Launches the decode kernel (head_dim 64 / 128, at most 8 query heads per kv head) with
  * enough context splits for about two waves of blocks (and that fit the workspace), then the
  * combine kernel when there is more than one split. */
+template <typename KT>
 static skv_status_t skv_attn_decode(skv_backend_t *be, const skv_attn_args_t *a,
                                     const skv_tensor_t *out, const skv_tensor_t *q, int32_t n_heads,
                                     float scale, int32_t n_rows, int32_t max_ctx)
@@ -743,7 +748,7 @@ static skv_status_t skv_attn_decode(skv_backend_t *be, const skv_attn_args_t *a,
     dim3 grid((unsigned)n_rows, (unsigned)a->n_kv_heads, (unsigned)splits);
     float scale_log2 = scale * 1.44269504f;
 #define SKV_ATTN_DEC_LAUNCH(HD, G)                                                                 \
-    skv_attn_decode_kernel<HD, G><<<grid, SKV_DEC_WARPS * 32, 0, c->stream>>>(                     \
+    skv_attn_decode_kernel<HD, G, KT><<<grid, SKV_DEC_WARPS * 32, 0, c->stream>>>(                 \
         *a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, scale_log2, chunk,  \
         (int32_t)splits, ws_o, ws_ml)
     if (a->head_dim == 128) {
@@ -770,9 +775,10 @@ static skv_status_t skv_attn_decode(skv_backend_t *be, const skv_attn_args_t *a,
 
 /* Launches the rows kernel with as many context splits as fill the GPU (and fit the
  * workspace), then the combine kernel when there is more than one split. */
-static skv_status_t skv_attn_rows(skv_backend_t *be, const skv_attn_args_t *a, const skv_tensor_t *out,
-                                  const skv_tensor_t *q, int32_t n_heads, float scale,
-                                  int32_t n_rows, int32_t max_ctx)
+template <typename KT>
+static skv_status_t skv_attn_rows(skv_backend_t *be, const skv_attn_args_t *a,
+                                  const skv_tensor_t *out, const skv_tensor_t *q, int32_t n_heads,
+                                  float scale, int32_t n_rows, int32_t max_ctx)
 {
     skv_cuda_backend_t *c = skv_cuda(be);
     int32_t group = n_heads / a->n_kv_heads;
@@ -781,8 +787,8 @@ static skv_status_t skv_attn_rows(skv_backend_t *be, const skv_attn_args_t *a, c
     /* About 8 blocks per SM: enough independent loads in flight to stream the cache. */
     int64_t want = (8 * c->n_sms + base_blocks - 1) / base_blocks;
     int64_t most = (max_ctx + SKV_ATTN_MIN_SPLIT - 1) / SKV_ATTN_MIN_SPLIT;
-    int64_t fit = (int64_t)(SKV_CUDA_ATTN_WS_FLOATS /
-                            ((size_t)n_rows * n_heads * (size_t)(a->head_dim + 2)));
+    int64_t fit =
+        (int64_t)(SKV_CUDA_ATTN_WS_FLOATS / ((size_t)n_rows * n_heads * (size_t)(a->head_dim + 2)));
     int64_t splits = want < most ? want : most;
     splits = splits < fit ? splits : fit;
     splits = splits < 1 ? 1 : splits;
@@ -791,9 +797,9 @@ static skv_status_t skv_attn_rows(skv_backend_t *be, const skv_attn_args_t *a, c
     float *ws_o = c->d_attn_ws;
     float *ws_ml = ws_o + (size_t)n_rows * n_heads * splits * a->head_dim;
     dim3 grid((unsigned)n_rows, (unsigned)(a->n_kv_heads * n_chunks), (unsigned)splits);
-#define SKV_ATTN_ROWS_LAUNCH(VEC, HDC)                                                     \
-    skv_attn_rows_kernel<VEC, HDC><<<grid, SKV_ATTN_THREADS, 0, c->stream>>>(                \
-        *a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, n_chunks, scale, \
+#define SKV_ATTN_ROWS_LAUNCH(VEC, HDC)                                                             \
+    skv_attn_rows_kernel<VEC, HDC, KT><<<grid, SKV_ATTN_THREADS, 0, c->stream>>>(                  \
+        *a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, n_chunks, scale,    \
         chunk, (int32_t)splits, ws_o, ws_ml)
     if (a->head_dim == 128) {
         SKV_ATTN_ROWS_LAUNCH(8, 128);
@@ -822,7 +828,12 @@ skv_status_t skv_cuda_attention(skv_backend_t *be, const skv_tensor_t *out, cons
     int32_t hd = kv->head_dim;
     SKV_ASSERT(q->cols == (int64_t)n_heads * hd && out->rows == q->rows);
     SKV_ASSERT(q->rows == meta->n_rows && n_heads % kv->n_kv_heads == 0);
-    SKV_ASSERT(kv->dtype == SKV_DTYPE_BF16 && q->dtype == SKV_DTYPE_BF16);
+    SKV_ASSERT(q->dtype == SKV_DTYPE_BF16);
+    if (!skv_cuda_kv_dtype_ok(kv->dtype)) {
+        SKV_LOG_ERROR("cuda attention: KV pool dtype %s unsupported (bf16, f8e4m3)",
+                      skv_dtype_name(kv->dtype));
+        return SKV_STATUS_UNSUPPORTED;
+    }
     if (hd % 2 != 0 || hd > 256) {
         SKV_LOG_ERROR("cuda attention: head_dim %d unsupported (even, <= 256)", hd);
         return SKV_STATUS_UNSUPPORTED;
@@ -830,11 +841,16 @@ skv_status_t skv_cuda_attention(skv_backend_t *be, const skv_tensor_t *out, cons
     if (meta->n_rows == 0) {
         return SKV_STATUS_OK;
     }
-    skv_attn_args_t a = {(const bf16 *)kv->base,  kv->block_size, kv->n_kv_heads, hd,
-                         kv->n_cache_layers,      cache_layer,
+    skv_attn_args_t a = {kv->base,
+                         kv->block_size,
+                         kv->n_kv_heads,
+                         hd,
+                         kv->n_cache_layers,
+                         cache_layer,
                          (const int32_t *)meta->seq_rows.data,
                          (const int32_t *)meta->row_pos.data,
-                         (const int32_t *)meta->block_table.data, meta->max_blocks,
+                         (const int32_t *)meta->block_table.data,
+                         meta->max_blocks,
                          meta->n_seqs};
     int32_t max_q = 0;
     for (int32_t s = 0; s < meta->n_seqs; s++) {
@@ -843,15 +859,24 @@ skv_status_t skv_cuda_attention(skv_backend_t *be, const skv_tensor_t *out, cons
     }
     /* Few rows per sequence (decode, SwiftKV logit rows): the rows kernel reads each key once
      * per kv head and splits long contexts; the tensor-core tile pays off from ~16 rows. */
-    if (max_q <= 16 || (hd != 64 && hd != 128)) {
-        if (!g_skv_attn_decode_rows && (hd == 64 || hd == 128) && n_heads / kv->n_kv_heads <= 8) {
-            return skv_attn_decode(be, &a, out, q, n_heads, scale, meta->n_rows, meta->max_ctx);
-        }
-        return skv_attn_rows(be, &a, out, q, n_heads, scale, meta->n_rows, meta->max_ctx);
-    }
+    bool fp8 = kv->dtype == SKV_DTYPE_F8E4M3;
     cudaStream_t st = skv_cuda(be)->stream;
-    if (!g_skv_attn_prefill_wmma && skv_attn_prefill_mma_ok(hd, q, out)) {
-        return skv_attn_prefill_mma(st, &a, out, q, n_heads, scale, max_q);
+    bool mma = skv_attn_prefill_mma_ok(hd, q, out) && (fp8 || !g_skv_attn_prefill_wmma);
+    /* An fp8 pool goes to the mma or the rows kernel (the WMMA kernel reads bf16 only). */
+    if (max_q <= 16 || (hd != 64 && hd != 128) || (fp8 && !mma)) {
+        if (!g_skv_attn_decode_rows && (hd == 64 || hd == 128) && n_heads / kv->n_kv_heads <= 8) {
+            return fp8 ? skv_attn_decode<skv_fp8_t>(be, &a, out, q, n_heads, scale, meta->n_rows,
+                                                    meta->max_ctx)
+                       : skv_attn_decode<bf16>(be, &a, out, q, n_heads, scale, meta->n_rows,
+                                               meta->max_ctx);
+        }
+        return fp8 ? skv_attn_rows<skv_fp8_t>(be, &a, out, q, n_heads, scale, meta->n_rows,
+                                              meta->max_ctx)
+                   : skv_attn_rows<bf16>(be, &a, out, q, n_heads, scale, meta->n_rows,
+                                         meta->max_ctx);
+    }
+    if (mma) {
+        return skv_attn_prefill_mma(st, &a, fp8, out, q, n_heads, scale, max_q);
     }
     dim3 grid((unsigned)((max_q + SKV_ATTN_BQ - 1) / SKV_ATTN_BQ), (unsigned)meta->n_seqs,
               (unsigned)n_heads);

@@ -16,7 +16,7 @@
 #include "kernels/cuda/cuda_internal.h"
 
 typedef struct {
-    const __nv_bfloat16 *base;
+    const void *base; /* pool elements: bf16 or fp8 (the kernel's KT, cuda_kv.h) */
     int32_t block_size, n_kv_heads, head_dim, n_cache_layers, layer;
     const int32_t *seq_rows, *row_pos, *block_table;
     int32_t max_blocks, n_seqs;
@@ -39,9 +39,10 @@ int skv_attn_prefill_mma_ok(int32_t head_dim, const skv_tensor_t *q, const skv_t
 /* Causal prefill attention on the tensor cores (mma.sync m16n8k16 bf16, fp32 accumulate) for
  * every query row of a: out[r, h*hd:(h+1)*hd] = softmax(q_r,h . K^T * scale) V over positions
  * 0..row_pos[r] of r's sequence, kv head h / (n_heads / n_kv_heads). max_q: the most query
- * rows of one sequence (grid size). Only when skv_attn_prefill_mma_ok. Enqueues on stream;
+ * rows of one sequence (grid size). fp8: the pool holds E4M3 elements (else bf16), widened
+ * to bf16 in shared memory. Only when skv_attn_prefill_mma_ok. Enqueues on stream;
  * DEVICE on a launch failure. */
-skv_status_t skv_attn_prefill_mma(cudaStream_t stream, const skv_attn_args_t *a,
+skv_status_t skv_attn_prefill_mma(cudaStream_t stream, const skv_attn_args_t *a, bool fp8,
                                   const skv_tensor_t *out, const skv_tensor_t *q, int32_t n_heads,
                                   float scale, int32_t max_q);
 

@@ -1,14 +1,16 @@
 /*
- * cuda_attn_mma.cu: causal GQA prefill attention over the paged bf16 KV cache on the tensor
- * cores with mma.sync (m16n8k16, bf16 operands, fp32 accumulation), flash-attention style.
+ * cuda_attn_mma.cu: causal GQA prefill attention over the paged KV cache (bf16 or fp8) on the
+ * tensor cores with mma.sync (m16n8k16, bf16 operands, fp32 accumulation), flash-attention style.
  *
  * A block of W warps takes 16 R W consecutive query rows of one sequence and one query head;
  * warp w owns R fragments of 16 rows (rows 16 R w .. 16 R (w + 1) - 1), so each K/V fragment
  * it reads from shared memory serves R mma. Default: 8 warps x 2 fragments (256 rows). Q stays
  * in shared memory for the whole kernel; the block walks 64-key tiles of the sequence's cache
  * up to its last row's position.
- * K and V tiles are brought into shared memory with cp.async in two stages: tile j + 1 loads
- * while tile j's S = Q K^T, softmax and O += P V run (two barriers per tile).
+ * K and V tiles are brought into shared memory with cp.async, one barrier per tile: from a
+ * bf16 pool in three stages (tile j + 2 loads while tile j's S = Q K^T, softmax and O += P V
+ * run); from an fp8 pool in two raw stages (tile j + 1 loads while tile j runs), each thread
+ * widening its own chunks of tile j to bf16 before the barrier.
  * S, P and O never leave registers: the accumulator layout of S is the A-operand layout of P
  * (two adjacent 8-key tiles make one 16-key fragment), so P V needs no shuffle. B fragments
  * come from shared memory with ldmatrix (.trans for V). Rows are padded by 16 bytes, which
@@ -27,19 +29,25 @@
 #include <stdlib.h>
 
 #include "kernels/cuda/cuda_attn.h"
+#include "kernels/cuda/cuda_kv.h"
 
 typedef __nv_bfloat16 bf16;
 
 #define SKV_MMA_BK 64 /* keys per tile */
 
-/* Shared memory of a block of W warps (16 query rows each): Q [16W][LD], then two stages of
- * K [BK][LD] and V [BK][LD] (tile j in stage j % 2). */
-template <int HD, int W> struct skv_mma_smem {
+/* Shared memory of a block with F16 fragments of 16 query rows: Q [16 F16][LD], then STAGES
+ * stages of K [BK][LD] and V [BK][LD], all bf16: three for a bf16 pool (KB 2: tile j in
+ * stage j % 3), two for an fp8 pool (KB 1: tile j widened into stage j % 2), whose two raw
+ * stages, K [BK][HD] and V [BK][HD] bytes, follow. */
+template <int HD, int F16, int KB = 2> struct skv_mma_smem {
     static constexpr int LD = HD + 8; /* bf16 row stride: +16 bytes against bank conflicts */
     static constexpr int Q_OFF = 0;
-    static constexpr int KV_OFF = 16 * W * LD;
-    static constexpr int TILE = SKV_MMA_BK * LD;          /* one K or V tile */
-    static constexpr int BYTES = (KV_OFF + 4 * TILE) * 2; /* K0 V0 K1 V1 */
+    static constexpr int KV_OFF = 16 * F16 * LD;
+    static constexpr int TILE = SKV_MMA_BK * LD; /* one K or V tile */
+    static constexpr int STAGES = KB == 2 ? 3 : 2;
+    static constexpr int RAW_OFF = (KV_OFF + 2 * STAGES * TILE) * 2; /* bytes */
+    static constexpr int RAW_TILE = SKV_MMA_BK * HD;                 /* bytes of one raw tile */
+    static constexpr int BYTES = RAW_OFF + (KB == 1 ? 4 * RAW_TILE : 0);
 };
 
 static __device__ __forceinline__ uint32_t skv_smem_addr(const void *p)
@@ -122,6 +130,49 @@ static __device__ __forceinline__ void skv_mma_load_kv(const bf16 *base, int64_t
     for (int j = 0; j < HD / 8 / TPK; j++) {
         int c = c0 + TPK * j;
         skv_cp_async16(dst + key * LD + c * 8, src + (off >= 0 ? c * 8 : 0), bytes);
+    }
+}
+
+/* fp8 pool: issues the cp.async copies of this thread's share of one raw 64-key tile of K
+ * (v_delta 0) or V into dst [BK][HD] bytes: key threadIdx / TPK, every TPK-th 16-byte chunk
+ * (16 elements) from threadIdx % TPK; a key past n_keys (off -1) is zero-filled. The same
+ * thread widens the same chunks (skv_mma_widen_kv), so no barrier sits between the two. */
+template <int HD, int TPK>
+static __device__ __forceinline__ void skv_mma_load_raw(const skv_fp8_t *base, int64_t off,
+                                                        int64_t v_delta, skv_fp8_t *dst)
+{
+    int key = threadIdx.x / TPK, c0 = threadIdx.x % TPK;
+    const skv_fp8_t *src = off >= 0 ? base + off + v_delta : base;
+    int bytes = off >= 0 ? 16 : 0;
+#pragma unroll
+    for (int j = 0; j < HD / 16 / TPK; j++) {
+        int c = c0 + TPK * j;
+        skv_cp_async16(dst + key * HD + c * 16, src + (off >= 0 ? c * 16 : 0), bytes);
+    }
+}
+
+/* Widens this thread's chunks of a raw tile (as skv_mma_load_raw placed them) to bf16 rows of
+ * dst [BK][LD] (exact: every E4M3 value is a bf16 value). */
+template <int HD, int TPK, int LD>
+static __device__ __forceinline__ void skv_mma_widen_kv(const skv_fp8_t *raw, bf16 *dst)
+{
+    int key = threadIdx.x / TPK, c0 = threadIdx.x % TPK;
+#pragma unroll
+    for (int j = 0; j < HD / 16 / TPK; j++) {
+        int c = c0 + TPK * j;
+        uint4 u = *(const uint4 *)(raw + key * HD + c * 16);
+        const uint32_t *w = (const uint32_t *)&u;
+        uint32_t o[8];
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(
+                (__nv_fp8x2_storage_t)(w[i / 2] >> (16 * (i % 2))), __NV_E4M3);
+            float2 f = __half22float2(*(const __half2 *)&h);
+            o[i] = skv_pack_bf16(f.x, f.y);
+        }
+        uint4 *d = (uint4 *)(dst + key * LD + c * 16);
+        d[0] = make_uint4(o[0], o[1], o[2], o[3]);
+        d[1] = make_uint4(o[4], o[5], o[6], o[7]);
     }
 }
 
@@ -235,6 +286,24 @@ skv_mma_store_rows(bf16 *out, int64_t ldo, int32_t r0, int32_t row_lo, int32_t n
     }
 }
 
+/* Issues the copies of this thread's share of the K and V tiles whose pool offset is koff
+ * into stage `stage`: straight into the bf16 tiles, or (fp8 pool) into the raw tiles. */
+template <int HD, int TPK, typename L>
+static __device__ __forceinline__ void skv_mma_load_tile(const void *base, int64_t koff,
+                                                         int64_t v_delta, bf16 *smem,
+                                                         skv_fp8_t *raw, int stage)
+{
+    if (L::BYTES > L::RAW_OFF) {
+        skv_fp8_t *rk = raw + 2 * stage * L::RAW_TILE;
+        skv_mma_load_raw<HD, TPK>((const skv_fp8_t *)base, koff, 0, rk);
+        skv_mma_load_raw<HD, TPK>((const skv_fp8_t *)base, koff, v_delta, rk + L::RAW_TILE);
+    } else {
+        bf16 *kd = smem + L::KV_OFF + 2 * stage * L::TILE;
+        skv_mma_load_kv<HD, TPK, L::LD>((const bf16 *)base, koff, 0, kd);
+        skv_mma_load_kv<HD, TPK, L::LD>((const bf16 *)base, koff, v_delta, kd + L::TILE);
+    }
+}
+
 /* grid (n_heads, n_seqs, query tiles of 16 R W rows of the longest sequence), 32 W threads;
  * warp w owns rows 16 R w .. 16 R (w + 1) - 1 as R fragments of 16. R 2 makes every K/V
  * fragment read from shared memory serve two mma (half the ldmatrix traffic per FLOP) and gives
@@ -247,18 +316,20 @@ template <int HD, int W, int R> struct skv_mma_cfg {
     static constexpr bool QREG = W == 8 && R == 1;
 };
 
-template <int HD, int W, int R>
+template <int HD, int W, int R, typename KT>
 __global__ void __launch_bounds__(W * 32, (skv_mma_cfg<HD, W, R>::MIN_BLOCKS))
     skv_attn_prefill_mma_kernel(skv_attn_args_t a, bf16 *out, int64_t ldo, const bf16 *q,
                                 int64_t ldq, int32_t n_heads, float scale_log2)
 {
-    typedef skv_mma_smem<HD, W * R> L;
+    constexpr bool F8 = sizeof(KT) == 1;
+    typedef skv_mma_smem<HD, W * R, (int)sizeof(KT)> L;
     constexpr int BQ = 16 * R * W, THREADS = 32 * W, TPK = THREADS / SKV_MMA_BK;
     constexpr bool QREG = skv_mma_cfg<HD, W, R>::QREG;
-    static_assert(THREADS % SKV_MMA_BK == 0 && (HD / 8) % TPK == 0, "key split");
+    static_assert(THREADS % SKV_MMA_BK == 0 && (HD / 16) % TPK == 0, "key split");
     extern __shared__ __align__(128) unsigned char smem_raw[];
     bf16 *smem = (bf16 *)smem_raw;
     bf16 *Qs = smem + L::Q_OFF;
+    skv_fp8_t *raw = (skv_fp8_t *)(smem_raw + L::RAW_OFF);
 
     int32_t h = blockIdx.x, s = blockIdx.y, kh = h / (n_heads / a.n_kv_heads);
     int32_t tile = gridDim.z - 1 - blockIdx.z; /* heaviest (last) tiles first */
@@ -281,9 +352,15 @@ __global__ void __launch_bounds__(W * 32, (skv_mma_cfg<HD, W, R>::MIN_BLOCKS))
     }
     int64_t v_delta = (int64_t)a.n_kv_heads * a.block_size * HD;
     int64_t koff = skv_mma_key_off<TPK>(a, bt, kh, 0, n_keys); /* this thread's key of the tile */
-    skv_mma_load_kv<HD, TPK, L::LD>(a.base, koff, 0, smem + L::KV_OFF);
-    skv_mma_load_kv<HD, TPK, L::LD>(a.base, koff, v_delta, smem + L::KV_OFF + L::TILE);
+    skv_mma_load_tile<HD, TPK, L>(a.base, koff, v_delta, smem, raw, 0);
     skv_cp_async_commit();
+    if (!F8) { /* bf16: tile 1 too (stage 1), its own group, possibly empty */
+        if (SKV_MMA_BK < n_keys) {
+            koff = skv_mma_key_off<TPK>(a, bt, kh, SKV_MMA_BK, n_keys);
+            skv_mma_load_tile<HD, TPK, L>(a.base, koff, v_delta, smem, raw, 1);
+        }
+        skv_cp_async_commit();
+    }
 
     /* Fragment r's rows: lo = 16 (R warp + r) + g, hi = lo + 8. Padding rows take the last
      * real row's position: finite softmax, never written. */
@@ -318,19 +395,37 @@ __global__ void __launch_bounds__(W * 32, (skv_mma_cfg<HD, W, R>::MIN_BLOCKS))
         l_lo[r] = l_hi[r] = 0.0f;
     }
 
-    /* Two stages: while tile j is used from stage j % 2, tile j + 1 (K and V) loads into the
-     * other; one barrier before a tile is read and one after, before its stage is refilled. */
-    for (int32_t k0 = 0, stage = 0; k0 < n_keys; k0 += SKV_MMA_BK, stage ^= 1) {
-        const bf16 *Ks = smem + L::KV_OFF + 2 * stage * L::TILE, *Vs = Ks + L::TILE;
-        if (k0 + SKV_MMA_BK < n_keys) {
-            bf16 *Kn = smem + L::KV_OFF + 2 * (stage ^ 1) * L::TILE;
-            koff = skv_mma_key_off<TPK>(a, bt, kh, k0 + SKV_MMA_BK, n_keys);
-            skv_mma_load_kv<HD, TPK, L::LD>(a.base, koff, 0, Kn);
-            skv_mma_load_kv<HD, TPK, L::LD>(a.base, koff, v_delta, Kn + L::TILE);
+    /* One barrier per tile. bf16: tile j + 2 loads into stage (j + 2) % 3 right after the
+     * barrier of tile j, by which every warp is done with tile j - 1, the stage's last user.
+     * fp8: tile j + 1 loads raw into raw stage (j + 1) % 2; before the barrier of tile j each
+     * thread widens its own raw chunks of tile j (its own cp.async, visible to it after the
+     * wait) into stage j % 2, whose last user, tile j - 2, every warp left before the barrier
+     * of tile j - 1; a raw chunk is refilled only by the thread that widened it. */
+    for (int32_t k0 = 0, stage = 0; k0 < n_keys; k0 += SKV_MMA_BK) {
+        bf16 *Ks = smem + L::KV_OFF + 2 * stage * L::TILE, *Vs = Ks + L::TILE;
+        if (F8) {
+            int raw_stage = (k0 / SKV_MMA_BK) % 2;
+            if (k0 + SKV_MMA_BK < n_keys) {
+                koff = skv_mma_key_off<TPK>(a, bt, kh, k0 + SKV_MMA_BK, n_keys);
+                skv_mma_load_tile<HD, TPK, L>(a.base, koff, v_delta, smem, raw, raw_stage ^ 1);
+            }
+            skv_cp_async_commit();  /* possibly empty: keeps the group count uniform */
+            skv_cp_async_wait<1>(); /* tile k0 (and Q) has landed; the next may be in flight */
+            const skv_fp8_t *rk = raw + 2 * raw_stage * L::RAW_TILE;
+            skv_mma_widen_kv<HD, TPK, L::LD>(rk, Ks);
+            skv_mma_widen_kv<HD, TPK, L::LD>(rk + L::RAW_TILE, Vs);
+            __syncthreads();
+        } else {
+            skv_cp_async_wait<1>(); /* tile k0 (and Q) has landed; k0 + 1 may be in flight */
+            __syncthreads();
+            if (k0 + 2 * SKV_MMA_BK < n_keys) {
+                int next = stage == 0 ? 2 : stage - 1; /* (stage + 2) % 3 */
+                koff = skv_mma_key_off<TPK>(a, bt, kh, k0 + 2 * SKV_MMA_BK, n_keys);
+                skv_mma_load_tile<HD, TPK, L>(a.base, koff, v_delta, smem, raw, next);
+            }
+            skv_cp_async_commit(); /* possibly empty: keeps the group count uniform */
         }
-        skv_cp_async_commit();  /* possibly empty: keeps the group count uniform */
-        skv_cp_async_wait<1>(); /* tile k0 (and Q) has landed; the next may be in flight */
-        __syncthreads();
+        stage = stage + 1 == L::STAGES ? 0 : stage + 1;
         if (QREG && k0 == 0) {
 #pragma unroll
             for (int kk = 0; kk < (QREG ? HD / 16 : 1); kk++) {
@@ -393,7 +488,6 @@ __global__ void __launch_bounds__(W * 32, (skv_mma_cfg<HD, W, R>::MIN_BLOCKS))
                 }
             }
         }
-        __syncthreads(); /* every warp is done with this stage: the next loads may refill it */
     }
     skv_cp_async_wait<0>();
 
@@ -418,9 +512,12 @@ static skv_mma_shape_t g_skv_mma_shape128 = {8, 2}, g_skv_mma_shape64 = {8, 2};
 
 template <int HD, int W, int R> static skv_status_t skv_attn_mma_attr(void)
 {
-    SKV_CUDA_CHECK(cudaFuncSetAttribute(skv_attn_prefill_mma_kernel<HD, W, R>,
+    SKV_CUDA_CHECK(cudaFuncSetAttribute(skv_attn_prefill_mma_kernel<HD, W, R, bf16>,
                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         skv_mma_smem<HD, W * R>::BYTES));
+    SKV_CUDA_CHECK(cudaFuncSetAttribute(skv_attn_prefill_mma_kernel<HD, W, R, skv_fp8_t>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        skv_mma_smem<HD, W * R, 1>::BYTES));
     return SKV_STATUS_OK;
 }
 
@@ -458,46 +555,55 @@ int skv_attn_prefill_mma_ok(int32_t head_dim, const skv_tensor_t *q, const skv_t
 }
 
 template <int HD, int W, int R>
-static void skv_attn_mma_launch(cudaStream_t stream, const skv_attn_args_t *a,
+static void skv_attn_mma_launch(cudaStream_t stream, const skv_attn_args_t *a, bool fp8,
                                 const skv_tensor_t *out, const skv_tensor_t *q, int32_t n_heads,
                                 float scale_log2, int32_t max_q)
 {
     constexpr int BQ = 16 * W * R;
     dim3 grid((unsigned)n_heads, (unsigned)a->n_seqs, (unsigned)((max_q + BQ - 1) / BQ));
-    skv_attn_prefill_mma_kernel<HD, W, R><<<grid, 32 * W, skv_mma_smem<HD, W * R>::BYTES, stream>>>(
-        *a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, scale_log2);
+    bf16 *od = (bf16 *)out->data;
+    const bf16 *qd = (const bf16 *)q->data;
+    if (fp8) {
+        skv_attn_prefill_mma_kernel<HD, W, R, skv_fp8_t>
+            <<<grid, 32 * W, skv_mma_smem<HD, W * R, 1>::BYTES, stream>>>(
+                *a, od, out->ld, qd, q->ld, n_heads, scale_log2);
+    } else {
+        skv_attn_prefill_mma_kernel<HD, W, R, bf16>
+            <<<grid, 32 * W, skv_mma_smem<HD, W * R>::BYTES, stream>>>(*a, od, out->ld, qd, q->ld,
+                                                                       n_heads, scale_log2);
+    }
 }
 
 template <int HD>
 static void skv_attn_mma_launch_shape(skv_mma_shape_t sh, cudaStream_t stream,
-                                      const skv_attn_args_t *a, const skv_tensor_t *out,
+                                      const skv_attn_args_t *a, bool fp8, const skv_tensor_t *out,
                                       const skv_tensor_t *q, int32_t n_heads, float scale_log2,
                                       int32_t max_q)
 {
     if (sh.r == 1) {
         if (sh.w == 4) {
-            skv_attn_mma_launch<HD, 4, 1>(stream, a, out, q, n_heads, scale_log2, max_q);
+            skv_attn_mma_launch<HD, 4, 1>(stream, a, fp8, out, q, n_heads, scale_log2, max_q);
         } else {
-            skv_attn_mma_launch<HD, 8, 1>(stream, a, out, q, n_heads, scale_log2, max_q);
+            skv_attn_mma_launch<HD, 8, 1>(stream, a, fp8, out, q, n_heads, scale_log2, max_q);
         }
     } else if (sh.w == 4) {
-        skv_attn_mma_launch<HD, 4, 2>(stream, a, out, q, n_heads, scale_log2, max_q);
+        skv_attn_mma_launch<HD, 4, 2>(stream, a, fp8, out, q, n_heads, scale_log2, max_q);
     } else {
-        skv_attn_mma_launch<HD, 8, 2>(stream, a, out, q, n_heads, scale_log2, max_q);
+        skv_attn_mma_launch<HD, 8, 2>(stream, a, fp8, out, q, n_heads, scale_log2, max_q);
     }
 }
 
-skv_status_t skv_attn_prefill_mma(cudaStream_t stream, const skv_attn_args_t *a,
+skv_status_t skv_attn_prefill_mma(cudaStream_t stream, const skv_attn_args_t *a, bool fp8,
                                   const skv_tensor_t *out, const skv_tensor_t *q, int32_t n_heads,
                                   float scale, int32_t max_q)
 {
     float scale_log2 = scale * 1.4426950408889634f; /* softmax via exp2 */
     if (a->head_dim == 64) {
-        skv_attn_mma_launch_shape<64>(g_skv_mma_shape64, stream, a, out, q, n_heads, scale_log2,
-                                      max_q);
+        skv_attn_mma_launch_shape<64>(g_skv_mma_shape64, stream, a, fp8, out, q, n_heads,
+                                      scale_log2, max_q);
     } else {
-        skv_attn_mma_launch_shape<128>(g_skv_mma_shape128, stream, a, out, q, n_heads, scale_log2,
-                                       max_q);
+        skv_attn_mma_launch_shape<128>(g_skv_mma_shape128, stream, a, fp8, out, q, n_heads,
+                                       scale_log2, max_q);
     }
     SKV_CUDA_CHECK_LAUNCH();
     return SKV_STATUS_OK;

@@ -280,7 +280,7 @@ static const skv_ops_t skv_cuda_ops_table = {
     /* .act_dtype = */ SKV_DTYPE_BF16,
     /* .weight_dtype = */ SKV_DTYPE_BF16,
     /* .kv_dtype = */ SKV_DTYPE_BF16,
-    /* .kv_dtypes = */ (1u << SKV_DTYPE_BF16),
+    /* .kv_dtypes = */ (1u << SKV_DTYPE_BF16) | (1u << SKV_DTYPE_F8E4M3),
     skv_cuda_destroy,
     skv_cuda_alloc,
     skv_cuda_free,

@@ -1,7 +1,8 @@
 /*
  * cuda_kernels.cu: the CUDA backend's element kernels: embedding gather, (fused residual)
  * RMSNorm, RoPE, KV scatter, the fused SwiftKV epilogue, SwiGLU, row gather, weight
- * conversion and hash fill. All bf16 in memory, fp32 inside a kernel.
+ * conversion and hash fill. All bf16 in memory (the KV pool bf16 or fp8, cuda_kv.h), fp32
+ * inside a kernel.
  *
  * Each op's launcher takes the backend's stream and checks the launch. Kernels take explicit
  * row strides, so column views of a fused buffer work unchanged. Math that the CPU reference
@@ -12,6 +13,7 @@
 #include <stdint.h>
 
 #include "kernels/cuda/cuda_internal.h"
+#include "kernels/cuda/cuda_kv.h"
 
 typedef __nv_bfloat16 bf16;
 
@@ -280,14 +282,25 @@ skv_status_t skv_cuda_add_rmsnorm(skv_backend_t *be, const skv_tensor_t *x,
     return skv_launch_add_rmsnorm(be, x, delta, out, out ? w : NULL, eps);
 }
 
-/* Rotates pair (a, b) of one head by pos * inv_freq (f32 product, as the CPU reference). */
-static __device__ void skv_rope_pair(bf16 *a, bf16 *b, int32_t pos, float inv_freq)
+/* Rotates pair (x, y) of one head by pos * inv_freq (f32 product, as the CPU reference) into
+ * (*fa, *fb), unrounded. */
+static __device__ void skv_rope_pair_f(bf16 x, bf16 y, int32_t pos, float inv_freq, float *fa,
+                                       float *fb)
 {
     float s, c;
     sincosf((float)pos * inv_freq, &s, &c);
-    float x = __bfloat162float(*a), y = __bfloat162float(*b);
-    *a = __float2bfloat16(x * c - y * s);
-    *b = __float2bfloat16(y * c + x * s);
+    float fx = __bfloat162float(x), fy = __bfloat162float(y);
+    *fa = fx * c - fy * s;
+    *fb = fy * c + fx * s;
+}
+
+/* The same in place, rounded to bf16. */
+static __device__ void skv_rope_pair(bf16 *a, bf16 *b, int32_t pos, float inv_freq)
+{
+    float fa, fb;
+    skv_rope_pair_f(*a, *b, pos, inv_freq, &fa, &fb);
+    *a = __float2bfloat16(fa);
+    *b = __float2bfloat16(fb);
 }
 
 /* One block per row; threads over (head, d < half) pairs. */
@@ -317,11 +330,12 @@ static __device__ void skv_rope_table(float2 *cs, int32_t half, int32_t pos, con
     __syncthreads();
 }
 
-/* Rotates 8 pairs (a[e], b[e]) at dims d..d+7 of one head, held as 16-byte bf16 vectors, by
- * the table (f32, as the reference), in place. */
-static __device__ void skv_rope8(uint4 &ua, uint4 &ub, const float2 *cs, int32_t d)
+/* Rotates the 8 pairs (ua[e], ub[e]) at dims d..d+7 of one head, 16-byte bf16 vectors, by
+ * the table (f32, as the reference) into a[8], b[8], unrounded (a key bound for an fp8 pool
+ * is rounded once, from these). */
+static __device__ void skv_rope8_f(const uint4 &ua, const uint4 &ub, const float2 *cs, int32_t d,
+                                   float *a, float *b)
 {
-    float a[8], b[8];
     skv_unpack8(ua, a);
     skv_unpack8(ub, b);
 #pragma unroll
@@ -331,6 +345,14 @@ static __device__ void skv_rope8(uint4 &ua, uint4 &ub, const float2 *cs, int32_t
         a[e] = xa * t.x - xb * t.y;
         b[e] = xb * t.x + xa * t.y;
     }
+}
+
+/* Rotates 8 pairs (a[e], b[e]) at dims d..d+7 of one head, held as 16-byte bf16 vectors, by
+ * the table (f32, as the reference), in place. */
+static __device__ void skv_rope8(uint4 &ua, uint4 &ub, const float2 *cs, int32_t d)
+{
+    float a[8], b[8];
+    skv_rope8_f(ua, ub, cs, d, a, b);
     ua = skv_pack8(a);
     ub = skv_pack8(b);
 }
@@ -385,27 +407,38 @@ skv_status_t skv_cuda_rope(skv_backend_t *be, const skv_tensor_t *x, int32_t n_h
 
 /* The pool geometry a kernel needs to address one (slot, layer, K|V, head) vector. */
 typedef struct {
-    bf16 *base;
+    void *base; /* elements of the pool's type (bf16 or fp8; the kernels' KT) */
     int32_t block_size, n_kv_heads, head_dim, n_cache_layers;
 } skv_kv_geom_t;
 
 static skv_kv_geom_t skv_kv_geom(const skv_kv_view_t *kv)
 {
-    SKV_ASSERT(kv->dtype == SKV_DTYPE_BF16);
-    skv_kv_geom_t g = {(bf16 *)kv->base, kv->block_size, kv->n_kv_heads, kv->head_dim,
-                       kv->n_cache_layers};
+    skv_kv_geom_t g = {kv->base, kv->block_size, kv->n_kv_heads, kv->head_dim, kv->n_cache_layers};
     return g;
 }
 
-static __device__ bf16 *skv_kv_vec(const skv_kv_geom_t &g, int32_t slot, int32_t layer, int32_t t,
-                                   int32_t head)
+/* Whether the pool's dtype is one the kernels take; logs the refusal once per call. */
+static bool skv_kv_check_dtype(const skv_kv_view_t *kv, const char *op)
+{
+    if (skv_cuda_kv_dtype_ok(kv->dtype)) {
+        return true;
+    }
+    SKV_LOG_ERROR("cuda %s: KV pool dtype %s unsupported (bf16, f8e4m3)", op,
+                  skv_dtype_name(kv->dtype));
+    return false;
+}
+
+template <typename KT>
+static __device__ KT *skv_kv_vec(const skv_kv_geom_t &g, int32_t slot, int32_t layer, int32_t t,
+                                 int32_t head)
 {
     int64_t block = slot / g.block_size, off = slot % g.block_size;
     int64_t idx = ((block * g.n_cache_layers + layer) * 2 + t) * g.n_kv_heads + head;
-    return g.base + (idx * g.block_size + off) * g.head_dim;
+    return (KT *)g.base + (idx * g.block_size + off) * g.head_dim;
 }
 
 /* One block per row; threads over kv_heads * head_dim elements of K and of V. */
+template <typename KT>
 __global__ void skv_kv_write_kernel(skv_kv_geom_t g, int32_t layer, const bf16 *k, int64_t ldk,
                                     const bf16 *v, int64_t ldv, const int32_t *row_slot)
 {
@@ -413,13 +446,14 @@ __global__ void skv_kv_write_kernel(skv_kv_geom_t g, int32_t layer, const bf16 *
     int32_t slot = row_slot[r], width = g.n_kv_heads * g.head_dim;
     for (int32_t i = threadIdx.x; i < width; i += blockDim.x) {
         int32_t h = i / g.head_dim, d = i % g.head_dim;
-        skv_kv_vec(g, slot, layer, 0, h)[d] = k[r * ldk + i];
-        skv_kv_vec(g, slot, layer, 1, h)[d] = v[r * ldv + i];
+        skv_kv_put1<KT>(skv_kv_vec<KT>(g, slot, layer, 0, h) + d, k[r * ldk + i]);
+        skv_kv_put1<KT>(skv_kv_vec<KT>(g, slot, layer, 1, h) + d, v[r * ldv + i]);
     }
 }
 
 /* The same with 16-byte vectors: a thread moves 8 dims of one head of K and of V
  * (head_dim % 8 == 0 and aligned rows, checked by the launcher). */
+template <typename KT>
 __global__ void skv_kv_write_vec8_kernel(skv_kv_geom_t g, int32_t layer, const bf16 *k, int64_t ldk,
                                          const bf16 *v, int64_t ldv, const int32_t *row_slot)
 {
@@ -427,8 +461,10 @@ __global__ void skv_kv_write_vec8_kernel(skv_kv_geom_t g, int32_t layer, const b
     int32_t slot = row_slot[r], per_head = g.head_dim / 8;
     for (int32_t i = threadIdx.x; i < g.n_kv_heads * per_head; i += blockDim.x) {
         int32_t h = i / per_head, d = (i % per_head) * 8, c = h * g.head_dim + d;
-        *(uint4 *)(skv_kv_vec(g, slot, layer, 0, h) + d) = *(const uint4 *)(k + r * ldk + c);
-        *(uint4 *)(skv_kv_vec(g, slot, layer, 1, h) + d) = *(const uint4 *)(v + r * ldv + c);
+        skv_kv_put8<KT>(skv_kv_vec<KT>(g, slot, layer, 0, h) + d,
+                        *(const uint4 *)(k + r * ldk + c));
+        skv_kv_put8<KT>(skv_kv_vec<KT>(g, slot, layer, 1, h) + d,
+                        *(const uint4 *)(v + r * ldv + c));
     }
 }
 
@@ -438,25 +474,40 @@ static bool skv_kv_vec8_ok(const skv_kv_view_t *kv)
     return (uintptr_t)kv->base % 16 == 0 && kv->head_dim % 8 == 0;
 }
 
+template <typename KT>
+static void skv_launch_kv_write(skv_backend_t *be, const skv_kv_view_t *kv, int32_t cache_layer,
+                                const skv_tensor_t *k, const skv_tensor_t *v,
+                                const skv_attn_meta_t *meta)
+{
+    cudaStream_t st = skv_cuda(be)->stream;
+    const int32_t *slots = (const int32_t *)meta->row_slot.data;
+    if (skv_kv_vec8_ok(kv) && skv_vec8_ok(k) && skv_vec8_ok(v)) {
+        skv_kv_write_vec8_kernel<KT><<<(unsigned)k->rows, skv_row_threads(k->cols / 8), 0, st>>>(
+            skv_kv_geom(kv), cache_layer, (const bf16 *)k->data, k->ld, (const bf16 *)v->data,
+            v->ld, slots);
+    } else {
+        skv_kv_write_kernel<KT><<<(unsigned)k->rows, skv_row_threads(k->cols), 0, st>>>(
+            skv_kv_geom(kv), cache_layer, (const bf16 *)k->data, k->ld, (const bf16 *)v->data,
+            v->ld, slots);
+    }
+}
+
 skv_status_t skv_cuda_kv_write(skv_backend_t *be, const skv_kv_view_t *kv, int32_t cache_layer,
                                const skv_tensor_t *k, const skv_tensor_t *v,
                                const skv_attn_meta_t *meta)
 {
     SKV_ASSERT(k->rows == v->rows && k->cols == (int64_t)kv->n_kv_heads * kv->head_dim);
     SKV_ASSERT(cache_layer >= 0 && cache_layer < kv->n_cache_layers);
+    if (!skv_kv_check_dtype(kv, "kv_write")) {
+        return SKV_STATUS_UNSUPPORTED;
+    }
     if (k->rows == 0) {
         return SKV_STATUS_OK;
     }
-    cudaStream_t st = skv_cuda(be)->stream;
-    const int32_t *slots = (const int32_t *)meta->row_slot.data;
-    if (skv_kv_vec8_ok(kv) && skv_vec8_ok(k) && skv_vec8_ok(v)) {
-        skv_kv_write_vec8_kernel<<<(unsigned)k->rows, skv_row_threads(k->cols / 8), 0, st>>>(
-            skv_kv_geom(kv), cache_layer, (const bf16 *)k->data, k->ld, (const bf16 *)v->data,
-            v->ld, slots);
+    if (kv->dtype == SKV_DTYPE_F8E4M3) {
+        skv_launch_kv_write<skv_fp8_t>(be, kv, cache_layer, k, v, meta);
     } else {
-        skv_kv_write_kernel<<<(unsigned)k->rows, skv_row_threads(k->cols), 0, st>>>(
-            skv_kv_geom(kv), cache_layer, (const bf16 *)k->data, k->ld, (const bf16 *)v->data,
-            v->ld, slots);
+        skv_launch_kv_write<bf16>(be, kv, cache_layer, k, v, meta);
     }
     SKV_CUDA_CHECK_LAUNCH();
     return SKV_STATUS_OK;
@@ -465,6 +516,7 @@ skv_status_t skv_cuda_kv_write(skv_backend_t *be, const skv_kv_view_t *kv, int32
 /* RoPE of q and k and the scatter of k and v, one block per row (the fusion of
  * skv_rope_vec8_kernel and skv_kv_write_vec8_kernel, same arithmetic): qk holds n_heads query
  * heads then g.n_kv_heads key heads; rotated keys go to the cache and back to qk. */
+template <typename KT>
 __global__ void skv_rope_kv_write_kernel(skv_kv_geom_t g, int32_t layer, bf16 *qk, int64_t ldqk,
                                          int32_t n_heads, const bf16 *v, int64_t ldv,
                                          const int32_t *pos, const int32_t *row_slot,
@@ -482,16 +534,16 @@ __global__ void skv_rope_kv_write_kernel(skv_kv_geom_t g, int32_t layer, bf16 *q
         skv_rope8(ua, ub, cs, d);
         *pa = ua;
         *pb = ub;
-        if (h >= n_heads) {
-            bf16 *kd = skv_kv_vec(g, slot, layer, 0, h - n_heads) + d;
-            *(uint4 *)kd = ua;
-            *(uint4 *)(kd + half) = ub;
+        if (h >= n_heads) { /* the rounded key, as rope then kv_write store it */
+            KT *kd = skv_kv_vec<KT>(g, slot, layer, 0, h - n_heads) + d;
+            skv_kv_put8<KT>(kd, ua);
+            skv_kv_put8<KT>(kd + half, ub);
         }
     }
     for (int32_t i = threadIdx.x; i < g.n_kv_heads * hd / 8; i += blockDim.x) {
         int32_t h = i / (hd / 8), d = (i % (hd / 8)) * 8;
-        *(uint4 *)(skv_kv_vec(g, slot, layer, 1, h) + d) =
-            *(const uint4 *)(v + r * ldv + h * hd + d);
+        skv_kv_put8<KT>(skv_kv_vec<KT>(g, slot, layer, 1, h) + d,
+                        *(const uint4 *)(v + r * ldv + h * hd + d));
     }
 }
 
@@ -503,6 +555,9 @@ skv_status_t skv_cuda_rope_kv_write(skv_backend_t *be, const skv_tensor_t *qk, i
     int32_t hd = kv->head_dim, heads = n_heads + kv->n_kv_heads;
     SKV_ASSERT(qk->cols == (int64_t)heads * hd && v->rows == qk->rows);
     SKV_ASSERT(v->cols == (int64_t)kv->n_kv_heads * hd && pos->cols == qk->rows);
+    if (!skv_kv_check_dtype(kv, "rope_kv_write")) {
+        return SKV_STATUS_UNSUPPORTED;
+    }
     if (qk->rows == 0) {
         return SKV_STATUS_OK;
     }
@@ -511,17 +566,25 @@ skv_status_t skv_cuda_rope_kv_write(skv_backend_t *be, const skv_tensor_t *qk, i
         skv_status_t st = skv_cuda_rope(be, qk, heads, hd, pos, inv_freq);
         return st == SKV_STATUS_OK ? skv_cuda_kv_write(be, kv, cache_layer, &k, v, meta) : st;
     }
-    skv_rope_kv_write_kernel<<<(unsigned)qk->rows, skv_row_threads((int64_t)heads * hd / 16), 0,
-                               skv_cuda(be)->stream>>>(
-        skv_kv_geom(kv), cache_layer, (bf16 *)qk->data, qk->ld, n_heads, (const bf16 *)v->data,
-        v->ld, (const int32_t *)pos->data, (const int32_t *)meta->row_slot.data,
-        (const float *)inv_freq->data);
+    dim3 grid((unsigned)qk->rows), block(skv_row_threads((int64_t)heads * hd / 16));
+    cudaStream_t st = skv_cuda(be)->stream;
+    const int32_t *pd = (const int32_t *)pos->data, *sd = (const int32_t *)meta->row_slot.data;
+    if (kv->dtype == SKV_DTYPE_F8E4M3) {
+        skv_rope_kv_write_kernel<skv_fp8_t><<<grid, block, 0, st>>>(
+            skv_kv_geom(kv), cache_layer, (bf16 *)qk->data, qk->ld, n_heads, (const bf16 *)v->data,
+            v->ld, pd, sd, (const float *)inv_freq->data);
+    } else {
+        skv_rope_kv_write_kernel<bf16><<<grid, block, 0, st>>>(
+            skv_kv_geom(kv), cache_layer, (bf16 *)qk->data, qk->ld, n_heads, (const bf16 *)v->data,
+            v->ld, pd, sd, (const float *)inv_freq->data);
+    }
     SKV_CUDA_CHECK_LAUNCH();
     return SKV_STATUS_OK;
 }
 
 /* SwiftKV epilogue, grid (rows, later cache layers): K with RoPE and V of layer g of row r go
  * to their slot in cache layer first + g. One launch for every later layer. */
+template <typename KT>
 __global__ void skv_swiftkv_kv_write_kernel(skv_kv_geom_t g, int32_t first, const bf16 *kvs,
                                             int64_t ld, const int32_t *row_slot,
                                             const int32_t *row_pos, const float *inv_freq)
@@ -532,19 +595,20 @@ __global__ void skv_swiftkv_kv_write_kernel(skv_kv_geom_t g, int32_t first, cons
     const bf16 *src = kvs + r * ld + (int64_t)layer * 2 * width;
     for (int32_t i = threadIdx.x; i < g.n_kv_heads * half; i += blockDim.x) {
         int32_t h = i / half, d = i % half;
-        bf16 *kd = skv_kv_vec(g, slot, first + layer, 0, h);
-        bf16 a = src[h * hd + d], b = src[h * hd + d + half];
-        skv_rope_pair(&a, &b, pos, inv_freq[d]);
-        kd[d] = a;
-        kd[d + half] = b;
+        KT *kd = skv_kv_vec<KT>(g, slot, first + layer, 0, h);
+        float fa, fb;
+        skv_rope_pair_f(src[h * hd + d], src[h * hd + d + half], pos, inv_freq[d], &fa, &fb);
+        skv_kv_put1f<KT>(kd + d, fa);
+        skv_kv_put1f<KT>(kd + d + half, fb);
     }
     for (int32_t i = threadIdx.x; i < width; i += blockDim.x) {
-        skv_kv_vec(g, slot, first + layer, 1, i / hd)[i % hd] = src[width + i];
+        skv_kv_put1<KT>(skv_kv_vec<KT>(g, slot, first + layer, 1, i / hd) + i % hd, src[width + i]);
     }
 }
 
 /* The same with the RoPE table and 16-byte vectors: a thread takes 8 dims of one head's K
  * pair (d, d + half) and 16 dims of its V (head_dim % 16 == 0, aligned; see the launcher). */
+template <typename KT>
 __global__ void skv_swiftkv_kv_write_vec8_kernel(skv_kv_geom_t g, int32_t first, const bf16 *kvs,
                                                  int64_t ld, const int32_t *row_slot,
                                                  const int32_t *row_pos, const float *inv_freq)
@@ -558,14 +622,36 @@ __global__ void skv_swiftkv_kv_write_vec8_kernel(skv_kv_geom_t g, int32_t first,
     for (int32_t i = threadIdx.x; i < g.n_kv_heads * per_head; i += blockDim.x) {
         int32_t h = i / per_head, d = (i % per_head) * 8;
         const bf16 *sk = src + h * hd + d, *sv = src + width + h * hd + d;
-        uint4 ua = *(const uint4 *)sk, ub = *(const uint4 *)(sk + half);
-        skv_rope8(ua, ub, cs, d);
-        bf16 *kd = skv_kv_vec(g, slot, layer, 0, h) + d;
-        *(uint4 *)kd = ua;
-        *(uint4 *)(kd + half) = ub;
-        bf16 *vd = skv_kv_vec(g, slot, layer, 1, h) + d;
-        *(uint4 *)vd = *(const uint4 *)sv;
-        *(uint4 *)(vd + half) = *(const uint4 *)(sv + half);
+        float fa[8], fb[8];
+        skv_rope8_f(*(const uint4 *)sk, *(const uint4 *)(sk + half), cs, d, fa, fb);
+        KT *kd = skv_kv_vec<KT>(g, slot, layer, 0, h) + d;
+        skv_kv_put8f<KT>(kd, fa);
+        skv_kv_put8f<KT>(kd + half, fb);
+        KT *vd = skv_kv_vec<KT>(g, slot, layer, 1, h) + d;
+        skv_kv_put8<KT>(vd, *(const uint4 *)sv);
+        skv_kv_put8<KT>(vd + half, *(const uint4 *)(sv + half));
+    }
+}
+
+template <typename KT>
+static void skv_launch_swiftkv_kv_write(skv_backend_t *be, const skv_kv_view_t *kv,
+                                        int32_t first_layer, int32_t n_layers,
+                                        const skv_tensor_t *kvs, const skv_attn_meta_t *meta,
+                                        const skv_tensor_t *inv_freq)
+{
+    int64_t width = (int64_t)kv->n_kv_heads * kv->head_dim;
+    dim3 grid((unsigned)kvs->rows, (unsigned)n_layers);
+    cudaStream_t st = skv_cuda(be)->stream;
+    const bf16 *src = (const bf16 *)kvs->data;
+    const int32_t *slots = (const int32_t *)meta->row_slot.data;
+    const int32_t *pos = (const int32_t *)meta->row_pos.data;
+    const float *fd = (const float *)inv_freq->data;
+    if (skv_kv_vec8_ok(kv) && skv_rope_vec8_ok(kvs, kv->head_dim)) {
+        skv_swiftkv_kv_write_vec8_kernel<KT><<<grid, skv_row_threads(width / 16), 0, st>>>(
+            skv_kv_geom(kv), first_layer, src, kvs->ld, slots, pos, fd);
+    } else {
+        skv_swiftkv_kv_write_kernel<KT><<<grid, skv_row_threads(width), 0, st>>>(
+            skv_kv_geom(kv), first_layer, src, kvs->ld, slots, pos, fd);
     }
 }
 
@@ -577,21 +663,16 @@ skv_status_t skv_cuda_swiftkv_kv_write(skv_backend_t *be, const skv_kv_view_t *k
     int64_t width = (int64_t)kv->n_kv_heads * kv->head_dim;
     SKV_ASSERT(kvs->cols == (int64_t)n_layers * 2 * width);
     SKV_ASSERT(first_layer >= 0 && first_layer + n_layers <= kv->n_cache_layers);
+    if (!skv_kv_check_dtype(kv, "swiftkv_kv_write")) {
+        return SKV_STATUS_UNSUPPORTED;
+    }
     if (kvs->rows == 0 || n_layers == 0) {
         return SKV_STATUS_OK;
     }
-    dim3 grid((unsigned)kvs->rows, (unsigned)n_layers);
-    cudaStream_t st = skv_cuda(be)->stream;
-    const bf16 *src = (const bf16 *)kvs->data;
-    const int32_t *slots = (const int32_t *)meta->row_slot.data;
-    const int32_t *pos = (const int32_t *)meta->row_pos.data;
-    const float *fd = (const float *)inv_freq->data;
-    if (skv_kv_vec8_ok(kv) && skv_rope_vec8_ok(kvs, kv->head_dim)) {
-        skv_swiftkv_kv_write_vec8_kernel<<<grid, skv_row_threads(width / 16), 0, st>>>(
-            skv_kv_geom(kv), first_layer, src, kvs->ld, slots, pos, fd);
+    if (kv->dtype == SKV_DTYPE_F8E4M3) {
+        skv_launch_swiftkv_kv_write<skv_fp8_t>(be, kv, first_layer, n_layers, kvs, meta, inv_freq);
     } else {
-        skv_swiftkv_kv_write_kernel<<<grid, skv_row_threads(width), 0, st>>>(
-            skv_kv_geom(kv), first_layer, src, kvs->ld, slots, pos, fd);
+        skv_launch_swiftkv_kv_write<bf16>(be, kv, first_layer, n_layers, kvs, meta, inv_freq);
     }
     SKV_CUDA_CHECK_LAUNCH();
     return SKV_STATUS_OK;
