@@ -55,10 +55,23 @@ if [[ $steps != *skip-bench* ]]; then
             2>&1 | tee "$out/bench-$preset.txt"
         echo "bench $preset rc=$?"
     done
+    # The fp8 (E4M3) KV cache: prefill 8 x 2048 and decode at batch 1 and 64.
+    for preset in llama3-8b llama3-8b-swiftkv; do
+        timeout 150 $build/bench/engine_bench --random-preset $preset --backend cuda \
+            --prompt-len 2048 --prefill-batch 8 --decode-batch 1,64 --context 1024,2048 \
+            --steps 5 --kv-dtype fp8 2>&1 | grep -E "^(prefill|decode)" |
+            sed "s/^/fp8 KV $preset /" | tee -a "$out/bench-ab.txt"
+    done
+    # Sampling on the GPU: greedy against temperature with top-p or top-k, batch 1 and 64.
+    for sp in "--temperature 0" "--temperature 0.8 --top-p 0.9" "--temperature 0.8 --top-k 50"; do
+        timeout 60 $build/bench/engine_bench --random-preset llama3-8b --backend cuda \
+            --prompt-len 64 --prefill-batch 1 --decode-batch 1,64 --context 2048 --steps 10 \
+            $sp 2>&1 | grep -E "^decode" | sed "s/^/[$sp] /" | tee -a "$out/bench-ab.txt"
+    done
     # A/B in the same run: decode with cuBLAS for every GEMM (the few-row GEMV kernel off).
     SKV_GEMV_MAX_ROWS=0 timeout 100 $build/bench/engine_bench --random-preset llama3-8b \
         --backend cuda --prompt-len 64 --prefill-batch 1 --decode-batch 1,4 \
-        --context 1024,2048 --steps 10 2>&1 | sed "s/^/SKV_GEMV_MAX_ROWS=0 /" | tee "$out/bench-ab.txt"
+        --context 1024,2048 --steps 10 2>&1 | sed "s/^/SKV_GEMV_MAX_ROWS=0 /" | tee -a "$out/bench-ab.txt"
 fi
 if [[ $steps != *skip-bench* && $steps != *skip-attn* ]]; then
     # The attention op alone (attn_bench): prefill TFLOP/s and decode KV GB/s, mma kernel at
@@ -70,8 +83,11 @@ if [[ $steps != *skip-bench* && $steps != *skip-attn* ]]; then
         env $v timeout 60 $build/bench/attn_bench --head-dim 64 --seqs 8 --prompt-len 2048 \
             --context 0 | sed "s/^/${v:-default} /"
     done 2>&1 | tee "$out/attn-bench.txt"
-    for b in 1 16 64; do
-        timeout 60 $build/bench/attn_bench --seqs $b --prompt-len 0 --context 2048
+    for kd in auto fp8; do
+        for b in 1 16 64; do
+            timeout 60 $build/bench/attn_bench --seqs $b --prompt-len 0 --context 2048 --kv-dtype $kd
+        done
+        timeout 60 $build/bench/attn_bench --seqs 8 --prompt-len 2048 --context 0 --kv-dtype $kd
     done 2>&1 | tee -a "$out/attn-bench.txt"
     # A/B on the whole prefill step: 128-row mma blocks of 16 rows per warp, and the WMMA kernel.
     for v in "SKV_ATTN_MMA_ROWS=128 SKV_ATTN_MMA_WARP_ROWS=16" SKV_ATTN_PREFILL=2; do
