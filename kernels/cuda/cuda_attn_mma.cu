@@ -116,42 +116,27 @@ static __device__ __forceinline__ int64_t skv_mma_key_off(const skv_attn_args_t 
 }
 
 /* Issues the cp.async copies of this thread's share of one 64-key tile of K (v_delta 0) or V
- * into dst [BK][LD] (row stride LD): key threadIdx / TPK, every TPK-th 16-byte chunk from
- * threadIdx % TPK, so a warp instruction reads 32 / TPK keys x 16 * TPK contiguous bytes (whole
- * sectors). A key past n_keys (off -1) is zero-filled without a read. */
-template <int HD, int TPK, int LD>
-static __device__ __forceinline__ void skv_mma_load_kv(const bf16 *base, int64_t off,
-                                                       int64_t v_delta, bf16 *dst)
+ * of element type T (bf16, or the raw bytes of an fp8 pool) into dst [BK][DLD] (row stride
+ * DLD): key threadIdx / TPK, every TPK-th 16-byte chunk from threadIdx % TPK, so a warp
+ * instruction reads 32 / TPK keys x 16 * TPK contiguous bytes (whole sectors). A key past
+ * n_keys (off -1) is zero-filled without a read. An fp8 tile's chunks are widened later by
+ * the thread that loaded them (skv_mma_widen_kv), so no barrier sits between the two. */
+template <typename T, int HD, int TPK, int DLD>
+static __device__ __forceinline__ void skv_mma_load_kv(const T *base, int64_t off, int64_t v_delta,
+                                                       T *dst)
 {
+    constexpr int EPC = 16 / (int)sizeof(T); /* elements per 16-byte chunk */
     int key = threadIdx.x / TPK, c0 = threadIdx.x % TPK;
-    const bf16 *src = off >= 0 ? base + off + v_delta : base;
+    const T *src = off >= 0 ? base + off + v_delta : base;
     int bytes = off >= 0 ? 16 : 0;
 #pragma unroll
-    for (int j = 0; j < HD / 8 / TPK; j++) {
+    for (int j = 0; j < HD / EPC / TPK; j++) {
         int c = c0 + TPK * j;
-        skv_cp_async16(dst + key * LD + c * 8, src + (off >= 0 ? c * 8 : 0), bytes);
+        skv_cp_async16(dst + key * DLD + c * EPC, src + (off >= 0 ? c * EPC : 0), bytes);
     }
 }
 
-/* fp8 pool: issues the cp.async copies of this thread's share of one raw 64-key tile of K
- * (v_delta 0) or V into dst [BK][HD] bytes: key threadIdx / TPK, every TPK-th 16-byte chunk
- * (16 elements) from threadIdx % TPK; a key past n_keys (off -1) is zero-filled. The same
- * thread widens the same chunks (skv_mma_widen_kv), so no barrier sits between the two. */
-template <int HD, int TPK>
-static __device__ __forceinline__ void skv_mma_load_raw(const skv_fp8_t *base, int64_t off,
-                                                        int64_t v_delta, skv_fp8_t *dst)
-{
-    int key = threadIdx.x / TPK, c0 = threadIdx.x % TPK;
-    const skv_fp8_t *src = off >= 0 ? base + off + v_delta : base;
-    int bytes = off >= 0 ? 16 : 0;
-#pragma unroll
-    for (int j = 0; j < HD / 16 / TPK; j++) {
-        int c = c0 + TPK * j;
-        skv_cp_async16(dst + key * HD + c * 16, src + (off >= 0 ? c * 16 : 0), bytes);
-    }
-}
-
-/* Widens this thread's chunks of a raw tile (as skv_mma_load_raw placed them) to bf16 rows of
+/* Widens this thread's chunks of a raw tile (as skv_mma_load_kv placed them) to bf16 rows of
  * dst [BK][LD] (exact: every E4M3 value is a bf16 value). */
 template <int HD, int TPK, int LD>
 static __device__ __forceinline__ void skv_mma_widen_kv(const skv_fp8_t *raw, bf16 *dst)
@@ -295,12 +280,13 @@ static __device__ __forceinline__ void skv_mma_load_tile(const void *base, int64
 {
     if (L::BYTES > L::RAW_OFF) {
         skv_fp8_t *rk = raw + 2 * stage * L::RAW_TILE;
-        skv_mma_load_raw<HD, TPK>((const skv_fp8_t *)base, koff, 0, rk);
-        skv_mma_load_raw<HD, TPK>((const skv_fp8_t *)base, koff, v_delta, rk + L::RAW_TILE);
+        const skv_fp8_t *b8 = (const skv_fp8_t *)base;
+        skv_mma_load_kv<skv_fp8_t, HD, TPK, HD>(b8, koff, 0, rk);
+        skv_mma_load_kv<skv_fp8_t, HD, TPK, HD>(b8, koff, v_delta, rk + L::RAW_TILE);
     } else {
         bf16 *kd = smem + L::KV_OFF + 2 * stage * L::TILE;
-        skv_mma_load_kv<HD, TPK, L::LD>((const bf16 *)base, koff, 0, kd);
-        skv_mma_load_kv<HD, TPK, L::LD>((const bf16 *)base, koff, v_delta, kd + L::TILE);
+        skv_mma_load_kv<bf16, HD, TPK, L::LD>((const bf16 *)base, koff, 0, kd);
+        skv_mma_load_kv<bf16, HD, TPK, L::LD>((const bf16 *)base, koff, v_delta, kd + L::TILE);
     }
 }
 
