@@ -4,8 +4,8 @@ on loopback, one started with --kv-dtype fp8 and the other with SKV_KV_DTYPE=fp8
 environment, beside a decode worker on the backend's default (f32 on the CPU).
 
 Checks:
-- ModelInfo reports the KV dtype (f8e4m3 / f32); 4 MiB of KV hold 4x the f32 worker's blocks
-  (on the prefill worker too, which has no ModelInfo);
+- ModelInfo (the workers' and the router's) reports the KV dtype (f8e4m3 / f32); 4 MiB of KV
+  hold 4x the f32 worker's blocks (on the prefill worker too, which has no ModelInfo);
 - disaggregated (Reserve -> Prefill with KV pushed over UCX -> Decode) and combined requests on
   the fp8 pair give exactly skv_generate --kv-dtype fp8's tokens (greedy and seeded), also 8
   concurrent ones, and a prefill worker at --tp 2 (fp8) into the decode worker at TP 1 gives
@@ -130,6 +130,9 @@ def test_routers(args, tmp, pre8, dec8, dec32, ref8, ref32):
                    "--prefill", pre8.proc.addr, "--disagg-min-tokens", "4"], tmp, name)
         r = E.Router(rp.addr)
         try:
+            info = r.stub.ModelInfo(r.G.ModelInfoRequest(), timeout=5)
+            check(info.dtype == ("f8e4m3" if disagg_runs else "f32"),
+                  f"{name}: the router's ModelInfo names its decode worker's KV dtype {info.dtype}")
             before = stats(pre8.prefill).requests_total
             res = E.generate(r, token_ids=prompt, max_tokens=N_TOKENS)
             ran = stats(pre8.prefill).requests_total - before
