@@ -32,7 +32,7 @@
 #include "kernels/ops.h"
 
 typedef struct {
-    skv_dtype_t dtype;
+    skv_dtype_t dtype;      /* elements: one of the backend's kv_dtypes (f8e4m3: 1 byte) */
     int32_t block_size;     /* tokens per block */
     int32_t n_kv_heads;     /* KV heads held by this pool (per TP rank) */
     int32_t head_dim;

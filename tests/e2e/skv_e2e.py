@@ -66,10 +66,11 @@ def start_workers(args, tmp):
             Proc([args.prefill_worker] + common, tmp, "prefill"))
 
 
-def cli_tokens(generate, model, prompt, n, temperature=0.0, seed=0):
-    """The single-process engine CLI's tokens for a prompt of ids (the reference output)."""
+def cli_tokens(generate, model, prompt, n, temperature=0.0, seed=0, extra=()):
+    """The single-process engine CLI's tokens for a prompt of ids (the reference output);
+    extra: further skv_generate flags (e.g. ["--kv-dtype", "fp8"])."""
     argv = [generate, "--model", model, "--tokens", ",".join(map(str, prompt)),
-            "--max-tokens", str(n), "--ignore-eos"]
+            "--max-tokens", str(n), "--ignore-eos"] + list(extra)
     if temperature > 0:
         argv += ["--temperature", str(temperature), "--seed", str(seed)]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True).stdout
