@@ -42,9 +42,9 @@ if [[ $steps != *skip-tests* ]]; then
     grep -E "(FAIL|note|ok   tiny|ok   attention|ok   sample)|checks failed|case\(s\) failed|tests passed" \
         "$out/ctest.log" | cut -c1-150 | head -40
     timeout 240 compute-sanitizer --tool memcheck --leak-check no \
-        $build/tests/gpu/test_cuda_ops --quick >"$out/memcheck.log" 2>&1
-    echo "memcheck rc=$?"
-    grep -E "ERROR SUMMARY|checks failed" "$out/memcheck.log" | tail -3
+        $build/tests/gpu/test_cuda_ops --quick >"$build/memcheck.log" 2>&1
+    echo "memcheck rc=$?" | tee -a "$out/ctest.log"
+    grep -E "ERROR SUMMARY|checks failed" "$build/memcheck.log" | tail -3 | tee -a "$out/ctest.log"
 fi
 
 if [[ $steps != *skip-bench* ]]; then
@@ -52,7 +52,7 @@ if [[ $steps != *skip-bench* ]]; then
         timeout 200 $build/bench/engine_bench --random-preset $preset --backend cuda \
             --prompt-len 2048 --prefill-batch 8,1 --decode-batch 1,16,64 --context 1024,2048 \
             --steps 5 --json "$out/bench-$preset.json" $([ $preset = llama3-8b ] && echo --upload) \
-            2>&1 | tee "$out/bench-$preset.txt"
+            2>&1 | tee -a "$out/bench.txt"
         echo "bench $preset rc=$?"
     done
     # The fp8 (E4M3) KV cache: prefill 8 x 2048 and decode at batch 1 and 64.
