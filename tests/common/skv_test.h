@@ -1,8 +1,9 @@
 /*
  * skv_test.h: helpers shared by the plain-C model tests (no test framework): SKV_EXPECT, which
- * counts failures in skv_failures and goes on, and skv_test_make_model(_or_exit), which runs
- * the skv_make_model tool in a child process. Header-only: every function is static inline, so
- * each test executable gets its own copy and its own failure count.
+ * counts failures in skv_failures and goes on, skv_test_make_model(_or_exit), which runs
+ * the skv_make_model tool in a child process, and skv_test_start (arguments, scratch folder).
+ * Header-only: every function is static inline, so each test executable gets its own copy and its
+ * own failure count.
  */
 #ifndef SKV_TESTS_COMMON_SKV_TEST_H
 #define SKV_TESTS_COMMON_SKV_TEST_H
@@ -61,6 +62,21 @@ static inline void skv_test_make_model_or_exit(const char *tool, const char *out
     if (skv_test_make_model(tool, out, args) != 0) {
         fprintf(stderr, "model maker failed\n");
         exit(1);
+    }
+}
+
+/* The start of a model test's main: exits 2 with "usage: PROG USAGE" unless argc is
+ * n_args + 1, then creates the directory named by the mkdtemp template tmpl (rewritten in
+ * place with the name made); exits 2 when it cannot. */
+static inline void skv_test_start(int argc, char **argv, int n_args, const char *usage, char *tmpl)
+{
+    if (argc != n_args + 1) {
+        fprintf(stderr, "usage: %s %s\n", argv[0], usage);
+        exit(2);
+    }
+    if (mkdtemp(tmpl) == NULL) {
+        perror("mkdtemp");
+        exit(2);
     }
 }
 

@@ -154,3 +154,55 @@ def wait_until(pred, timeout, what):
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out: {what}")
+
+
+class Worker:
+    """One worker process (1 thread, kv_mb MiB of KV, extra flags) and its stubs on one channel."""
+
+    def __init__(self, binary, model, tmp, name, extra=(), env=None, kv_mb=4):
+        from skv.v1 import worker_pb2_grpc as WG
+        self.proc = Proc([binary, "--model", model, "--threads", "1", "--kv-mem-mb", str(kv_mb)] +
+                         list(extra), tmp, name, env)
+        self.channel = grpc.insecure_channel(self.proc.addr)
+        self.decode = WG.DecodeStub(self.channel)
+        self.prefill = WG.PrefillStub(self.channel)
+        self.worker = WG.WorkerStub(self.channel)
+
+
+class Pair:
+    """The prefill stub of one worker with the decode and worker stubs of another: what one
+    disaggregated request uses."""
+
+    def __init__(self, pre, dec):
+        self.prefill, self.decode, self.worker = pre.prefill, dec.decode, dec.worker
+
+
+def expect_workers_idle(workers, what):
+    """Every worker (Worker): every KV block free, nothing reserved, nothing running."""
+    from skv.v1 import generate_pb2 as G
+
+    def idle():
+        for w in workers:
+            stub = w.prefill if w.proc.name.startswith("prefill") else w.decode
+            s = stub.Stats(G.StatsRequest(), timeout=5)
+            if (s.kv_blocks_free != s.kv_blocks_total or s.kv_blocks_reserved != 0 or
+                    s.running_requests != 0):
+                return False
+        return True
+    wait_until(idle, 10, what)
+    check(True, f"{what}: zero reserved and zero used KV blocks on all {len(workers)} workers")
+
+
+def stop_workers(workers):
+    """Closes each worker's channel (an open client connection holds the drain for seconds) and
+    stops it with SIGTERM; each must exit 0."""
+    for w in workers:
+        w.channel.close()
+        check(w.proc.stop() == 0, f"{w.proc.name} exited 0 after SIGTERM")
+
+
+def dump_and_kill(workers):
+    """After a failure: prints each worker's log tail and kills it."""
+    for w in workers:
+        print(f"---- {w.proc.name}\n{w.proc.tail()}")
+        w.proc.proc.kill()

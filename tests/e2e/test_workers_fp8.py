@@ -24,8 +24,9 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from skv_e2e import (Proc, check, cli_tokens, expect_code, parse_args, prepare,  # noqa: E402
-                     run_threads, wait_until)
+from skv_e2e import (Pair, Proc, Worker, check, cli_tokens, dump_and_kill,  # noqa: E402
+                     expect_code, expect_workers_idle, parse_args, prepare, run_threads,
+                     stop_workers, wait_until)
 import grpc  # noqa: E402
 from test_workers import combined, disagg, sampling, stats  # noqa: E402
 import e2e_client as E  # noqa: E402
@@ -34,38 +35,6 @@ C = grpc.StatusCode
 PROMPTS = [[1000] + [(29 * i + 7 * k) % 1000 for k in range(4 + 6 * i)] for i in range(4)]
 N_TOKENS = 16
 FP8 = ["--kv-dtype", "fp8"]
-
-
-class Worker:
-    """One worker process (1 thread, 4 MiB of KV) and its stubs."""
-
-    def __init__(self, binary, model, tmp, name, extra=(), env=None):
-        from skv.v1 import worker_pb2_grpc as WG
-        self.proc = Proc([binary, "--model", model, "--threads", "1", "--kv-mem-mb", "4"] +
-                         list(extra), tmp, name, env)
-        self.channel = grpc.insecure_channel(self.proc.addr)
-        self.decode = WG.DecodeStub(self.channel)
-        self.prefill = WG.PrefillStub(self.channel)
-        self.worker = WG.WorkerStub(self.channel)
-
-
-class Pair:
-    """The (decode, prefill, worker) stubs test_workers' helpers use."""
-
-    def __init__(self, pre, dec):
-        self.prefill, self.decode, self.worker = pre.prefill, dec.decode, dec.worker
-
-
-def expect_idle(workers, what):
-    def idle():
-        for w in workers:
-            s = stats(w.prefill if w.proc.name.startswith("prefill") else w.decode)
-            if (s.kv_blocks_free != s.kv_blocks_total or s.kv_blocks_reserved != 0 or
-                    s.running_requests != 0):
-                return False
-        return True
-    wait_until(idle, 10, what)
-    check(True, f"{what}: zero reserved and zero used KV blocks on all {len(workers)} workers")
 
 
 def test_info(dec8, pre8, dec32):
@@ -178,17 +147,13 @@ def main():
             test_info(dec8, pre8, dec32)
             test_identity(args, Pair(pre8, dec8), refs, seeded_ref)
             test_tp(Pair(pre8tp, dec8), refs)
-            expect_idle(procs, "after the fp8 requests")
+            expect_workers_idle(procs, "after the fp8 requests")
             test_mismatch(pre8, dec8, dec32)
             test_routers(args, tmp, pre8, dec8, dec32, refs[3], ref32)
-            expect_idle(procs, "after the mismatch and router cases")
-            for w in procs:
-                w.channel.close()  # an open client connection holds the drain for seconds
-                check(w.proc.stop() == 0, f"{w.proc.name} exited 0 after SIGTERM")
+            expect_workers_idle(procs, "after the mismatch and router cases")
+            stop_workers(procs)
         except BaseException:
-            for w in procs:
-                print(f"---- {w.proc.name}\n{w.proc.tail()}")
-                w.proc.proc.kill()
+            dump_and_kill(procs)
             raise
     print("all fp8 KV worker checks passed")
 

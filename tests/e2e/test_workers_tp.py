@@ -23,8 +23,9 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from skv_e2e import (Proc, check, cli_tokens, expect_code, make_model, parse_args,  # noqa: E402
-                     prepare, run_threads, wait_until)
+from skv_e2e import (Pair, Proc, Worker, check, cli_tokens, dump_and_kill,  # noqa: E402
+                     expect_code, expect_workers_idle, make_model, parse_args, prepare,
+                     run_threads, stop_workers, wait_until)
 import grpc  # noqa: E402
 from test_workers import disagg as disagg_full, sampling, stats  # noqa: E402
 import e2e_client as E  # noqa: E402
@@ -36,43 +37,9 @@ PROMPTS = [[1000] + [(41 * i + 13 * k) % 1000 for k in range(5 + 9 * i)] for i i
 N_TOKENS = 16
 
 
-class Worker:
-    """One worker process and its stubs."""
-
-    def __init__(self, binary, model, tp, tmp, name):
-        from skv.v1 import worker_pb2_grpc as WG
-        self.tp = tp
-        self.proc = Proc([binary, "--model", model, "--tp", str(tp), "--threads", "1",
-                          "--kv-mem-mb", "2"], tmp, name)
-        self.channel = grpc.insecure_channel(self.proc.addr)
-        self.decode = WG.DecodeStub(self.channel)
-        self.prefill = WG.PrefillStub(self.channel)
-        self.worker = WG.WorkerStub(self.channel)
-
-
-class Pair:
-    """The (decode, prefill) stubs one disaggregated request uses."""
-
-    def __init__(self, pre, dec):
-        self.prefill, self.decode = pre.prefill, dec.decode
-
-
 def disagg(pair, rid, prompt, n, samp=None):
     """Reserve on D -> Prefill on P (KV pushed over UCX) -> Decode on D: the tokens."""
     return disagg_full(pair, rid, prompt, n, samp)[0]
-
-
-def expect_idle(workers, what):
-    """Every worker: every KV block free, nothing reserved, nothing running."""
-    def idle():
-        for w in workers:
-            s = stats(w.worker if w.proc.name.startswith("decode") else w.prefill)
-            if (s.kv_blocks_free != s.kv_blocks_total or s.kv_blocks_reserved != 0 or
-                    s.running_requests != 0):
-                return False
-        return True
-    wait_until(idle, 10, what)
-    check(True, f"{what}: zero reserved and zero used KV blocks on all {len(workers)} workers")
 
 
 def test_info(dec, pre):
@@ -179,28 +146,24 @@ def main():
         other_ref = cli_tokens(args.generate, other_model, PROMPTS[2], N_TOKENS)
         procs = []
         try:
-            dec = {tp: Worker(args.decode_worker, args.model, tp, tmp, f"decode{tp}")
+            dec = {tp: Worker(args.decode_worker, args.model, tmp, f"decode{tp}", ["--tp", str(tp)], kv_mb=2)
                    for tp in (1, 2, 4)}
             procs += dec.values()
-            pre = {tp: Worker(args.prefill_worker, args.model, tp, tmp, f"prefill{tp}")
+            pre = {tp: Worker(args.prefill_worker, args.model, tmp, f"prefill{tp}", ["--tp", str(tp)], kv_mb=2)
                    for tp in (1, 2, 4)}
             procs += pre.values()
-            other = Worker(args.decode_worker, other_model, 2, tmp, "decode-other")
+            other = Worker(args.decode_worker, other_model, tmp, "decode-other", ["--tp", "2"], kv_mb=2)
             procs.append(other)
             fingerprint = test_info(dec, pre)
             test_pairs(args, dec, pre, refs, seeded_ref)
             test_concurrent(dec, pre, refs)
-            expect_idle(procs, "after the TP pairs")
+            expect_workers_idle(procs, "after the TP pairs")
             test_mismatch(other, pre[2], fingerprint)
             test_routers(args, tmp, dec[4], pre[2], other, refs, other_ref)
-            expect_idle(procs, "after the mismatch and router cases")
-            for w in procs:
-                w.channel.close()  # an open client connection holds the drain for seconds
-                check(w.proc.stop() == 0, f"{w.proc.name} exited 0 after SIGTERM")
+            expect_workers_idle(procs, "after the mismatch and router cases")
+            stop_workers(procs)
         except BaseException:
-            for w in procs:
-                print(f"---- {w.proc.name}\n{w.proc.tail()}")
-                w.proc.proc.kill()
+            dump_and_kill(procs)
             raise
     print("all tensor-parallel worker checks passed")
 

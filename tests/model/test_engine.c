@@ -559,14 +559,8 @@ static void skv_check_forward_sample(const char *dir)
 
 int main(int argc, char **argv)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s MAKE_MODEL\n", argv[0]);
-        return 2;
-    }
     char tmp[] = "/tmp/skv_engine_XXXXXX";
-    if (mkdtemp(tmp) == NULL) {
-        return 2;
-    }
+    skv_test_start(argc, argv, 1, "MAKE_MODEL", tmp);
     const char *presets[2] = {"tiny", "tiny-swiftkv"};
     static int32_t greedy[N_REQ][MAX_NEW + 1], sampled[N_REQ][MAX_NEW + 1];
     static int32_t filtered[N_REQ][MAX_NEW + 1], host_some[N_REQ][MAX_NEW + 1];

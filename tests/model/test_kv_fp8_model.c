@@ -345,15 +345,8 @@ static void skv_check_model(const char *dir, const char *name)
 
 int main(int argc, char **argv)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s MAKE_MODEL\n", argv[0]);
-        return 2;
-    }
     char tmp[] = "/tmp/skv_fp8_XXXXXX";
-    if (mkdtemp(tmp) == NULL) {
-        perror("mkdtemp");
-        return 1;
-    }
+    skv_test_start(argc, argv, 1, "MAKE_MODEL", tmp);
     const char *presets[2] = {"tiny", "tiny-swiftkv"};
     for (int i = 0; i < 2; i++) {
         char dir[512];

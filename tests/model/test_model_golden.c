@@ -242,14 +242,8 @@ static void skv_check_case(const char *tool, const char *tmp, const skv_golden_t
 
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: %s MAKE_MODEL GOLDEN_DIR\n", argv[0]);
-        return 2;
-    }
     char tmp[] = "/tmp/skv_golden_XXXXXX";
-    if (mkdtemp(tmp) == NULL) {
-        return 2;
-    }
+    skv_test_start(argc, argv, 2, "MAKE_MODEL GOLDEN_DIR", tmp);
     DIR *d = opendir(argv[2]);
     int n_cases = 0;
     struct dirent *e;

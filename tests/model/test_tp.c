@@ -481,15 +481,8 @@ static void skv_check_refusals(const char *dir)
 
 int main(int argc, char **argv)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s MAKE_MODEL\n", argv[0]);
-        return 2;
-    }
     char tmp[] = "/tmp/skv_tp_XXXXXX";
-    if (mkdtemp(tmp) == NULL) {
-        perror("mkdtemp");
-        return 1;
-    }
+    skv_test_start(argc, argv, 1, "MAKE_MODEL", tmp);
     /* GQA with 8 query heads on 4 KV heads (divisible by 4). The plain model ties its
      * embeddings and has 1030 tokens, so TP=4's vocabulary slices end in padding. */
     static const char *const plain[] = {"--preset", "tiny",       "--heads", "8",     "--kv-heads",
