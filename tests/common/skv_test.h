@@ -1,7 +1,8 @@
 /*
  * skv_test.h: helpers shared by the plain-C model tests (no test framework): SKV_EXPECT, which
  * counts failures in skv_failures and goes on, skv_test_make_model(_or_exit), which runs
- * the skv_make_model tool in a child process, and skv_test_start (arguments, scratch folder).
+ * the skv_make_model tool in a child process, and skv_test_start / skv_test_finish
+ * (arguments, scratch folder, exit status).
  * Header-only: every function is static inline, so each test executable gets its own copy and its
  * own failure count.
  */
@@ -78,6 +79,19 @@ static inline void skv_test_start(int argc, char **argv, int n_args, const char 
         perror("mkdtemp");
         exit(2);
     }
+}
+
+/* The end of a model test's main: removes the scratch folder dir (a warning when it cannot),
+ * prints the failure count and returns the exit status (0 when no SKV_EXPECT failed). */
+static inline int skv_test_finish(const char *dir)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "warning: cannot remove %s\n", dir);
+    }
+    printf("%d failures\n", skv_failures);
+    return skv_failures ? 1 : 0;
 }
 
 #endif

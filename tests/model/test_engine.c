@@ -596,11 +596,5 @@ int main(int argc, char **argv)
                                 "disaggregated, some host");
         skv_check_thread(dir, greedy);
     }
-    char cmd[600];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", tmp);
-    if (system(cmd) != 0) {
-        fprintf(stderr, "warning: cannot remove %s\n", tmp);
-    }
-    printf("%d failures\n", skv_failures);
-    return skv_failures ? 1 : 0;
+    return skv_test_finish(tmp);
 }

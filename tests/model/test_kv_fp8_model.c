@@ -358,11 +358,5 @@ int main(int argc, char **argv)
         }
         skv_check_model(dir, presets[i]);
     }
-    char cmd[600];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", tmp);
-    if (system(cmd) != 0) {
-        fprintf(stderr, "warning: cannot remove %s\n", tmp);
-    }
-    printf("%d failures\n", skv_failures);
-    return skv_failures ? 1 : 0;
+    return skv_test_finish(tmp);
 }

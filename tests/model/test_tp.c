@@ -538,11 +538,5 @@ int main(int argc, char **argv)
             skv_check_refusals(dir);
         }
     }
-    char cmd[600];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", tmp);
-    if (system(cmd) != 0) {
-        fprintf(stderr, "warning: cannot remove %s\n", tmp);
-    }
-    printf("%d failures\n", skv_failures);
-    return skv_failures ? 1 : 0;
+    return skv_test_finish(tmp);
 }
