@@ -72,6 +72,8 @@ __global__ void __launch_bounds__(SKV_ATTN_THREADS)
         corr_s[SKV_ATTN_ROWS_MAX_HEADS];
 
     int32_t r = blockIdx.x, kh = blockIdx.y / n_head_chunks, hc = blockIdx.y % n_head_chunks;
+    skv_pdl_trigger();
+    skv_pdl_wait();
     const int32_t hd = HDC ? HDC : a.head_dim;
     int32_t split = blockIdx.z, group = n_heads / a.n_kv_heads;
     int32_t h0 = kh * group + hc * SKV_ATTN_ROWS_MAX_HEADS;
@@ -252,6 +254,8 @@ __global__ void skv_attn_combine_kernel(bf16 *out, int64_t ldo, int32_t n_heads,
                                         int32_t n_splits, const float *ws_o, const float *ws_ml)
 {
     int32_t r = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
+    skv_pdl_trigger();
+    skv_pdl_wait();
     int64_t w0 = ((int64_t)r * n_heads + h) * n_splits;
     float m = -INFINITY;
     for (int z = 0; z < n_splits; z++) {
@@ -350,6 +354,8 @@ __global__ void __launch_bounds__(SKV_DEC_WARPS * 32, SKV_DEC_MIN_BLOCKS)
     __shared__ float red_o[SKV_DEC_WARPS][G][HD];
     __shared__ float red_m[SKV_DEC_WARPS][G], red_l[SKV_DEC_WARPS][G];
     int32_t r = blockIdx.x, kh = blockIdx.y, split = blockIdx.z;
+    skv_pdl_trigger();
+    skv_pdl_wait();
     int32_t group = n_heads / a.n_kv_heads, h0 = kh * group;
     int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     int sub = lane % C::LPK, kg = lane / C::LPK;
@@ -748,9 +754,9 @@ static skv_status_t skv_attn_decode(skv_backend_t *be, const skv_attn_args_t *a,
     dim3 grid((unsigned)n_rows, (unsigned)a->n_kv_heads, (unsigned)splits);
     float scale_log2 = scale * 1.44269504f;
 #define SKV_ATTN_DEC_LAUNCH(HD, G)                                                                 \
-    skv_attn_decode_kernel<HD, G, KT><<<grid, SKV_DEC_WARPS * 32, 0, c->stream>>>(                 \
-        *a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, scale_log2, chunk,  \
-        (int32_t)splits, ws_o, ws_ml)
+    skv_cuda_launch(skv_attn_decode_kernel<HD, G, KT>, grid, SKV_DEC_WARPS * 32, 0, c->stream, *a, \
+                    (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, scale_log2, \
+                    chunk, (int32_t)splits, ws_o, ws_ml)
     if (a->head_dim == 128) {
         if (group <= 4) {
             SKV_ATTN_DEC_LAUNCH(128, 4);
@@ -766,8 +772,8 @@ static skv_status_t skv_attn_decode(skv_backend_t *be, const skv_attn_args_t *a,
     SKV_CUDA_CHECK_LAUNCH();
     if (splits > 1) {
         dim3 g2((unsigned)n_rows, (unsigned)n_heads);
-        skv_attn_combine_kernel<<<g2, a->head_dim, 0, c->stream>>>(
-            (bf16 *)out->data, out->ld, n_heads, a->head_dim, (int32_t)splits, ws_o, ws_ml);
+        skv_cuda_launch(skv_attn_combine_kernel, g2, a->head_dim, 0, c->stream, (bf16 *)out->data,
+                        out->ld, n_heads, a->head_dim, (int32_t)splits, ws_o, ws_ml);
         SKV_CUDA_CHECK_LAUNCH();
     }
     return SKV_STATUS_OK;
@@ -798,9 +804,9 @@ static skv_status_t skv_attn_rows(skv_backend_t *be, const skv_attn_args_t *a,
     float *ws_ml = ws_o + (size_t)n_rows * n_heads * splits * a->head_dim;
     dim3 grid((unsigned)n_rows, (unsigned)(a->n_kv_heads * n_chunks), (unsigned)splits);
 #define SKV_ATTN_ROWS_LAUNCH(VEC, HDC)                                                             \
-    skv_attn_rows_kernel<VEC, HDC, KT><<<grid, SKV_ATTN_THREADS, 0, c->stream>>>(                  \
-        *a, (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, n_chunks, scale,    \
-        chunk, (int32_t)splits, ws_o, ws_ml)
+    skv_cuda_launch(skv_attn_rows_kernel<VEC, HDC, KT>, grid, SKV_ATTN_THREADS, 0, c->stream, *a,  \
+                    (bf16 *)out->data, out->ld, (const bf16 *)q->data, q->ld, n_heads, n_chunks,   \
+                    scale, chunk, (int32_t)splits, ws_o, ws_ml)
     if (a->head_dim == 128) {
         SKV_ATTN_ROWS_LAUNCH(8, 128);
     } else if (a->head_dim == 64) {
@@ -814,8 +820,8 @@ static skv_status_t skv_attn_rows(skv_backend_t *be, const skv_attn_args_t *a,
     SKV_CUDA_CHECK_LAUNCH();
     if (splits > 1) {
         dim3 g2((unsigned)n_rows, (unsigned)n_heads);
-        skv_attn_combine_kernel<<<g2, a->head_dim, 0, c->stream>>>(
-            (bf16 *)out->data, out->ld, n_heads, a->head_dim, (int32_t)splits, ws_o, ws_ml);
+        skv_cuda_launch(skv_attn_combine_kernel, g2, a->head_dim, 0, c->stream, (bf16 *)out->data,
+                        out->ld, n_heads, a->head_dim, (int32_t)splits, ws_o, ws_ml);
         SKV_CUDA_CHECK_LAUNCH();
     }
     return SKV_STATUS_OK;

@@ -312,11 +312,16 @@ static const skv_ops_t skv_cuda_ops_table = {
     skv_cuda_rope_kv_write,
 };
 
+int g_skv_cuda_pdl;
+
 /* Creates the stream, handles and fixed workspace; on failure the caller destroys c. */
 static skv_status_t skv_cuda_setup(skv_cuda_backend_t *c)
 {
+    int major = 0;
     SKV_CUDA_CHECK(cudaSetDevice(c->device));
     SKV_CUDA_CHECK(cudaDeviceGetAttribute(&c->n_sms, cudaDevAttrMultiProcessorCount, c->device));
+    SKV_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, c->device));
+    g_skv_cuda_pdl = major >= 9 && getenv("SKV_NO_PDL") == NULL; /* cuda_internal.h */
     SKV_CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
     SKV_CUBLAS_CHECK(cublasCreate(&c->cublas));
     SKV_CUBLAS_CHECK(cublasSetStream(c->cublas, c->stream));

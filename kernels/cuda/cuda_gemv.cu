@@ -107,6 +107,8 @@ __global__ void __launch_bounds__(SKV_GEMV_WARPS * 32)
 {
     int64_t o = (int64_t)blockIdx.x * SKV_GEMV_WARPS + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
+    skv_pdl_trigger();
+    skv_pdl_wait(); /* x comes from the kernel before */
     if (o >= n_out) {
         return;
     }
@@ -134,6 +136,8 @@ __global__ void __launch_bounds__(SKV_GEMV_WARPS * 32)
 {
     int64_t c = (int64_t)blockIdx.x * SKV_GEMV_WARPS + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
+    skv_pdl_trigger();
+    skv_pdl_wait(); /* x comes from the kernel before */
     if (c >= f) {
         return;
     }
@@ -183,9 +187,9 @@ static void skv_gemv_launch_m(cudaStream_t st, const skv_tensor_t *out, const sk
                               const skv_tensor_t *w)
 {
     unsigned blocks = skv_cuda_blocks(w->rows, SKV_GEMV_WARPS);
-    skv_gemv_kernel<M, TOut><<<blocks, SKV_GEMV_WARPS * 32, 0, st>>>(
-        (TOut *)out->data, out->ld, (const bf16 *)x->data, x->ld, (const bf16 *)w->data, w->ld,
-        w->rows, w->cols);
+    skv_cuda_launch(skv_gemv_kernel<M, TOut>, blocks, SKV_GEMV_WARPS * 32, 0, st, (TOut *)out->data,
+                    out->ld, (const bf16 *)x->data, x->ld, (const bf16 *)w->data, w->ld, w->rows,
+                    w->cols);
 }
 
 /* Calls fn(std::integral_constant<int, M>) with M = rows (1..8): one kernel instance per M. */
@@ -224,9 +228,9 @@ static void skv_gemv_swiglu_launch_m(cudaStream_t st, const skv_tensor_t *out,
                                      const skv_tensor_t *x, const skv_tensor_t *w)
 {
     unsigned blocks = skv_cuda_blocks(out->cols, SKV_GEMV_WARPS);
-    skv_gemv_swiglu_kernel<M><<<blocks, SKV_GEMV_WARPS * 32, 0, st>>>(
-        (bf16 *)out->data, out->ld, (const bf16 *)x->data, x->ld, (const bf16 *)w->data, w->ld,
-        out->cols, w->cols);
+    skv_cuda_launch(skv_gemv_swiglu_kernel<M>, blocks, SKV_GEMV_WARPS * 32, 0, st,
+                    (bf16 *)out->data, out->ld, (const bf16 *)x->data, x->ld, (const bf16 *)w->data,
+                    w->ld, out->cols, w->cols);
 }
 
 skv_status_t skv_cuda_matmul_swiglu(skv_backend_t *be, const skv_tensor_t *out,

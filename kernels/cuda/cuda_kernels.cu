@@ -57,6 +57,8 @@ __global__ void skv_copy_rows_kernel(bf16 *dst, int64_t ldd, const bf16 *src, in
                                      const int32_t *idx, int64_t cols)
 {
     int64_t r = blockIdx.x;
+    skv_pdl_trigger();
+    skv_pdl_wait();
     const bf16 *s = src + (int64_t)idx[r] * lds;
     bf16 *d = dst + r * ldd;
     for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
@@ -69,6 +71,8 @@ __global__ void skv_copy_rows_vec8_kernel(bf16 *dst, int64_t ldd, const bf16 *sr
                                           const int32_t *idx, int64_t cols)
 {
     int64_t r = blockIdx.x;
+    skv_pdl_trigger();
+    skv_pdl_wait();
     const uint4 *s = (const uint4 *)(src + (int64_t)idx[r] * lds);
     uint4 *d = (uint4 *)(dst + r * ldd);
     for (int64_t c = threadIdx.x; c < cols / 8; c += blockDim.x) {
@@ -82,11 +86,13 @@ static skv_status_t skv_launch_copy_rows(skv_backend_t *be, const skv_tensor_t *
 {
     cudaStream_t st = skv_cuda(be)->stream;
     if (skv_vec8_ok(out) && skv_vec8_ok(src)) {
-        skv_copy_rows_vec8_kernel<<<(unsigned)out->rows, skv_row_threads(out->cols / 8), 0, st>>>(
-            (bf16 *)out->data, out->ld, (const bf16 *)src->data, src->ld, idx, out->cols);
+        skv_cuda_launch(skv_copy_rows_vec8_kernel, (unsigned)out->rows,
+                        skv_row_threads(out->cols / 8), 0, st, (bf16 *)out->data, out->ld,
+                        (const bf16 *)src->data, src->ld, idx, out->cols);
     } else {
-        skv_copy_rows_kernel<<<(unsigned)out->rows, SKV_CUDA_ROW_THREADS, 0, st>>>(
-            (bf16 *)out->data, out->ld, (const bf16 *)src->data, src->ld, idx, out->cols);
+        skv_cuda_launch(skv_copy_rows_kernel, (unsigned)out->rows, SKV_CUDA_ROW_THREADS, 0, st,
+                        (bf16 *)out->data, out->ld, (const bf16 *)src->data, src->ld, idx,
+                        out->cols);
     }
     SKV_CUDA_CHECK_LAUNCH();
     return SKV_STATUS_OK;
@@ -148,6 +154,8 @@ __global__ void skv_add_rmsnorm_kernel(bf16 *x, int64_t ldx, const bf16 *delta, 
     int64_t r = blockIdx.x;
     bf16 *xr = x + r * ldx;
     float ss = 0.0f;
+    skv_pdl_trigger();
+    skv_pdl_wait();
     for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
         float v = __bfloat162float(xr[c]);
         if (delta != NULL) {
@@ -180,6 +188,8 @@ __global__ void skv_add_rmsnorm_reg_kernel(bf16 *x, int64_t ldx, const bf16 *del
     bf16 *xr = x + r * ldx;
     float v[NV][8];
     float ss = 0.0f;
+    skv_pdl_trigger();
+    skv_pdl_wait();
 #pragma unroll
     for (int k = 0; k < NV; k++) {
         int64_t c = ((int64_t)k * blockDim.x + threadIdx.x) * 8;
@@ -240,20 +250,20 @@ static skv_status_t skv_launch_add_rmsnorm(skv_backend_t *be, const skv_tensor_t
     int64_t nv = (x->cols / 8 + threads - 1) / threads; /* vectors per thread */
     unsigned rows = (unsigned)x->rows;
     if (vec && nv <= 1) {
-        skv_add_rmsnorm_reg_kernel<1>
-            <<<rows, threads, 0, st>>>(xd, x->ld, dd, ldd, od, ldo, wd, x->cols, eps);
+        skv_cuda_launch(skv_add_rmsnorm_reg_kernel<1>, rows, threads, 0, st, xd, x->ld, dd, ldd, od,
+                        ldo, wd, x->cols, eps);
     } else if (vec && nv <= 2) {
-        skv_add_rmsnorm_reg_kernel<2>
-            <<<rows, threads, 0, st>>>(xd, x->ld, dd, ldd, od, ldo, wd, x->cols, eps);
+        skv_cuda_launch(skv_add_rmsnorm_reg_kernel<2>, rows, threads, 0, st, xd, x->ld, dd, ldd, od,
+                        ldo, wd, x->cols, eps);
     } else if (vec && nv <= 4) {
-        skv_add_rmsnorm_reg_kernel<4>
-            <<<rows, threads, 0, st>>>(xd, x->ld, dd, ldd, od, ldo, wd, x->cols, eps);
+        skv_cuda_launch(skv_add_rmsnorm_reg_kernel<4>, rows, threads, 0, st, xd, x->ld, dd, ldd, od,
+                        ldo, wd, x->cols, eps);
     } else if (vec && nv <= 8) { /* hidden up to 16384 (Llama-3 405B) */
-        skv_add_rmsnorm_reg_kernel<8>
-            <<<rows, threads, 0, st>>>(xd, x->ld, dd, ldd, od, ldo, wd, x->cols, eps);
+        skv_cuda_launch(skv_add_rmsnorm_reg_kernel<8>, rows, threads, 0, st, xd, x->ld, dd, ldd, od,
+                        ldo, wd, x->cols, eps);
     } else {
-        skv_add_rmsnorm_kernel<<<rows, skv_row_threads(x->cols), 0, st>>>(xd, x->ld, dd, ldd, od,
-                                                                          ldo, wd, x->cols, eps);
+        skv_cuda_launch(skv_add_rmsnorm_kernel, rows, skv_row_threads(x->cols), 0, st, xd, x->ld,
+                        dd, ldd, od, ldo, wd, x->cols, eps);
     }
     SKV_CUDA_CHECK_LAUNCH();
     return SKV_STATUS_OK;
@@ -524,6 +534,8 @@ __global__ void skv_rope_kv_write_kernel(skv_kv_geom_t g, int32_t layer, bf16 *q
 {
     __shared__ float2 cs[SKV_ROPE_MAX_HALF];
     int64_t r = blockIdx.x;
+    skv_pdl_trigger();
+    skv_pdl_wait();
     int32_t hd = g.head_dim, half = hd / 2, per_head = half / 8, slot = row_slot[r];
     skv_rope_table(cs, half, pos[r], inv_freq);
     bf16 *xr = qk + r * ldqk;
@@ -570,13 +582,13 @@ skv_status_t skv_cuda_rope_kv_write(skv_backend_t *be, const skv_tensor_t *qk, i
     cudaStream_t st = skv_cuda(be)->stream;
     const int32_t *pd = (const int32_t *)pos->data, *sd = (const int32_t *)meta->row_slot.data;
     if (kv->dtype == SKV_DTYPE_F8E4M3) {
-        skv_rope_kv_write_kernel<skv_fp8_t><<<grid, block, 0, st>>>(
-            skv_kv_geom(kv), cache_layer, (bf16 *)qk->data, qk->ld, n_heads, (const bf16 *)v->data,
-            v->ld, pd, sd, (const float *)inv_freq->data);
+        skv_cuda_launch(skv_rope_kv_write_kernel<skv_fp8_t>, grid, block, 0, st, skv_kv_geom(kv),
+                        cache_layer, (bf16 *)qk->data, qk->ld, n_heads, (const bf16 *)v->data,
+                        v->ld, pd, sd, (const float *)inv_freq->data);
     } else {
-        skv_rope_kv_write_kernel<bf16><<<grid, block, 0, st>>>(
-            skv_kv_geom(kv), cache_layer, (bf16 *)qk->data, qk->ld, n_heads, (const bf16 *)v->data,
-            v->ld, pd, sd, (const float *)inv_freq->data);
+        skv_cuda_launch(skv_rope_kv_write_kernel<bf16>, grid, block, 0, st, skv_kv_geom(kv),
+                        cache_layer, (bf16 *)qk->data, qk->ld, n_heads, (const bf16 *)v->data,
+                        v->ld, pd, sd, (const float *)inv_freq->data);
     }
     SKV_CUDA_CHECK_LAUNCH();
     return SKV_STATUS_OK;

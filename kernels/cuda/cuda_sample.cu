@@ -135,6 +135,8 @@ __global__ void __launch_bounds__(SKV_SAMPLE_THREADS)
     __shared__ float s_f;
     __shared__ int32_t s_i;
     int32_t row = blockIdx.x;
+    skv_pdl_trigger();
+    skv_pdl_wait();
     const float *x = logits + (int64_t)row * ld;
     const float *pr = params + (int64_t)row * 4;
     float temp = pr[0], top_p = pr[2], u = pr[3];
@@ -223,9 +225,9 @@ skv_status_t skv_cuda_sample(skv_backend_t *be, const skv_tensor_t *tokens,
     if (logits->rows == 0) {
         return SKV_STATUS_OK;
     }
-    skv_sample_kernel<<<(unsigned)logits->rows, SKV_SAMPLE_THREADS, 0, skv_cuda(be)->stream>>>(
-        (int32_t *)tokens->data, (const float *)logits->data, logits->ld, (int32_t)logits->cols,
-        (const float *)params->data);
+    skv_cuda_launch(skv_sample_kernel, (unsigned)logits->rows, SKV_SAMPLE_THREADS, 0,
+                    skv_cuda(be)->stream, (int32_t *)tokens->data, (const float *)logits->data,
+                    logits->ld, (int32_t)logits->cols, (const float *)params->data);
     SKV_CUDA_CHECK_LAUNCH();
     return SKV_STATUS_OK;
 }
