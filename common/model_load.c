@@ -398,22 +398,7 @@ skv_status_t skv_model_setup(skv_model_t *m, const skv_model_opts_t *opts)
 skv_status_t skv_model_load(const char *dir, skv_backend_t *be, const skv_model_opts_t *opts,
                             skv_model_t **model_p)
 {
-    skv_model_t *m = skv_calloc(1, sizeof(*m));
-    if (m == NULL) {
-        return SKV_STATUS_NO_MEMORY;
-    }
-    m->be = be;
-    skv_status_t status;
-    SKV_CHECK_GOTO(skv_model_config_load(dir, &m->cfg), fail);
-    SKV_CHECK_GOTO(skv_model_setup(m, opts), fail);
-    SKV_CHECK_GOTO(skv_load_weights(m, dir), fail);
-    SKV_CHECK_GOTO(skv_alloc_workspace(m), fail);
-    SKV_CHECK_GOTO(be->ops->sync(be), fail);
-    *model_p = m;
-    return SKV_STATUS_OK;
-fail:
-    skv_model_destroy(m);
-    return status;
+    return skv_model_create_shard(dir, NULL, 0, be, opts, 0, 1, NULL, model_p);
 }
 
 skv_status_t skv_model_tp_check(const skv_model_config_t *c, int32_t tp_size)
@@ -639,23 +624,7 @@ skv_status_t skv_model_create_random(const skv_model_config_t *cfg, skv_backend_
                                      const skv_model_opts_t *opts, uint64_t seed,
                                      skv_model_t **model_p)
 {
-    skv_model_t *m = skv_calloc(1, sizeof(*m));
-    if (m == NULL) {
-        return SKV_STATUS_NO_MEMORY;
-    }
-    m->be = be;
-    m->cfg = *cfg;
-    skv_status_t status;
-    SKV_CHECK_GOTO(skv_model_setup(m, opts), fail);
-    SKV_CHECK_GOTO(skv_alloc_weights(m), fail);
-    SKV_CHECK_GOTO(skv_fill_random(m, seed), fail);
-    SKV_CHECK_GOTO(skv_alloc_workspace(m), fail);
-    SKV_CHECK_GOTO(be->ops->sync(be), fail);
-    *model_p = m;
-    return SKV_STATUS_OK;
-fail:
-    skv_model_destroy(m);
-    return status;
+    return skv_model_create_shard(NULL, cfg, seed, be, opts, 0, 1, NULL, model_p);
 }
 
 void skv_model_destroy(skv_model_t *m)
