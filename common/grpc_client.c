@@ -172,6 +172,22 @@ static void skv_grpc_set_err(skv_grpc_error_t *err, int code, const char *messag
     }
 }
 
+/* Fills ops[0..3] (zeroed by the caller) with the four ops that open every call: send the
+ * initial metadata (wait-for-ready as opts asks), the request and the half-close, and
+ * receive the server's initial metadata into initial_md. */
+static void skv_grpc_client_start_ops(grpc_op *ops, grpc_byte_buffer *req,
+                                      const skv_grpc_call_opts_t *opts,
+                                      grpc_metadata_array *initial_md)
+{
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].flags = opts != NULL && opts->wait_for_ready ? GRPC_INITIAL_METADATA_WAIT_FOR_READY : 0;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = req;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = initial_md;
+}
+
 /* Runs one unary call with the request already in a byte buffer (borrowed). */
 static skv_status_t skv_grpc_unary_bb(skv_grpc_channel_t *ch, const char *method,
                                       grpc_byte_buffer *req,
@@ -189,13 +205,7 @@ static skv_status_t skv_grpc_unary_bb(skv_grpc_channel_t *ch, const char *method
     grpc_slice details = grpc_empty_slice();
     grpc_op ops[6];
     memset(ops, 0, sizeof(ops));
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[0].flags = opts != NULL && opts->wait_for_ready ? GRPC_INITIAL_METADATA_WAIT_FOR_READY : 0;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = req;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial_md;
+    skv_grpc_client_start_ops(ops, req, opts, &initial_md);
     ops[4].op = GRPC_OP_RECV_MESSAGE;
     ops[4].data.recv_message.recv_message = &resp;
     ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
@@ -269,13 +279,7 @@ static int skv_grpc_stream_start(skv_grpc_stream_t *s, grpc_byte_buffer *req,
 {
     grpc_op ops[4];
     memset(ops, 0, sizeof(ops));
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[0].flags = opts != NULL && opts->wait_for_ready ? GRPC_INITIAL_METADATA_WAIT_FOR_READY : 0;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = req;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &s->initial_md;
+    skv_grpc_client_start_ops(ops, req, opts, &s->initial_md);
     if (grpc_call_start_batch(s->call, ops, 4, &s->tag_start, NULL) != GRPC_CALL_OK) {
         return -1;
     }
