@@ -19,9 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/backend.h"
-#include "common/clock.h"
-#include "common/log.h"
+#include "kernels/backend.h"
+#include "base/clock.h"
+#include "base/log.h"
 #include "kernels/ops.h"
 
 typedef struct {

@@ -17,7 +17,7 @@
  * sampler per sequence (the engine's host path); none copies the logits back and picks
  * nothing. The sampling parameters (default greedy) apply to every sequence.
  *
- * --tp N runs the model split over N ranks (common/model_tp.h: CPU threads, or GPUs 0..N-1
+ * --tp N runs the model split over N ranks (common/model/model_tp.h: CPU threads, or GPUs 0..N-1
  * with NCCL); --threads is then per rank. Throughput is the whole group's.
  * --random-preset builds the named architecture with deterministic random weights (filled on
  * the device where the backend can), so a GPU machine needs no checkpoint on disk.
@@ -35,13 +35,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/alloc.h"
-#include "common/backend.h"
-#include "common/clock.h"
-#include "common/log.h"
-#include "common/model.h"
-#include "common/model_tp.h"
-#include "common/sampler.h"
+#include "base/alloc.h"
+#include "kernels/backend.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "common/model/model.h"
+#include "common/model/model_tp.h"
+#include "common/model/sampler.h"
 
 typedef enum {
     SKV_BENCH_SAMPLE_DEFAULT = 0, /* device when the backend has a sample op, else host */

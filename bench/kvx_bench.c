@@ -26,9 +26,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "common/alloc.h"
-#include "common/clock.h"
-#include "common/kvx.h"
+#include "base/alloc.h"
+#include "base/clock.h"
+#include "common/kvx/kvx.h"
 
 #define FP 0xBE7CULL
 

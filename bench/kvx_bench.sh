@@ -3,7 +3,7 @@
 # with the same transport, put size and bytes moved, on loopback. Prints a markdown table.
 # Usage: bench/kvx_bench.sh [build-dir]   (needs ucx-utils; a benchmark, not a test)
 # KVX_BENCH_TLS="tcp shm" picks transports; SKV_KVX_DATA=put|am forces the data path (see
-# common/kvx.md; default: messages on tcp and shared memory, puts with native RMA).
+# common/kvx/kvx.md; default: messages on tcp and shared memory, puts with native RMA).
 # GB/s is 1e9 bytes/s; ucx_perftest prints MB/s with MB = 2^20 bytes, converted here.
 set -euo pipefail
 build="${1:-build}"

@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "common/clock.h"
+#include "base/clock.h"
 
 int main(int argc, char **argv)
 {

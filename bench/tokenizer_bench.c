@@ -15,9 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/alloc.h"
-#include "common/clock.h"
-#include "common/tokenizer.h"
+#include "base/alloc.h"
+#include "base/clock.h"
+#include "common/tokenizer/tokenizer.h"
 
 #include <sys/stat.h>
 

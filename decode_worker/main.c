@@ -1,8 +1,8 @@
 /*
  * decode_worker: the decode worker process. Everything but the default role lives in
- * common/worker*.c; flags and environment are listed in common/worker_main.c.
+ * common/worker*.c; flags and environment are listed in common/serve/worker_main.c.
  */
-#include "common/worker_main.h"
+#include "common/serve/worker_main.h"
 
 int main(int argc, char **argv)
 {

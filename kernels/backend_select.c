@@ -5,8 +5,8 @@
  */
 #include <string.h>
 
-#include "common/backend.h"
-#include "common/log.h"
+#include "kernels/backend.h"
+#include "base/log.h"
 #include "kernels/comm.h"
 #include "kernels/cpu/cpu.h"
 

@@ -28,7 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/status.h"
+#include "base/status.h"
 #include "kernels/ops.h"
 
 typedef struct skv_comm skv_comm_t;

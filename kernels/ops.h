@@ -1,7 +1,7 @@
 /*
  * ops.h: the compute-backend interface (one ops table per backend).
  *
- * The model forward in common/model.c is backend-blind: it sees only skv_tensor_t views and
+ * The model forward in common/model/model.c is backend-blind: it sees only skv_tensor_t views and
  * calls through skv_ops_t. A backend owns its memory (host for CPU, device for CUDA), its
  * streams and handles, and the dtype of activations and weights it wants. All tensors are
  * 2-D, row-major, with an explicit row stride `ld` (elements), so column slices of a fused
@@ -23,7 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/status.h"
+#include "base/status.h"
 
 typedef enum {
     SKV_DTYPE_F32 = 0,
@@ -194,7 +194,7 @@ typedef struct skv_ops {
     skv_status_t (*graph_capture_begin)(skv_backend_t *be);
     skv_status_t (*graph_capture_end)(skv_backend_t *be, uint64_t key, int keep);
 
-    /* Optional (NULL when absent; the host sampler, common/sampler.h, is the reference): one
+    /* Optional (NULL when absent; the host sampler, common/model/sampler.h, is the reference): one
      * token per row of logits f32 [M, V], on the backend. params f32 [M, 4], per row:
      * temperature (0 = greedy: argmax, lowest id on ties), top_k (an integer value; 0 = off),
      * top_p ((0, 1]; 1 = off) and u, a uniform draw in [0, 1) made by the caller from the

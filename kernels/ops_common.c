@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "common/log.h"
+#include "base/log.h"
 #include "kernels/ops.h"
 
 static const size_t skv_dtype_sizes[SKV_DTYPE_COUNT_] = {4, 2, 2, 4, 1};

@@ -35,8 +35,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/alloc.h"
-#include "common/log.h"
+#include "base/alloc.h"
+#include "base/log.h"
 #include "router/router.h"
 
 #define SKV_MAX_ADDRS 64

@@ -10,9 +10,9 @@
 #include <sys/random.h>
 #include <unistd.h>
 
-#include "common/alloc.h"
-#include "common/clock.h"
-#include "common/log.h"
+#include "base/alloc.h"
+#include "base/clock.h"
+#include "base/log.h"
 #include "router/router_internal.h"
 
 #ifndef SKV_ROUTER_VERSION

@@ -14,8 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/grpc_server.h"
-#include "common/status.h"
+#include "common/rpc/grpc_server.h"
+#include "base/status.h"
 
 typedef struct skv_router skv_router_t;
 

@@ -2,7 +2,7 @@
  * router_calls.c: request messages for the worker RPCs (see router_calls.h). Messages are
  * built on the stack over borrowed arrays; nothing here allocates except the gRPC layer.
  */
-#include "common/log.h"
+#include "base/log.h"
 #include "router/router_calls.h"
 
 /* The sampling parameters to forward (the client's, or defaults: greedy). */

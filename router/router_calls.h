@@ -8,7 +8,7 @@
 #ifndef SKV_ROUTER_CALLS_H
 #define SKV_ROUTER_CALLS_H
 
-#include "common/grpc_client.h"
+#include "common/rpc/grpc_client.h"
 #include "router/router_validate.h"
 #include "router/router_workers.h"
 #include "skv/v1/worker.pb-c.h"

@@ -20,9 +20,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "common/alloc.h"
-#include "common/clock.h"
-#include "common/log.h"
+#include "base/alloc.h"
+#include "base/clock.h"
+#include "base/log.h"
 #include "router/router_calls.h"
 #include "router/router_internal.h"
 #include "router/router_text.h"

@@ -10,9 +10,9 @@
 #include <pthread.h>
 #include <stdint.h>
 
-#include "common/grpc_client.h"
-#include "common/grpc_server.h"
-#include "common/tokenizer.h"
+#include "common/rpc/grpc_client.h"
+#include "common/rpc/grpc_server.h"
+#include "common/tokenizer/tokenizer.h"
 #include "router/router.h"
 #include "router/router_resolve.h"
 #include "router/router_validate.h"

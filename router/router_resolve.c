@@ -16,8 +16,8 @@
 #include <sys/socket.h>
 #include <time.h>
 
-#include "common/alloc.h"
-#include "common/log.h"
+#include "base/alloc.h"
+#include "base/log.h"
 #include "router/router_resolve.h"
 
 typedef struct {

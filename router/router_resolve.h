@@ -15,7 +15,7 @@
 
 #include <stddef.h>
 
-#include "common/status.h"
+#include "base/status.h"
 #include "router/router_workers.h"
 
 typedef struct skv_router_resolver skv_router_resolver_t;

@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/alloc.h"
-#include "common/log.h"
+#include "base/alloc.h"
+#include "base/log.h"
 #include "router/router_internal.h"
 
 #define SKV_ROUTER_STATS_MAX 256

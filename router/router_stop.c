@@ -9,7 +9,7 @@
  */
 #include <string.h>
 
-#include "common/alloc.h"
+#include "base/alloc.h"
 #include "router/router_stop.h"
 
 skv_status_t skv_stop_matcher_init(skv_stop_matcher_t *m, const char *const *stops, size_t n,

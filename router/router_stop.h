@@ -22,7 +22,7 @@
 
 #include <stddef.h>
 
-#include "common/status.h"
+#include "base/status.h"
 
 /* Limits enforced by skv_stop_matcher_init (and by request validation, with field names). */
 #define SKV_STOP_MAX_STRINGS 16

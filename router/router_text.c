@@ -3,8 +3,8 @@
  */
 #include <string.h>
 
-#include "common/alloc.h"
-#include "common/log.h"
+#include "base/alloc.h"
+#include "base/log.h"
 #include "router/router_text.h"
 
 skv_status_t skv_router_text_init(skv_router_text_t *t, const skv_tokenizer_t *tok,

@@ -14,8 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/status.h"
-#include "common/tokenizer.h"
+#include "base/status.h"
+#include "common/tokenizer/tokenizer.h"
 #include "router/router_stop.h"
 
 typedef struct {

@@ -10,7 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "common/alloc.h"
+#include "base/alloc.h"
 #include "router/router_stop.h"
 #include "router/router_validate.h"
 

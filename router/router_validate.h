@@ -12,8 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/status.h"
-#include "common/tokenizer.h"
+#include "base/status.h"
+#include "common/tokenizer/tokenizer.h"
 #include "skv/v1/generate.pb-c.h"
 
 #define SKV_ROUTER_MAX_EOS        8

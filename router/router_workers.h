@@ -15,8 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/grpc_client.h"
-#include "common/status.h"
+#include "common/rpc/grpc_client.h"
+#include "base/status.h"
 
 typedef enum {
     SKV_ROUTER_ROLE_DECODE = 0,

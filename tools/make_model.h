@@ -9,7 +9,7 @@
 #include <jansson.h>
 #include <stdint.h>
 
-#include "common/status.h"
+#include "base/status.h"
 
 #define SKV_MM_PATH_MAX    4096
 #define SKV_MM_MAX_EOS     8

@@ -21,8 +21,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "common/alloc.h"
-#include "common/log.h"
+#include "base/alloc.h"
+#include "base/log.h"
 #include "kernels/ops.h"
 #include "tools/make_model.h"
 

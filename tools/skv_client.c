@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/grpc_client.h"
+#include "common/rpc/grpc_client.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "skv/v1/generate.pb-c.h"
 

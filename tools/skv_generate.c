@@ -12,7 +12,7 @@
  * --kv-dtype picks the KV cache dtype: auto (the backend's default), fp8 (E4M3, half the bytes
  * of bf16; kernels/ops.h), or the default's own name; one the backend does not take fails.
  *
- * --tp N splits the model over N ranks (threads) of the backend (common/model_tp.h): N CPU
+ * --tp N splits the model over N ranks (threads) of the backend (common/model/model_tp.h): N CPU
  * backends with --threads each, or GPUs 0..N-1 with NCCL; the output must not change.
  */
 #include <getopt.h>
@@ -20,13 +20,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/alloc.h"
-#include "common/backend.h"
-#include "common/clock.h"
-#include "common/generate.h"
-#include "common/log.h"
-#include "common/model_tp.h"
-#include "common/tokenizer.h"
+#include "base/alloc.h"
+#include "kernels/backend.h"
+#include "base/clock.h"
+#include "common/model/generate.h"
+#include "base/log.h"
+#include "common/model/model_tp.h"
+#include "common/tokenizer/tokenizer.h"
 
 typedef struct {
     const char *model_dir;

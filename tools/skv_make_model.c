@@ -17,10 +17,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "common/alloc.h"
-#include "common/json.h"
-#include "common/log.h"
-#include "common/status.h"
+#include "base/alloc.h"
+#include "base/json.h"
+#include "base/log.h"
+#include "base/status.h"
 #include "tools/make_model.h"
 
 /* ---------------------------------------------------------------------------------------- */

@@ -15,9 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/alloc.h"
-#include "common/log.h"
-#include "common/tokenizer.h"
+#include "base/alloc.h"
+#include "base/log.h"
+#include "common/tokenizer/tokenizer.h"
 
 typedef struct {
     unsigned enc_flags, dec_flags;

@@ -24,8 +24,8 @@
 #include <omp.h>
 #endif
 
-#include "common/alloc.h"
-#include "common/log.h"
+#include "base/alloc.h"
+#include "base/log.h"
 
 typedef struct {
     skv_backend_t base;

@@ -14,8 +14,8 @@
 #include <pthread.h>
 #include <string.h>
 
-#include "common/alloc.h"
-#include "common/log.h"
+#include "base/alloc.h"
+#include "base/log.h"
 #include "kernels/comm.h"
 
 typedef struct {

@@ -2,7 +2,7 @@
  * cpu_sample.c: the sample op on the CPU (contract in kernels/ops.h): per logit row, greedy,
  * or temperature -> top-k -> top-p -> one draw with the caller's uniform u.
  *
- * Written from the contract; it must pick exactly the token common/sampler.c picks for the
+ * Written from the contract; it must pick exactly the token common/model/sampler.c picks for the
  * same u, so the arithmetic is pinned down: scaled logits s = x * (1 / T) in f32,
  * probabilities exp(s - max) in double, top-p walks the values top-k kept in descending order
  * (ties adjacent, so the running sums round the same whatever the order among equal values),
@@ -21,8 +21,8 @@
 #include <omp.h>
 #endif
 
-#include "common/alloc.h"
-#include "common/log.h"
+#include "base/alloc.h"
+#include "base/log.h"
 
 /* Order-preserving map of a float to an unsigned key (larger float, larger key). -0 is
  * folded into +0 first (v + 0.0f) so the two zeros, equal as floats, share one key. */

@@ -15,7 +15,7 @@
 #include "kernels/cuda/cuda_internal.h"
 
 extern "C" {
-#include "common/alloc.h"
+#include "base/alloc.h"
 }
 
 skv_status_t skv_cuda_attention_init(skv_backend_t *be);

@@ -15,7 +15,7 @@
 #include "kernels/cuda/cuda_internal.h"
 
 extern "C" {
-#include "common/alloc.h"
+#include "base/alloc.h"
 #include "kernels/comm.h"
 #include "kernels/cuda/cuda_comm.h"
 }

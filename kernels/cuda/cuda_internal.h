@@ -15,7 +15,7 @@
 #include <cuda_runtime.h>
 
 extern "C" {
-#include "common/log.h"
+#include "base/log.h"
 #include "kernels/cuda/cuda.h"
 }
 

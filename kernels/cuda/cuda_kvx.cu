@@ -2,7 +2,7 @@
  * cuda_kvx.cu: CUDA implementation of the KV-transfer device hooks (see cuda_kvx.h): CUDA IPC
  * memory handles of the device KV pool, asynchronous copies on a stream owned by the hooks
  * (device to device through an opened IPC mapping, device to pinned host for staging), and
- * fences as CUDA events. The transport (common/kvx_device.c) decides what to copy and when.
+ * fences as CUDA events. The transport (common/kvx/kvx_device.c) decides what to copy and when.
  *
  * Invariants: every copy goes on ck->stream, so a fence covers every copy enqueued before it;
  * every CUDA failure becomes SKV_STATUS_DEVICE, logged once where it happens.
@@ -14,7 +14,7 @@
 #include <string.h>
 
 extern "C" {
-#include "common/log.h"
+#include "base/log.h"
 }
 
 extern "C" {

@@ -1,5 +1,5 @@
 /*
- * cuda_kvx.h: the CUDA side of KV transfer: the device hooks of common/kvx.h
+ * cuda_kvx.h: the CUDA side of KV transfer: the device hooks of kernels/kvx_device_ops.h
  * (skv_kvx_device_ops_t: CUDA IPC export/open, asynchronous copies on a stream of their own,
  * fences as CUDA events) and pinned staging allocation (cudaHostAlloc). Plain C: no CUDA
  * header is included, so common/ and the workers build without the toolkit's headers.
@@ -12,7 +12,7 @@
 
 #include <stddef.h>
 
-#include "common/kvx.h"
+#include "kernels/kvx_device_ops.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -17,7 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "common/kvx.h"
+#include "common/kvx/kvx.h"
 
 /* For the multi-process tests: prints FAIL with the process id, the place and the printf-style
  * message, and ends this process at once with exit status 1 (_exit: no atexit handlers, no

@@ -10,9 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/alloc.h"
-#include "common/log.h"
-#include "common/tokenizer.h"
+#include "base/alloc.h"
+#include "base/log.h"
+#include "common/tokenizer/tokenizer.h"
 #include "tests/unit/tiny_tokenizer.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

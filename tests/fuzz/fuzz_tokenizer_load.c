@@ -7,9 +7,9 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "common/alloc.h"
-#include "common/log.h"
-#include "common/tokenizer.h"
+#include "base/alloc.h"
+#include "base/log.h"
+#include "common/tokenizer/tokenizer.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -25,11 +25,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/backend.h"
-#include "common/engine.h"
-#include "common/generate.h"
-#include "common/log.h"
-#include "common/model.h"
+#include "kernels/backend.h"
+#include "common/model/engine.h"
+#include "common/model/generate.h"
+#include "base/log.h"
+#include "common/model/model.h"
 #include "kernels/cpu/cpu.h"
 
 #define N_PROMPT      45

@@ -15,10 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/backend.h"
-#include "common/log.h"
-#include "common/model_config.h"
-#include "common/sampler.h"
+#include "kernels/backend.h"
+#include "base/log.h"
+#include "common/model/model_config.h"
+#include "common/model/sampler.h"
 #include "kernels/cpu/cpu.h"
 
 static skv_backend_t *g_cpu, *g_gpu;

@@ -23,9 +23,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "common/alloc.h"
-#include "common/clock.h"
-#include "common/kvx.h"
+#include "base/alloc.h"
+#include "base/clock.h"
+#include "common/kvx/kvx.h"
 #include "tests/common/skv_test_kvx.h"
 
 #ifndef SKV_HAVE_CUDA_KVX

@@ -6,7 +6,7 @@
  */
 #include <stdio.h>
 
-#include "common/log.h"
+#include "base/log.h"
 #include "tests/grpc/echo_service.h"
 
 int main(int argc, char **argv)

@@ -11,8 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "common/alloc.h"
-#include "common/clock.h"
+#include "base/alloc.h"
+#include "base/clock.h"
 #include "echo.pb-c.h"
 #include "skv/v1/generate.pb-c.h"
 #include "tests/grpc/echo_service.h"

@@ -8,8 +8,8 @@
 
 #include <stdint.h>
 
-#include "common/grpc_client.h"
-#include "common/grpc_server.h"
+#include "common/rpc/grpc_client.h"
+#include "common/rpc/grpc_server.h"
 
 typedef struct {
     skv_grpc_channel_t *self; /* atomic: channel to this server, for Relay; set after create */

@@ -17,9 +17,9 @@
 
 #include <cmocka.h>
 
-#include "common/clock.h"
-#include "common/grpc_client.h"
-#include "common/grpc_server.h"
+#include "base/clock.h"
+#include "common/rpc/grpc_client.h"
+#include "common/rpc/grpc_server.h"
 #include "echo.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "tests/grpc/echo_service.h"

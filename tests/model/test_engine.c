@@ -24,10 +24,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "common/alloc.h"
-#include "common/clock.h"
-#include "common/engine.h"
-#include "common/generate.h"
+#include "base/alloc.h"
+#include "base/clock.h"
+#include "common/model/engine.h"
+#include "common/model/generate.h"
 #include "kernels/cpu/cpu.h"
 #include "tests/common/skv_test.h"
 

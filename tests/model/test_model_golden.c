@@ -21,9 +21,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "common/alloc.h"
-#include "common/generate.h"
-#include "common/log.h"
+#include "base/alloc.h"
+#include "common/model/generate.h"
+#include "base/log.h"
 #include "kernels/cpu/cpu.h"
 #include "tests/common/skv_test.h"
 

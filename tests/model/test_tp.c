@@ -25,11 +25,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "common/alloc.h"
-#include "common/engine.h"
-#include "common/generate.h"
-#include "common/log.h"
-#include "common/model_tp.h"
+#include "base/alloc.h"
+#include "common/model/engine.h"
+#include "common/model/generate.h"
+#include "base/log.h"
+#include "common/model/model_tp.h"
 #include "kernels/cpu/cpu.h"
 #include "tests/common/skv_test.h"
 

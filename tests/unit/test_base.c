@@ -12,10 +12,10 @@
 
 #include <cmocka.h>
 
-#include "common/alloc.h"
-#include "common/clock.h"
-#include "common/json.h"
-#include "common/status.h"
+#include "base/alloc.h"
+#include "base/clock.h"
+#include "base/json.h"
+#include "base/status.h"
 
 static void test_status_names_are_total(void **state)
 {

@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/alloc.h"
+#include "base/alloc.h"
 #include "kernels/cpu/cpu.h"
 #include "tests/common/skv_test.h"
 

@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "common/kv_pool.h"
+#include "common/model/kv_pool.h"
 #include "kernels/cpu/cpu.h"
 
 static skv_kv_layout_t skv_test_layout(void)

@@ -18,9 +18,9 @@
 
 #include <cmocka.h>
 
-#include "common/alloc.h"
-#include "common/clock.h"
-#include "common/kvx.h"
+#include "base/alloc.h"
+#include "base/clock.h"
+#include "common/kvx/kvx.h"
 #include "tests/common/skv_test_kvx.h"
 
 #define POOL_BLOCKS 32

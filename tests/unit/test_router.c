@@ -15,7 +15,7 @@
 
 #include <cmocka.h>
 
-#include "common/alloc.h"
+#include "base/alloc.h"
 #include "router/router_resolve.h"
 #include "router/router_validate.h"
 #include "router/router_workers.h"

@@ -1,6 +1,6 @@
 /*
  * test_sample_op.c: the CPU backend's sample op (kernels/ops.h contract) against the host
- * sampler (common/sampler.c): for the same u, the same token, on random logits over a table of
+ * sampler (common/model/sampler.c): for the same u, the same token, on random logits over a table of
  * vocabulary sizes and parameter sets (greedy, temperature alone, top-k, top-p, both, top-k at
  * and beyond the vocabulary, a tiny top-p), with ties (quantized logits, +0 and -0), V = 1,
  * many rows per call on two threads. u comes from skv_sampler_draw_row of one sampler and the
@@ -18,7 +18,7 @@
 
 #include <cmocka.h>
 
-#include "common/sampler.h"
+#include "common/model/sampler.h"
 #include "kernels/cpu/cpu.h"
 
 typedef struct {

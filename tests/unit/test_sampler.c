@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "common/sampler.h"
+#include "common/model/sampler.h"
 
 #define V 8
 static const float skv_logits[V] = {2.0f, 1.5f, 1.0f, 0.5f, 0.0f, -0.5f, -1.0f, -3.0f};

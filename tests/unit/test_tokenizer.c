@@ -16,9 +16,9 @@
 
 #include <cmocka.h>
 
-#include "common/alloc.h"
-#include "common/log.h"
-#include "common/tokenizer.h"
+#include "base/alloc.h"
+#include "base/log.h"
+#include "common/tokenizer/tokenizer.h"
 #include "tests/unit/tiny_tokenizer.h"
 
 /* Loads a tokenizer from JSON trees (config may be NULL); returns the status. */
