@@ -14,9 +14,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/clock.h"
-#include "common/grpc_client.h"
-#include "common/status.h"
+#include "base/clock.h"
+#include "common/rpc/grpc_client.h"
+#include "base/status.h"
 
 #define SKV_BENCH_MAX_INFLIGHT 512 /* threads (requests in flight) at most */
 #define SKV_BENCH_MAX_RATES    64  /* points of --sweep-rates */
