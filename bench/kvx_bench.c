@@ -90,8 +90,10 @@ static int run_target(const opts_t *o, int fd)
     uint32_t *ids = calloc(n, sizeof(*ids));
     int done = 0;
     skv_kvx_t *kvx = NULL;
+    skv_kvx_config_t cfg;
+    skv_kvx_config_default(&cfg);
     if ((o->user_pool && pool == NULL) || ids == NULL ||
-        skv_kvx_create(NULL, &kvx) != SKV_STATUS_OK) {
+        skv_kvx_config_env(&cfg) != SKV_STATUS_OK || skv_kvx_create(&cfg, &kvx) != SKV_STATUS_OK) {
         die("target setup");
     }
     skv_kvx_pool_config_t pc = {.base = pool,
@@ -187,6 +189,7 @@ static double run_initiator(const opts_t *o, int fd)
 {
     skv_kvx_config_t cfg;
     skv_kvx_config_default(&cfg);
+    (void)skv_kvx_config_env(&cfg);
     if (o->msg_bytes != 0) {
         cfg.am_message_bytes = o->msg_bytes;
     }

@@ -40,27 +40,6 @@ if(SKV_GRPC_FOUND AND SKV_PROTOBUF_C_FOUND AND SKV_PROTOC_C)
 else()
   set(SKV_HAVE_GRPC OFF)
 endif()
-# UCX: pkg-config, or SKV_UCX_ROOT (a folder with include/ucp, include/ucs, include/uct) plus
-# the runtime libraries found on the system (the lent GPU machine has UCX's runtime only).
-set(SKV_UCX_ROOT "" CACHE PATH "Folder with UCX headers (include/) when pkg-config has no ucx")
-if(SKV_UCX_ROOT)
-  get_filename_component(_skv_ur ${SKV_UCX_ROOT} ABSOLUTE BASE_DIR ${CMAKE_SOURCE_DIR})
-  find_library(SKV_UCP_LIB NAMES ucp libucp.so.0)
-  find_library(SKV_UCS_LIB NAMES ucs libucs.so.0)
-  if(SKV_UCP_LIB AND SKV_UCS_LIB AND EXISTS ${_skv_ur}/include/ucp/api/ucp.h)
-    add_library(PkgConfig::SKV_UCX INTERFACE IMPORTED GLOBAL)
-    set_target_properties(PkgConfig::SKV_UCX PROPERTIES
-      INTERFACE_INCLUDE_DIRECTORIES ${_skv_ur}/include
-      INTERFACE_LINK_LIBRARIES "${SKV_UCP_LIB};${SKV_UCS_LIB}")
-    set(SKV_UCX_FOUND ON)
-  else()
-    message(STATUS "SKV_UCX_ROOT: headers or libucp/libucs not found")
-    set(SKV_UCX_FOUND OFF)
-  endif()
-else()
-  pkg_check_modules(SKV_UCX IMPORTED_TARGET ucx)
-endif()
-set(SKV_HAVE_UCX ${SKV_UCX_FOUND})
 pkg_check_modules(SKV_CMOCKA IMPORTED_TARGET cmocka)
 set(SKV_HAVE_CMOCKA ${SKV_CMOCKA_FOUND})
 
@@ -81,6 +60,61 @@ if(SKV_CUDA)
     message(STATUS "swiftkv-serve: no CUDA compiler found; CPU backend only")
   endif()
 endif()
+
+# UCX. A CUDA build takes the CUDA-capable UCX of the PyPI wheel libucx-cu13, which
+# scripts/setup installs into .venv (SKV_UCX_WHEEL names another copy of its libucx folder):
+# headers and libraries from the wheel's folder, linked by full path with that folder on the
+# run path, so the binaries load it ahead of the system's UCX (Debian's has no CUDA
+# transports). The wheel's pkg-config files name its build machine's prefix: not used.
+# Otherwise pkg-config (Debian's UCX, host memory only), or SKV_UCX_ROOT (a folder with
+# include/ucp, include/ucs, include/uct) plus the runtime libraries found on the system.
+set(SKV_UCX_WHEEL "" CACHE PATH "The libucx folder of the libucx-cu13 wheel (CUDA builds)")
+set(SKV_UCX_ROOT "" CACHE PATH "Folder with UCX headers (include/) when pkg-config has no ucx")
+set(SKV_UCX_CUDA OFF)
+if(SKV_HAVE_CUDA AND NOT SKV_UCX_ROOT AND NOT SKV_UCX_WHEEL)
+  file(GLOB _skv_uw ${CMAKE_SOURCE_DIR}/.venv/lib/python3*/site-packages/libucx)
+  if(_skv_uw)
+    list(GET _skv_uw 0 _skv_uw)
+    set(SKV_UCX_WHEEL ${_skv_uw} CACHE PATH "" FORCE)
+  endif()
+endif()
+if(SKV_UCX_WHEEL AND EXISTS ${SKV_UCX_WHEEL}/include/ucp/api/ucp.h)
+  set(_skv_uwl ${SKV_UCX_WHEEL}/lib)
+  add_library(PkgConfig::SKV_UCX INTERFACE IMPORTED GLOBAL)
+  set_target_properties(PkgConfig::SKV_UCX PROPERTIES
+    INTERFACE_INCLUDE_DIRECTORIES ${SKV_UCX_WHEEL}/include
+    INTERFACE_LINK_LIBRARIES
+      "${_skv_uwl}/libucp.so.0;${_skv_uwl}/libuct.so.0;${_skv_uwl}/libucs.so.0;${_skv_uwl}/libucm.so.0"
+    INTERFACE_LINK_OPTIONS "LINKER:--disable-new-dtags")
+  # The run path (an RPATH, searched before LD_LIBRARY_PATH and the system folders, so a
+  # system UCX never shadows the wheel's) of every binary of the build.
+  list(APPEND CMAKE_BUILD_RPATH ${_skv_uwl})
+  set(SKV_UCX_FOUND ON)
+  set(SKV_UCX_CUDA ON)
+  message(STATUS "UCX: the CUDA-capable wheel in ${SKV_UCX_WHEEL}")
+elseif(SKV_UCX_ROOT)
+  get_filename_component(_skv_ur ${SKV_UCX_ROOT} ABSOLUTE BASE_DIR ${CMAKE_SOURCE_DIR})
+  find_library(SKV_UCP_LIB NAMES ucp libucp.so.0)
+  find_library(SKV_UCS_LIB NAMES ucs libucs.so.0)
+  if(SKV_UCP_LIB AND SKV_UCS_LIB AND EXISTS ${_skv_ur}/include/ucp/api/ucp.h)
+    add_library(PkgConfig::SKV_UCX INTERFACE IMPORTED GLOBAL)
+    set_target_properties(PkgConfig::SKV_UCX PROPERTIES
+      INTERFACE_INCLUDE_DIRECTORIES ${_skv_ur}/include
+      INTERFACE_LINK_LIBRARIES "${SKV_UCP_LIB};${SKV_UCS_LIB}")
+    set(SKV_UCX_FOUND ON)
+  else()
+    message(STATUS "SKV_UCX_ROOT: headers or libucp/libucs not found")
+    set(SKV_UCX_FOUND OFF)
+  endif()
+else()
+  if(SKV_HAVE_CUDA)
+    message(STATUS "UCX: no libucx-cu13 wheel in .venv (scripts/setup installs it): the system "
+                   "UCX has no CUDA transports; device KV pools take data through host bounce "
+                   "buffers")
+  endif()
+  pkg_check_modules(SKV_UCX IMPORTED_TARGET ucx)
+endif()
+set(SKV_HAVE_UCX ${SKV_UCX_FOUND})
 
 # Python for script tests: the project's virtual environment made by scripts/setup.
 if(EXISTS ${CMAKE_SOURCE_DIR}/.venv/bin/python)

@@ -12,6 +12,7 @@
 
 #ifdef SKV_HAVE_CUDA_BACKEND
 #include "kernels/cuda/cuda.h"
+#include "kernels/cuda/cuda_kvx.h"
 #endif
 #ifdef SKV_HAVE_NCCL
 #include "kernels/cuda/cuda_comm.h"
@@ -43,6 +44,42 @@ const char *skv_backend_names(void)
 #else
     return "cpu,cpu-ref";
 #endif
+}
+
+int skv_backend_host_memory(const char *name)
+{
+    return strcmp(name, "cpu") == 0 || strcmp(name, "cpu-ref") == 0;
+}
+
+skv_status_t skv_backend_kvx_create(const char *name, int device, skv_backend_kvx_t *k)
+{
+    memset(k, 0, sizeof(*k));
+    if (skv_backend_host_memory(name)) {
+        return SKV_STATUS_OK;
+    }
+#ifdef SKV_HAVE_CUDA_BACKEND
+    if (strcmp(name, "cuda") == 0) {
+        skv_cuda_kvx_t *ck = NULL;
+        SKV_CHECK(skv_cuda_kvx_create(device, &ck));
+        k->ops = skv_cuda_kvx_ops(ck);
+        k->host_alloc = skv_cuda_kvx_host_alloc;
+        k->host_free = skv_cuda_kvx_host_free;
+        k->impl = ck;
+        return SKV_STATUS_OK;
+    }
+#endif
+    SKV_LOG_ERROR("backend '%s' has no KV transfer hooks in this build", name);
+    return SKV_STATUS_UNSUPPORTED;
+}
+
+void skv_backend_kvx_destroy(skv_backend_kvx_t *k)
+{
+#ifdef SKV_HAVE_CUDA_BACKEND
+    if (k->impl != NULL) {
+        skv_cuda_kvx_destroy(k->impl);
+    }
+#endif
+    memset(k, 0, sizeof(*k));
 }
 
 skv_status_t skv_comm_group_create(const char *backend_name, int32_t n_ranks,

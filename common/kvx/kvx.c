@@ -34,6 +34,28 @@ void skv_kvx_config_default(skv_kvx_config_t *cfg)
     cfg->am_message_bytes = SKV_KVX_DEFAULT_AM_MESSAGE;
 }
 
+skv_status_t skv_kvx_config_env(skv_kvx_config_t *cfg)
+{
+    const char *data = getenv("SKV_KVX_DATA");
+    if (data != NULL && *data != '\0') {
+        if (strcmp(data, "put") == 0) {
+            cfg->data_mode = SKV_KVX_DATA_PUT;
+        } else if (strcmp(data, "am") == 0) {
+            cfg->data_mode = SKV_KVX_DATA_AM;
+        } else if (strcmp(data, "auto") == 0) {
+            cfg->data_mode = SKV_KVX_DATA_AUTO;
+        } else {
+            SKV_LOG_ERROR("SKV_KVX_DATA='%s': expected auto, put or am", data);
+            return SKV_STATUS_INVALID_ARGUMENT;
+        }
+    }
+    const char *no_ipc = getenv("SKV_KVX_NO_IPC");
+    if (no_ipc != NULL && *no_ipc != '\0') {
+        cfg->no_ipc = strcmp(no_ipc, "0") != 0;
+    }
+    return SKV_STATUS_OK;
+}
+
 skv_status_t skv_kvx_status_from_ucs(ucs_status_t status)
 {
     switch (status) {
@@ -259,6 +281,9 @@ unsigned skv_kvx_progress(skv_kvx_t *kvx)
             break;
         }
         total += n;
+    }
+    if (kvx->n_bounce > 0) {
+        skv_kvx_bounce_poll(kvx);
     }
     if (kvx->n_leases > 0) {
         int64_t now = skv_clock_now_ns();
@@ -490,6 +515,7 @@ void skv_kvx_destroy(skv_kvx_t *kvx)
     skv_kvx_leases_cleanup(kvx);
     if (kvx->worker != NULL) {
         skv_kvx_peers_close(kvx);
+        skv_kvx_bounce_cleanup(kvx);
     }
     if (kvx->ctx != NULL) {
         skv_kvx_pool_unmap(kvx);
@@ -501,6 +527,7 @@ void skv_kvx_destroy(skv_kvx_t *kvx)
     if (kvx->worker != NULL) {
         ucp_worker_destroy(kvx->worker);
     }
+    skv_kvx_bounce_free(kvx); /* after the worker: no receive can still write them */
     if (kvx->ctx != NULL) {
         ucp_cleanup(kvx->ctx);
     }

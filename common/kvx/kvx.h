@@ -46,6 +46,13 @@ typedef void (*skv_kvx_host_free_fn)(void *ctx, void *ptr, size_t bytes);
 
 /* Device-memory hooks (skv_kvx_device_ops_t): kernels/kvx_device_ops.h. */
 
+/* How KV bytes move to a peer (kvx_am.c): chosen per peer, or forced (tests, benchmarks). */
+typedef enum {
+    SKV_KVX_DATA_AUTO = 0, /* puts over native RMA, active messages otherwise */
+    SKV_KVX_DATA_PUT,      /* one-sided puts (UCX emulates them where RMA is software) */
+    SKV_KVX_DATA_AM,       /* data messages the target checks and writes */
+} skv_kvx_data_mode_t;
+
 typedef struct {
     const char *name;                    /* UCX context name for its logs; may be NULL */
     size_t staging_bytes;                /* bytes per staging buffer; 0 = 4 MiB */
@@ -58,10 +65,21 @@ typedef struct {
                                                RMA, see kvx.md); 0 = 8 MiB */
     const skv_kvx_device_ops_t *device_ops; /* NULL = host memory only; borrowed until
                                                destroy */
+    skv_kvx_data_mode_t data_mode;          /* AUTO, or a forced data path */
+    int no_ipc;        /* non-zero: device pushes never use CUDA IPC (they stage through host
+                          memory and UCX, as between hosts) */
+    unsigned n_bounce; /* target with a device pool: host buffers (staging_alloc, am_message_bytes
+                          each) that data messages land in before their copy to the device;
+                          0 = 4 */
 } skv_kvx_config_t;
 
 /* Fills cfg with defaults. Any thread. */
 void skv_kvx_config_default(skv_kvx_config_t *cfg);
+
+/* Applies the transfer switches of the environment to cfg, for a process's main (nothing
+ * below reads the environment): SKV_KVX_DATA=put|am forces the data path, SKV_KVX_NO_IPC=1
+ * turns CUDA IPC off. Returns INVALID_ARGUMENT (logged) for a value it does not know. */
+skv_status_t skv_kvx_config_env(skv_kvx_config_t *cfg);
 
 /* Creates the process's transport: UCX context (RMA + AM), one worker, an empty endpoint
  * cache. Transports come from UCX's environment (UCX_TLS, UCX_NET_DEVICES, ...). cfg is
@@ -115,9 +133,10 @@ typedef struct {
     skv_kvx_complete_fn on_complete;
     void *complete_ctx;
     int device_memory; /* base is device memory (not NULL): with device_ops, it is
-                          exported for same-host CUDA IPC pushes; registered with UCX
-                          only when UCX supports CUDA memory (otherwise only IPC
-                          initiators can write it; data messages are refused) */
+                          exported for same-host CUDA IPC pushes, and data messages land
+                          in host bounce buffers and are copied in by the device hooks
+                          (kvx_bounce.c); registered with UCX (one-sided puts over RDMA)
+                          only when UCX supports CUDA memory */
     /* Tensor parallelism: the pool's blocks are split by KV head over n_ranks memories (one
      * per rank, the same block ids in each, every one n_blocks * block_bytes bytes). */
     uint32_t n_ranks;        /* 0 or 1: base alone; 2..SKV_KVX_MAX_RANKS: rank_bases */

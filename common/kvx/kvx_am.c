@@ -17,11 +17,12 @@
  * data is sent as, so single-memory targets of older builds still understand it). The
  * target checks the lease (id and token), the rank, the index range and the byte range
  * before writing; eager payloads are copied, rendezvous payloads are received by UCX straight
- * into the blocks (an iov of the pieces). Every data message counts on its lease; the
+ * into the blocks (an iov of the pieces). A device pool's messages go through host bounce
+ * buffers instead (kvx_bounce.c): UCX never writes device memory on this path. Every data message counts on its lease; the
  * completion (version 2) carries how many the initiator sent, so the target hands blocks over
  * only when all of them are written, whatever order UCX delivers them in.
  *
- * Choice (skv_kvx_peer_mode): SKV_KVX_DATA=put|am forces a mode; otherwise puts are used only
+ * Choice (skv_kvx_peer_mode): skv_kvx_config_t.data_mode forces a mode; otherwise puts are used only
  * when the endpoint has an RMA lane over a transport that writes remote memory without the
  * target's help (RDMA, cma, self, ...) and the target's packed rkey names that lane's remote
  * memory domain, i.e. exactly when UCX would not emulate the put. UCX 1.13 has no query for an
@@ -45,16 +46,6 @@ typedef struct {
     uint32_t n_iov;
     ucp_dt_iov_t iov[];
 } skv_kvx_am_recv_t;
-
-typedef struct {
-    uint64_t request_id;
-    uint64_t lease_token;
-    uint32_t first;
-    uint32_t n;
-    uint64_t offset;
-    uint64_t bytes;
-    uint32_t rank;
-} skv_kvx_am_hdr_t;
 
 static int skv_kvx_am_hdr_read(const void *header, size_t header_bytes, skv_kvx_am_hdr_t *h)
 {
@@ -108,16 +99,14 @@ static long skv_kvx_am_check(skv_kvx_t *kvx, const skv_kvx_am_hdr_t *h, size_t d
     return i;
 }
 
-/* Address of piece k of a checked message (inside the pool by the reserve checks). */
-static uint8_t *skv_kvx_am_dst(const skv_kvx_t *kvx, const skv_kvx_lease_t *l,
+uint8_t *skv_kvx_am_dst(const skv_kvx_t *kvx, const skv_kvx_lease_t *l,
                                const skv_kvx_am_hdr_t *h, uint32_t k)
 {
     return (uint8_t *)kvx->mems[h->rank].base +
            (uint64_t)l->block_ids[h->first + k] * kvx->pool.block_bytes + h->offset;
 }
 
-/* Counts a finished receive on its lease (if it still exists) and settles the lease. */
-static void skv_kvx_am_recv_end(skv_kvx_t *kvx, uint64_t request_id, uint64_t token,
+void skv_kvx_am_recv_end(skv_kvx_t *kvx, uint64_t request_id, uint64_t token,
                                 ucs_status_t status)
 {
     long i = skv_kvx_lease_find_token(kvx, request_id, token);
@@ -190,8 +179,8 @@ ucs_status_t skv_kvx_am_data_cb(void *arg, const void *header, size_t header_byt
     skv_kvx_t *kvx = arg;
     int rndv = (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0;
     skv_kvx_am_hdr_t h;
-    if (kvx->have_pool && kvx->pool.device_memory && !kvx->cuda) {
-        SKV_LOG_WARN("kvx: data message for a device pool UCX cannot write: refused (only "
+    if (kvx->have_pool && kvx->pool.device_memory && kvx->cfg.device_ops == NULL) {
+        SKV_LOG_WARN("kvx: data message for a device pool without device hooks: refused (only "
                      "same-host CUDA IPC pushes reach it)");
         return rndv ? UCS_ERR_UNSUPPORTED : UCS_OK;
     }
@@ -205,6 +194,9 @@ ucs_status_t skv_kvx_am_data_cb(void *arg, const void *header, size_t header_byt
     }
     if (param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) {
         kvx->leases[i].data_ep = param->reply_ep; /* to fail stuck receives at expiry */
+    }
+    if (kvx->pool.device_memory) {
+        return skv_kvx_bounce_take(kvx, i, &h, data, data_bytes, param);
     }
     if (rndv) {
         return skv_kvx_am_recv_start(kvx, i, &h, data, data_bytes);
@@ -310,12 +302,8 @@ static int skv_kvx_ep_native_rma(ucp_ep_h ep, uint64_t md_map)
 skv_kvx_mode_t skv_kvx_peer_mode(skv_kvx_t *kvx, skv_kvx_peer_t *peer, const void *rkey,
                                  size_t rkey_bytes)
 {
-    const char *env = getenv("SKV_KVX_DATA");
-    if (env != NULL && strcmp(env, "put") == 0) {
-        return SKV_KVX_MODE_PUT;
-    }
-    if (env != NULL && strcmp(env, "am") == 0) {
-        return SKV_KVX_MODE_AM;
+    if (kvx->cfg.data_mode != SKV_KVX_DATA_AUTO) {
+        return kvx->cfg.data_mode == SKV_KVX_DATA_PUT ? SKV_KVX_MODE_PUT : SKV_KVX_MODE_AM;
     }
     /* rkey_bytes >= 9 by skv_kvx_rkey_check: the md_map leads the packed rkey. */
     uint64_t md_map = rkey_bytes >= 8 ? skv_kvx_get_u64(rkey) : 0;

@@ -69,7 +69,7 @@ static int skv_kvx_ipc_map(skv_kvx_push_t *push)
     const skv_kvx_desc_t *d = push->desc;
     skv_kvx_peer_t *peer = push->peer;
     if (!d->ipc || ops->ipc_open == NULL || !kvx->have_host_id ||
-        memcmp(d->ipc_host, kvx->host_id, 16) != 0 || getenv("SKV_KVX_NO_IPC") != NULL) {
+        memcmp(d->ipc_host, kvx->host_id, 16) != 0 || kvx->cfg.no_ipc) {
         return 0;
     }
     if (peer->ipc_state != 0 && memcmp(peer->ipc_handle, d->ipc_handle, sizeof(d->ipc_handle))) {

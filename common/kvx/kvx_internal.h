@@ -78,6 +78,47 @@ typedef struct {
     uint32_t cap_runs;
 } skv_kvx_stage_t;
 
+/* A checked data message header (kvx_am.c): n pieces of `bytes` at `offset` of the lease's
+ * blocks first..first+n-1, in rank `rank`'s memory. */
+typedef struct {
+    uint64_t request_id;
+    uint64_t lease_token;
+    uint32_t first;
+    uint32_t n;
+    uint64_t offset;
+    uint64_t bytes;
+    uint32_t rank;
+} skv_kvx_am_hdr_t;
+
+/* A host buffer a data message for a device pool lands in before the device hooks copy its
+ * pieces into the blocks (kvx_bounce.c). */
+typedef enum {
+    SKV_KVX_BOUNCE_FREE = 0,
+    SKV_KVX_BOUNCE_RECV, /* UCX receives a rendezvous payload into it */
+    SKV_KVX_BOUNCE_COPY, /* its copies to the device run until fence passes */
+} skv_kvx_bounce_state_t;
+
+typedef struct {
+    uint8_t *buf; /* am_message_bytes of staging_alloc memory (pinned with CUDA hooks) */
+    skv_kvx_bounce_state_t state;
+    skv_kvx_am_hdr_t h; /* the message it holds */
+    void *fence;
+    struct skv_kvx *kvx; /* for the receive callback */
+} skv_kvx_bounce_t;
+
+/* A data message for a device pool that found every bounce buffer busy: a rendezvous
+ * descriptor UCX keeps until it is received, or an eager payload kept by UCX (data_desc,
+ * released with ucp_am_data_release) or copied (owned). Counted in its lease's am_pending. */
+typedef struct skv_kvx_bounce_wait {
+    struct skv_kvx_bounce_wait *next;
+    skv_kvx_am_hdr_t h;
+    void *desc;         /* rendezvous descriptor, or NULL */
+    const void *data;   /* eager payload, or NULL */
+    void *data_desc;    /* UCX's eager payload to release, or NULL */
+    uint8_t *data_copy; /* our copy of an eager payload, or NULL */
+    size_t data_bytes;
+} skv_kvx_bounce_wait_t;
+
 /* One registered memory of the target's pool (one per tensor-parallel rank). */
 typedef struct {
     void *base;     /* the caller's memory, or the one UCX allocated */
@@ -134,6 +175,10 @@ struct skv_kvx {
     uint8_t pool_ipc_handle[SKV_KVX_IPC_HANDLE_BYTES];
     uint64_t pool_ipc_offset;
     int rkey_is_ours; /* mems[0].rkey_buf is our placeholder (device pool, no UCX CUDA) */
+    /* bounce buffers of a device pool (kvx_bounce.c) */
+    skv_kvx_bounce_t *bounce;
+    unsigned n_bounce;
+    skv_kvx_bounce_wait_t *wait_head, *wait_tail;
 };
 
 /* A pending contiguous run (destination address, source pointer, bytes) being coalesced.
@@ -202,12 +247,30 @@ skv_status_t skv_kvx_peer_wait_wired(skv_kvx_t *kvx, skv_kvx_peer_t *peer, int64
 skv_status_t skv_kvx_status_from_ucs(ucs_status_t status);
 uint64_t skv_kvx_random64(skv_kvx_t *kvx);
 
-/* kvx_am.c */
+/* kvx_am.c. am_dst: the address of piece k of a checked message in its lease's blocks.
+ * am_recv_end: counts a finished (or failed) message on its lease, if it still exists, and
+ * settles the lease. */
+uint8_t *skv_kvx_am_dst(const skv_kvx_t *kvx, const skv_kvx_lease_t *l, const skv_kvx_am_hdr_t *h,
+                        uint32_t k);
+void skv_kvx_am_recv_end(skv_kvx_t *kvx, uint64_t request_id, uint64_t token,
+                         ucs_status_t status);
 ucs_status_t skv_kvx_am_data_cb(void *arg, const void *header, size_t header_bytes, void *data,
                                 size_t data_bytes, const ucp_am_recv_param_t *param);
 void skv_kvx_am_abort_ep(skv_kvx_t *kvx, ucp_ep_h ep);
 skv_kvx_mode_t skv_kvx_peer_mode(skv_kvx_t *kvx, skv_kvx_peer_t *peer, const void *rkey,
                                  size_t rkey_bytes);
+
+/* kvx_bounce.c: data messages into a device pool through host bounce buffers.
+ * init: allocates the buffers (at pool registration). take: the data callback's path for a
+ * checked message of lease i (returns what the callback returns). poll: from progress, ends
+ * messages whose device copies passed and serves waiting ones. cleanup: before the UCX
+ * worker goes (drops waiting messages, waits for queued copies, bounded); free: after it. */
+skv_status_t skv_kvx_bounce_init(skv_kvx_t *kvx);
+ucs_status_t skv_kvx_bounce_take(skv_kvx_t *kvx, long i, const skv_kvx_am_hdr_t *h, void *data,
+                                 size_t data_bytes, const ucp_am_recv_param_t *param);
+void skv_kvx_bounce_poll(skv_kvx_t *kvx);
+void skv_kvx_bounce_cleanup(skv_kvx_t *kvx);
+void skv_kvx_bounce_free(skv_kvx_t *kvx);
 
 /* kvx_lease.c */
 void skv_kvx_pool_unmap(skv_kvx_t *kvx);

@@ -95,9 +95,9 @@ static void skv_kvx_pool_export(skv_kvx_t *kvx, uint64_t bytes)
 static skv_status_t skv_kvx_pool_device_only(skv_kvx_t *kvx, uint64_t bytes)
 {
     skv_kvx_pool_export(kvx, bytes);
-    if (!kvx->pool_ipc) {
-        SKV_LOG_ERROR("kvx: device pool: UCX has no CUDA support and the pool could not be "
-                      "exported for CUDA IPC");
+    if (!kvx->pool_ipc && kvx->bounce == NULL) {
+        SKV_LOG_ERROR("kvx: device pool: UCX has no CUDA support, the pool could not be "
+                      "exported for CUDA IPC and there are no device hooks to bounce data");
         return SKV_STATUS_UNSUPPORTED;
     }
     skv_kvx_mem_t *m = &kvx->mems[0];
@@ -160,10 +160,13 @@ skv_status_t skv_kvx_pool_register(skv_kvx_t *kvx, const skv_kvx_pool_config_t *
     if (kvx->pool.release_grace_ms <= 0) {
         kvx->pool.release_grace_ms = SKV_KVX_DEFAULT_GRACE_MS;
     }
+    if (cfg->device_memory && kvx->cfg.device_ops != NULL) {
+        SKV_CHECK(skv_kvx_bounce_init(kvx)); /* data messages land there first */
+    }
     if (cfg->device_memory && !kvx->cuda) {
         /* UCX without CUDA support would treat device memory as host memory and crash: no
-         * registration; a placeholder rkey names no memory domain (UCX then writes nothing)
-         * and only same-host IPC initiators can fill the pool. */
+         * registration; a placeholder rkey names no memory domain (UCX then writes nothing),
+         * so initiators send data messages (bounced) or use same-host CUDA IPC. */
         return skv_kvx_pool_device_only(kvx, bytes);
     }
     skv_status_t status = SKV_STATUS_OK;

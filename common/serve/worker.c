@@ -25,6 +25,7 @@ void skv_worker_config_default(skv_worker_config_t *cfg)
     memset(cfg, 0, sizeof(*cfg));
     cfg->role = SKV_WORKER_ROLE_BOTH;
     cfg->listen = "127.0.0.1:0";
+    skv_kvx_config_default(&cfg->kvx);
 }
 
 static void skv_worker_config_fill(skv_worker_config_t *c)
@@ -174,10 +175,20 @@ static void skv_worker_idle(skv_worker_t *w, int64_t wait_ns)
 /* Creates the transport on the loop thread (its owner) and tells skv_worker_create. */
 static skv_status_t skv_worker_loop_init(skv_worker_t *w)
 {
-    skv_kvx_config_t kc;
-    skv_kvx_config_default(&kc);
+    skv_kvx_config_t kc = w->cfg.kvx;
     kc.name = "skv-worker";
-    skv_status_t st = skv_kvx_create(&kc, &w->kvx);
+    /* A device pool moves through the backend's hooks: CUDA IPC to a decode worker on this
+     * host, pinned staging otherwise, and bounce buffers for data messages into our pool. */
+    skv_status_t st = skv_backend_kvx_create(w->cfg.backend_name, w->cfg.device, &w->bkvx);
+    if (st == SKV_STATUS_OK && w->bkvx.ops != NULL) {
+        kc.device_ops = w->bkvx.ops;
+        kc.staging_alloc = w->bkvx.host_alloc;
+        kc.staging_free = w->bkvx.host_free;
+        kc.staging_ctx = NULL;
+    }
+    if (st == SKV_STATUS_OK) {
+        st = skv_kvx_create(&kc, &w->kvx);
+    }
     if (st == SKV_STATUS_OK && (w->cfg.role & SKV_WORKER_ROLE_DECODE)) {
         st = skv_worker_decode_init(w);
     }
@@ -195,6 +206,7 @@ static void *skv_worker_loop_main(void *arg)
     if (skv_worker_loop_init(w) != SKV_STATUS_OK) {
         skv_kvx_destroy(w->kvx);
         w->kvx = NULL;
+        skv_backend_kvx_destroy(&w->bkvx);
         return NULL;
     }
     for (;;) {
@@ -217,6 +229,7 @@ static void *skv_worker_loop_main(void *arg)
     skv_worker_drop_reservations(w);
     skv_kvx_destroy(w->kvx);
     w->kvx = NULL;
+    skv_backend_kvx_destroy(&w->bkvx); /* after the transport that borrowed its hooks */
     return NULL;
 }
 
@@ -325,7 +338,7 @@ skv_status_t skv_worker_create(const skv_worker_config_t *cfg, skv_model_t *mode
     w->fingerprint = skv_kv_layout_model_fingerprint(skv_kv_pool_layout(pool));
     w->block_bytes = skv_kv_layout_block_bytes(skv_kv_pool_layout(pool));
     w->tp_size = skv_kv_pool_n_ranks(pool);
-    w->host_pool = strncmp(w->cfg.backend_name, "cpu", 3) == 0;
+    w->host_pool = skv_backend_host_memory(w->cfg.backend_name);
     if (cfg->advertise != NULL) {
         snprintf(w->advertise, sizeof(w->advertise), "%s", cfg->advertise);
     }

@@ -23,8 +23,9 @@
 
 #include <stdint.h>
 
-#include "common/model/engine.h"
 #include "base/status.h"
+#include "common/kvx/kvx.h"
+#include "common/model/engine.h"
 
 typedef enum {
     SKV_WORKER_ROLE_PREFILL = 1,
@@ -43,14 +44,19 @@ typedef struct {
     uint32_t lease_ms_max;     /* cap on a requested lease; 0 -> 60000 */
     int64_t push_timeout_ms;   /* bound of one KV push without a call deadline; 0 -> 30000 */
     const char *model_name;    /* reported by ModelInfo */
-    const char *backend_name;  /* "cpu" | "cuda", reported by ModelInfo */
+    const char *backend_name;  /* "cpu" | "cuda", reported by ModelInfo; a device backend's
+                                  KV transfer uses its hooks (kernels/backend.h) */
+    int device;                /* the device backend's GPU (its transfer hooks' stream) */
+    skv_kvx_config_t kvx;      /* transfer options (skv_kvx_config_default, then the main's
+                                  switches); the worker fills name, device_ops and the
+                                  staging allocator */
     const char *advertise;     /* address other processes use to reach this worker (Stats,
                                   TransferTarget.decode_target); NULL -> listen address */
 } skv_worker_config_t;
 
 typedef struct skv_worker skv_worker_t;
 
-/* Fills cfg with the defaults above (role BOTH, listen "127.0.0.1:0"). */
+/* Fills cfg with the defaults above (role BOTH, listen "127.0.0.1:0", kvx defaults). */
 void skv_worker_config_default(skv_worker_config_t *cfg);
 
 /* Creates the engine over model/pool/be (borrowed; they must outlive the worker), starts the

@@ -116,11 +116,6 @@ static void skv_worker_lease_complete(void *ctx, uint64_t id, int32_t first_toke
 
 skv_status_t skv_worker_decode_init(skv_worker_t *w)
 {
-    if (!w->host_pool && !skv_kvx_cuda_supported(w->kvx)) {
-        SKV_LOG_ERROR("worker: the decode role needs its KV pool registered with UCX, and this "
-                      "UCX cannot register device memory; use role prefill on this backend");
-        return SKV_STATUS_UNSUPPORTED;
-    }
     /* Every rank's memory of a tensor-parallel pool is registered; the descriptor states
      * the split (ranks x KV heads each) so a prefill worker of another TP size can map its
      * heads onto ours. */
@@ -136,6 +131,7 @@ skv_status_t skv_worker_decode_init(skv_worker_t *w)
     pc.block_bytes = w->block_bytes;
     pc.n_blocks = (uint32_t)skv_kv_pool_n_blocks(w->pool);
     pc.fingerprint = w->fingerprint;
+    pc.device_memory = !w->host_pool; /* IPC export, bounced data messages (kvx_bounce.c) */
     pc.release = skv_worker_lease_release;
     pc.release_ctx = w;
     pc.on_complete = skv_worker_lease_complete;

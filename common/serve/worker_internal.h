@@ -14,6 +14,7 @@
 
 #include "common/rpc/grpc_server.h"
 #include "common/kvx/kvx.h"
+#include "kernels/backend.h"
 #include "common/serve/worker.h"
 #include "skv/v1/worker.pb-c.h"
 
@@ -85,7 +86,8 @@ struct skv_worker {
     skv_kv_pool_t *pool;
     skv_backend_t *be;
     skv_engine_t *engine;
-    skv_kvx_t *kvx; /* loop thread only */
+    skv_kvx_t *kvx;         /* loop thread only */
+    skv_backend_kvx_t bkvx; /* the backend's transfer hooks (ops NULL on host pools) */
     skv_grpc_server_t *server;
     uint64_t fingerprint; /* the model's KV layout, the same for every TP size
                              (skv_kv_layout_model_fingerprint) */

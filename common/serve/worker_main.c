@@ -58,7 +58,7 @@ static void skv_wmain_usage(const char *prog)
         "       [--max-waiting N] [--max-requests N] [--lease-ms N] [--grace-ms N]\n"
         "       [--kv-dtype auto|fp8|NAME] [--port-file PATH]\n"
         "env: SKV_MODEL SKV_LISTEN SKV_ADVERTISE SKV_ROLE SKV_BACKEND SKV_TP SKV_KV_MEM_MB "
-        "SKV_KV_DTYPE; UCX_* "
+        "SKV_KV_DTYPE SKV_KVX_DATA (auto|put|am) SKV_KVX_NO_IPC (1: no CUDA IPC); UCX_* "
         "choose the KV transports (see common/kvx/kvx.md)\n",
         prog, skv_backend_names());
 }
@@ -169,8 +169,9 @@ static int skv_wmain_parse(int argc, char **argv, skv_wmain_args_t *a)
         return 2;
     }
     a->wc.backend_name = a->backend;
+    a->wc.device = a->device;
     a->wc.model_name = a->model_dir;
-    return 0;
+    return skv_kvx_config_env(&a->wc.kvx) == SKV_STATUS_OK ? 0 : 2;
 }
 
 static skv_status_t skv_wmain_mode(const char *name, skv_model_mode_t *mode)

@@ -168,9 +168,13 @@ static skv_status_t skv_worker_push_pair(const skv_worker_push_ctx_t *c, int32_t
     SKV_CHECK(
         skv_kv_layout_tp_ranges(skv_kv_pool_rank_layout(w->pool, s), &dst, c->ranges, c->cap, &n));
     const uint8_t *base = skv_kv_pool_rank_base(w->pool, s);
+    /* Device sources go through the transport's device hooks (CUDA IPC on this host, pinned
+     * staging pipelined with the sends otherwise) when the target is one memory; a
+     * tensor-parallel target's ranks are reached by copying block by block. */
+    int device = !w->host_pool && desc->tp_size <= 1 && w->bkvx.ops != NULL;
     for (int32_t k = 0; k < n; k++) {
         const skv_kv_range_t *g = &c->ranges[k];
-        if (!w->host_pool) {
+        if (!w->host_pool && !device) {
             skv_worker_copy_t cc = {c->r, g->src_offset, g->dst_offset};
             SKV_CHECK(skv_kvx_push_staged_rank(c->r->push, d, 0, c->n_blocks, g->dst_offset,
                                                g->bytes, skv_worker_copy_block, &cc));
@@ -179,8 +183,10 @@ static skv_status_t skv_worker_push_pair(const skv_worker_push_ctx_t *c, int32_t
         for (uint32_t i = 0; i < c->n_blocks; i++) {
             c->srcs[i] = base + (size_t)c->r->kv.blocks[i] * w->block_bytes + g->src_offset;
         }
-        SKV_CHECK(skv_kvx_push_host_rank(c->r->push, d, 0, c->n_blocks, g->dst_offset, g->bytes,
-                                         c->srcs));
+        SKV_CHECK(device ? skv_kvx_push_device(c->r->push, 0, c->n_blocks, g->dst_offset, g->bytes,
+                                               c->srcs)
+                         : skv_kvx_push_host_rank(c->r->push, d, 0, c->n_blocks, g->dst_offset,
+                                                  g->bytes, c->srcs));
     }
     return SKV_STATUS_OK;
 }

@@ -64,6 +64,16 @@ static inline int64_t skv_test_blocks_release(int *taken, int *n_taken_p, const 
 }
 
 /* 1 when the target side of kvx holds no lease, else 0. Same thread as skv_kvx_progress. */
+/* Creates a transport with the defaults and the environment's transfer switches
+ * (skv_kvx_config_env: SKV_KVX_DATA, SKV_KVX_NO_IPC), as a process's main would. */
+static inline skv_status_t skv_test_kvx_create(skv_kvx_t **kvx_p)
+{
+    skv_kvx_config_t cfg;
+    skv_kvx_config_default(&cfg);
+    skv_status_t st = skv_kvx_config_env(&cfg);
+    return st == SKV_STATUS_OK ? skv_kvx_create(&cfg, kvx_p) : st;
+}
+
 static inline int skv_test_kvx_no_leases(const skv_kvx_t *kvx)
 {
     uint32_t n_leases;

@@ -112,6 +112,7 @@ static skv_kvx_t *t_start(tgt_t *t, const skv_kvx_device_ops_t *ops)
 {
     skv_kvx_config_t cfg;
     skv_kvx_config_default(&cfg);
+    (void)skv_kvx_config_env(&cfg);
     cfg.device_ops = ops;
     skv_kvx_t *kvx = NULL;
     if (skv_kvx_create(&cfg, &kvx) != SKV_STATUS_OK) {
@@ -247,6 +248,7 @@ static int run_initiator(int fd)
     }
     skv_kvx_config_t cfg;
     skv_kvx_config_default(&cfg);
+    (void)skv_kvx_config_env(&cfg);
     cfg.device_ops = skv_cuda_kvx_ops(ck);
     cfg.staging_alloc = skv_cuda_kvx_host_alloc;
     cfg.staging_free = skv_cuda_kvx_host_free;

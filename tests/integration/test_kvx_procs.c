@@ -163,7 +163,7 @@ static void t_pick(target_t *t, uint64_t *rng, uint32_t r, uint32_t n)
 static skv_kvx_t *t_start(target_t *t)
 {
     skv_kvx_t *kvx = NULL;
-    if (skv_kvx_create(NULL, &kvx) != SKV_STATUS_OK) {
+    if (skv_test_kvx_create(&kvx) != SKV_STATUS_OK) {
         SKV_TEST_FAIL("target create");
     }
     /* base NULL: UCX allocates the pool (shared memory maps it into the initiator). */
@@ -351,7 +351,7 @@ static void i_free(req_t *q, int n)
 static int initiator_transfer(int fd)
 {
     skv_kvx_t *kvx = NULL;
-    if (skv_kvx_create(NULL, &kvx) != SKV_STATUS_OK) {
+    if (skv_test_kvx_create(&kvx) != SKV_STATUS_OK) {
         SKV_TEST_FAIL("initiator create");
     }
     req_t q[N_REQ] = {0};
@@ -387,7 +387,7 @@ static int initiator_transfer(int fd)
 static int initiator_half(int fd, int ready_fd, int expect_dead_target)
 {
     skv_kvx_t *kvx = NULL;
-    if (skv_kvx_create(NULL, &kvx) != SKV_STATUS_OK) {
+    if (skv_test_kvx_create(&kvx) != SKV_STATUS_OK) {
         SKV_TEST_FAIL("initiator create");
     }
     req_t q[N_REQ] = {0};

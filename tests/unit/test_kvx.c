@@ -211,19 +211,89 @@ typedef struct {
     skv_kvx_t *kvx;
     uint8_t *pool;
     fake_alloc_t alloc;
+    const skv_kvx_device_ops_t *device_ops; /* bounce fixture: hooks over host memory */
 } fixture_t;
+
+/* Device hooks over host memory for the bounce path of a "device" pool: copies are memcpy,
+ * but a fence passes only on its third test, so messages really wait for their copies and
+ * for the one bounce buffer. IPC is not offered. */
+typedef struct {
+    int n_copies;
+    int n_fences;
+    int n_fences_live;
+} host_hooks_t;
+
+static host_hooks_t g_hooks;
+
+static skv_status_t hooks_copy(void *ctx, void *dst, const void *src, uint64_t bytes)
+{
+    host_hooks_t *h = ctx;
+    memcpy(dst, src, bytes);
+    h->n_copies++;
+    return SKV_STATUS_OK;
+}
+
+static skv_status_t hooks_fence(void *ctx, void **fence_p)
+{
+    host_hooks_t *h = ctx;
+    int *tests = calloc(1, sizeof(int));
+    h->n_fences++;
+    h->n_fences_live++;
+    *fence_p = tests;
+    return SKV_STATUS_OK;
+}
+
+static skv_status_t hooks_fence_test(void *ctx, void *fence)
+{
+    int *tests = fence;
+    return ++*tests >= 3 ? SKV_STATUS_OK : SKV_STATUS_AGAIN;
+}
+
+static void hooks_fence_free(void *ctx, void *fence)
+{
+    host_hooks_t *h = ctx;
+    h->n_fences_live--;
+    free(fence);
+}
+
+static const skv_kvx_device_ops_t k_host_hooks = {
+    .ctx = &g_hooks,
+    .copy_async = hooks_copy,
+    .fence = hooks_fence,
+    .fence_test = hooks_fence_test,
+    .fence_free = hooks_fence_free,
+};
+
+static int fixture_setup(void **state);
+
+static int bounce_fixture_setup(void **state)
+{
+    memset(&g_hooks, 0, sizeof(g_hooks));
+    *state = (void *)&k_host_hooks;
+    return fixture_setup(state);
+}
 
 static int fixture_setup(void **state)
 {
     fixture_t *f = calloc(1, sizeof(*f));
+    f->device_ops = *state == &k_host_hooks ? &k_host_hooks : NULL;
     skv_kvx_config_t cfg;
     skv_kvx_config_default(&cfg);
+    if (skv_kvx_config_env(&cfg) != SKV_STATUS_OK) {
+        return -1;
+    }
     cfg.staging_bytes = 3000; /* not a multiple of the block: pieces straddle buffers */
+    if (f->device_ops != NULL) {
+        cfg.device_ops = f->device_ops; /* the pool is "device memory" behind these hooks */
+        cfg.n_bounce = 1;               /* every message after the first waits for it */
+        cfg.no_ipc = 1;
+    }
     if (skv_kvx_create(&cfg, &f->kvx) != SKV_STATUS_OK) {
         return -1;
     }
     f->pool = calloc(POOL_BLOCKS, BLOCK_BYTES);
     skv_kvx_pool_config_t pc = {
+        .device_memory = f->device_ops != NULL,
         .base = f->pool,
         .block_bytes = BLOCK_BYTES,
         .n_blocks = POOL_BLOCKS,
@@ -445,6 +515,83 @@ static void test_loopback_staged_push(void **state)
     fake_release(&f->alloc, 12, ids, 7);
 }
 
+/* A "device" pool (hooks over host memory): data messages land in the one bounce buffer and
+ * are copied in by the hooks; the lease completes only after every copy's fence passed, and
+ * messages that found the buffer busy waited for it in order. */
+static void test_bounce_device_pool(void **state)
+{
+    fixture_t *f = *state;
+    if (getenv("SKV_KVX_DATA") != NULL) {
+        skip(); /* forced puts: a device pool without UCX CUDA support takes messages only */
+    }
+    uint32_t ids[6] = {40, 41, 42, 3, 60, 61};
+    uint8_t *src = malloc(6 * BLOCK_BYTES);
+    const void *srcs[6];
+    for (uint32_t k = 0; k < 6; k++) {
+        fill_block(src + k * BLOCK_BYTES, 13, k);
+        srcs[k] = src + k * BLOCK_BYTES;
+    }
+    skv_kvx_desc_t *d = reserve_decode(f, 13, ids, 6);
+    skv_kvx_push_t *push = NULL;
+    assert_int_equal(skv_kvx_push_create(f->kvx, d, skv_clock_deadline_ms(3000), &push),
+                     SKV_STATUS_OK);
+    /* Layer by layer: four messages (quarters of every block), then the completion. */
+    for (uint32_t q = 0; q < 4; q++) {
+        const void *part[6];
+        for (int k = 0; k < 6; k++) {
+            part[k] = (const uint8_t *)srcs[k] + q * (BLOCK_BYTES / 4);
+        }
+        assert_int_equal(
+            skv_kvx_push_host(push, 0, 6, q * (BLOCK_BYTES / 4), BLOCK_BYTES / 4, part),
+            SKV_STATUS_OK);
+    }
+    assert_true(skv_kvx_push_uses_messages(push)); /* no registered device memory: messages */
+    assert_int_equal(skv_kvx_push_finish(push, 55, SKV_STATUS_OK), SKV_STATUS_OK);
+    assert_int_equal(skv_kvx_push_wait(push), SKV_STATUS_OK);
+    skv_kvx_push_destroy(push);
+    skv_kvx_desc_destroy(d);
+    assert_true(progress_until(f, no_leases));
+    assert_int_equal(f->alloc.n_complete_ok, 1);
+    assert_int_equal(f->alloc.last_token, 55);
+    check_blocks(f, 13, ids, 6);
+    /* One fence per message, each freed; pieces of adjacent blocks (40-42, 60-61) merged. */
+    assert_int_equal(g_hooks.n_fences, 4);
+    assert_int_equal(g_hooks.n_fences_live, 0);
+    assert_int_equal(g_hooks.n_copies, 4 * 6);
+    fake_release(&f->alloc, 13, ids, 6);
+    free(src);
+}
+
+/* A lease cancelled while its messages wait for the bounce buffer: nothing is written, the
+ * blocks go back once, and no fence is left behind. */
+static void test_bounce_cancel_while_waiting(void **state)
+{
+    fixture_t *f = *state;
+    if (getenv("SKV_KVX_DATA") != NULL) {
+        skip();
+    }
+    uint32_t ids[4] = {10, 11, 12, 13};
+    uint8_t *src = calloc(4, BLOCK_BYTES);
+    const void *srcs[4] = {src, src + BLOCK_BYTES, src + 2 * BLOCK_BYTES, src + 3 * BLOCK_BYTES};
+    skv_kvx_desc_t *d = reserve_decode(f, 14, ids, 4);
+    skv_kvx_push_t *push = NULL;
+    assert_int_equal(skv_kvx_push_create(f->kvx, d, skv_clock_deadline_ms(3000), &push),
+                     SKV_STATUS_OK);
+    for (uint32_t q = 0; q < 4; q++) {
+        assert_int_equal(skv_kvx_push_host(push, 0, 4, q * 256, 256, srcs), SKV_STATUS_OK);
+    }
+    assert_int_equal(skv_kvx_target_cancel(f->kvx, 14), SKV_STATUS_OK);
+    assert_int_equal(skv_kvx_push_finish(push, 1, SKV_STATUS_OK), SKV_STATUS_OK);
+    (void)skv_kvx_push_wait(push);
+    skv_kvx_push_destroy(push);
+    skv_kvx_desc_destroy(d);
+    assert_true(progress_until(f, no_leases));
+    assert_int_equal(f->alloc.n_release_calls, 1);
+    assert_int_equal(f->alloc.n_taken, 0);
+    assert_int_equal(g_hooks.n_fences_live, 0);
+    free(src);
+}
+
 static void test_failure_completion_and_unknown(void **state)
 {
     fixture_t *f = *state;
@@ -612,6 +759,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_am_forged_descriptor_refused, fixture_setup,
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(test_cuda_query, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_bounce_device_pool, bounce_fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_bounce_cancel_while_waiting, bounce_fixture_setup,
+                                        fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -395,6 +395,7 @@ static int fixture_setup(void **state)
     fixture_t *f = calloc(1, sizeof(*f));
     skv_kvx_config_t cfg;
     skv_kvx_config_default(&cfg);
+    assert_int_equal(skv_kvx_config_env(&cfg), SKV_STATUS_OK);
     cfg.staging_bytes = 700; /* not a multiple of the block: pieces straddle buffers */
     if (skv_kvx_create(&cfg, &f->kvx) != SKV_STATUS_OK) {
         return -1;
@@ -426,7 +427,7 @@ static void test_register_checks(void **state)
 {
     fixture_t f = {0};
     skv_kvx_t *kvx = NULL;
-    assert_int_equal(skv_kvx_create(NULL, &kvx), SKV_STATUS_OK);
+    assert_int_equal(skv_test_kvx_create(&kvx), SKV_STATUS_OK);
     uint8_t *mem[SKV_KVX_MAX_RANKS + 1] = {0};
     for (unsigned r = 0; r <= SKV_KVX_MAX_RANKS; r++) {
         mem[r] = calloc(POOL_BLOCKS, BLOCK_BYTES);
