@@ -5,7 +5,7 @@
  *     generate   --prompt TEXT | --token-ids 1,2,3  [--max-tokens N --temperature T --top-k K
  *                --top-p P --min-p P --seed S --presence-penalty X --frequency-penalty X
  *                --repetition-penalty X --stop STR (repeatable) --stop-token-id ID (repeatable)
- *                --ignore-eos --logprobs N --request-id ID --show-ids]
+ *                --ignore-eos --logprobs N --request-id ID --show-ids (ids, not text)]
  *                streams the text to stdout; finish reason, usage and timings to stderr
  *     tokenize   --text TEXT        token ids, space separated
  *     detokenize --ids 1,2,3        text
@@ -70,16 +70,18 @@ static const char *finish_name(int reason)
     return reason >= 0 && reason < 6 ? names[reason] : "unknown";
 }
 
-/* Prints one chunk: text to stdout (or ids), the end summary to stderr. */
-static void print_chunk(const Skv__V1__GenerateChunk *c, int show_ids)
+/* Prints one chunk: text to stdout (or the token ids, comma-separated; *n_shown_p counts them),
+ * the end summary to stderr. */
+static void print_chunk(const Skv__V1__GenerateChunk *c, int show_ids, size_t *n_shown_p)
 {
-    if (show_ids) {
+    if (show_ids) { /* the ids alone, comma-separated as skv_generate prints them */
         for (size_t i = 0; i < c->n_token_ids; i++) {
-            printf("%s%d", i ? " " : "[", c->token_ids[i]);
+            printf("%s%d", *n_shown_p + i ? "," : "", c->token_ids[i]);
         }
-        printf(c->n_token_ids ? "]" : "");
+        *n_shown_p += c->n_token_ids;
+    } else {
+        fputs(c->text, stdout);
     }
-    fputs(c->text, stdout);
     fflush(stdout);
     if (c->finish_reason != SKV__V1__FINISH_REASON__FINISH_REASON_UNSPECIFIED) {
         fprintf(stderr, "\n[finish=%s%s%s", finish_name(c->finish_reason),
@@ -123,6 +125,7 @@ static int cmd_generate(client_t *cl, int argc, char **argv)
     int32_t ids[MAX_LIST], stop_ids[MAX_LIST];
     char *stops[MAX_LIST];
     int show_ids = 0, c;
+    size_t n_shown = 0;
     req.sampling = &sp;
     req.stop = &stop;
     stop.stop = stops;
@@ -206,7 +209,7 @@ static int cmd_generate(client_t *cl, int argc, char **argv)
     ProtobufCMessage *msg = NULL;
     while (st == SKV_STATUS_OK && (st = skv_grpc_stream_read(s, &msg, &err)) == SKV_STATUS_OK &&
            msg != NULL) {
-        print_chunk((const Skv__V1__GenerateChunk *)msg, show_ids);
+        print_chunk((const Skv__V1__GenerateChunk *)msg, show_ids, &n_shown);
         protobuf_c_message_free_unpacked(msg, NULL);
     }
     skv_grpc_stream_destroy(s);
