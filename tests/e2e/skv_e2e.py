@@ -1,11 +1,14 @@
 """Shared helpers of the end-to-end tests: stub generation, process start/stop, checks.
 
 Processes are started with --listen 127.0.0.1:0 and --port-file, so tests never collide on
-ports; every wait has a deadline. Nothing here knows the tests' expectations. Importing this
-module without grpcio / grpcio-tools exits 77 (ctest's skip code), so the tests import it
-before anything else that needs grpc.
+ports; every wait has a deadline. A process still running when the test exits, however it
+exits (a failed check, an exception before a test's cleanup, SIGINT, SIGTERM), is killed then:
+importing this module makes SIGTERM raise SystemExit, so cleanup code runs. Nothing here knows
+the tests' expectations. Importing this module without grpcio / grpcio-tools exits 77 (ctest's
+skip code), so the tests import it before anything else that needs grpc.
 """
 import argparse
+import atexit
 import os
 import signal
 import subprocess
@@ -21,6 +24,17 @@ except ImportError:
     sys.exit(77)
 
 PROTOS = ["skv/v1/generate.proto", "skv/v1/worker.proto", "grpc/health/v1/health.proto"]
+
+_running = []  # every Proc started and not yet stopped or killed
+
+
+def _kill_running():
+    for p in list(_running):
+        p.kill()
+
+
+atexit.register(_kill_running)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
 
 def gen_stubs(include_dirs, out_dir):
@@ -94,7 +108,8 @@ def expect_code(fn, code, what):
 
 
 class Proc:
-    """A server process started with a port file; stop() sends SIGTERM and waits."""
+    """A server process started with a port file; stop() sends SIGTERM and waits, kill() kills
+    it. One that is still running when the test exits is killed then."""
 
     def __init__(self, argv, tmp, name, env=None):
         self.name = name
@@ -104,16 +119,20 @@ class Proc:
         self.proc = subprocess.Popen(argv + ["--listen", "127.0.0.1:0", "--port-file", self.port_file],
                                      stdout=self.log, stderr=subprocess.STDOUT,
                                      env=dict(os.environ, **(env or {})))
+        _running.append(self)
         deadline = time.monotonic() + 60
         while not os.path.exists(self.port_file):
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"{name} did not start:\n{self.tail()}")
+                log = self.tail()
+                self.kill()
+                raise SystemExit(f"{name} did not start:\n{log}")
             time.sleep(0.05)
         self.port = int(open(self.port_file).read())
         self.addr = f"127.0.0.1:{self.port}"
 
     def tail(self):
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return open(self.log_path).read()[-3000:]
 
     def stop(self, timeout=30):
@@ -122,10 +141,26 @@ class Proc:
         try:
             rc = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise AssertionError(f"{self.name} did not exit after SIGTERM:\n{self.tail()}")
-        self.log.close()
+            log = self.tail()
+            self.kill()
+            raise AssertionError(f"{self.name} did not exit within {timeout} s of SIGTERM:\n{log}")
+        self._done()
         return rc
+
+    def kill(self):
+        """SIGKILL unless it has exited; waits (10 s at most) for it to be gone."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            print(f"{self.name} (pid {self.proc.pid}) still there 10 s after SIGKILL", flush=True)
+        self._done()
+
+    def _done(self):
+        self.log.close()
+        if self in _running:
+            _running.remove(self)
 
 
 def run_threads(n, fn, timeout=120):
@@ -205,4 +240,4 @@ def dump_and_kill(workers):
     """After a failure: prints each worker's log tail and kills it."""
     for w in workers:
         print(f"---- {w.proc.name}\n{w.proc.tail()}")
-        w.proc.proc.kill()
+        w.proc.kill()

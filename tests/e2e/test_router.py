@@ -185,8 +185,7 @@ def main():
         except BaseException:
             for p in cl.procs():
                 print(f"---- {p.name}\n{p.tail()}")
-                if p.proc.poll() is None:
-                    p.proc.kill()
+                p.kill()
             raise
     print("all router end-to-end checks passed")
 

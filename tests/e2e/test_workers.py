@@ -220,8 +220,8 @@ def main():
             test_drain(cl)
         except BaseException:
             print(cl.dec.tail(), cl.pre.tail(), sep="\n----\n")
-            cl.dec.proc.kill()
-            cl.pre.proc.kill()
+            cl.dec.kill()
+            cl.pre.kill()
             raise
     print("all worker end-to-end checks passed")
 
