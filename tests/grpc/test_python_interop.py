@@ -5,10 +5,12 @@ Generates Python stubs from our .proto files with grpcio-tools into a temp dir, 
 skv_echo_server (Echo + fake Generation), and checks: unary, streaming, cancellation,
 UNIMPLEMENTED, INVALID_ARGUMENT for malformed bytes, standard health Check/Watch, the
 skv.v1.Generation stubs, the skv_client commands, and a SIGTERM drain that lets an in-flight
-stream finish before the process exits 0. Exit 77 (skip) without grpcio-tools.
+stream finish before the process exits 0. Every wait has a deadline; the server is killed
+whenever the test ends early (a failure, SIGINT, SIGTERM). Exit 77 (skip) without grpcio-tools.
 """
 import argparse
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -38,13 +40,29 @@ def gen_stubs(include_dirs, out_dir):
     grpc.__path__.append(os.path.join(out_dir, "grpc"))
 
 
-def start_server(binary):
-    proc = subprocess.Popen([binary], stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    if not line.startswith("PORT "):
-        proc.kill()
-        raise SystemExit(f"server did not report its port: {line!r}")
+def start_server(binary, timeout=60):
+    """Starts the server and reads its "PORT n" line, waiting up to timeout s for it."""
+    proc = subprocess.Popen([binary], stdout=subprocess.PIPE)
+    line, deadline = b"", time.monotonic() + timeout
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        ready = select.select([proc.stdout], [], [], max(left, 0))[0] if left > 0 else []
+        chunk = os.read(proc.stdout.fileno(), 1) if ready else b""
+        if not chunk:  # deadline passed, or the server closed its stdout (exited)
+            break
+        line += chunk
+    if not line.startswith(b"PORT "):
+        kill(proc)
+        raise SystemExit(f"server did not report its port (waited at most {timeout} s, exit "
+                         f"status {proc.returncode}): {line!r}")
     return proc, int(line.split()[1])
+
+
+def kill(proc):
+    """SIGKILL unless it has exited; waits (10 s at most) for it to be gone."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=10)
 
 
 def check(cond, what):
@@ -154,8 +172,10 @@ def test_sigterm_drain(proc, channel, echo_pb2, echo_grpc):
 
     t = threading.Thread(target=reader)
     t.start()
-    while not got:
+    deadline = time.monotonic() + 30
+    while not got and not err and time.monotonic() < deadline:
         time.sleep(0.01)
+    check(bool(got), f"the stream started before the drain ({err})")
     proc.send_signal(signal.SIGTERM)
     t.join(30)
     check(not err and got == list(range(20)), f"in-flight stream finished during drain ({len(got)} msgs, {err})")
@@ -168,6 +188,7 @@ def main():
     ap.add_argument("--client", required=True)
     ap.add_argument("-I", dest="includes", action="append", required=True)
     a = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # runs the finally
     with tempfile.TemporaryDirectory() as tmp:
         gen_stubs(a.includes, tmp)
         import echo_pb2, echo_pb2_grpc  # noqa: E401
@@ -183,8 +204,7 @@ def main():
             test_sigterm_drain(proc, channel, echo_pb2, echo_pb2_grpc)
             channel.close()
         finally:
-            if proc.poll() is None:
-                proc.kill()
+            kill(proc)
     print("python interop: all passed")
 
 
