@@ -8,8 +8,13 @@
 #
 # Needs nvcc, cmake, ninja and cuBLAS. jansson comes from .carry/jansson (include/ and
 # lib/libjansson.a) when pkg-config has none. SKV_GPU_STEPS=skip-tests,skip-bench,skip-prof
-# skip-attn (any of them) trims the run.
+# skip-attn (any of them) trims the run. Every step after the build runs under a deadline
+# (bounded, scripts/lib/bounded.sh): Ctrl-C or SIGTERM stops the running step's processes and
+# ends the pass.
 set -u -o pipefail
+# shellcheck source=scripts/lib/bounded.sh
+source "$(dirname "$0")/lib/bounded.sh"
+trap stop_children EXIT
 out=${1:-build-gpu/out}
 mkdir -p "$out"
 build=build-gpu
@@ -37,11 +42,11 @@ if [ $rc -ne 0 ]; then
 fi
 
 if [[ $steps != *skip-tests* ]]; then
-    (cd $build && timeout 300 ctest -L gpu -V) >"$out/ctest.log" 2>&1
+    (cd $build && bounded 300 ctest -L gpu -V) >"$out/ctest.log" 2>&1
     echo "ctest rc=$?"
     grep -E "(FAIL|note|ok   tiny|ok   attention|ok   sample)|checks failed|case\(s\) failed|tests passed" \
         "$out/ctest.log" | cut -c1-150 | head -40
-    timeout 240 compute-sanitizer --tool memcheck --leak-check no \
+    bounded 240 compute-sanitizer --tool memcheck --leak-check no \
         $build/tests/gpu/test_cuda_ops --quick >"$build/memcheck.log" 2>&1
     echo "memcheck rc=$?" | tee -a "$out/ctest.log"
     grep -E "ERROR SUMMARY|checks failed" "$build/memcheck.log" | tail -3 | tee -a "$out/ctest.log"
@@ -49,7 +54,7 @@ fi
 
 if [[ $steps != *skip-bench* ]]; then
     for preset in llama3-8b llama3-8b-swiftkv; do
-        timeout 200 $build/bench/engine_bench --random-preset $preset --backend cuda \
+        bounded 200 $build/bench/engine_bench --random-preset $preset --backend cuda \
             --prompt-len 2048 --prefill-batch 8,1 --decode-batch 1,16,64 --context 1024,2048 \
             --steps 5 --json "$out/bench-$preset.json" $([ $preset = llama3-8b ] && echo --upload) \
             2>&1 | tee -a "$out/bench.txt"
@@ -57,19 +62,19 @@ if [[ $steps != *skip-bench* ]]; then
     done
     # The fp8 (E4M3) KV cache: prefill 8 x 2048 and decode at batch 1 and 64.
     for preset in llama3-8b llama3-8b-swiftkv; do
-        timeout 150 $build/bench/engine_bench --random-preset $preset --backend cuda \
+        bounded 150 $build/bench/engine_bench --random-preset $preset --backend cuda \
             --prompt-len 2048 --prefill-batch 8 --decode-batch 1,64 --context 1024,2048 \
             --steps 5 --kv-dtype fp8 2>&1 | grep -E "^(prefill|decode)" |
             sed "s/^/fp8 KV $preset /" | tee -a "$out/bench-ab.txt"
     done
     # Sampling on the GPU: greedy against temperature with top-p or top-k, batch 1 and 64.
     for sp in "--temperature 0" "--temperature 0.8 --top-p 0.9" "--temperature 0.8 --top-k 50"; do
-        timeout 60 $build/bench/engine_bench --random-preset llama3-8b --backend cuda \
+        bounded 60 $build/bench/engine_bench --random-preset llama3-8b --backend cuda \
             --prompt-len 64 --prefill-batch 1 --decode-batch 1,64 --context 2048 --steps 10 \
             $sp 2>&1 | grep -E "^decode" | sed "s/^/[$sp] /" | tee -a "$out/bench-ab.txt"
     done
     # A/B in the same run: decode with cuBLAS for every GEMM (the few-row GEMV kernel off).
-    SKV_GEMV_MAX_ROWS=0 timeout 100 $build/bench/engine_bench --random-preset llama3-8b \
+    SKV_GEMV_MAX_ROWS=0 bounded 100 $build/bench/engine_bench --random-preset llama3-8b \
         --backend cuda --prompt-len 64 --prefill-batch 1 --decode-batch 1,4 \
         --context 1024,2048 --steps 10 2>&1 | sed "s/^/SKV_GEMV_MAX_ROWS=0 /" | tee -a "$out/bench-ab.txt"
 fi
@@ -78,21 +83,21 @@ if [[ $steps != *skip-bench* && $steps != *skip-attn* ]]; then
     # its default block shape (256 rows, 32 per warp), 128 rows of 16 per warp, and the WMMA
     # kernel (SKV_ATTN_PREFILL=2).
     for v in "" "SKV_ATTN_MMA_ROWS=128 SKV_ATTN_MMA_WARP_ROWS=16" SKV_ATTN_PREFILL=2; do
-        env $v timeout 60 $build/bench/attn_bench --seqs 8 --prompt-len 2048 --context 0 |
+        bounded 60 env $v $build/bench/attn_bench --seqs 8 --prompt-len 2048 --context 0 |
             sed "s/^/${v:-default} /"
-        env $v timeout 60 $build/bench/attn_bench --head-dim 64 --seqs 8 --prompt-len 2048 \
+        bounded 60 env $v $build/bench/attn_bench --head-dim 64 --seqs 8 --prompt-len 2048 \
             --context 0 | sed "s/^/${v:-default} /"
     done 2>&1 | tee "$out/attn-bench.txt"
     for kd in auto fp8; do
         for b in 1 16 64; do
-            timeout 60 $build/bench/attn_bench --seqs $b --prompt-len 0 --context 2048 --kv-dtype $kd
+            bounded 60 $build/bench/attn_bench --seqs $b --prompt-len 0 --context 2048 --kv-dtype $kd
         done
-        timeout 60 $build/bench/attn_bench --seqs 8 --prompt-len 2048 --context 0 --kv-dtype $kd
+        bounded 60 $build/bench/attn_bench --seqs 8 --prompt-len 2048 --context 0 --kv-dtype $kd
     done 2>&1 | tee -a "$out/attn-bench.txt"
     # A/B on the whole prefill step: 128-row mma blocks of 16 rows per warp, and the WMMA kernel.
     for v in "SKV_ATTN_MMA_ROWS=128 SKV_ATTN_MMA_WARP_ROWS=16" SKV_ATTN_PREFILL=2; do
         for preset in llama3-8b llama3-8b-swiftkv; do
-            env $v timeout 100 $build/bench/engine_bench --random-preset $preset \
+            bounded 100 env $v $build/bench/engine_bench --random-preset $preset \
                 --backend cuda --prompt-len 2048 --prefill-batch 8 --decode-batch 1 \
                 --context 16 --steps 5 2>&1 | grep -E "^prefill" | sed "s/^/$v $preset /" |
                 tee -a "$out/bench-ab.txt"
@@ -106,13 +111,13 @@ if [[ $steps != *skip-prof* ]]; then
         # Decode: create (1 sync) + 21 prefill forwards + 1 decode warm-up, then 20 timed.
         for b in 1 64; do
             echo "== $preset decode batch $b ctx 2048 (20 steps)" >>"$out/profile.txt"
-            SKV_CUDA_PROFILE=24 timeout 120 $build/bench/engine_bench --random-preset $preset \
+            SKV_CUDA_PROFILE=24 bounded 120 $build/bench/engine_bench --random-preset $preset \
                 --backend cuda --steps 20 --decode-batch $b --context 2048 --prefill-batch 1 \
                 --prompt-len 64 >>"$out/profile.txt" 2>&1
         done
         # Prefill 8 x 2048: create + warm-up dropped, 2 timed forwards (+ 3 tiny decodes).
         echo "== $preset prefill 8 x 2048 (2 forwards)" >>"$out/profile.txt"
-        SKV_CUDA_PROFILE=3 timeout 120 $build/bench/engine_bench --random-preset $preset \
+        SKV_CUDA_PROFILE=3 bounded 120 $build/bench/engine_bench --random-preset $preset \
             --backend cuda --steps 2 --decode-batch 1 --context 16 --prefill-batch 8 \
             --prompt-len 2048 >>"$out/profile.txt" 2>&1
     done

@@ -6,8 +6,12 @@
 #
 #   scripts/gpu_decode_ab.sh [OUT_DIR]
 # SKV_GPU_STEPS=skip-tests,skip-engine trims it; rows-tests adds the op table on the rows
-# kernel.
+# kernel. Every step after the build runs under a deadline (bounded, scripts/lib/bounded.sh):
+# Ctrl-C or SIGTERM stops the running step's processes and ends the run.
 set -u -o pipefail
+# shellcheck source=scripts/lib/bounded.sh
+source "$(dirname "$0")/lib/bounded.sh"
+trap stop_children EXIT
 out=${1:-build-gpu/out}
 mkdir -p "$out"
 build=build-gpu
@@ -25,18 +29,18 @@ cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTU
     }
 echo "build $(($(date +%s) - t0)) s"
 if [[ $steps != *skip-tests* ]]; then
-    timeout 200 $build/tests/gpu/test_cuda_ops >"$out/ops.log" 2>&1
+    bounded 200 $build/tests/gpu/test_cuda_ops >"$out/ops.log" 2>&1
     echo "test_cuda_ops rc=$?"
     grep -E "FAIL|checks failed" "$out/ops.log" | head -20
     if [[ $steps == *rows-tests* ]]; then
-        SKV_ATTN_DECODE=0 timeout 200 $build/tests/gpu/test_cuda_ops >"$out/ops-rows.log" 2>&1
+        SKV_ATTN_DECODE=0 bounded 200 $build/tests/gpu/test_cuda_ops >"$out/ops-rows.log" 2>&1
         echo "test_cuda_ops (rows kernel) rc=$?"
         grep -E "FAIL|checks failed" "$out/ops-rows.log" | head -5
     fi
-    timeout 200 $build/tests/gpu/test_cuda_model >"$out/model.log" 2>&1
+    bounded 200 $build/tests/gpu/test_cuda_model >"$out/model.log" 2>&1
     echo "test_cuda_model rc=$?"
     tail -3 "$out/model.log"
-    timeout 80 compute-sanitizer --tool memcheck --leak-check no \
+    bounded 80 compute-sanitizer --tool memcheck --leak-check no \
         $build/tests/gpu/test_cuda_ops --quick >"$out/memcheck.log" 2>&1
     echo "memcheck rc=$?"
     grep -E "ERROR SUMMARY|checks failed" "$out/memcheck.log" | tail -3
@@ -44,18 +48,18 @@ fi
 for v in SKV_ATTN_DECODE=1 SKV_ATTN_DECODE=0; do
     for b in 1 16 64; do
         for c in 1024 2048; do
-            env $v timeout 60 $build/bench/attn_bench --seqs $b --prompt-len 0 --context $c \
+            bounded 60 env $v $build/bench/attn_bench --seqs $b --prompt-len 0 --context $c \
                 --reps 20 | sed "s/^/$v /"
         done
     done
 done 2>&1 | tee "$out/attn.txt"
 if [[ $steps != *skip-engine* ]]; then
     for v in SKV_ATTN_DECODE=1 SKV_ATTN_DECODE=0; do
-        env $v timeout 200 $build/bench/engine_bench --random-preset llama3-8b --backend cuda \
+        bounded 200 env $v $build/bench/engine_bench --random-preset llama3-8b --backend cuda \
             --prompt-len 64 --prefill-batch 1 --decode-batch 1,16,64 --context 1024,2048 \
             --steps 10 2>&1 | grep -E "^decode" | sed "s/^/$v /"
     done 2>&1 | tee "$out/engine.txt"
-    timeout 200 $build/bench/engine_bench --random-preset llama3-8b-swiftkv --backend cuda \
+    bounded 200 $build/bench/engine_bench --random-preset llama3-8b-swiftkv --backend cuda \
         --prompt-len 64 --prefill-batch 1 --decode-batch 1,64 --context 1024,2048 --steps 10 \
         2>&1 | grep -E "^decode" | sed "s/^/swiftkv /" | tee -a "$out/engine.txt"
 fi
