@@ -17,7 +17,8 @@
 #          tcp: UCX_TLS=tcp,cuda_copy and SKV_KVX_NO_IPC=1 (bytes cross as between nodes:
 #               pinned staging -> tcp -> pinned bounce -> device);
 #          sm:  UCX_TLS=sm,cuda_copy,cuda_ipc and SKV_KVX_NO_IPC=1 (UCX's own shared memory
-#               and CUDA IPC transports);
+#               and CUDA IPC transports; UCX 1.22 keeps shm out of error-handling endpoints
+#               unless UCX_POSIX_ERROR_HANDLING / UCX_SYSV_ERROR_HANDLING are on);
 #        decode + prefill workers on GPU 0 and the router (disaggregation from 8 tokens), the
 #        greedy tokens through the router against the reference, then skv_bench_serve at each
 #        concurrency of SKV_SERVE_CONC (default "1 16 64") with 2000-token prompts and 256
@@ -129,7 +130,7 @@ check_tokens() {
 bench() {
     local c n
     for c in $conc; do
-        n=$((c * 2 < 8 ? 8 : c * 2))
+        n=$((c * 2 < 8 ? 8 : c > 64 ? c : c * 2)) # two rounds of c (one above 64)
         timeout 400 bin/skv_bench_serve --target "127.0.0.1:$port_router" --concurrency "$c" \
             --num-prompts "$n" --input-len "$in_len" --output-len "$out_len" --warmup 2 \
             --no-progress --json "$work/bench-$1-c$c.json" >"$work/bench-$1-c$c.txt" 2>&1
@@ -157,7 +158,8 @@ serve() {
     case $cfg in
     ipc) env=() ;;
     tcp) env=(UCX_TLS=tcp,cuda_copy SKV_KVX_NO_IPC=1) ;;
-    sm) env=(UCX_TLS=sm,cuda_copy,cuda_ipc SKV_KVX_NO_IPC=1) ;;
+    sm) env=(UCX_TLS=sm,cuda_copy,cuda_ipc SKV_KVX_NO_IPC=1 UCX_POSIX_ERROR_HANDLING=y
+        UCX_SYSV_ERROR_HANDLING=y) ;;
     *) env=($cfg) ;;
     esac
     say "== $cfg: ${env[*]:-UCX defaults, CUDA IPC}"
@@ -215,7 +217,7 @@ run() {
     } | tee -a "$out/summary.txt"
     model=$work/model
     local t0=$(date +%s)
-    local tok=(--tokenizer tok)
+    local tok=(--tokenizer tok --vocab 128320) # the Llama-3.2 file has one token past 128255
     [ "${SKV_SERVE_TOKENIZER:-llama3}" = own ] && tok=() # the model maker's own (tiny presets)
     bin/skv_make_model --out "$model" --preset "$preset" "${tok[@]}" --threads 16 \
         >"$work/make_model.log" 2>&1 || {

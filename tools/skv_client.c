@@ -40,14 +40,14 @@ static int usage(void)
     return 2;
 }
 
-/* Parses "1,2,3" into ids (at most MAX_LIST); returns the count or -1. */
-static int parse_ids(const char *s, int32_t *ids)
+/* Parses "1,2,3" into ids (at most cap); returns the count or -1. */
+static int parse_ids(const char *s, int32_t *ids, int cap)
 {
     int n = 0;
     char *end;
     while (*s != '\0') {
         long v = strtol(s, &end, 10);
-        if (end == s || n == MAX_LIST || (*end != ',' && *end != '\0')) {
+        if (end == s || n == cap || (*end != ',' && *end != '\0')) {
             return -1;
         }
         ids[n++] = (int32_t)v;
@@ -122,7 +122,7 @@ static int cmd_generate(client_t *cl, int argc, char **argv)
     Skv__V1__SamplingParams sp = SKV__V1__SAMPLING_PARAMS__INIT;
     Skv__V1__StopCriteria stop = SKV__V1__STOP_CRITERIA__INIT;
     Skv__V1__TokenIds tids = SKV__V1__TOKEN_IDS__INIT;
-    int32_t ids[MAX_LIST], stop_ids[MAX_LIST];
+    int32_t *prompt_ids = NULL, stop_ids[MAX_LIST];
     char *stops[MAX_LIST];
     int show_ids = 0, c;
     size_t n_shown = 0;
@@ -136,10 +136,16 @@ static int cmd_generate(client_t *cl, int argc, char **argv)
             req.input_case = SKV__V1__GENERATE_REQUEST__INPUT_TEXT;
             req.text = optarg;
             break;
-        case 'i':
-            if ((int)(tids.n_ids = (size_t)parse_ids(optarg, ids)) < 0)
+        case 'i': /* a prompt of any length: one id per comma, plus one */
+            free(prompt_ids);
+            prompt_ids = malloc((strlen(optarg) / 2 + 1) * sizeof(*prompt_ids));
+            if (prompt_ids == NULL ||
+                (int)(tids.n_ids = (size_t)parse_ids(optarg, prompt_ids,
+                                                     (int)(strlen(optarg) / 2 + 1))) < 0) {
+                free(prompt_ids);
                 return usage();
-            tids.ids = ids;
+            }
+            tids.ids = prompt_ids;
             req.input_case = SKV__V1__GENERATE_REQUEST__INPUT_TOKEN_IDS;
             req.token_ids = &tids;
             break;
@@ -194,11 +200,13 @@ static int cmd_generate(client_t *cl, int argc, char **argv)
             show_ids = 1;
             break;
         default:
+            free(prompt_ids);
             return usage();
         }
     }
     if (req.input_case == SKV__V1__GENERATE_REQUEST__INPUT__NOT_SET) {
         fprintf(stderr, "skv_client: generate needs --prompt or --token-ids\n");
+        free(prompt_ids);
         return usage();
     }
     skv_grpc_call_opts_t call_opts = {.timeout_ms = cl->timeout_ms};
@@ -213,6 +221,7 @@ static int cmd_generate(client_t *cl, int argc, char **argv)
         protobuf_c_message_free_unpacked(msg, NULL);
     }
     skv_grpc_stream_destroy(s);
+    free(prompt_ids);
     return st == SKV_STATUS_OK ? 0 : report("generate", st, &err);
 }
 
@@ -259,7 +268,7 @@ static int cmd_detokenize(client_t *cl, int argc, char **argv)
     int32_t ids[MAX_LIST];
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        int n = c == 'i' ? parse_ids(optarg, ids) : -1;
+        int n = c == 'i' ? parse_ids(optarg, ids, MAX_LIST) : -1;
         if (n < 0)
             return usage();
         req.ids = ids;

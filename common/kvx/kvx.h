@@ -310,9 +310,9 @@ skv_status_t skv_kvx_push_wait(skv_kvx_push_t *push);
  * device_ops). A target on this host that exported its device pool gets device-to-device
  * copies through CUDA IPC (the mapping is opened once per peer); otherwise the blocks go
  * through the pinned staging buffers: asynchronous device-to-host copies on the transport's
- * stream, each buffer sent as soon as its copies finished while the next one fills. Does not
- * wait except for a staging buffer to come back (bounded by the push deadline); the rest
- * moves in skv_kvx_push_test. Returns as skv_kvx_push_host, DEVICE when a copy fails,
+ * stream, each buffer sent as soon as its copies finished while the next one fills. Never
+ * waits: sources that find no free staging buffer are queued on the push (srcs is copied)
+ * and move from skv_kvx_push_test. Returns as skv_kvx_push_host, DEVICE when a copy fails,
  * UNSUPPORTED without device_ops or for a multi-rank target (rank memories are reached only
  * by skv_kvx_push_host_rank / skv_kvx_push_staged_rank). Owner thread. */
 skv_status_t skv_kvx_push_device(skv_kvx_push_t *push, uint32_t first, uint32_t n, uint64_t offset,

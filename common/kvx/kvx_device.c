@@ -10,8 +10,10 @@
  *   over UCX. A handle that does not open here (other GPU domain) falls back to staging.
  * - Staged: pinned staging buffers (staging_alloc) filled by asynchronous device-to-host copies;
  *   each buffer gets a fence and the runs to send once it passed. While buffer k's bytes are
- *   on the wire, buffer k+1 is being filled by the copy engine: the overlap is real because
- *   nothing waits for a copy except a buffer that must be reused.
+ *   on the wire, buffer k+1 is being filled by the copy engine. A call queues its sources on
+ *   the push; free buffers are filled at once and the rest from skv_kvx_push_test as
+ *   buffers come back, so nothing waits (the owner thread keeps serving other requests while
+ *   a slow link drains).
  * Invariants: a staging buffer is reused only when its fence passed and its sends completed;
  * a push is DONE only after its fences passed; fences are freed exactly once.
  */
@@ -161,6 +163,8 @@ static skv_status_t skv_kvx_dstage_test(skv_kvx_push_t *push, skv_kvx_stage_t *s
     return SKV_STATUS_OK;
 }
 
+static skv_status_t skv_kvx_dstage_pump(skv_kvx_push_t *push);
+
 skv_status_t skv_kvx_device_poll(skv_kvx_push_t *push)
 {
     skv_kvx_t *kvx = push->kvx;
@@ -174,6 +178,10 @@ skv_status_t skv_kvx_device_poll(skv_kvx_push_t *push)
                 return s;
             }
         }
+    }
+    if (push->dwork_next < push->n_dwork) {
+        SKV_CHECK(skv_kvx_dstage_pump(push));
+        result = SKV_STATUS_AGAIN; /* queued sources, or copies just enqueued */
     }
     if (push->ipc_fence != NULL) {
         const skv_kvx_device_ops_t *ops = kvx->cfg.device_ops;
@@ -200,10 +208,23 @@ static void skv_kvx_fence_drop(const skv_kvx_device_ops_t *ops, void *fence)
     ops->fence_free(ops->ctx, fence);
 }
 
+/* Drops the sources not yet copied (a failed or abandoned push). */
+static void skv_kvx_dwork_drop(skv_kvx_push_t *push)
+{
+    for (uint32_t i = push->dwork_next; i < push->n_dwork; i++) {
+        skv_free(push->dwork[i].srcs);
+    }
+    skv_free(push->dwork);
+    push->dwork = NULL;
+    push->n_dwork = push->cap_dwork = push->dwork_next = push->dwork_k = 0;
+    push->dwork_done = 0;
+}
+
 void skv_kvx_device_abandon(skv_kvx_push_t *push)
 {
     skv_kvx_t *kvx = push->kvx;
     const skv_kvx_device_ops_t *ops = kvx->cfg.device_ops;
+    skv_kvx_dwork_drop(push);
     for (unsigned i = 0; ops != NULL && i < kvx->n_stages; i++) {
         skv_kvx_stage_t *st = &kvx->stages[i];
         if (st->push == push && st->fence != NULL) {
@@ -218,26 +239,17 @@ void skv_kvx_device_abandon(skv_kvx_push_t *push)
     }
 }
 
-/* Takes the next staging buffer once its copies passed and its sends completed (bounded). */
-static skv_status_t skv_kvx_dstage_acquire(skv_kvx_push_t *push, skv_kvx_stage_t **st_p)
+/* A staging buffer nobody uses: its copies passed and its sends completed, or NULL. */
+static skv_kvx_stage_t *skv_kvx_dstage_free(skv_kvx_t *kvx)
 {
-    skv_kvx_t *kvx = push->kvx;
-    skv_kvx_stage_t *st = &kvx->stages[kvx->next_stage];
-    kvx->next_stage = (kvx->next_stage + 1) % kvx->n_stages;
-    while (st->fence != NULL || st->inflight > 0) {
-        if (st->fence != NULL && st->push != NULL) {
-            skv_status_t s = skv_kvx_dstage_test(st->push, st);
-            if (s != SKV_STATUS_OK && s != SKV_STATUS_AGAIN && st->push == push) {
-                return s;
-            }
+    for (unsigned i = 0; i < kvx->n_stages; i++) {
+        skv_kvx_stage_t *st = &kvx->stages[kvx->next_stage];
+        kvx->next_stage = (kvx->next_stage + 1) % kvx->n_stages;
+        if (st->fence == NULL && st->inflight == 0) {
+            return st;
         }
-        skv_kvx_progress(kvx);
-        SKV_CHECK(skv_kvx_push_health(push));
     }
-    st->push = push;
-    st->n_runs = 0;
-    *st_p = st;
-    return SKV_STATUS_OK;
+    return NULL;
 }
 
 /* Appends a run to a staging buffer's list (or extends its last run). */
@@ -282,38 +294,84 @@ static skv_status_t skv_kvx_dstage_seal(skv_kvx_push_t *push, skv_kvx_stage_t *s
     return s;
 }
 
+/* Fills one free staging buffer from the front of the push's queue: asynchronous
+ * device-to-host copies, their runs, one fence. */
+static skv_status_t skv_kvx_dstage_fill(skv_kvx_push_t *push, skv_kvx_stage_t *st)
+{
+    const skv_kvx_device_ops_t *ops = push->kvx->cfg.device_ops;
+    st->push = push;
+    st->n_runs = 0;
+    size_t fill = 0;
+    while (fill < st->bytes && push->dwork_next < push->n_dwork) {
+        skv_kvx_dwork_t *w = &push->dwork[push->dwork_next];
+        uint32_t k = push->dwork_k;
+        uint64_t done = push->dwork_done;
+        uint64_t piece = w->bytes - done < st->bytes - fill ? w->bytes - done : st->bytes - fill;
+        uint8_t *host = (uint8_t *)st->ptr + fill;
+        skv_status_t s = ops->copy_async(ops->ctx, host, (const uint8_t *)w->srcs[k] + done, piece);
+        if (s != SKV_STATUS_OK) {
+            skv_kvx_push_fail(push, s, "device-to-host copy");
+            return s;
+        }
+        SKV_CHECK(skv_kvx_dstage_add(push, st,
+                                     skv_kvx_push_dst(push, 0, w->first + k, w->offset + done),
+                                     host, w->first + k, w->offset + done, piece));
+        fill += piece;
+        done += piece;
+        if (done == w->bytes) {
+            done = 0;
+            if (++k == w->n) {
+                k = 0;
+                skv_free(w->srcs);
+                w->srcs = NULL;
+                push->dwork_next++;
+            }
+        }
+        push->dwork_k = k;
+        push->dwork_done = done;
+    }
+    return skv_kvx_dstage_seal(push, st);
+}
+
+/* Copies queued sources into every free staging buffer; never waits. Buffers are shared by
+ * all pushes of the transport: a push that finds none busy-free simply tries again at its
+ * next poll, so one slow peer never stalls the owner thread. */
+static skv_status_t skv_kvx_dstage_pump(skv_kvx_push_t *push)
+{
+    skv_kvx_stage_t *st;
+    while (push->dwork_next < push->n_dwork && (st = skv_kvx_dstage_free(push->kvx)) != NULL) {
+        SKV_CHECK(skv_kvx_dstage_fill(push, st));
+    }
+    if (push->dwork_next == push->n_dwork) {
+        push->n_dwork = push->dwork_next = 0; /* the array is reused by the next call */
+    }
+    return SKV_STATUS_OK;
+}
+
+/* Queues one call's device sources (the pointer array is copied) and starts what free
+ * buffers allow. */
 static skv_status_t skv_kvx_dstage_push(skv_kvx_push_t *push, uint32_t first, uint32_t n,
                                         uint64_t offset, uint64_t bytes, const void *const *srcs)
 {
-    const skv_kvx_device_ops_t *ops = push->kvx->cfg.device_ops;
-    skv_kvx_stage_t *st = NULL;
-    size_t fill = 0;
-    for (uint32_t k = 0; k < n; k++) {
-        for (uint64_t done = 0; done < bytes;) {
-            if (st == NULL || fill == st->bytes) {
-                if (st != NULL) {
-                    SKV_CHECK(skv_kvx_dstage_seal(push, st));
-                }
-                SKV_CHECK(skv_kvx_dstage_acquire(push, &st));
-                fill = 0;
-            }
-            uint64_t piece = bytes - done < st->bytes - fill ? bytes - done : st->bytes - fill;
-            uint8_t *host = (uint8_t *)st->ptr + fill;
-            skv_status_t s =
-                ops->copy_async(ops->ctx, host, (const uint8_t *)srcs[k] + done, piece);
-            if (s != SKV_STATUS_OK) {
-                skv_kvx_push_fail(push, s, "device-to-host copy");
-                return s;
-            }
-            SKV_CHECK(skv_kvx_dstage_add(push, st,
-                                         skv_kvx_push_dst(push, 0, first + k, offset + done), host,
-                                         first + k, offset + done, piece));
-            fill += piece;
-            done += piece;
+    if (push->n_dwork == push->cap_dwork) {
+        uint32_t cap = push->cap_dwork ? 2 * push->cap_dwork : 16;
+        skv_kvx_dwork_t *w = skv_realloc(push->dwork, cap * sizeof(*w));
+        if (w == NULL) {
+            skv_kvx_push_fail(push, SKV_STATUS_NO_MEMORY, "staging queue");
+            return SKV_STATUS_NO_MEMORY;
         }
-        SKV_CHECK(skv_kvx_device_poll(push) == SKV_STATUS_AGAIN ? SKV_STATUS_OK : push->error);
+        push->dwork = w;
+        push->cap_dwork = cap;
     }
-    return st != NULL ? skv_kvx_dstage_seal(push, st) : SKV_STATUS_OK;
+    const void **copy = skv_mallocn(n, sizeof(*copy));
+    if (copy == NULL) {
+        skv_kvx_push_fail(push, SKV_STATUS_NO_MEMORY, "staging queue");
+        return SKV_STATUS_NO_MEMORY;
+    }
+    memcpy(copy, srcs, n * sizeof(*copy));
+    push->dwork[push->n_dwork++] =
+        (skv_kvx_dwork_t){.first = first, .n = n, .offset = offset, .bytes = bytes, .srcs = copy};
+    return skv_kvx_dstage_pump(push);
 }
 
 skv_status_t skv_kvx_push_device(skv_kvx_push_t *push, uint32_t first, uint32_t n, uint64_t offset,

@@ -196,6 +196,16 @@ typedef struct skv_kvx_run {
     uint64_t piece;
 } skv_kvx_run_t;
 
+/* Device sources of one skv_kvx_push_device call not yet copied into staging buffers
+ * (kvx_device.c): n pieces of `bytes` at `offset` of descriptor blocks first.., from srcs. */
+typedef struct skv_kvx_dwork {
+    uint32_t first;
+    uint32_t n;
+    uint64_t offset;
+    uint64_t bytes;
+    const void **srcs; /* [n], owned */
+} skv_kvx_dwork_t;
+
 struct skv_kvx_push {
     skv_kvx_t *kvx;
     skv_kvx_peer_t *peer;
@@ -211,6 +221,12 @@ struct skv_kvx_push {
     uint64_t n_puts;
     void *flush_req;
     void *am_req;
+    skv_kvx_dwork_t *dwork;    /* staged device sources waiting for a free staging buffer: */
+    uint32_t n_dwork;          /* queue [dwork_next, n_dwork) of cap_dwork; within */
+    uint32_t cap_dwork;        /* dwork[dwork_next], pieces before dwork_k and dwork_done */
+    uint32_t dwork_next;       /* bytes of piece dwork_k are already copied */
+    uint32_t dwork_k;
+    uint64_t dwork_done;
     int ipc;                             /* device sources go device-to-device (CUDA IPC) */
     void *ipc_fence;                     /* fence after the last IPC copies, or NULL */
     uint8_t msg[SKV_KVX_COMPLETE_BYTES]; /* completion header; alive until sent */
@@ -232,7 +248,9 @@ int skv_kvx_stage_extend(const skv_kvx_push_t *push, skv_kvx_run_t *run, uint32_
                          uint64_t dst, const uint8_t *src, uint32_t i, uint64_t offset,
                          uint64_t bytes);
 
-/* kvx_device.c */
+/* kvx_device.c. poll: sends staging buffers whose copies passed, fills free ones from the
+ * push's queue (never waits); AGAIN while copies or queued sources remain. abandon: drops
+ * the queue and waits (bounded) for the push's copies. */
 skv_status_t skv_kvx_device_poll(skv_kvx_push_t *push);
 void skv_kvx_device_abandon(skv_kvx_push_t *push);
 void skv_kvx_peer_ipc_close(skv_kvx_t *kvx, skv_kvx_peer_t *peer);

@@ -650,6 +650,9 @@ static int skv_kvx_push_busy(const skv_kvx_push_t *push)
 static int skv_kvx_push_drain(skv_kvx_push_t *push)
 {
     skv_kvx_t *kvx = push->kvx;
+    if (push->state != SKV_KVX_PUSH_DONE) {
+        skv_kvx_device_abandon(push); /* not finished: no new copies, wait for running ones */
+    }
     while (skv_kvx_push_busy(push) && !skv_clock_expired(push->deadline_ns) &&
            push->peer->failure == UCS_OK) {
         skv_kvx_progress(kvx);

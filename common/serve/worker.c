@@ -18,7 +18,10 @@
 #include "common/serve/worker_internal.h"
 
 #define SKV_WORKER_IDLE_WAIT_NS 5000000LL /* nothing in flight: bound on cancel latency */
-#define SKV_WORKER_UCX_WAIT_NS  1000000LL /* leases or pushes live: UCX wants progress */
+#define SKV_WORKER_UCX_WAIT_NS  100000LL /* leases or pushes live: UCX (and device fences) want
+                                              progress; a KV hand-over waits on this poll */
+#define SKV_WORKER_DEVICE_STAGES      8u               /* pinned staging buffers (device pool) */
+#define SKV_WORKER_DEVICE_STAGE_BYTES ((size_t)8 << 20) /* = the largest data message */
 
 void skv_worker_config_default(skv_worker_config_t *cfg)
 {
@@ -185,6 +188,13 @@ static skv_status_t skv_worker_loop_init(skv_worker_t *w)
         kc.staging_alloc = w->bkvx.host_alloc;
         kc.staging_free = w->bkvx.host_free;
         kc.staging_ctx = NULL;
+        /* A device prompt's KV is hundreds of MB (2000 tokens of an 8B model: 262 MB): enough
+         * pinned buffers that copies and sends overlap with several pushes in flight. */
+        kc.n_staging = kc.n_staging > SKV_WORKER_DEVICE_STAGES ? kc.n_staging
+                                                               : SKV_WORKER_DEVICE_STAGES;
+        kc.staging_bytes = kc.staging_bytes > SKV_WORKER_DEVICE_STAGE_BYTES
+                               ? kc.staging_bytes
+                               : SKV_WORKER_DEVICE_STAGE_BYTES;
     }
     if (st == SKV_STATUS_OK) {
         st = skv_kvx_create(&kc, &w->kvx);

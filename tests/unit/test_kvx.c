@@ -562,6 +562,51 @@ static void test_bounce_device_pool(void **state)
     free(src);
 }
 
+/* Device sources through the staging buffers (hooks over host memory): the calls return
+ * at once with their sources queued on the push (2 buffers of 3000 bytes for 6 KiB a call),
+ * skv_kvx_push_wait moves the rest, and every byte lands through the bounce buffer. */
+static void test_device_push_queues(void **state)
+{
+    fixture_t *f = *state;
+    if (getenv("SKV_KVX_DATA") != NULL) {
+        skip();
+    }
+    uint32_t ids[6] = {7, 8, 9, 30, 31, 50};
+    uint8_t *src = malloc(6 * BLOCK_BYTES);
+    const void *srcs[6];
+    for (uint32_t k = 0; k < 6; k++) {
+        fill_block(src + k * BLOCK_BYTES, 15, k);
+        srcs[k] = src + k * BLOCK_BYTES;
+    }
+    skv_kvx_desc_t *d = reserve_decode(f, 15, ids, 6);
+    skv_kvx_push_t *push = NULL;
+    assert_int_equal(skv_kvx_push_create(f->kvx, d, skv_clock_deadline_ms(3000), &push),
+                     SKV_STATUS_OK);
+    int64_t t0 = skv_clock_now_ns();
+    for (uint32_t h = 0; h < 2; h++) { /* two halves of every block, as two layers would */
+        const void *part[6];
+        for (int k = 0; k < 6; k++) {
+            part[k] = (const uint8_t *)srcs[k] + h * (BLOCK_BYTES / 2);
+        }
+        assert_int_equal(
+            skv_kvx_push_device(push, 0, 6, h * (BLOCK_BYTES / 2), BLOCK_BYTES / 2, part),
+            SKV_STATUS_OK);
+    }
+    assert_false(skv_kvx_push_uses_ipc(push));
+    /* The calls never waited for a buffer: the hooks' fences pass only on their third test. */
+    assert_true(skv_clock_now_ns() - t0 < 500000000LL);
+    assert_int_equal(skv_kvx_push_finish(push, 9, SKV_STATUS_OK), SKV_STATUS_OK);
+    assert_int_equal(skv_kvx_push_wait(push), SKV_STATUS_OK);
+    skv_kvx_push_destroy(push);
+    skv_kvx_desc_destroy(d);
+    assert_true(progress_until(f, no_leases));
+    assert_int_equal(f->alloc.n_complete_ok, 1);
+    check_blocks(f, 15, ids, 6);
+    assert_int_equal(g_hooks.n_fences_live, 0);
+    fake_release(&f->alloc, 15, ids, 6);
+    free(src);
+}
+
 /* A lease cancelled while its messages wait for the bounce buffer: nothing is written, the
  * blocks go back once, and no fence is left behind. */
 static void test_bounce_cancel_while_waiting(void **state)
@@ -762,6 +807,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bounce_device_pool, bounce_fixture_setup,
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(test_bounce_cancel_while_waiting, bounce_fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_device_push_queues, bounce_fixture_setup,
                                         fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
