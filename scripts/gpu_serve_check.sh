@@ -119,6 +119,7 @@ check_tokens() {
     local got
     got=$(bin/skv_client --target "127.0.0.1:$port_router" --timeout-ms 120000 generate \
         --token-ids "$long_prompt" --max-tokens 32 --ignore-eos --show-ids 2>>"$work/client.log")
+    say "     $1 server timings: $(grep -o 'queue_us.*' "$work/client.log" | tail -1)"
     if [ "$got" = "$ref_tokens" ]; then
         say "ok   $1: greedy tokens through the router == skv_generate"
     else
@@ -173,8 +174,8 @@ serve() {
     start router bin/skv_router --tokenizer "$model" --decode "127.0.0.1:$port_decode" \
         --prefill "127.0.0.1:$port_prefill" --disagg-min-tokens 8 --max-inflight 4096 || return
     say "     workers up in $(($(date +%s) - t0)) s"
-    check_tokens "$cfg"
     bench "$cfg"
+    check_tokens "$cfg" # after the runs: warm, so its server timings are the steady ones
     bin/skv_client --target "127.0.0.1:$port_router" stats >"$work/stats-$cfg.txt" 2>&1
     grep -iE "fall|fail|error|refus" "$work/decode.log" "$work/prefill.log" "$work/router.log" |
         sort | uniq -c | sort -rn | head -8 | sed 's/^/     log: /' | tee -a "$out/summary.txt"
@@ -183,8 +184,8 @@ serve() {
         start router bin/skv_router --tokenizer "$model" --decode "127.0.0.1:$port_decode" \
             --disagg-min-tokens 1000000 --max-inflight 4096 || return
         say "== decode-only (the same decode worker serves whole requests)"
-        check_tokens decode-only
         bench decode-only
+        check_tokens decode-only
     fi
     stop_all
 }

@@ -91,8 +91,11 @@ static void print_chunk(const Skv__V1__GenerateChunk *c, int show_ids, size_t *n
                     c->usage->completion_tokens);
         }
         if (c->timings != NULL) {
-            fprintf(stderr, " ttft_us=%" PRIu64 " total_us=%" PRIu64, c->timings->ttft_us,
-                    c->timings->total_us);
+            fprintf(stderr,
+                    " queue_us=%" PRIu64 " prefill_us=%" PRIu64 " transfer_us=%" PRIu64
+                    " ttft_us=%" PRIu64 " total_us=%" PRIu64,
+                    c->timings->queue_us, c->timings->prefill_us, c->timings->transfer_us,
+                    c->timings->ttft_us, c->timings->total_us);
         }
         fprintf(stderr, "]\n");
     }

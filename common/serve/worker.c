@@ -39,6 +39,7 @@ static void skv_worker_config_fill(skv_worker_config_t *c)
     c->lease_ms_default = c->lease_ms_default > 0 ? c->lease_ms_default : 10000;
     c->lease_ms_max = c->lease_ms_max > 0 ? c->lease_ms_max : 60000;
     c->push_timeout_ms = c->push_timeout_ms > 0 ? c->push_timeout_ms : 30000;
+    c->push_backlog_ms = c->push_backlog_ms > 0 ? c->push_backlog_ms : 2000;
     c->model_name = c->model_name ? c->model_name : "";
     c->backend_name = c->backend_name ? c->backend_name : "cpu";
 }

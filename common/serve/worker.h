@@ -43,6 +43,9 @@ typedef struct {
     uint32_t lease_ms_default; /* Reserve without lease_ms; 0 -> 10000 */
     uint32_t lease_ms_max;     /* cap on a requested lease; 0 -> 60000 */
     int64_t push_timeout_ms;   /* bound of one KV push without a call deadline; 0 -> 30000 */
+    int64_t push_backlog_ms;   /* a prompt whose push would queue behind more than this (at the
+                                  measured push rate) is refused UNAVAILABLE: the router then
+                                  decodes it on the decode worker; 0 -> 2000 */
     const char *model_name;    /* reported by ModelInfo */
     const char *backend_name;  /* "cpu" | "cuda", reported by ModelInfo; a device backend's
                                   KV transfer uses its hooks (kernels/backend.h) */

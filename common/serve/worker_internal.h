@@ -63,6 +63,7 @@ typedef struct skv_wreq {
     skv_sample_t first;   /* the sampled first token */
     int has_first;
     int64_t push_start_ns, push_end_ns;
+    uint64_t push_bytes; /* its share of the worker's push backlog (0 once left) */
 } skv_wreq_t;
 
 /* One reservation of KV blocks on a decode worker (Decode.Reserve). */
@@ -108,6 +109,10 @@ struct skv_worker {
     skv_wreq_t *live;
     skv_wres_t *reservations;
     uint64_t next_id;
+    /* KV push backlog (loop-owned; worker_prefill.c) */
+    uint64_t push_backlog_bytes; /* prompts admitted with a target, until their push ends */
+    double push_bytes_per_ns;    /* the rate pushes drained at (EWMA; 0 = not yet timed) */
+    int64_t push_last_end_ns;
     /* atomics for Stats */
     int64_t n_live_calls;
     int64_t n_reserved_blocks;

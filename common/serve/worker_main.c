@@ -20,6 +20,8 @@
  *                        at startup                                           default auto
  *   --max-batch-tokens N --max-seqs N --max-waiting N --max-requests N
  *   --lease-ms N         default reservation lease                           default 10000
+ *   --push-backlog-ms N  prefill: refuse (router decodes alone) a prompt whose KV push would
+ *                        queue behind more than N ms of pushes (env SKV_PUSH_BACKLOG_MS) 2000
  *   --grace-ms N         drain grace at SIGTERM                              default 10000
  *   --port-file PATH     write the bound port there once serving (tests use port 0)
  */
@@ -55,7 +57,7 @@ static void skv_wmain_usage(const char *prog)
         "usage: %s --model DIR [--listen ADDR] [--advertise ADDR] [--role prefill|decode|both]\n"
         "       [--backend %s] [--device N] [--threads N] [--tp N] [--mode auto|base|swiftkv]\n"
         "       [--block-size N] [--kv-mem-mb N] [--max-batch-tokens N] [--max-seqs N]\n"
-        "       [--max-waiting N] [--max-requests N] [--lease-ms N] [--grace-ms N]\n"
+        "       [--max-waiting N] [--max-requests N] [--lease-ms N] [--grace-ms N] [--push-backlog-ms N]\n"
         "       [--kv-dtype auto|fp8|NAME] [--port-file PATH]\n"
         "env: SKV_MODEL SKV_LISTEN SKV_ADVERTISE SKV_ROLE SKV_BACKEND SKV_TP SKV_KV_MEM_MB "
         "SKV_KV_DTYPE SKV_KVX_DATA (auto|put|am) SKV_KVX_NO_IPC (1: no CUDA IPC); UCX_* "
@@ -71,6 +73,7 @@ static void skv_wmain_defaults(skv_wmain_args_t *a, skv_worker_role_t role)
     a->model_dir = skv_env_or("SKV_MODEL", NULL);
     a->wc.listen = skv_env_or("SKV_LISTEN", "0.0.0.0:50052");
     a->wc.advertise = skv_env_or("SKV_ADVERTISE", NULL);
+    a->wc.push_backlog_ms = atoll(skv_env_or("SKV_PUSH_BACKLOG_MS", "0"));
     a->role = skv_env_or("SKV_ROLE", NULL);
     a->backend = skv_env_or("SKV_BACKEND", "cpu");
     a->tp = atoi(skv_env_or("SKV_TP", "1"));
@@ -92,7 +95,7 @@ static int skv_wmain_parse(int argc, char **argv, skv_wmain_args_t *a)
         {"threads", 1, 0, 'j'},    {"tp", 1, 0, 't'},          {"mode", 1, 0, 'M'},
         {"block-size", 1, 0, 'B'}, {"kv-mem-mb", 1, 0, 'k'},   {"max-batch-tokens", 1, 0, 'T'},
         {"max-seqs", 1, 0, 'S'},   {"max-waiting", 1, 0, 'W'}, {"max-requests", 1, 0, 'R'},
-        {"lease-ms", 1, 0, 'L'},   {"grace-ms", 1, 0, 'g'},    {"port-file", 1, 0, 'p'},
+        {"lease-ms", 1, 0, 'L'},   {"push-backlog-ms", 1, 0, 'Q'},   {"grace-ms", 1, 0, 'g'},    {"port-file", 1, 0, 'p'},
         {"kv-dtype", 1, 0, 'K'},   {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -141,6 +144,9 @@ static int skv_wmain_parse(int argc, char **argv, skv_wmain_args_t *a)
             break;
         case 'R':
             a->wc.max_requests = atoi(optarg);
+            break;
+        case 'Q':
+            a->wc.push_backlog_ms = atoll(optarg);
             break;
         case 'L':
             a->wc.lease_ms_default = (uint32_t)atoi(optarg);

@@ -26,9 +26,53 @@
 #include "base/log.h"
 #include "common/serve/worker_internal.h"
 
+/* The request's push leaves the backlog (it ended, or never started). */
+static void skv_worker_backlog_leave(skv_worker_t *w, skv_wreq_t *r)
+{
+    w->push_backlog_bytes -= r->push_bytes;
+    r->push_bytes = 0;
+}
+
+/* Conditional disaggregation by the KV link's backlog: a prompt whose push would wait behind
+ * more than push_backlog_ms of pushes already admitted (at the rate pushes were seen to
+ * drain) is refused UNAVAILABLE, so the router decodes it on the decode worker alone instead
+ * of queueing it on a slow link (tcp between nodes) until deadlines pass. Until a push has
+ * been timed, every prompt is admitted; a fast link (CUDA IPC) never builds a backlog. */
+static skv_status_t skv_worker_backlog_admit(skv_worker_t *w, skv_wreq_t *r, int32_t n_prompt,
+                                             char *why, size_t why_bytes)
+{
+    int32_t bs = skv_kv_pool_layout(w->pool)->block_size;
+    uint64_t bytes = (uint64_t)((n_prompt + bs - 1) / bs) * w->block_bytes * (uint64_t)w->tp_size;
+    if (w->push_bytes_per_ns > 0) {
+        double wait_ms = (double)(w->push_backlog_bytes + bytes) / w->push_bytes_per_ns / 1e6;
+        if (wait_ms > (double)w->cfg.push_backlog_ms) {
+            snprintf(why, why_bytes,
+                     "the KV link to the decode worker is saturated: %.0f ms of pushes would be "
+                     "ahead of this one (limit %lld ms)",
+                     wait_ms, (long long)w->cfg.push_backlog_ms);
+            return SKV_STATUS_UNAVAILABLE;
+        }
+    }
+    r->push_bytes = bytes;
+    w->push_backlog_bytes += bytes;
+    return SKV_STATUS_OK;
+}
+
+/* Times a finished push for the backlog estimate: its bytes over the time since it started
+ * or since the previous push ended, whichever is later (pushes share the link). */
+static void skv_worker_backlog_rate(skv_worker_t *w, const skv_wreq_t *r)
+{
+    int64_t from = r->push_start_ns > w->push_last_end_ns ? r->push_start_ns : w->push_last_end_ns;
+    double sample = (double)r->push_bytes / (double)(r->push_end_ns - from + 1);
+    w->push_bytes_per_ns =
+        w->push_bytes_per_ns > 0 ? 0.75 * w->push_bytes_per_ns + 0.25 * sample : sample;
+    w->push_last_end_ns = r->push_end_ns;
+}
+
 static void skv_worker_prefill_fail(skv_worker_t *w, skv_wreq_t *r, skv_status_t st,
                                     const char *why)
 {
+    skv_worker_backlog_leave(w, r);
     skv_kv_seq_release(w->pool, &r->kv);
     skv_grpc_call_finish(r->call, st, why);
     skv_worker_retire(w, r);
@@ -106,6 +150,9 @@ void skv_worker_start_prefill(skv_worker_t *w, skv_wreq_t *r)
     if (st == SKV_STATUS_OK && q->target != NULL) {
         st = skv_worker_target_check(w, r, q->target, d.n_prompt, why, sizeof(why));
         swhy = NULL;
+    }
+    if (st == SKV_STATUS_OK && q->target != NULL) {
+        st = skv_worker_backlog_admit(w, r, d.n_prompt, why, sizeof(why));
     }
     if (st == SKV_STATUS_OK) {
         d.id = r->id;
@@ -252,6 +299,7 @@ static void skv_worker_prefill_answer(skv_worker_t *w, skv_wreq_t *r)
         skv_worker_fill_logprob(&r->first, &lp, tops, top_ptrs);
         a.first_logprob = &lp;
     }
+    skv_worker_backlog_leave(w, r);
     skv_kv_seq_release(w->pool, &r->kv);
     skv_grpc_call_finish_msg(r->call, &a.base, SKV_STATUS_OK, NULL);
     skv_worker_retire(w, r);
@@ -267,6 +315,7 @@ void skv_worker_prefill_progress(skv_worker_t *w, skv_wreq_t *r)
     skv_kvx_push_destroy(r->push);
     r->push = NULL;
     if (st == SKV_STATUS_OK) {
+        skv_worker_backlog_rate(w, r);
         skv_worker_prefill_answer(w, r);
         return;
     }
