@@ -10,6 +10,8 @@
 #       PCRE2, UCX with its lib/ucx transport modules and ucx_perftest) and the tokenizer into
 #       .carry/serve.tar.xz (ignored by git).
 #   scripts/gpu_serve_check.sh run OUT_DIR           (GPU machine) unpacks it and runs:
+#     0. the gpu-label tests of this build (test_kvx_ipc, test_cuda_ops, test_cuda_model;
+#        SKV_SERVE_GPU_TESTS=0 skips them);
 #     1. the model: skv_make_model --preset llama3-8b-swiftkv with the Llama-3 tokenizer;
 #     2. reference tokens from the single-process engine (skv_generate, greedy, 32 tokens);
 #     3. for each transport setting (SKV_SERVE_CONFIGS, default "ipc tcp sm"):
@@ -38,7 +40,8 @@ bundle() {
     rm -rf "$stage" && mkdir -p "$stage/bin" "$stage/lib" "$stage/tok"
     local bins=(router/skv_router prefill_worker/skv_prefill_worker
         decode_worker/skv_decode_worker tools/skv_client tools/skv_generate
-        tools/skv_make_model bench/skv_bench_serve bench/kvx_bench)
+        tools/skv_make_model bench/skv_bench_serve bench/kvx_bench tests/gpu/test_kvx_ipc
+        tests/gpu/test_cuda_ops tests/gpu/test_cuda_model)
     for b in "${bins[@]}"; do
         cp "$build/$b" "$stage/bin/" || return 1
     done
@@ -216,6 +219,16 @@ run() {
         nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1
         echo "preset $preset backend $backend in $in_len out $out_len conc $conc"
     } | tee -a "$out/summary.txt"
+    if [ "${SKV_SERVE_GPU_TESTS:-1}" = 1 ]; then # the gpu label's tests, built with this bundle
+        local t
+        for t in test_kvx_ipc test_cuda_ops test_cuda_model; do
+            UCX_TLS=tcp UCX_NET_DEVICES=lo UCX_LOG_LEVEL=fatal timeout 300 bin/$t \
+                >"$work/$t.log" 2>&1
+            local rc=$?
+            [ $rc = 0 ] && say "ok   $t" || fail "$t exit $rc: $(tail -3 "$work/$t.log" | tr '\n' ' ')"
+        done
+        grep -E "target:|initiator:" "$work/test_kvx_ipc.log" | tee -a "$out/summary.txt"
+    fi
     model=$work/model
     local t0=$(date +%s)
     local tok=(--tokenizer tok --vocab 128320) # the Llama-3.2 file has one token past 128255

@@ -7,7 +7,9 @@
  *   - to A: same host, exported pool -> device-to-device copies through CUDA IPC (whole blocks,
  *     then a second request layer by layer: the mapping is opened once for the peer);
  *   - to B: no IPC -> pinned staging buffers filled by asynchronous device-to-host copies,
- *     sent over UCX while the next buffer fills (small buffers: many rounds).
+ *     sent over UCX while the next buffer fills (small buffers: many rounds);
+ *   - to C, a device pool, from a transport with IPC off (as between hosts): staged, sent
+ *     as data messages over tcp, landed in C's pinned bounce buffers and copied to the GPU.
  * The target checks every block byte for byte (device pool read back with cudaMemcpy).
  * Exit 77 (skip) without a CUDA build or without a GPU. The parent never touches CUDA (a
  * CUDA context does not survive fork), children die with it, every wait is bounded.
@@ -166,19 +168,25 @@ static int run_target(int fd)
     }
     tgt_t a = {.name = "A (device pool, IPC)", .device = 1};
     tgt_t b = {.name = "B (host pool, staged)", .device = 0};
-    if (skv_cuda_kvx_malloc((size_t)POOL_BLOCKS * BLOCK_BYTES + 4096, (void **)&a.pool) != 0) {
+    tgt_t c = {.name = "C (device pool, no IPC: staged and bounced)", .device = 1};
+    if (skv_cuda_kvx_malloc((size_t)POOL_BLOCKS * BLOCK_BYTES + 4096, (void **)&a.pool) != 0 ||
+        skv_cuda_kvx_malloc((size_t)POOL_BLOCKS * BLOCK_BYTES, (void **)&c.pool) != 0) {
         SKV_TEST_FAIL("device pool");
     }
     a.pool += 4096; /* the pool starts inside its allocation: the export carries the offset */
     b.pool = calloc(POOL_BLOCKS, BLOCK_BYTES);
     skv_kvx_t *ka = t_start(&a, skv_cuda_kvx_ops(ck));
     skv_kvx_t *kb = t_start(&b, NULL);
+    skv_kvx_t *kc = t_start(&c, skv_cuda_kvx_ops(ck));
     t_reserve(ka, &a, 0, fd);
     t_reserve(kb, &b, 2, fd);
+    t_reserve(kc, &c, 4, fd);
     int64_t deadline = skv_clock_deadline_ms(60000);
-    while (a.n_ok + a.n_err + b.n_ok + b.n_err < 4 && !skv_clock_expired(deadline)) {
+    while (a.n_ok + a.n_err + b.n_ok + b.n_err + c.n_ok + c.n_err < 6 &&
+           !skv_clock_expired(deadline)) {
         skv_kvx_progress(ka);
         skv_kvx_progress(kb);
+        skv_kvx_progress(kc);
     }
     send_all(fd, "d", 1); /* the initiator may tear down now (it needs our progress) */
     struct pollfd pfd = {.fd = fd, .events = POLLIN};
@@ -186,17 +194,22 @@ static int run_target(int fd)
     while (poll(&pfd, 1, 0) == 0 && !skv_clock_expired(deadline)) {
         skv_kvx_progress(ka);
         skv_kvx_progress(kb);
+        skv_kvx_progress(kc);
     }
     skv_kvx_destroy(ka);
     skv_kvx_destroy(kb);
-    if (a.n_ok != 2 || b.n_ok != 2 || a.n_bad || b.n_bad || a.n_err || b.n_err) {
-        SKV_TEST_FAIL("A: %d ok %d bad %d err; B: %d ok %d bad %d err", a.n_ok, a.n_bad, a.n_err,
-                      b.n_ok, b.n_bad, b.n_err);
+    skv_kvx_destroy(kc);
+    if (a.n_ok != 2 || b.n_ok != 2 || c.n_ok != 2 || a.n_bad || b.n_bad || c.n_bad || a.n_err ||
+        b.n_err || c.n_err) {
+        SKV_TEST_FAIL("A: %d ok %d bad %d err; B: %d ok %d bad %d err; C: %d ok %d bad %d err",
+                      a.n_ok, a.n_bad, a.n_err, b.n_ok, b.n_bad, b.n_err, c.n_ok, c.n_bad,
+                      c.n_err);
     }
     skv_cuda_kvx_free(a.pool - 4096);
+    skv_cuda_kvx_free(c.pool);
     free(b.pool);
     skv_cuda_kvx_destroy(ck);
-    fprintf(stderr, "target: 2 IPC and 2 staged requests byte-identical\n");
+    fprintf(stderr, "target: 2 IPC, 2 staged and 2 bounced requests byte-identical\n");
     return 0;
 }
 
@@ -254,13 +267,17 @@ static int run_initiator(int fd)
     cfg.staging_free = skv_cuda_kvx_host_free;
     cfg.staging_bytes = 3 * BLOCK_BYTES / 2; /* pieces straddle buffers */
     cfg.n_staging = 3;
-    skv_kvx_t *kvx = NULL;
+    skv_kvx_t *kvx = NULL, *kvx_no_ipc = NULL;
     if (skv_kvx_create(&cfg, &kvx) != SKV_STATUS_OK) {
         SKV_TEST_FAIL("initiator create");
     }
+    cfg.no_ipc = 1; /* as between hosts: C's device pool takes data messages, bounced */
+    if (skv_kvx_create(&cfg, &kvx_no_ipc) != SKV_STATUS_OK) {
+        SKV_TEST_FAIL("initiator create (no IPC)");
+    }
     uint8_t *host = malloc((size_t)N_BLOCKS * BLOCK_BYTES);
-    uint8_t *dev[4];
-    for (uint64_t r = 0; r < 4; r++) {
+    uint8_t *dev[6];
+    for (uint64_t r = 0; r < 6; r++) {
         for (uint32_t k = 0; k < N_BLOCKS; k++) {
             fill_block(host + (size_t)k * BLOCK_BYTES, r, k);
         }
@@ -269,7 +286,7 @@ static int run_initiator(int fd)
             SKV_TEST_FAIL("device source");
         }
     }
-    for (uint64_t r = 0; r < 4; r++) {
+    for (uint64_t r = 0; r < 6; r++) {
         uint32_t len = 0;
         if (skv_test_read_full(fd, &len, 4) != 0) {
             SKV_TEST_FAIL("descriptor channel");
@@ -281,7 +298,7 @@ static int run_initiator(int fd)
             SKV_TEST_FAIL("descriptor");
         }
         free(b);
-        int ipc = i_push(kvx, d, dev[r], (int)(r % 2));
+        int ipc = i_push(r < 4 ? kvx : kvx_no_ipc, d, dev[r], (int)(r % 2));
         if (ipc != (r < 2)) {
             SKV_TEST_FAIL("request %llu: expected %s", (unsigned long long)r,
                           r < 2 ? "IPC" : "staging");
@@ -291,10 +308,12 @@ static int run_initiator(int fd)
     char c;
     while (read(fd, &c, 1) != 1) { /* the target checked everything */
         skv_kvx_progress(kvx);
+        skv_kvx_progress(kvx_no_ipc);
     }
     skv_kvx_destroy(kvx);
+    skv_kvx_destroy(kvx_no_ipc);
     send_all(fd, "x", 1);
-    for (int r = 0; r < 4; r++) {
+    for (int r = 0; r < 6; r++) {
         skv_cuda_kvx_free(dev[r]);
     }
     free(host);
