@@ -156,6 +156,28 @@ EOF
     done
 }
 
+# perftest: UCX's own bandwidth on the transports the pushes use (ucx_perftest from the wheel,
+# 8 MiB messages as the pushes send): tcp active messages host -> host (our staged path's
+# wire), tcp and shared-memory puts GPU -> GPU (UCX's own pipelines), cuda_ipc GPU -> GPU.
+perftest() {
+    [ -x bin/ucx_perftest ] || return 0
+    local spec tls test mem port=13337
+    for spec in "tcp,cuda_copy ucp_am_bw host" "tcp,cuda_copy ucp_put_bw cuda,cuda" \
+        "sm,cuda_copy,cuda_ipc ucp_put_bw cuda,cuda" "sm,cuda_copy,cuda_ipc ucp_am_bw host"; do
+        read -r tls test mem <<<"$spec"
+        port=$((port + 1))
+        UCX_TLS=$tls UCX_NET_DEVICES=lo timeout 60 bin/ucx_perftest -p $port >/dev/null 2>&1 &
+        local spid=$!
+        sleep 1
+        local line
+        line=$(UCX_TLS=$tls UCX_NET_DEVICES=lo timeout 60 bin/ucx_perftest 127.0.0.1 -p $port \
+            -t "$test" -m "$mem" -s 8388608 -n 200 2>&1 | grep -E "^Final|^ +[0-9]" | tail -1)
+        say "     ucx_perftest $tls $test $mem 8MiB: $line"
+        kill "$spid" 2>/dev/null
+        wait "$spid" 2>/dev/null
+    done
+}
+
 # serve CONFIG: workers with that transport setting, the router, tokens, benchmarks.
 serve() {
     local cfg=$1 env=()
@@ -244,6 +266,7 @@ run() {
     ref_tokens=$(bin/skv_generate --model "$model" --backend "$backend" --tokens "$long_prompt" \
         --max-tokens 32 --ignore-eos 2>"$work/generate.log" | tail -1)
     say "reference (skv_generate): ${ref_tokens:0:60}..."
+    [ "${SKV_SERVE_PERFTEST:-1}" = 1 ] && perftest
     for cfg in $configs; do
         serve "$cfg"
         stop_all

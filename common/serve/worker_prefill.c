@@ -258,6 +258,16 @@ static skv_status_t skv_worker_push_issue(skv_worker_t *w, skv_wreq_t *r, uint32
     return skv_kvx_push_finish(r->push, r->first.token, SKV_STATUS_OK);
 }
 
+/* The status a failed push answers with: DEADLINE_EXCEEDED only when the caller's deadline
+ * passed; otherwise (the link failed, or the push outlived push_timeout_ms on a slow link)
+ * UNAVAILABLE, on which the router decodes the request on the decode worker alone. */
+static skv_status_t skv_worker_push_status(const skv_wreq_t *r, skv_status_t st)
+{
+    int64_t call_deadline = r->call != NULL ? skv_grpc_call_deadline_ns(r->call) : INT64_MAX;
+    return st == SKV_STATUS_TIMEOUT && skv_clock_now_ns() >= call_deadline ? SKV_STATUS_TIMEOUT
+                                                                            : SKV_STATUS_UNAVAILABLE;
+}
+
 /* Starts the KV push of a finished prefill. */
 static void skv_worker_push_start(skv_worker_t *w, skv_wreq_t *r)
 {
@@ -277,7 +287,7 @@ static void skv_worker_push_start(skv_worker_t *w, skv_wreq_t *r)
                  skv_status_str(st));
         skv_kvx_push_destroy(r->push);
         r->push = NULL;
-        skv_worker_prefill_fail(w, r, st == SKV_STATUS_TIMEOUT ? st : SKV_STATUS_UNAVAILABLE, why);
+        skv_worker_prefill_fail(w, r, skv_worker_push_status(r, st), why);
     }
 }
 
@@ -321,7 +331,7 @@ void skv_worker_prefill_progress(skv_worker_t *w, skv_wreq_t *r)
     }
     char why[160];
     snprintf(why, sizeof(why), "the KV push to the decode worker failed: %s", skv_status_str(st));
-    skv_worker_prefill_fail(w, r, st == SKV_STATUS_TIMEOUT ? st : SKV_STATUS_UNAVAILABLE, why);
+    skv_worker_prefill_fail(w, r, skv_worker_push_status(r, st), why);
 }
 
 static void skv_worker_prefill_on_token(void *ctx, uint64_t id, const skv_sample_t *s,
