@@ -73,11 +73,12 @@ def prepare(args, tmp, extra=()):
     args.model = make_model(args, os.path.join(tmp, "model"), extra)
 
 
-def start_workers(args, tmp):
-    """A decode and a prefill worker (1 thread, 4 MiB of KV) on args.model -> (decode, prefill)."""
+def start_workers(args, tmp, prefill_extra=()):
+    """A decode and a prefill worker (1 thread, 4 MiB of KV) on args.model -> (decode, prefill);
+    prefill_extra: further flags of the prefill worker."""
     common = ["--model", args.model, "--kv-mem-mb", "4", "--threads", "1"]
     return (Proc([args.decode_worker] + common, tmp, "decode"),
-            Proc([args.prefill_worker] + common, tmp, "prefill"))
+            Proc([args.prefill_worker] + common + list(prefill_extra), tmp, "prefill"))
 
 
 def cli_tokens(generate, model, prompt, n, temperature=0.0, seed=0, extra=()):

@@ -8,7 +8,9 @@ the ids; stop strings trim the text (with and without include_stop_string) and f
 64 concurrent streams equal their solo runs; client cancel and deadline leave zero reserved
 and zero used blocks (router Stats); bad inputs get the right codes naming the field;
 --max-inflight answers RESOURCE_EXHAUSTED; a dead prefill worker falls back to the decode
-worker; SIGTERM on the router lets an in-flight stream finish and exits 0.
+worker; SIGTERM on the router lets an in-flight stream finish and exits 0; a prefill worker
+with a saturated KV link (--push-backlog-ms) hands prompts back and the router decodes them
+alone, every request still identical to its solo run.
 Exit 77 (skip) without grpcio-tools.
 """
 import os
@@ -28,8 +30,8 @@ PROMPTS = [[1000] + [(37 * i + 11 * k) % 1000 for k in range(2 + 5 * i)] for i i
 
 
 class Cluster:
-    def __init__(self, args, tmp, max_inflight=256):
-        self.dec, self.pre = start_workers(args, tmp)
+    def __init__(self, args, tmp, max_inflight=256, prefill_extra=()):
+        self.dec, self.pre = start_workers(args, tmp, prefill_extra)
         self.router = Proc([args.router, "--tokenizer", args.model, "--decode", self.dec.addr,
                             "--prefill", f"localhost:{self.pre.port}", "--backoff-ms", "60000",
                             "--disagg-min-tokens", str(DISAGG_MIN), "--max-inflight",
@@ -147,6 +149,33 @@ def test_max_inflight(args, tmp):
             p.stop()
 
 
+def test_push_backlog(args, tmp):
+    """A prefill worker whose KV link is saturated (--push-backlog-ms 1: any queue of pushes is
+    too long) refuses prompts UNAVAILABLE; the router decodes them on the decode worker alone,
+    so every request still completes with the tokens it gets alone, and no KV stays held."""
+    cl = Cluster(args, tmp, prefill_extra=["--push-backlog-ms", "1"])
+    try:
+        G = cl.r.G
+        long = [i for i in range(8) if len(PROMPTS[i]) >= DISAGG_MIN]
+        solo = {i: E.generate(cl.r, token_ids=PROMPTS[i], max_tokens=8).ids for i in long}
+        reqs = [E.request(G, token_ids=PROMPTS[long[k % len(long)]], max_tokens=8)
+                for k in range(24)]
+        out = E.run_concurrent(cl.r, reqs)
+        errs = [o for o in out if not isinstance(o, E.Result)]
+        check(not errs, f"saturated KV link: 24 concurrent requests completed {errs[:2]}")
+        check(all(out[k].ids == solo[long[k % len(long)]] for k in range(24)),
+              "saturated KV link: every request == its solo run")
+        with open(cl.router.log_path) as f:
+            refused = sum(1 for line in f if "KV link to the decode worker is saturated" in line
+                          and "alone" in line)
+        check(refused > 0, f"saturated KV link: {refused} prompts refused by the prefill worker "
+                           "and decoded by the decode worker alone")
+        expect_idle(cl, "after the saturated link")
+    finally:
+        for p in cl.procs():
+            p.stop()
+
+
 def test_prefill_down(cl):
     check(cl.pre.stop() == 0, "prefill worker stopped")
     res = E.generate(cl.r, token_ids=PROMPTS[6], max_tokens=8)
@@ -182,6 +211,8 @@ def main():
             test_router_drain(cl)
             os.makedirs(tmp + "/mi")
             test_max_inflight(args, tmp)
+            os.makedirs(tmp + "/backlog")
+            test_push_backlog(args, tmp + "/backlog")
         except BaseException:
             for p in cl.procs():
                 print(f"---- {p.name}\n{p.tail()}")
