@@ -13,12 +13,13 @@
 #include <stdint.h>
 
 #include "base/status.h"
+#include "common/request_limits.h"
 #include "common/tokenizer/tokenizer.h"
 #include "skv/v1/generate.pb-c.h"
 
 #define SKV_ROUTER_MAX_EOS        8
-#define SKV_ROUTER_MAX_LOGPROBS   20
-#define SKV_ROUTER_MAX_STOP_IDS   64
+#define SKV_ROUTER_MAX_LOGPROBS   SKV_MAX_LOGPROBS
+#define SKV_ROUTER_MAX_STOP_IDS   SKV_MAX_STOP_TOKEN_IDS
 #define SKV_ROUTER_MAX_REQUEST_ID 128
 
 /* What the router knows of the model (from a decode worker's ModelInfo). */

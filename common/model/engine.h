@@ -39,7 +39,7 @@
 #include "common/model/model.h"
 #include "common/model/sampler.h"
 
-#define SKV_ENGINE_MAX_STOP_IDS 16
+#define SKV_ENGINE_MAX_STOP_IDS SKV_MAX_STOP_TOKEN_IDS
 
 typedef enum {
     SKV_FINISH_STOP = 0,  /* an end-of-sequence or stop token */

@@ -20,9 +20,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/request_limits.h"
 #include "base/status.h"
 
-#define SKV_SAMPLER_MAX_LOGPROBS 20
+#define SKV_SAMPLER_MAX_LOGPROBS SKV_MAX_LOGPROBS
 
 typedef struct {
     float temperature;       /* 0 = greedy; must be >= 0 */

@@ -237,7 +237,7 @@ skv_status_t skv_worker_stop_from_msg(const skv_worker_t *w, const Skv__V1__Stop
         d->max_tokens = (int32_t)m->max_tokens;
     }
     if (m->n_stop_token_ids > SKV_ENGINE_MAX_STOP_IDS) {
-        *why = "at most 16 stop_token_ids are allowed";
+        *why = "too many stop_token_ids (SKV_MAX_STOP_TOKEN_IDS, common/request_limits.h)";
         return SKV_STATUS_INVALID_ARGUMENT;
     }
     int32_t vocab = skv_model_config(w->model)->vocab_size;
