@@ -84,27 +84,20 @@ void skv_worker_retire(skv_worker_t *w, skv_wreq_t *r)
     __atomic_sub_fetch(&w->n_live_calls, 1, __ATOMIC_RELAXED);
 }
 
-/* Starts a newly adopted call according to its kind. */
+/* The roles this worker serves, in a fixed order (each hook is called for both). */
+static const skv_worker_role_ops_t *skv_worker_role(const skv_worker_t *w, int i)
+{
+    return i == 0 ? ((w->cfg.role & SKV_WORKER_ROLE_PREFILL) ? w->cfg.prefill_ops : NULL)
+                  : ((w->cfg.role & SKV_WORKER_ROLE_DECODE) ? w->cfg.decode_ops : NULL);
+}
+
+/* Starts a newly adopted call: a prefill is the prefill role's, every other kind the decode
+ * role's (the handlers accept only the kinds of the roles served). */
 static void skv_worker_dispatch(skv_worker_t *w, skv_wreq_t *r)
 {
     r->id = ++w->next_id;
-    switch (r->kind) {
-    case SKV_WREQ_GENERATE:
-        skv_worker_start_generate(w, r);
-        break;
-    case SKV_WREQ_DECODE:
-        skv_worker_start_decode(w, r);
-        break;
-    case SKV_WREQ_PREFILL:
-        skv_worker_start_prefill(w, r);
-        break;
-    case SKV_WREQ_RESERVE:
-        skv_worker_reserve(w, r);
-        break;
-    case SKV_WREQ_RELEASE:
-        skv_worker_release(w, r);
-        break;
-    }
+    const skv_worker_role_ops_t *ops = skv_worker_role(w, r->kind == SKV_WREQ_PREFILL ? 0 : 1);
+    ops->start(w, r);
 }
 
 /* Moves the inbox to the live list and starts each call. Returns how many were adopted and
@@ -137,8 +130,25 @@ static void skv_worker_watch_cancel(skv_worker_t *w, skv_wreq_t *r)
     }
     if (r->in_engine && !r->cancel_asked) {
         r->cancel_asked = skv_engine_cancel(w->engine, r->id) == SKV_STATUS_OK;
-    } else if (r->res != NULL) {
-        skv_worker_decode_cancelled(w, r);
+        return;
+    }
+    for (int i = 0; i < 2; i++) {
+        const skv_worker_role_ops_t *ops = skv_worker_role(w, i);
+        if (ops != NULL && ops->cancelled != NULL) {
+            ops->cancelled(w, r);
+        }
+    }
+}
+
+/* The roles' per-iteration work (decode: reservations past their lease). */
+static void skv_worker_tick(skv_worker_t *w)
+{
+    int64_t now = skv_clock_now_ns();
+    for (int i = 0; i < 2; i++) {
+        const skv_worker_role_ops_t *ops = skv_worker_role(w, i);
+        if (ops != NULL && ops->tick != NULL) {
+            ops->tick(w, now);
+        }
     }
 }
 
@@ -148,14 +158,12 @@ static int skv_worker_watch(skv_worker_t *w)
     int busy = 0;
     for (skv_wreq_t *r = w->live; r != NULL; r = r->next) {
         skv_worker_watch_cancel(w, r);
-        if (r->push != NULL) {
-            skv_worker_prefill_progress(w, r);
-            busy = 1;
+        for (int i = 0; i < 2; i++) {
+            const skv_worker_role_ops_t *ops = skv_worker_role(w, i);
+            if (ops != NULL && ops->watch != NULL) {
+                busy |= ops->watch(w, r);
+            }
         }
-        if (r->call != NULL && (r->kind == SKV_WREQ_GENERATE || r->kind == SKV_WREQ_DECODE)) {
-            skv_worker_stream_flush(w, r);
-        }
-        busy |= r->res != NULL;
     }
     skv_worker_reap(w);
     return busy;
@@ -200,8 +208,11 @@ static skv_status_t skv_worker_loop_init(skv_worker_t *w)
     if (st == SKV_STATUS_OK) {
         st = skv_kvx_create(&kc, &w->kvx);
     }
-    if (st == SKV_STATUS_OK && (w->cfg.role & SKV_WORKER_ROLE_DECODE)) {
-        st = skv_worker_decode_init(w);
+    for (int i = 0; i < 2 && st == SKV_STATUS_OK; i++) {
+        const skv_worker_role_ops_t *ops = skv_worker_role(w, i);
+        if (ops != NULL && ops->init != NULL) {
+            st = ops->init(w);
+        }
     }
     pthread_mutex_lock(&w->mu);
     w->loop_init_status = st;
@@ -227,7 +238,7 @@ static void *skv_worker_loop_main(void *arg)
             break;
         }
         work += (int)skv_kvx_progress(w->kvx);
-        skv_worker_expire_reservations(w, skv_clock_now_ns());
+        skv_worker_tick(w);
         int transfers = skv_worker_watch(w);
         skv_status_t st = skv_engine_step(w->engine);
         if (st != SKV_STATUS_AGAIN) {
@@ -237,7 +248,12 @@ static void *skv_worker_loop_main(void *arg)
             skv_worker_idle(w, transfers ? SKV_WORKER_UCX_WAIT_NS : SKV_WORKER_IDLE_WAIT_NS);
         }
     }
-    skv_worker_drop_reservations(w);
+    for (int i = 0; i < 2; i++) {
+        const skv_worker_role_ops_t *ops = skv_worker_role(w, i);
+        if (ops != NULL && ops->stop != NULL) {
+            ops->stop(w);
+        }
+    }
     skv_kvx_destroy(w->kvx);
     w->kvx = NULL;
     skv_backend_kvx_destroy(&w->bkvx); /* after the transport that borrowed its hooks */
@@ -331,9 +347,11 @@ skv_status_t skv_worker_create(const skv_worker_config_t *cfg, skv_model_t *mode
 {
     if (cfg == NULL || cfg->listen == NULL || cfg->role < SKV_WORKER_ROLE_PREFILL ||
         cfg->role > SKV_WORKER_ROLE_BOTH || model == NULL || pool == NULL ||
-        (be == NULL && skv_kv_pool_n_ranks(pool) == 1)) {
-        SKV_LOG_ERROR("worker: invalid configuration (listen address, role, model, pool, "
-                      "backend)");
+        (be == NULL && skv_kv_pool_n_ranks(pool) == 1) ||
+        ((cfg->role & SKV_WORKER_ROLE_PREFILL) && cfg->prefill_ops == NULL) ||
+        ((cfg->role & SKV_WORKER_ROLE_DECODE) && cfg->decode_ops == NULL)) {
+        SKV_LOG_ERROR("worker: invalid configuration (listen address, role and its code, model, "
+                      "pool, backend)");
         return SKV_STATUS_INVALID_ARGUMENT;
     }
     skv_status_t status = SKV_STATUS_NO_MEMORY;

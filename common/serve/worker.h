@@ -33,8 +33,32 @@ typedef enum {
     SKV_WORKER_ROLE_BOTH = 3,
 } skv_worker_role_t;
 
+typedef struct skv_worker skv_worker_t;
+typedef struct skv_wreq skv_wreq_t; /* one accepted call (worker_internal.h) */
+
+/* What a role adds to the serving core; the role's own folder fills it (prefill_worker/,
+ * decode_worker/) and the process's main hands it to the worker, so the core never calls
+ * up into a role. Every hook runs on the loop thread; NULL hooks are absent. */
+typedef struct {
+    /* After the transport exists, before any call (decode: register the KV pool). */
+    skv_status_t (*init)(skv_worker_t *w);
+    /* A newly accepted call of one of this role's kinds (skv_wreq_kind_t). */
+    void (*start)(skv_worker_t *w, skv_wreq_t *r);
+    /* Every live call, every loop iteration: move its work on (pushes, streamed tokens).
+     * Returns non-zero while a transfer of the call needs the loop to poll soon. */
+    int (*watch)(skv_worker_t *w, skv_wreq_t *r);
+    /* A call whose client went away and that the engine does not hold. */
+    void (*cancelled)(skv_worker_t *w, skv_wreq_t *r);
+    /* Once per loop iteration (decode: expire reservations). */
+    void (*tick)(skv_worker_t *w, int64_t now_ns);
+    /* The loop ends: give back what the role holds (decode: reservations). */
+    void (*stop)(skv_worker_t *w);
+} skv_worker_role_ops_t;
+
 typedef struct {
     skv_worker_role_t role;
+    const skv_worker_role_ops_t *prefill_ops; /* the roles' code; each role cfg.role includes */
+    const skv_worker_role_ops_t *decode_ops;  /* needs its table (borrowed, static) */
     const char *listen;        /* gRPC address, "0.0.0.0:50052"; port 0 picks one */
     int grpc_threads;          /* completion-queue threads; 0 -> 2 */
     int32_t max_waiting;       /* engine queue bound (backpressure); 0 -> 256 */
@@ -56,8 +80,6 @@ typedef struct {
     const char *advertise;     /* address other processes use to reach this worker (Stats,
                                   TransferTarget.decode_target); NULL -> listen address */
 } skv_worker_config_t;
-
-typedef struct skv_worker skv_worker_t;
 
 /* Fills cfg with the defaults above (role BOTH, listen "127.0.0.1:0", kvx defaults). */
 void skv_worker_config_default(skv_worker_config_t *cfg);

@@ -1,7 +1,9 @@
 /*
  * worker_internal.h: the data of a worker shared by its source files (worker.c: lifecycle and
- * loop; worker_rpc.c: handlers and message conversion; worker_stream.c: streamed answers;
- * worker_decode.c: reservations and KV admission; worker_prefill.c: prefill and KV push).
+ * loop; worker_rpc.c: handlers and message conversion) and by the roles' code, which the
+ * core reaches only through skv_worker_role_ops_t (decode_worker/decode.c: reservations and
+ * KV admission; decode_worker/stream.c: streamed answers; prefill_worker/prefill.c: prefill
+ * and KV push).
  *
  * Threads: handlers (gRPC threads) only allocate a skv_wreq_t and append it to the inbox
  * under `mu`; everything else in a skv_wreq_t / skv_wres_t is touched by the loop thread only.
@@ -30,7 +32,7 @@ typedef struct skv_wres skv_wres_t;
 
 /* One accepted call. Lives from the handler until the call is finished and the engine and
  * the transport hold no reference (in_engine == 0, push == NULL). */
-typedef struct skv_wreq {
+struct skv_wreq {
     struct skv_wreq *next;
     struct skv_worker *w; /* back pointer for engine callbacks */
     skv_wreq_kind_t kind;
@@ -64,7 +66,7 @@ typedef struct skv_wreq {
     int has_first;
     int64_t push_start_ns, push_end_ns;
     uint64_t push_bytes; /* its share of the worker's push backlog (0 once left) */
-} skv_wreq_t;
+};
 
 /* One reservation of KV blocks on a decode worker (Decode.Reserve). */
 struct skv_wres {
@@ -131,29 +133,5 @@ void skv_worker_fill_logprob(const skv_sample_t *s, Skv__V1__TokenLogprob *lp,
 /* worker.c */
 void skv_worker_retire(skv_worker_t *w, skv_wreq_t *r);
 void skv_worker_wake(skv_worker_t *w);
-
-/* worker_stream.c */
-skv_status_t skv_worker_stream_submit(skv_worker_t *w, skv_wreq_t *r, skv_request_desc_t *d,
-                                      const char **why);
-void skv_worker_stream_flush(skv_worker_t *w, skv_wreq_t *r);
-void skv_worker_stream_fail(skv_worker_t *w, skv_wreq_t *r, skv_status_t st, const char *why);
-skv_status_t skv_worker_stop_from_msg(const skv_worker_t *w, const Skv__V1__StopCriteria *m,
-                                      int32_t n_prompt, skv_request_desc_t *d, const char **why);
-void skv_worker_start_generate(skv_worker_t *w, skv_wreq_t *r);
-extern const skv_request_cbs_t skv_worker_stream_cbs;
-
-/* worker_decode.c */
-skv_status_t skv_worker_decode_init(skv_worker_t *w);
-void skv_worker_reserve(skv_worker_t *w, skv_wreq_t *r);
-void skv_worker_release(skv_worker_t *w, skv_wreq_t *r);
-void skv_worker_start_decode(skv_worker_t *w, skv_wreq_t *r);
-void skv_worker_decode_cancelled(skv_worker_t *w, skv_wreq_t *r);
-void skv_worker_expire_reservations(skv_worker_t *w, int64_t now);
-void skv_worker_drop_reservations(skv_worker_t *w);
-
-/* worker_prefill.c */
-void skv_worker_start_prefill(skv_worker_t *w, skv_wreq_t *r);
-void skv_worker_prefill_progress(skv_worker_t *w, skv_wreq_t *r);
-extern const skv_request_cbs_t skv_worker_prefill_cbs;
 
 #endif /* SKV_COMMON_WORKER_INTERNAL_H */

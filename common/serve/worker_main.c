@@ -229,12 +229,23 @@ static void skv_wmain_port_file(const char *path, int port)
     }
 }
 
-int skv_worker_main(int argc, char **argv, skv_worker_role_t default_role)
+int skv_worker_main(int argc, char **argv, skv_worker_role_t default_role,
+                    const skv_worker_role_ops_t *prefill_ops,
+                    const skv_worker_role_ops_t *decode_ops)
 {
     skv_wmain_args_t a;
     skv_wmain_defaults(&a, default_role);
     if (skv_wmain_parse(argc, argv, &a) != 0) {
         skv_wmain_usage(argv[0]);
+        return 2;
+    }
+    a.wc.prefill_ops = prefill_ops;
+    a.wc.decode_ops = decode_ops;
+    if (((a.wc.role & SKV_WORKER_ROLE_PREFILL) && prefill_ops == NULL) ||
+        ((a.wc.role & SKV_WORKER_ROLE_DECODE) && decode_ops == NULL)) {
+        fprintf(stderr, "%s: this binary does not have the %s role (skv_decode_worker serves "
+                        "both)\n",
+                argv[0], prefill_ops == NULL ? "prefill" : "decode");
         return 2;
     }
     skv_backend_t *be = NULL;

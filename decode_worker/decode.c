@@ -22,7 +22,8 @@
 #include "base/alloc.h"
 #include "base/clock.h"
 #include "base/log.h"
-#include "common/serve/worker_internal.h"
+#include "decode_worker/decode.h"
+#include "decode_worker/decode_internal.h"
 
 static skv_wres_t *skv_wres_by_id(skv_worker_t *w, uint64_t id)
 {
@@ -114,7 +115,7 @@ static void skv_worker_lease_complete(void *ctx, uint64_t id, int32_t first_toke
     skv_wres_remove(w, res);
 }
 
-skv_status_t skv_worker_decode_init(skv_worker_t *w)
+static skv_status_t skv_worker_decode_init(skv_worker_t *w)
 {
     /* Every rank's memory of a tensor-parallel pool is registered; the descriptor states
      * the split (ranks x KV heads each) so a prefill worker of another TP size can map its
@@ -250,7 +251,7 @@ static void skv_worker_reserve_answer(skv_worker_t *w, skv_wreq_t *r, const skv_
     skv_worker_retire(w, r);
 }
 
-void skv_worker_reserve(skv_worker_t *w, skv_wreq_t *r)
+static void skv_worker_reserve(skv_worker_t *w, skv_wreq_t *r)
 {
     const Skv__V1__ReserveRequest *q = (const Skv__V1__ReserveRequest *)r->msg;
     char why[256] = "";
@@ -289,7 +290,7 @@ void skv_worker_reserve(skv_worker_t *w, skv_wreq_t *r)
     skv_free(desc);
 }
 
-void skv_worker_release(skv_worker_t *w, skv_wreq_t *r)
+static void skv_worker_release(skv_worker_t *w, skv_wreq_t *r)
 {
     const Skv__V1__ReleaseRequest *q = (const Skv__V1__ReleaseRequest *)r->msg;
     skv_wres_t *res = skv_wres_by_name(w, q->request_id);
@@ -355,7 +356,7 @@ static void skv_worker_decode_admit(skv_worker_t *w, skv_wreq_t *r)
     skv_wres_remove(w, res);
 }
 
-void skv_worker_start_decode(skv_worker_t *w, skv_wreq_t *r)
+static void skv_worker_start_decode(skv_worker_t *w, skv_wreq_t *r)
 {
     const Skv__V1__DecodeRequest *q = (const Skv__V1__DecodeRequest *)r->msg;
     skv_wres_t *res = skv_wres_by_name(w, q->request_id);
@@ -376,12 +377,12 @@ void skv_worker_start_decode(skv_worker_t *w, skv_wreq_t *r)
     } /* else the completion callback admits it, or the lease expiry fails it */
 }
 
-void skv_worker_decode_cancelled(skv_worker_t *w, skv_wreq_t *r)
+static void skv_worker_decode_cancelled(skv_worker_t *w, skv_wreq_t *r)
 {
     skv_worker_decode_fail(w, r, SKV_STATUS_CANCELLED, "cancelled");
 }
 
-void skv_worker_expire_reservations(skv_worker_t *w, int64_t now)
+static void skv_worker_expire_reservations(skv_worker_t *w, int64_t now)
 {
     int64_t reserved = 0;
     skv_wres_t *res = w->reservations;
@@ -399,7 +400,7 @@ void skv_worker_expire_reservations(skv_worker_t *w, int64_t now)
     __atomic_store_n(&w->n_reserved_blocks, reserved, __ATOMIC_RELAXED);
 }
 
-void skv_worker_drop_reservations(skv_worker_t *w)
+static void skv_worker_drop_reservations(skv_worker_t *w)
 {
     while (w->reservations != NULL) {
         skv_wres_t *res = w->reservations;
@@ -411,3 +412,50 @@ void skv_worker_drop_reservations(skv_worker_t *w)
     }
     __atomic_store_n(&w->n_reserved_blocks, 0, __ATOMIC_RELAXED);
 }
+
+/* Starts a call of the decode role's kinds. */
+static void skv_worker_decode_start(skv_worker_t *w, skv_wreq_t *r)
+{
+    switch (r->kind) {
+    case SKV_WREQ_GENERATE:
+        skv_worker_start_generate(w, r);
+        break;
+    case SKV_WREQ_DECODE:
+        skv_worker_start_decode(w, r);
+        break;
+    case SKV_WREQ_RESERVE:
+        skv_worker_reserve(w, r);
+        break;
+    case SKV_WREQ_RELEASE:
+        skv_worker_release(w, r);
+        break;
+    case SKV_WREQ_PREFILL:
+        break; /* the prefill role's */
+    }
+}
+
+/* Streams what a call's tokens produced; a call waiting on a reservation keeps the loop
+ * polling the transport. */
+static int skv_worker_decode_watch(skv_worker_t *w, skv_wreq_t *r)
+{
+    if (r->call != NULL && (r->kind == SKV_WREQ_GENERATE || r->kind == SKV_WREQ_DECODE)) {
+        skv_worker_stream_flush(w, r);
+    }
+    return r->res != NULL;
+}
+
+static void skv_worker_decode_on_cancel(skv_worker_t *w, skv_wreq_t *r)
+{
+    if (r->res != NULL) {
+        skv_worker_decode_cancelled(w, r);
+    }
+}
+
+const skv_worker_role_ops_t skv_decode_role = {
+    .init = skv_worker_decode_init,
+    .start = skv_worker_decode_start,
+    .watch = skv_worker_decode_watch,
+    .cancelled = skv_worker_decode_on_cancel,
+    .tick = skv_worker_expire_reservations,
+    .stop = skv_worker_drop_reservations,
+};

@@ -13,7 +13,7 @@
 #include "base/alloc.h"
 #include "base/clock.h"
 #include "base/log.h"
-#include "common/serve/worker_internal.h"
+#include "decode_worker/decode_internal.h"
 
 /* Appends one sampled token to the outbox. */
 static skv_status_t skv_wreq_out_push(skv_wreq_t *r, const skv_sample_t *s, int keep_sample)

@@ -25,6 +25,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "common/serve/worker_internal.h"
+#include "prefill_worker/prefill.h"
 
 /* The request's push leaves the backlog (it ended, or never started). */
 static void skv_worker_backlog_leave(skv_worker_t *w, skv_wreq_t *r)
@@ -131,7 +132,9 @@ static skv_status_t skv_worker_target_check(skv_worker_t *w, skv_wreq_t *r,
     return SKV_STATUS_OK;
 }
 
-void skv_worker_start_prefill(skv_worker_t *w, skv_wreq_t *r)
+static const skv_request_cbs_t skv_worker_prefill_cbs;
+
+static void skv_worker_start_prefill(skv_worker_t *w, skv_wreq_t *r)
 {
     const Skv__V1__PrefillRequest *q = (const Skv__V1__PrefillRequest *)r->msg;
     char why[256] = "invalid request";
@@ -315,7 +318,7 @@ static void skv_worker_prefill_answer(skv_worker_t *w, skv_wreq_t *r)
     skv_worker_retire(w, r);
 }
 
-void skv_worker_prefill_progress(skv_worker_t *w, skv_wreq_t *r)
+static void skv_worker_prefill_progress(skv_worker_t *w, skv_wreq_t *r)
 {
     skv_status_t st = skv_kvx_push_test(r->push);
     if (st == SKV_STATUS_AGAIN) {
@@ -370,5 +373,20 @@ static void skv_worker_prefill_on_finish(void *ctx, uint64_t id, const skv_reque
     }
 }
 
-const skv_request_cbs_t skv_worker_prefill_cbs = {skv_worker_prefill_on_token,
+static const skv_request_cbs_t skv_worker_prefill_cbs = {skv_worker_prefill_on_token,
                                                   skv_worker_prefill_on_finish, NULL};
+
+/* A prefill whose push is in flight moves on (and keeps the loop polling the transport). */
+static int skv_worker_prefill_watch(skv_worker_t *w, skv_wreq_t *r)
+{
+    if (r->push == NULL) {
+        return 0;
+    }
+    skv_worker_prefill_progress(w, r);
+    return 1;
+}
+
+const skv_worker_role_ops_t skv_prefill_role = {
+    .start = skv_worker_start_prefill,
+    .watch = skv_worker_prefill_watch,
+};
