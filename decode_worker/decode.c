@@ -158,8 +158,7 @@ static skv_status_t skv_worker_reserve_check(skv_worker_t *w, const Skv__V1__Res
             return SKV_STATUS_INVALID_ARGUMENT;
         }
     }
-    if ((int64_t)q->n_prompt_token_ids + (int64_t)q->max_tokens > ctx ||
-        (int64_t)q->n_prompt_token_ids >= ctx) {
+    if (!skv_request_fits_context((int64_t)q->n_prompt_token_ids, q->max_tokens, ctx)) {
         snprintf(why, why_bytes,
                  "prompt (%zu tokens) + max_tokens (%u) exceed the context (%" PRId64 ")",
                  q->n_prompt_token_ids, q->max_tokens, ctx);
@@ -171,7 +170,7 @@ static skv_status_t skv_worker_reserve_check(skv_worker_t *w, const Skv__V1__Res
                  q->layout_fingerprint, w->fingerprint);
         return SKV_STATUS_MISMATCH;
     }
-    int64_t need = ((int64_t)q->n_prompt_token_ids + (int64_t)q->max_tokens + bs) / bs;
+    int64_t need = skv_kv_blocks_for((int64_t)q->n_prompt_token_ids + q->max_tokens, bs);
     if (need > skv_kv_pool_n_blocks(w->pool)) {
         snprintf(why, why_bytes, "the request needs %" PRId64 " KV blocks; the pool has %" PRId64,
                  need, skv_kv_pool_n_blocks(w->pool));

@@ -230,7 +230,7 @@ skv_status_t skv_worker_stop_from_msg(const skv_worker_t *w, const Skv__V1__Stop
         return SKV_STATUS_OK;
     }
     if (m->max_tokens > 0) {
-        if ((int64_t)m->max_tokens > ctx - n_prompt) {
+        if (!skv_request_fits_context(n_prompt, m->max_tokens, ctx)) {
             *why = "prompt tokens + max_tokens exceed the model's context length";
             return SKV_STATUS_OUT_OF_RANGE;
         }

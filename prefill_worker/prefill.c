@@ -24,6 +24,7 @@
 #include "base/alloc.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "common/request_limits.h"
 #include "common/serve/worker_internal.h"
 #include "prefill_worker/prefill.h"
 
@@ -43,7 +44,7 @@ static skv_status_t skv_worker_backlog_admit(skv_worker_t *w, skv_wreq_t *r, int
                                              char *why, size_t why_bytes)
 {
     int32_t bs = skv_kv_pool_layout(w->pool)->block_size;
-    uint64_t bytes = (uint64_t)((n_prompt + bs - 1) / bs) * w->block_bytes * (uint64_t)w->tp_size;
+    uint64_t bytes = (uint64_t)skv_kv_blocks_for(n_prompt, bs) * w->block_bytes * (uint64_t)w->tp_size;
     if (w->push_bytes_per_ns > 0) {
         double wait_ms = (double)(w->push_backlog_bytes + bytes) / w->push_bytes_per_ns / 1e6;
         if (wait_ms > (double)w->cfg.push_backlog_ms) {
@@ -122,7 +123,7 @@ static skv_status_t skv_worker_target_check(skv_worker_t *w, skv_wreq_t *r,
         return SKV_STATUS_MISMATCH;
     }
     SKV_CHECK(skv_worker_split_check(w, r->desc, why, why_bytes));
-    uint32_t need = (uint32_t)((n_prompt + bs - 1) / bs);
+    uint32_t need = (uint32_t)skv_kv_blocks_for(n_prompt, bs);
     if (r->desc->n_blocks < need) {
         snprintf(why, why_bytes,
                  "the transfer target does not fit the prompt (%u blocks for %u needed)",
@@ -275,7 +276,7 @@ static skv_status_t skv_worker_push_status(const skv_wreq_t *r, skv_status_t st)
 static void skv_worker_push_start(skv_worker_t *w, skv_wreq_t *r)
 {
     int32_t bs = skv_kv_pool_layout(w->pool)->block_size;
-    uint32_t n_blocks = (uint32_t)((r->n_prompt + bs - 1) / bs);
+    uint32_t n_blocks = (uint32_t)skv_kv_blocks_for(r->n_prompt, bs);
     int64_t deadline = skv_clock_deadline_ms(w->cfg.push_timeout_ms);
     int64_t call_deadline = skv_grpc_call_deadline_ns(r->call);
     deadline = call_deadline < deadline ? call_deadline : deadline;

@@ -212,7 +212,7 @@ static skv_status_t skv_router_check_context(size_t n_prompt, uint32_t max_token
                  n_prompt, model->context_length);
         return SKV_STATUS_OUT_OF_RANGE;
     }
-    if (max_tokens > 0 && n_prompt + (uint64_t)max_tokens > ctx) {
+    if (!skv_request_fits_context((int64_t)n_prompt, max_tokens, (int64_t)ctx)) {
         snprintf(msg, msg_bytes,
                  "the prompt (%zu tokens) + stop.max_tokens (%u) exceeds the context length %u",
                  n_prompt, max_tokens, model->context_length);

@@ -118,15 +118,15 @@ static skv_status_t skv_engine_validate(const skv_engine_t *e, const skv_request
         }
     }
     if (d->max_tokens < 1 || d->n_stop_ids < 0 || d->n_stop_ids > SKV_ENGINE_MAX_STOP_IDS) {
-        *why = "max_tokens must be >= 1 and at most 16 stop token ids are allowed";
+        *why = "max_tokens must be >= 1, with at most SKV_MAX_STOP_TOKEN_IDS stop token ids";
         return SKV_STATUS_INVALID_ARGUMENT;
     }
     SKV_CHECK(skv_sampling_params_validate(&d->sampling, e->vocab, why));
-    if ((int64_t)d->n_prompt + d->max_tokens > e->max_ctx) {
+    if (!skv_request_fits_context(d->n_prompt, d->max_tokens, e->max_ctx)) {
         *why = "prompt tokens + max_tokens exceed the model's context length";
         return SKV_STATUS_OUT_OF_RANGE;
     }
-    int64_t need = ((int64_t)d->n_prompt + d->max_tokens + e->block_size - 1) / e->block_size;
+    int64_t need = skv_kv_blocks_for((int64_t)d->n_prompt + d->max_tokens, e->block_size);
     if (need > skv_kv_pool_n_blocks(e->pool)) {
         *why = "the request needs more KV blocks than the whole pool holds";
         return SKV_STATUS_BUSY;

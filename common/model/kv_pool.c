@@ -2,6 +2,7 @@
  * kv_pool.c: block allocator (a LIFO free stack plus an allocated bitmap that catches double
  * releases) and per-sequence block tables.
  */
+#include "common/request_limits.h"
 #include "common/model/kv_pool.h"
 
 #include <string.h>
@@ -222,7 +223,7 @@ size_t skv_kv_pool_bytes(const skv_kv_pool_t *pool)
 
 skv_status_t skv_kv_seq_reserve(skv_kv_pool_t *pool, skv_kv_seq_t *seq, int64_t n_tokens)
 {
-    int64_t need64 = (n_tokens + pool->layout.block_size - 1) / pool->layout.block_size;
+    int64_t need64 = skv_kv_blocks_for(n_tokens, pool->layout.block_size);
     if (need64 > pool->n_blocks) {
         return SKV_STATUS_BUSY;
     }
