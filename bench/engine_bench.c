@@ -400,7 +400,8 @@ int main(int argc, char **argv)
     int32_t need_ctx = a.prompt_len > max_c + 1 ? a.prompt_len : max_c + 1;
     int32_t budget = max_pb * a.prompt_len > max_db ? max_pb * a.prompt_len : max_db;
     skv_model_opts_t mo = {skv_bench_mode(a.mode), budget, max_pb > max_db ? max_pb : max_db,
-                           need_ctx, a.kv_dtype};
+                           need_ctx, a.kv_dtype, 0};
+    skv_model_opts_env(&mo);
     skv_model_config_t pcfg;
     if (skv_backend_create(a.backend, a.threads, 0, &be) != SKV_STATUS_OK) {
         return 1;

@@ -166,7 +166,8 @@ static int skv_gen_run(const skv_gen_args_t *a, const int32_t *prompt, int32_t n
     int32_t n_out = 0;
     skv_gen_out_t printed = {0, detok};
     skv_model_opts_t mo = {skv_gen_mode(a->mode),
-                           a->gen.chunk_tokens > 0 ? a->gen.chunk_tokens : 512, 1, 0, a->kv_dtype};
+                           a->gen.chunk_tokens > 0 ? a->gen.chunk_tokens : 512, 1, 0, a->kv_dtype, 0};
+    skv_model_opts_env(&mo);
     skv_generate_opts_t gen = a->gen;
     gen.chunk_tokens = mo.max_batch_tokens;
     skv_status_t status = out ? SKV_STATUS_OK : SKV_STATUS_NO_MEMORY;

@@ -88,9 +88,7 @@ skv_status_t skv_engine_create(skv_model_t *model, skv_kv_pool_t *pool,
     e->logits = skv_mallocn((size_t)e->max_seqs * (size_t)e->vocab, sizeof(float));
     e->rows = skv_calloc((size_t)e->max_seqs, sizeof(*e->rows));
     e->picked = skv_calloc((size_t)e->max_seqs, sizeof(*e->picked));
-    const char *env = getenv("SKV_HOST_SAMPLING");
-    int host = opts->host_sampling || (env != NULL && env[0] != '\0' && strcmp(env, "0") != 0);
-    e->backend_sampling = !host && skv_model_samples_on_backend(model);
+    e->backend_sampling = !opts->host_sampling && skv_model_samples_on_backend(model);
     if (e->steps == NULL || e->batch == NULL || e->logits == NULL || e->rows == NULL ||
         e->picked == NULL) {
         skv_engine_destroy(e);

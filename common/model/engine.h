@@ -103,8 +103,8 @@ typedef struct {
 
 typedef struct {
     int32_t max_waiting; /* queued requests beyond which submit answers BUSY */
-    int host_sampling;   /* 1: always pick tokens on the host (A/B runs); SKV_HOST_SAMPLING=1
-                          * in the environment does the same */
+    int host_sampling;   /* 1: always pick tokens on the host (A/B runs; the workers' main
+                          * sets it from SKV_HOST_SAMPLING) */
 } skv_engine_opts_t;
 
 typedef struct {

@@ -383,7 +383,7 @@ static skv_status_t skv_forward_ops(skv_model_t *m, const skv_step_t *st, const 
 static int32_t skv_graph_ctx_cap(const skv_model_t *m, const skv_seq_step_t *seqs,
                                  int32_t n_seqs)
 {
-    if (m->be->ops->graph_launch == NULL || getenv("SKV_NO_GRAPHS") != NULL) {
+    if (m->be->ops->graph_launch == NULL || m->opts.no_graphs) {
         return 0;
     }
     int32_t max_ctx = 0;

@@ -50,7 +50,12 @@ typedef struct {
      * backend's default (ops->kv_dtype), "fp8" = f8e4m3, or another name in the backend's
      * kv_dtypes. Read during the load only (the model keeps the resolved dtype). */
     const char *kv_dtype;
+    int no_graphs; /* 1: decode steps never run as recorded device graphs (A/B runs) */
 } skv_model_opts_t;
+
+/* Applies the environment's model switches to opts, for a process's main (nothing below
+ * reads the environment): SKV_NO_GRAPHS (set and not "0") sets no_graphs. */
+void skv_model_opts_env(skv_model_opts_t *opts);
 
 typedef struct skv_model skv_model_t;
 

@@ -8,6 +8,7 @@
  */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/alloc.h"
@@ -695,4 +696,12 @@ skv_status_t skv_model_kv_pool_create(skv_model_t *m, int32_t block_size, int64_
     skv_kv_layout_t layout;
     skv_model_kv_layout(m, block_size, &layout);
     return skv_kv_pool_create(&layout, n_blocks, m->be, pool_p);
+}
+
+void skv_model_opts_env(skv_model_opts_t *opts)
+{
+    const char *v = getenv("SKV_NO_GRAPHS");
+    if (v != NULL && v[0] != '\0' && strcmp(v, "0") != 0) {
+        opts->no_graphs = 1;
+    }
 }

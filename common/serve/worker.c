@@ -376,7 +376,8 @@ skv_status_t skv_worker_create(const skv_worker_config_t *cfg, skv_model_t *mode
     if (status != SKV_STATUS_OK) {
         goto fail;
     }
-    skv_engine_opts_t eo = {.max_waiting = w->cfg.max_waiting};
+    skv_engine_opts_t eo = {.max_waiting = w->cfg.max_waiting,
+                            .host_sampling = w->cfg.host_sampling};
     SKV_CHECK_GOTO(skv_engine_create(model, pool, &eo, &w->engine), fail);
     SKV_CHECK_GOTO(skv_worker_loop_start(w), fail);
     SKV_CHECK_GOTO(skv_worker_server_start(w), fail);

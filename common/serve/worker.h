@@ -74,6 +74,7 @@ typedef struct {
     const char *backend_name;  /* "cpu" | "cuda", reported by ModelInfo; a device backend's
                                   KV transfer uses its hooks (kernels/backend.h) */
     int device;                /* the device backend's GPU (its transfer hooks' stream) */
+    int host_sampling;         /* 1: the engine picks tokens on the host (A/B runs) */
     skv_kvx_config_t kvx;      /* transfer options (skv_kvx_config_default, then the main's
                                   switches); the worker fills name, device_ops and the
                                   staging allocator */

@@ -74,6 +74,7 @@ static void skv_wmain_defaults(skv_wmain_args_t *a, skv_worker_role_t role)
     a->wc.listen = skv_env_or("SKV_LISTEN", "0.0.0.0:50052");
     a->wc.advertise = skv_env_or("SKV_ADVERTISE", NULL);
     a->wc.push_backlog_ms = atoll(skv_env_or("SKV_PUSH_BACKLOG_MS", "0"));
+    a->wc.host_sampling = strcmp(skv_env_or("SKV_HOST_SAMPLING", "0"), "0") != 0;
     a->role = skv_env_or("SKV_ROLE", NULL);
     a->backend = skv_env_or("SKV_BACKEND", "cpu");
     a->tp = atoi(skv_env_or("SKV_TP", "1"));
@@ -254,6 +255,7 @@ int skv_worker_main(int argc, char **argv, skv_worker_role_t default_role,
     skv_worker_t *worker = NULL;
     skv_model_opts_t mo = {
         .max_batch_tokens = a.max_batch_tokens, .max_seqs = a.max_seqs, .kv_dtype = a.kv_dtype};
+    skv_model_opts_env(&mo);
     skv_status_t status = skv_wmain_mode(a.mode, &mo.mode);
     skv_grpc_signals_install();
     SKV_CHECK_GOTO(status, out);

@@ -48,7 +48,7 @@ typedef struct {
 static int side_open(side_t *s, skv_backend_t *be, const char *dir, const skv_model_config_t *cfg,
                      skv_model_mode_t mode, int32_t block_size, const char *kv_dtype)
 {
-    skv_model_opts_t mo = {mode, 64, 2, 256, kv_dtype};
+    skv_model_opts_t mo = {mode, 64, 2, 256, kv_dtype, 0};
     memset(s, 0, sizeof(*s));
     s->be = be;
     skv_status_t st = dir ? skv_model_load(dir, be, &mo, &s->model)
@@ -282,7 +282,7 @@ static int eng_near_tie(skv_model_t *cpu, const int32_t *prompt, int32_t n_promp
 static int eng_case(const char *what, skv_backend_t *cpu, skv_backend_t *gpu,
                     const skv_model_config_t *cfg, skv_model_mode_t mode)
 {
-    skv_model_opts_t mo = {mode, 64, ENG_REQ, 256, NULL};
+    skv_model_opts_t mo = {mode, 64, ENG_REQ, 256, NULL, 0};
     skv_model_t *mc = NULL, *mg = NULL;
     static eng_sink_t ref, dev, host, sdev, shost;
     int32_t prompts[ENG_REQ][ENG_PROMPT];

@@ -130,7 +130,7 @@ typedef struct {
 
 static void skv_fixture(const char *dir, int32_t budget, int32_t max_seqs, skv_fixture_t *f)
 {
-    skv_model_opts_t mo = {SKV_MODEL_MODE_AUTO, budget, max_seqs, 0, NULL};
+    skv_model_opts_t mo = {SKV_MODEL_MODE_AUTO, budget, max_seqs, 0, NULL, 0};
     skv_cpu_backend_create(SKV_CPU_MODE_FAST, 2, &f->be);
     if (skv_model_load(dir, f->be, &mo, &f->model) != SKV_STATUS_OK) {
         fprintf(stderr, "cannot load %s\n", dir);
@@ -212,7 +212,7 @@ static void skv_check_paths(const char *what, skv_engine_t *e, skv_mix_t mix, in
 }
 
 /* All requests at once through one engine with pool_blocks blocks of block_size; host 1
- * forces host sampling with the engine option, host 2 with SKV_HOST_SAMPLING=1. */
+ * forces host sampling with the engine option. */
 static void skv_batched(const char *dir, skv_mix_t mix, int host, int32_t budget,
                         int64_t pool_blocks, int32_t block_size, int32_t ref[N_REQ][MAX_NEW + 1],
                         const char *what)
@@ -227,11 +227,7 @@ static void skv_batched(const char *dir, skv_mix_t mix, int host, int32_t budget
     skv_model_kv_layout(f.model, block_size, &l);
     skv_kv_pool_create(&l, pool_blocks, f.be, &pool);
     skv_engine_opts_t eo = {.max_waiting = 64, .host_sampling = host == 1};
-    if (host == 2) {
-        setenv("SKV_HOST_SAMPLING", "1", 1);
-    }
     skv_engine_create(f.model, pool, &eo, &e);
-    unsetenv("SKV_HOST_SAMPLING");
     int32_t prompts[N_REQ][32];
     for (int i = 0; i < N_REQ; i++) {
         int32_t n;
@@ -581,7 +577,6 @@ int main(int argc, char **argv)
         skv_batched(dir, SKV_MIX_SAMPLED, 0, 32, 256, 16, sampled, "seeded sampling");
         skv_batched(dir, SKV_MIX_FILTERED, 0, 32, 256, 16, filtered, "top-k/top-p, backend");
         skv_batched(dir, SKV_MIX_FILTERED, 1, 32, 256, 16, filtered, "top-k/top-p, host");
-        skv_batched(dir, SKV_MIX_FILTERED, 2, 32, 256, 16, filtered, "SKV_HOST_SAMPLING=1");
         skv_batched(dir, SKV_MIX_HOST_SOME, 0, 32, 256, 16, host_some, "some need the host");
         skv_batched(dir, SKV_MIX_GREEDY, 0, 32, 14, 4, greedy, "tiny pool (preemption)");
         skv_batched(dir, SKV_MIX_SAMPLED, 0, 32, 14, 4, sampled, "tiny pool, sampled");

@@ -135,7 +135,7 @@ typedef struct {
 
 static skv_status_t skv_run_open(const char *dir, int rounding, const char *kv_dtype, skv_run_t *r)
 {
-    skv_model_opts_t mo = {SKV_MODEL_MODE_AUTO, 16, 1, 256, kv_dtype};
+    skv_model_opts_t mo = {SKV_MODEL_MODE_AUTO, 16, 1, 256, kv_dtype, 0};
     memset(r, 0, sizeof(*r));
     r->be = skv_backend(rounding);
     SKV_CHECK(skv_model_load(dir, r->be, &mo, &r->model));

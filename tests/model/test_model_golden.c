@@ -218,7 +218,7 @@ static void skv_check_case(const char *tool, const char *tmp, const skv_golden_t
         skv_backend_t *be = NULL;
         skv_model_t *m = NULL;
         skv_kv_pool_t *pool = NULL;
-        skv_model_opts_t mo = {g->mode, 128, 4, 0, NULL};
+        skv_model_opts_t mo = {g->mode, 128, 4, 0, NULL, 0};
         skv_kv_layout_t layout;
         skv_cpu_backend_create(modes[b], 2, &be);
         skv_status_t s = skv_model_load(dir, be, &mo, &m);

@@ -56,7 +56,7 @@ static const char *skv_kv_dtype;
 static skv_status_t skv_fixture_open(const char *dir, int32_t tp, int32_t budget, int32_t max_seqs,
                                      int32_t block_size, skv_tp_fixture_t *f)
 {
-    skv_model_opts_t mo = {SKV_MODEL_MODE_AUTO, budget, max_seqs, 512, skv_kv_dtype};
+    skv_model_opts_t mo = {SKV_MODEL_MODE_AUTO, budget, max_seqs, 512, skv_kv_dtype, 0};
     const skv_model_config_t *cfg = skv_random_cfg;
     skv_model_tp_opts_t to = {tp, "cpu", 1, 0};
     memset(f, 0, sizeof(*f));
@@ -452,7 +452,7 @@ static void skv_check_ranges(void)
 
 static void skv_check_refusals(const char *dir)
 {
-    skv_model_opts_t mo = {SKV_MODEL_MODE_AUTO, 32, 4, 512, NULL};
+    skv_model_opts_t mo = {SKV_MODEL_MODE_AUTO, 32, 4, 512, NULL, 0};
     skv_model_t *m = NULL;
     for (int32_t tp = 3; tp <= 8; tp += 5) { /* 3: does not divide 8 heads; 8: nor 4 KV heads */
         skv_model_tp_opts_t to = {tp, "cpu", 1, 0};
