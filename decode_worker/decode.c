@@ -1,5 +1,5 @@
 /*
- * worker_decode.c: the decode side of disaggregation: KV reservations (Decode.Reserve), their
+ * decode.c (decode role): the decode side of disaggregation: KV reservations (Decode.Reserve), their
  * leases on the UCX transport, early release (Decode.Release), and the admission of a
  * transferred prompt into the engine (Decode.Decode) once the prefill's completion arrived.
  * A tensor-parallel pool is one set of block ids over one memory per rank: one reservation and

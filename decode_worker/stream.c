@@ -1,5 +1,5 @@
 /*
- * worker_stream.c: the streamed answers of a worker (Worker.Generate and Decode.Decode): the
+ * stream.c (decode role): the streamed answers of a worker (Worker.Generate and Decode.Decode): the
  * engine callbacks that collect tokens, and the flush that turns collected tokens into
  * DecodeChunk messages.
  *

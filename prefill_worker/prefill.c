@@ -1,5 +1,5 @@
 /*
- * worker_prefill.c: the prefill side of disaggregation (Prefill.Prefill / Worker.Prefill):
+ * prefill.c (prefill role): the prefill side of disaggregation (Prefill.Prefill / Worker.Prefill):
  * checks the decode worker's transfer target, runs the prompt through the engine as a
  * prefill-only request (batched with other prompts, chunked within the token budget), pushes
  * the prompt's KV blocks into the target's blocks over UCX, sends the completion with the
