@@ -515,6 +515,33 @@ static void test_loopback_staged_push(void **state)
     fake_release(&f->alloc, 12, ids, 7);
 }
 
+/* n blocks of request rid's bytes in one host buffer (freed by the caller), srcs[k] block k. */
+static uint8_t *make_sources(uint64_t rid, uint32_t n, const void **srcs)
+{
+    uint8_t *src = malloc((size_t)n * BLOCK_BYTES);
+    for (uint32_t k = 0; k < n; k++) {
+        fill_block(src + (size_t)k * BLOCK_BYTES, rid, k);
+        srcs[k] = src + (size_t)k * BLOCK_BYTES;
+    }
+    return src;
+}
+
+/* Finishes a push with token, waits for the lease to complete and checks every block of
+ * request rid; the blocks then go back by hand (the decode owner's part). */
+static void finish_and_check(fixture_t *f, skv_kvx_push_t *push, skv_kvx_desc_t *d,
+                             int32_t token, uint64_t rid, const uint32_t *ids, uint32_t n)
+{
+    assert_int_equal(skv_kvx_push_finish(push, token, SKV_STATUS_OK), SKV_STATUS_OK);
+    assert_int_equal(skv_kvx_push_wait(push), SKV_STATUS_OK);
+    skv_kvx_push_destroy(push);
+    skv_kvx_desc_destroy(d);
+    assert_true(progress_until(f, no_leases));
+    assert_int_equal(f->alloc.n_complete_ok, 1);
+    assert_int_equal(f->alloc.last_token, token);
+    check_blocks(f, rid, ids, n);
+    fake_release(&f->alloc, rid, ids, n);
+}
+
 /* A "device" pool (hooks over host memory): data messages land in the one bounce buffer and
  * are copied in by the hooks; the lease completes only after every copy's fence passed, and
  * messages that found the buffer busy waited for it in order. */
@@ -525,12 +552,8 @@ static void test_bounce_device_pool(void **state)
         skip(); /* forced puts: a device pool without UCX CUDA support takes messages only */
     }
     uint32_t ids[6] = {40, 41, 42, 3, 60, 61};
-    uint8_t *src = malloc(6 * BLOCK_BYTES);
     const void *srcs[6];
-    for (uint32_t k = 0; k < 6; k++) {
-        fill_block(src + k * BLOCK_BYTES, 13, k);
-        srcs[k] = src + k * BLOCK_BYTES;
-    }
+    uint8_t *src = make_sources(13, 6, srcs);
     skv_kvx_desc_t *d = reserve_decode(f, 13, ids, 6);
     skv_kvx_push_t *push = NULL;
     assert_int_equal(skv_kvx_push_create(f->kvx, d, skv_clock_deadline_ms(3000), &push),
@@ -546,19 +569,12 @@ static void test_bounce_device_pool(void **state)
             SKV_STATUS_OK);
     }
     assert_true(skv_kvx_push_uses_messages(push)); /* no registered device memory: messages */
-    assert_int_equal(skv_kvx_push_finish(push, 55, SKV_STATUS_OK), SKV_STATUS_OK);
-    assert_int_equal(skv_kvx_push_wait(push), SKV_STATUS_OK);
-    skv_kvx_push_destroy(push);
-    skv_kvx_desc_destroy(d);
-    assert_true(progress_until(f, no_leases));
-    assert_int_equal(f->alloc.n_complete_ok, 1);
-    assert_int_equal(f->alloc.last_token, 55);
-    check_blocks(f, 13, ids, 6);
-    /* One fence per message, each freed; pieces of adjacent blocks (40-42, 60-61) merged. */
+    finish_and_check(f, push, d, 55, 13, ids, 6);
+    /* One fence per message, each freed; one copy per piece (quarters of blocks are never
+     * adjacent, even in the adjacent blocks 40-42 and 60-61). */
     assert_int_equal(g_hooks.n_fences, 4);
     assert_int_equal(g_hooks.n_fences_live, 0);
     assert_int_equal(g_hooks.n_copies, 4 * 6);
-    fake_release(&f->alloc, 13, ids, 6);
     free(src);
 }
 
@@ -572,12 +588,8 @@ static void test_device_push_queues(void **state)
         skip();
     }
     uint32_t ids[6] = {7, 8, 9, 30, 31, 50};
-    uint8_t *src = malloc(6 * BLOCK_BYTES);
     const void *srcs[6];
-    for (uint32_t k = 0; k < 6; k++) {
-        fill_block(src + k * BLOCK_BYTES, 15, k);
-        srcs[k] = src + k * BLOCK_BYTES;
-    }
+    uint8_t *src = make_sources(15, 6, srcs);
     skv_kvx_desc_t *d = reserve_decode(f, 15, ids, 6);
     skv_kvx_push_t *push = NULL;
     assert_int_equal(skv_kvx_push_create(f->kvx, d, skv_clock_deadline_ms(3000), &push),
@@ -595,15 +607,8 @@ static void test_device_push_queues(void **state)
     assert_false(skv_kvx_push_uses_ipc(push));
     /* The calls never waited for a buffer: the hooks' fences pass only on their third test. */
     assert_true(skv_clock_now_ns() - t0 < 500000000LL);
-    assert_int_equal(skv_kvx_push_finish(push, 9, SKV_STATUS_OK), SKV_STATUS_OK);
-    assert_int_equal(skv_kvx_push_wait(push), SKV_STATUS_OK);
-    skv_kvx_push_destroy(push);
-    skv_kvx_desc_destroy(d);
-    assert_true(progress_until(f, no_leases));
-    assert_int_equal(f->alloc.n_complete_ok, 1);
-    check_blocks(f, 15, ids, 6);
+    finish_and_check(f, push, d, 9, 15, ids, 6);
     assert_int_equal(g_hooks.n_fences_live, 0);
-    fake_release(&f->alloc, 15, ids, 6);
     free(src);
 }
 
