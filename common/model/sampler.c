@@ -1,13 +1,11 @@
 /*
- * sampler.c: penalties, temperature, top-k/top-p/min-p filtering and seeded draws.
- *
- * Candidates are (id, logit) pairs. Filtering never needs a full sort unless top-p or min-p is
- * on without top-k: top-k uses a partial selection, and top-p sorts only the candidates left;
- * with temperature alone nothing is sorted. Each filter yields a threshold (every id at or
- * above it is kept, ties included) and the draw walks the ids in id order: the contract of
- * the backend sample op (kernels/ops.h), which skv_sample_row_pick shares this code for.
- * Generated-token counts are a small open-addressing table, so memory is O(generated), not
- * O(vocab), per request.
+ * sampler.c: the per-request sampler: penalties, seeded draws, logprobs, generated-token
+ * counts. The pick itself (temperature, top-k/top-p/min-p thresholds, the draw) is the one
+ * implementation in kernels/sample_math.h, which the CPU sample op calls too: the contract of
+ * the backend sample op (kernels/ops.h) is this sampler's behaviour. Candidates ((id, logit)
+ * pairs) serve the top-n logprobs (a partial selection, then a sort of n). Generated-token
+ * counts are a small open-addressing table, so memory is O(generated), not O(vocab), per
+ * request.
  */
 #include "common/model/sampler.h"
 
@@ -17,6 +15,7 @@
 
 #include "base/alloc.h"
 #include "base/log.h"
+#include "kernels/sample_math.h"
 
 typedef struct {
     int32_t id;
@@ -232,113 +231,6 @@ static void skv_select_top(skv_cand_t *c, int32_t n, int32_t k)
     }
 }
 
-/* The filters of one pick (temperature already applied to the logits). */
-typedef struct {
-    int32_t top_k; /* 0 = off */
-    float top_p;   /* 1 = off */
-    float min_p;   /* 0 = off */
-} skv_filter_t;
-
-/* Top-k over the candidates c[0..vocab) of the scaled logits w: moves the k largest and every
- * id tied with the k-th to the front; returns how many, and the k-th value in *thr_p. */
-static int32_t skv_top_k(skv_cand_t *c, const float *w, int32_t vocab, int32_t k, float *thr_p)
-{
-    for (int32_t i = 0; i < vocab; i++) {
-        c[i].id = i;
-        c[i].logit = w[i];
-    }
-    skv_select_top(c, vocab, k);
-    float thr = c[0].logit;
-    for (int32_t i = 1; i < k; i++) {
-        thr = c[i].logit < thr ? c[i].logit : thr;
-    }
-    int32_t n = k;
-    for (int32_t j = k; j < vocab; j++) { /* beyond k nothing is above thr: only ties */
-        if (c[j].logit >= thr) {
-            skv_cand_t t = c[n];
-            c[n++] = c[j];
-            c[j] = t;
-        }
-    }
-    *thr_p = thr;
-    return n;
-}
-
-/* The kept set of the scaled logits w[0..vocab) is {id : w[id] >= threshold}; returns the
- * threshold (-INFINITY keeps every id). Top-k, then top-p and min-p over the probabilities of
- * what top-k kept, walked in descending order; c is [vocab] scratch. */
-static float skv_filter_threshold(skv_cand_t *c, const float *w, int32_t vocab,
-                                  const skv_filter_t *f)
-{
-    float thr = -INFINITY;
-    int32_t n = vocab;
-    if (f->top_k > 0 && f->top_k < vocab) {
-        n = skv_top_k(c, w, vocab, f->top_k, &thr);
-    } else if (f->top_p < 1.0f || f->min_p > 0.0f) {
-        for (int32_t i = 0; i < vocab; i++) {
-            c[i].id = i;
-            c[i].logit = w[i];
-        }
-    }
-    if (f->top_p >= 1.0f && f->min_p <= 0.0f) {
-        return thr;
-    }
-    qsort(c, (size_t)n, sizeof(*c), skv_cand_desc);
-    double max = c[0].logit, z = 0.0, cum = 0.0;
-    for (int32_t i = 0; i < n; i++) {
-        z += exp((double)c[i].logit - max);
-    }
-    for (int32_t i = 0; i < n; i++) {
-        double p = exp((double)c[i].logit - max) / z;
-        if (f->min_p > 0.0f && i > 0 && p < f->min_p * (1.0 / z)) {
-            return c[i - 1].logit; /* p_max = 1/z after subtracting the max logit */
-        }
-        cum += p;
-        if (f->top_p < 1.0f && cum >= f->top_p) {
-            return c[i].logit;
-        }
-    }
-    return c[n - 1].logit;
-}
-
-/* Draws the first id, in id order, at which the running sum of exp(w - max) over the kept
- * ids (w >= thr) exceeds u times their total. */
-static int32_t skv_draw(const float *w, int32_t vocab, float thr, double u)
-{
-    float max = w[0];
-    for (int32_t i = 1; i < vocab; i++) {
-        max = w[i] > max ? w[i] : max;
-    }
-    double z = 0.0;
-    for (int32_t i = 0; i < vocab; i++) {
-        z += w[i] >= thr ? exp((double)w[i] - max) : 0.0;
-    }
-    double target = u * z, acc = 0.0;
-    int32_t last = 0;
-    for (int32_t i = 0; i < vocab; i++) {
-        if (w[i] >= thr) {
-            acc += exp((double)w[i] - max);
-            last = i;
-            if (target < acc) {
-                return i;
-            }
-        }
-    }
-    return last; /* rounding left the target at the total: the last kept id */
-}
-
-/* Temperature, filters and the draw of one pick: w[0..vocab) (logits after any penalties) is
- * scaled in place; c is [vocab] scratch. */
-static int32_t skv_pick(skv_cand_t *c, float *w, int32_t vocab, float temperature,
-                        const skv_filter_t *f, double u)
-{
-    float inv_t = 1.0f / temperature;
-    for (int32_t i = 0; i < vocab; i++) {
-        w[i] = w[i] * inv_t;
-    }
-    return skv_draw(w, vocab, skv_filter_threshold(c, w, vocab, f), u);
-}
-
 /* Fills the chosen token's logprob and the top-n list from the raw logits. */
 static void skv_logprobs(skv_sampler_t *s, const float *logits, skv_sample_t *out)
 {
@@ -370,10 +262,10 @@ skv_status_t skv_sampler_next(skv_sampler_t *s, const float *logits, skv_sample_
     skv_apply_penalties(s, logits);
     if (s->p.temperature == 0.0f) {
         out->token = skv_argmax(s->work, s->vocab);
-    } else {
-        skv_filter_t f = {s->p.top_k, s->p.top_p, s->p.min_p};
-        out->token =
-            skv_pick(s->cand, s->work, s->vocab, s->p.temperature, &f, skv_rng_uniform(&s->rng));
+    } else { /* work is scaled in place; cand's memory serves as the sort buffer */
+        out->token = skv_sample_pick(s->work, s->vocab, s->p.temperature, s->p.top_k, s->p.top_p,
+                                     s->p.min_p, skv_rng_uniform(&s->rng), s->work,
+                                     (float *)s->cand);
     }
     skv_logprobs(s, logits, out);
     return skv_sampler_accept(s, out->token);
@@ -404,20 +296,15 @@ void skv_sampler_draw_row(skv_sampler_t *s, skv_sample_row_t *row)
 
 size_t skv_sample_row_scratch_bytes(int32_t vocab)
 {
-    return (size_t)vocab * (sizeof(skv_cand_t) + sizeof(float));
+    return 2 * (size_t)vocab * sizeof(float);
 }
 
 int32_t skv_sample_row_pick(const float *logits, int32_t vocab, const skv_sample_row_t *row,
                             void *scratch)
 {
-    if (row->temperature == 0.0f) {
-        return skv_argmax(logits, vocab);
-    }
-    skv_cand_t *c = scratch;
-    float *w = (float *)(c + vocab);
-    memcpy(w, logits, sizeof(float) * (size_t)vocab);
-    skv_filter_t f = {row->top_k, row->top_p, 0.0f};
-    return skv_pick(c, w, vocab, row->temperature, &f, row->u);
+    float *s = scratch;
+    return skv_sample_pick(logits, vocab, row->temperature, row->top_k, row->top_p, 0.0f, row->u,
+                           s, s + vocab);
 }
 
 skv_status_t skv_sample_row_check(const skv_sample_row_t *row, const char **why)
