@@ -271,13 +271,7 @@ static skv_status_t skv_kvx_dstage_add(skv_kvx_push_t *push, skv_kvx_stage_t *st
         st->runs = r;
         st->cap_runs = cap;
     }
-    st->runs[st->n_runs++] = (skv_kvx_run_t){.dst = dst,
-                                             .src = src,
-                                             .bytes = bytes,
-                                             .first = i,
-                                             .n = 1,
-                                             .offset = offset,
-                                             .piece = bytes};
+    st->runs[st->n_runs++] = skv_kvx_run_piece(0, dst, src, i, offset, bytes);
     return SKV_STATUS_OK;
 }
 

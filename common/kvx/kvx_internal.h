@@ -247,6 +247,9 @@ uint64_t skv_kvx_msg_max(const skv_kvx_push_t *push);
 int skv_kvx_stage_extend(const skv_kvx_push_t *push, skv_kvx_run_t *run, uint32_t rank,
                          uint64_t dst, const uint8_t *src, uint32_t i, uint64_t offset,
                          uint64_t bytes);
+/* A run of one piece: bytes at offset of descriptor block i of rank, from src to dst. */
+skv_kvx_run_t skv_kvx_run_piece(uint32_t rank, uint64_t dst, const uint8_t *src, uint32_t i,
+                                uint64_t offset, uint64_t bytes);
 
 /* kvx_device.c. poll: sends staging buffers whose copies passed, fills free ones from the
  * push's queue (never waits); AGAIN while copies or queued sources remain. abandon: drops

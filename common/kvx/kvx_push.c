@@ -375,6 +375,19 @@ static skv_status_t skv_kvx_stage_emit(skv_kvx_push_t *push, skv_kvx_stage_curso
  * destination is contiguous too; for messages when the piece is the next block at the same
  * offset and size (the message header describes exactly that). Never across ranks. Returns 1
  * if merged. */
+skv_kvx_run_t skv_kvx_run_piece(uint32_t rank, uint64_t dst, const uint8_t *src, uint32_t i,
+                                uint64_t offset, uint64_t bytes)
+{
+    return (skv_kvx_run_t){.rank = rank,
+                           .dst = dst,
+                           .src = src,
+                           .bytes = bytes,
+                           .first = i,
+                           .n = 1,
+                           .offset = offset,
+                           .piece = bytes};
+}
+
 int skv_kvx_stage_extend(const skv_kvx_push_t *push, skv_kvx_run_t *run, uint32_t rank,
                          uint64_t dst, const uint8_t *src, uint32_t i, uint64_t offset,
                          uint64_t bytes)
@@ -415,14 +428,7 @@ static skv_status_t skv_kvx_stage_piece(skv_kvx_push_t *push, skv_kvx_stage_curs
     uint64_t dst = skv_kvx_push_dst(push, rank, i, offset);
     if (!skv_kvx_stage_extend(push, &c->run, rank, dst, dst_host, i, offset, bytes)) {
         SKV_CHECK(skv_kvx_stage_emit(push, c));
-        c->run = (skv_kvx_run_t){.rank = rank,
-                                 .dst = dst,
-                                 .src = dst_host,
-                                 .bytes = bytes,
-                                 .first = i,
-                                 .n = 1,
-                                 .offset = offset,
-                                 .piece = bytes};
+        c->run = skv_kvx_run_piece(rank, dst, dst_host, i, offset, bytes);
     }
     return SKV_STATUS_OK;
 }
