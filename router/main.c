@@ -4,27 +4,10 @@
  *
  *   skv_router --tokenizer DIR|tokenizer.json --decode HOST:PORT[,HOST:PORT...] [options]
  *
- * Flag (environment)                     default        meaning
- * --listen ADDR (SKV_ROUTER_LISTEN)        0.0.0.0:50051  public gRPC address; port 0: any
- * --tokenizer PATH (SKV_TOKENIZER)         required       model dir or tokenizer.json
- * --decode LIST (SKV_DECODE_ADDRS)         required       decode workers, comma-separated
- * --prefill LIST (SKV_PREFILL_ADDRS)       none           prefill workers; none: every
- *                                                         request runs Worker.Generate on D
- * --disagg-min-tokens N (SKV_DISAGG_MIN_TOKENS)  32       shorter prompts skip prefill workers
- * --max-inflight N (SKV_MAX_INFLIGHT)      256            Generate calls at once; beyond them
- *                                                         RESOURCE_EXHAUSTED
- * --threads N (SKV_ROUTER_THREADS)         4              server completion-queue threads
- * --resolve-ms N (SKV_RESOLVE_MS)          5000           DNS re-resolution period; -1: never
- * --backoff-ms N (SKV_BACKOFF_MS)          2000           skip a worker that was UNAVAILABLE
- * --rpc-timeout-ms N (SKV_RPC_TIMEOUT_MS)  5000           Reserve/Release/Stats/ModelInfo
- * --request-timeout-ms N (SKV_REQUEST_TIMEOUT_MS)  600000 bound of a request that has no
- *                                                         client deadline
- * --lease-ms N (SKV_LEASE_MS)              30000          KV reservation lease
- * --startup-timeout-ms N (SKV_STARTUP_TIMEOUT_MS)  60000  wait for a ModelInfo answer
- * --drain-ms N (SKV_DRAIN_MS)              30000          grace for in-flight calls on SIGTERM
- * --port-file PATH (SKV_PORT_FILE)         none           write the bound port there once
- *                                                         serving (tests listen on port 0)
- * --help
+ * Flags and their SKV_* variables are one table (skv_parse; `skv_router --help` prints each
+ * with its default): --listen, --tokenizer, --decode, --prefill, --disagg-min-tokens,
+ * --max-inflight, --threads, --resolve-ms, --backoff-ms, --rpc-timeout-ms,
+ * --request-timeout-ms, --lease-ms, --startup-timeout-ms, --drain-ms, --port-file.
  * A worker address is HOST:PORT where HOST may be a DNS name resolving to several pods (each
  * address becomes an endpoint; names are re-resolved every --resolve-ms), or a gRPC target
  * with a scheme (unix:PATH, ipv4:..., ipv6:...). Flags override the environment.
@@ -36,67 +19,22 @@
 #include <string.h>
 
 #include "base/alloc.h"
+#include "base/cli.h"
 #include "base/log.h"
 #include "router/router.h"
 
 #define SKV_MAX_ADDRS 64
 
 typedef struct {
-    const char *flag;
-    const char *env;
-    char kind; /* 's' string, 'i' int, 'l' int64, 'u' uint32 */
-    void *dst;
-} skv_opt_t;
-
-typedef struct {
     skv_router_config_t config;
     const char *decode;
     const char *prefill;
     const char *port_file;
-    int64_t drain_ms;
+    int64_t drain_ms, disagg_min_tokens, lease_ms;
     char *decode_copy, *prefill_copy;
     const char *decode_list[SKV_MAX_ADDRS];
     const char *prefill_list[SKV_MAX_ADDRS];
 } skv_args_t;
-
-static int skv_usage(FILE *f)
-{
-    fprintf(f, "usage: skv_router --tokenizer DIR|tokenizer.json --decode HOST:PORT[,...] "
-               "[--prefill HOST:PORT[,...]] [--listen ADDR] [--disagg-min-tokens N]\n"
-               "       [--max-inflight N] [--threads N] [--resolve-ms N] [--backoff-ms N] "
-               "[--rpc-timeout-ms N]\n"
-               "       [--request-timeout-ms N] [--lease-ms N] [--startup-timeout-ms N] "
-               "[--drain-ms N] [--port-file PATH]\n"
-               "Each flag also reads an environment variable (SKV_DECODE_ADDRS, "
-               "SKV_PREFILL_ADDRS, SKV_TOKENIZER, ...):\nsee the header of router/main.c.\n");
-    return 2;
-}
-
-/* Stores one value of kind into dst; returns -1 when it does not parse. */
-static int skv_opt_store(const skv_opt_t *o, const char *v)
-{
-    char *end = NULL;
-    if (o->kind == 's') {
-        *(const char **)o->dst = v;
-        return 0;
-    }
-    long long x = strtoll(v, &end, 10);
-    if (end == v || *end != '\0') {
-        fprintf(stderr, "skv_router: %s expects a number, got '%s'\n", o->flag, v);
-        return -1;
-    }
-    if (o->kind == 'i') {
-        *(int *)o->dst = (int)x;
-    } else if (o->kind == 'l') {
-        *(int64_t *)o->dst = x;
-    } else if (x < 0 || x > UINT32_MAX) {
-        fprintf(stderr, "skv_router: %s out of range: %s\n", o->flag, v);
-        return -1;
-    } else {
-        *(uint32_t *)o->dst = (uint32_t)x;
-    }
-    return 0;
-}
 
 /* Splits a comma-separated list in place into list (at most SKV_MAX_ADDRS). */
 static size_t skv_split(char *s, const char **list)
@@ -109,53 +47,63 @@ static size_t skv_split(char *s, const char **list)
     return n;
 }
 
+#define SKV_OPT(name, env, type, field, lo, hi, help) {name, env, type, &field, lo, hi, help}
+
+/* Returns SKV_CLI_OK, SKV_CLI_HELP or SKV_CLI_USAGE (base/cli.h). */
 static int skv_parse(int argc, char **argv, skv_args_t *a)
 {
     skv_router_config_t *c = &a->config;
-    const skv_opt_t opts[] = {
-        {"--listen", "SKV_ROUTER_LISTEN", 's', &c->listen},
-        {"--tokenizer", "SKV_TOKENIZER", 's', &c->tokenizer},
-        {"--decode", "SKV_DECODE_ADDRS", 's', &a->decode},
-        {"--prefill", "SKV_PREFILL_ADDRS", 's', &a->prefill},
-        {"--disagg-min-tokens", "SKV_DISAGG_MIN_TOKENS", 'u', &c->disagg_min_tokens},
-        {"--max-inflight", "SKV_MAX_INFLIGHT", 'i', &c->max_inflight},
-        {"--threads", "SKV_ROUTER_THREADS", 'i', &c->n_threads},
-        {"--resolve-ms", "SKV_RESOLVE_MS", 'i', &c->resolve_ms},
-        {"--backoff-ms", "SKV_BACKOFF_MS", 'i', &c->backoff_ms},
-        {"--rpc-timeout-ms", "SKV_RPC_TIMEOUT_MS", 'i', &c->rpc_timeout_ms},
-        {"--request-timeout-ms", "SKV_REQUEST_TIMEOUT_MS", 'l', &c->request_timeout_ms},
-        {"--lease-ms", "SKV_LEASE_MS", 'u', &c->lease_ms},
-        {"--startup-timeout-ms", "SKV_STARTUP_TIMEOUT_MS", 'l', &c->startup_timeout_ms},
-        {"--drain-ms", "SKV_DRAIN_MS", 'l', &a->drain_ms},
-        {"--port-file", "SKV_PORT_FILE", 's', &a->port_file},
-    };
-    const size_t n_opts = sizeof(opts) / sizeof(opts[0]);
     c->listen = "0.0.0.0:50051";
+    c->max_inflight = 256;
+    c->n_threads = 4;
+    c->resolve_ms = 5000;
+    c->backoff_ms = 2000;
+    c->rpc_timeout_ms = 5000;
+    c->request_timeout_ms = 600000;
+    c->startup_timeout_ms = 60000;
+    a->disagg_min_tokens = 32;
+    a->lease_ms = 30000;
     a->drain_ms = 30000;
-    for (size_t k = 0; k < n_opts; k++) {
-        const char *v = getenv(opts[k].env);
-        if (v != NULL && v[0] != '\0' && skv_opt_store(&opts[k], v) != 0) {
-            return -1;
-        }
-    }
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            skv_usage(stdout);
-            exit(0);
-        }
-        size_t k = 0;
-        while (k < n_opts && strcmp(argv[i], opts[k].flag) != 0) {
-            k++;
-        }
-        if (k == n_opts || i + 1 >= argc) {
-            fprintf(stderr, "skv_router: unknown flag or missing value: %s\n", argv[i]);
-            return -1;
-        }
-        if (skv_opt_store(&opts[k], argv[++i]) != 0) {
-            return -1;
-        }
-    }
-    return 0;
+    const skv_cli_opt_t opts[] = {
+        SKV_OPT("listen", "SKV_ROUTER_LISTEN", SKV_CLI_STRING, c->listen, 0, 0,
+                "public gRPC address; port 0 picks one"),
+        SKV_OPT("tokenizer", "SKV_TOKENIZER", SKV_CLI_STRING, c->tokenizer, 0, 0,
+                "model folder or tokenizer.json (required)"),
+        SKV_OPT("decode", "SKV_DECODE_ADDRS", SKV_CLI_STRING, a->decode, 0, 0,
+                "decode workers, comma-separated (required)"),
+        SKV_OPT("prefill", "SKV_PREFILL_ADDRS", SKV_CLI_STRING, a->prefill, 0, 0,
+                "prefill workers, comma-separated; none: every request runs on a decode worker"),
+        SKV_OPT("disagg-min-tokens", "SKV_DISAGG_MIN_TOKENS", SKV_CLI_INT64, a->disagg_min_tokens,
+                1, UINT32_MAX, "shorter prompts skip the prefill workers"),
+        SKV_OPT("max-inflight", "SKV_MAX_INFLIGHT", SKV_CLI_INT, c->max_inflight, 1, 1 << 20,
+                "Generate calls at once; beyond them RESOURCE_EXHAUSTED"),
+        SKV_OPT("threads", "SKV_ROUTER_THREADS", SKV_CLI_INT, c->n_threads, 1, 256,
+                "server completion-queue threads"),
+        SKV_OPT("resolve-ms", "SKV_RESOLVE_MS", SKV_CLI_INT, c->resolve_ms, -1, 86400000,
+                "worker names re-resolved this often; -1: never"),
+        SKV_OPT("backoff-ms", "SKV_BACKOFF_MS", SKV_CLI_INT, c->backoff_ms, 1, 3600000,
+                "skip a worker that answered UNAVAILABLE this long"),
+        SKV_OPT("rpc-timeout-ms", "SKV_RPC_TIMEOUT_MS", SKV_CLI_INT, c->rpc_timeout_ms, 1,
+                3600000, "deadline of Reserve/Release/Stats/ModelInfo"),
+        SKV_OPT("request-timeout-ms", "SKV_REQUEST_TIMEOUT_MS", SKV_CLI_INT64,
+                c->request_timeout_ms, 1, 86400000, "bound of a request without a deadline"),
+        SKV_OPT("lease-ms", "SKV_LEASE_MS", SKV_CLI_INT64, a->lease_ms, 1, 3600000,
+                "KV reservation lease"),
+        SKV_OPT("startup-timeout-ms", "SKV_STARTUP_TIMEOUT_MS", SKV_CLI_INT64,
+                c->startup_timeout_ms, 1, 86400000, "wait for a decode worker's ModelInfo"),
+        SKV_OPT("drain-ms", "SKV_DRAIN_MS", SKV_CLI_INT64, a->drain_ms, 0, 3600000,
+                "grace for in-flight calls at SIGTERM"),
+        SKV_OPT("port-file", "SKV_PORT_FILE", SKV_CLI_STRING, a->port_file, 0, 0,
+                "write the bound port there once serving"),
+    };
+    int st = skv_cli_parse(argv[0],
+                           "The public skv.v1.Generation API over prefill and decode workers "
+                           "(router/router.h). A worker address is HOST:PORT (a DNS name may "
+                           "resolve to several pods) or a gRPC target (unix:PATH, ipv4:...).",
+                           opts, sizeof(opts) / sizeof(opts[0]), argc, argv, NULL);
+    c->disagg_min_tokens = (uint32_t)a->disagg_min_tokens;
+    c->lease_ms = (uint32_t)a->lease_ms;
+    return st;
 }
 
 /* Turns the address lists into the config's arrays. */
@@ -192,8 +140,12 @@ static void skv_write_port_file(const char *path, int port)
 int main(int argc, char **argv)
 {
     static skv_args_t args;
-    if (skv_parse(argc, argv, &args) != 0 || skv_lists(&args) != 0) {
-        return skv_usage(stderr);
+    int parsed = skv_parse(argc, argv, &args);
+    if (parsed != SKV_CLI_OK) {
+        return parsed == SKV_CLI_HELP ? 0 : 2;
+    }
+    if (skv_lists(&args) != 0) {
+        return 2;
     }
     skv_grpc_signals_install();
     skv_router_t *router = NULL;

@@ -1,180 +1,128 @@
 /*
  * worker_main.c: the command line shared by prefill_worker and decode_worker: parses flags
- * (with SKV_* environment fallbacks for container deployments), builds backend, model and
- * KV pool, starts the worker and serves until SIGTERM/SIGINT, then drains.
- *
- *   --model DIR          HF model folder (env SKV_MODEL)                          required
- *   --listen ADDR        gRPC address (env SKV_LISTEN)                  default 0.0.0.0:50052
- *   --advertise ADDR     address peers should use (env SKV_ADVERTISE)    default listen addr
- *   --role R             prefill | decode | both (env SKV_ROLE)        default per binary
- *   --backend B          cpu | cpu-ref | cuda (env SKV_BACKEND)                default cpu
- *   --device N --threads N --mode auto|base|swiftkv
- *   --tp N               tensor-parallel ranks (env SKV_TP): one thread per rank,         default 1
- *                        each with its own backend (--threads CPU threads each; CUDA:
- *                        GPUs device..device+N-1 with NCCL); see common/model/model_tp.md
- *   --block-size N       tokens per KV block                                    default 16
- *   --kv-mem-mb N        KV pool size per rank (env SKV_KV_MEM_MB)             default 256
- *   --kv-dtype D         KV cache dtype (env SKV_KV_DTYPE): auto (the backend's default),
- *                        fp8 (E4M3: half the bytes, twice the blocks of bf16), or the
- *                        default's name (f32, bf16); one the backend does not take fails
- *                        at startup                                           default auto
- *   --max-batch-tokens N --max-seqs N --max-waiting N --max-requests N
- *   --lease-ms N         default reservation lease                           default 10000
- *   --push-backlog-ms N  prefill: refuse (router decodes alone) a prompt whose KV push would
- *                        queue behind more than N ms of pushes (env SKV_PUSH_BACKLOG_MS) 2000
- *   --grace-ms N         drain grace at SIGTERM                              default 10000
- *   --port-file PATH     write the bound port there once serving (tests use port 0)
+ * and their SKV_* environment variables (one table, base/cli.h: `--help` lists every flag
+ * with its default and variable), builds backend, model and KV pool, starts the worker and
+ * serves until SIGTERM/SIGINT, then drains. Switches of lower layers read once here too:
+ * SKV_KVX_DATA / SKV_KVX_NO_IPC (skv_kvx_config_env), SKV_NO_GRAPHS (skv_model_opts_env).
+ * UCX picks the KV transports from its own UCX_* variables (common/kvx/kvx.md).
  */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels/backend.h"
-#include "common/rpc/grpc_server.h"
+#include "base/cli.h"
 #include "base/log.h"
 #include "common/model/model_tp.h"
+#include "common/rpc/grpc_server.h"
 #include "common/serve/worker.h"
 #include "common/serve/worker_main.h"
+#include "kernels/backend.h"
 
 typedef struct {
     skv_worker_config_t wc;
-    const char *model_dir, *backend, *mode, *port_file, *role, *kv_dtype;
+    const char *model_dir, *backend, *mode, *port_file, *role, *kv_dtype, *listen, *advertise;
     int device, threads, tp, block_size, kv_mem_mb, max_batch_tokens, max_seqs;
-    int64_t grace_ms;
+    int max_waiting, max_requests, lease_ms, host_sampling;
+    int64_t grace_ms, push_backlog_ms;
 } skv_wmain_args_t;
-
-static const char *skv_env_or(const char *name, const char *fallback)
-{
-    const char *v = getenv(name);
-    return v != NULL && v[0] != '\0' ? v : fallback;
-}
-
-static void skv_wmain_usage(const char *prog)
-{
-    fprintf(
-        stderr,
-        "usage: %s --model DIR [--listen ADDR] [--advertise ADDR] [--role prefill|decode|both]\n"
-        "       [--backend %s] [--device N] [--threads N] [--tp N] [--mode auto|base|swiftkv]\n"
-        "       [--block-size N] [--kv-mem-mb N] [--max-batch-tokens N] [--max-seqs N]\n"
-        "       [--max-waiting N] [--max-requests N] [--lease-ms N] [--grace-ms N] [--push-backlog-ms N]\n"
-        "       [--kv-dtype auto|fp8|NAME] [--port-file PATH]\n"
-        "env: SKV_MODEL SKV_LISTEN SKV_ADVERTISE SKV_ROLE SKV_BACKEND SKV_TP SKV_KV_MEM_MB "
-        "SKV_KV_DTYPE SKV_KVX_DATA (auto|put|am) SKV_KVX_NO_IPC (1: no CUDA IPC); UCX_* "
-        "choose the KV transports (see common/kvx/kvx.md)\n",
-        prog, skv_backend_names());
-}
 
 static void skv_wmain_defaults(skv_wmain_args_t *a, skv_worker_role_t role)
 {
     memset(a, 0, sizeof(*a));
     skv_worker_config_default(&a->wc);
     a->wc.role = role;
-    a->model_dir = skv_env_or("SKV_MODEL", NULL);
-    a->wc.listen = skv_env_or("SKV_LISTEN", "0.0.0.0:50052");
-    a->wc.advertise = skv_env_or("SKV_ADVERTISE", NULL);
-    a->wc.push_backlog_ms = atoll(skv_env_or("SKV_PUSH_BACKLOG_MS", "0"));
-    a->wc.host_sampling = strcmp(skv_env_or("SKV_HOST_SAMPLING", "0"), "0") != 0;
-    a->role = skv_env_or("SKV_ROLE", NULL);
-    a->backend = skv_env_or("SKV_BACKEND", "cpu");
-    a->tp = atoi(skv_env_or("SKV_TP", "1"));
+    a->listen = "0.0.0.0:50052";
+    a->backend = "cpu";
+    a->tp = 1;
     a->mode = "auto";
     a->block_size = 16;
-    a->kv_mem_mb = atoi(skv_env_or("SKV_KV_MEM_MB", "256"));
-    a->kv_dtype = skv_env_or("SKV_KV_DTYPE", "auto");
+    a->kv_mem_mb = 256;
+    a->kv_dtype = "auto";
     a->max_batch_tokens = 2048;
     a->max_seqs = 64;
+    a->max_waiting = 256;
+    a->max_requests = 1024;
+    a->lease_ms = 10000;
+    a->push_backlog_ms = 2000;
     a->grace_ms = 10000;
 }
 
-/* Returns 0, or 2 for bad usage. */
+#define SKV_WMAIN_I(name, env, field, lo, hi, help)                                                \
+    {name, env, SKV_CLI_INT, &a->field, lo, hi, help}
+#define SKV_WMAIN_S(name, env, field, help) {name, env, SKV_CLI_STRING, &a->field, 0, 0, help}
+
+/* Returns SKV_CLI_OK, SKV_CLI_HELP or SKV_CLI_USAGE. */
 static int skv_wmain_parse(int argc, char **argv, skv_wmain_args_t *a)
 {
-    static const struct option opts[] = {
-        {"model", 1, 0, 'm'},      {"listen", 1, 0, 'l'},      {"advertise", 1, 0, 'a'},
-        {"role", 1, 0, 'r'},       {"backend", 1, 0, 'b'},     {"device", 1, 0, 'd'},
-        {"threads", 1, 0, 'j'},    {"tp", 1, 0, 't'},          {"mode", 1, 0, 'M'},
-        {"block-size", 1, 0, 'B'}, {"kv-mem-mb", 1, 0, 'k'},   {"max-batch-tokens", 1, 0, 'T'},
-        {"max-seqs", 1, 0, 'S'},   {"max-waiting", 1, 0, 'W'}, {"max-requests", 1, 0, 'R'},
-        {"lease-ms", 1, 0, 'L'},   {"push-backlog-ms", 1, 0, 'Q'},   {"grace-ms", 1, 0, 'g'},    {"port-file", 1, 0, 'p'},
-        {"kv-dtype", 1, 0, 'K'},   {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
-    int c;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (c) {
-        case 'm':
-            a->model_dir = optarg;
-            break;
-        case 'l':
-            a->wc.listen = optarg;
-            break;
-        case 'a':
-            a->wc.advertise = optarg;
-            break;
-        case 'r':
-            a->role = optarg;
-            break;
-        case 'b':
-            a->backend = optarg;
-            break;
-        case 'd':
-            a->device = atoi(optarg);
-            break;
-        case 'j':
-            a->threads = atoi(optarg);
-            break;
-        case 't':
-            a->tp = atoi(optarg);
-            break;
-        case 'M':
-            a->mode = optarg;
-            break;
-        case 'B':
-            a->block_size = atoi(optarg);
-            break;
-        case 'k':
-            a->kv_mem_mb = atoi(optarg);
-            break;
-        case 'T':
-            a->max_batch_tokens = atoi(optarg);
-            break;
-        case 'S':
-            a->max_seqs = atoi(optarg);
-            break;
-        case 'W':
-            a->wc.max_waiting = atoi(optarg);
-            break;
-        case 'R':
-            a->wc.max_requests = atoi(optarg);
-            break;
-        case 'Q':
-            a->wc.push_backlog_ms = atoll(optarg);
-            break;
-        case 'L':
-            a->wc.lease_ms_default = (uint32_t)atoi(optarg);
-            break;
-        case 'g':
-            a->grace_ms = atoll(optarg);
-            break;
-        case 'p':
-            a->port_file = optarg;
-            break;
-        case 'K':
-            a->kv_dtype = optarg;
-            break;
-        default:
-            return 2;
-        }
+    const skv_cli_opt_t opts[] = {
+        SKV_WMAIN_S("model", "SKV_MODEL", model_dir, "HF model folder (required)"),
+        SKV_WMAIN_S("listen", "SKV_LISTEN", listen, "gRPC address; port 0 picks one"),
+        SKV_WMAIN_S("advertise", "SKV_ADVERTISE", advertise,
+                    "address peers use to reach this worker (default: --listen)"),
+        SKV_WMAIN_S("role", "SKV_ROLE", role, "prefill | decode | both (default: per binary)"),
+        SKV_WMAIN_S("backend", "SKV_BACKEND", backend, "compute backend (cpu, cpu-ref, cuda)"),
+        SKV_WMAIN_I("device", "SKV_DEVICE", device, 0, 1023, "GPU of a device backend"),
+        SKV_WMAIN_I("threads", "SKV_THREADS", threads, 0, 4096, "CPU threads (0: all)"),
+        SKV_WMAIN_I("tp", "SKV_TP", tp, 1, 16,
+                    "tensor-parallel ranks (common/model/model_tp.md)"),
+        SKV_WMAIN_S("mode", "SKV_MODE", mode, "auto | base | swiftkv"),
+        SKV_WMAIN_I("block-size", "SKV_BLOCK_SIZE", block_size, 1, 4096, "tokens per KV block"),
+        SKV_WMAIN_I("kv-mem-mb", "SKV_KV_MEM_MB", kv_mem_mb, 1, 16 << 20,
+                    "KV pool per rank, MiB"),
+        SKV_WMAIN_S("kv-dtype", "SKV_KV_DTYPE", kv_dtype,
+                    "KV cache dtype: auto (the backend's), fp8 (E4M3), f32, bf16"),
+        SKV_WMAIN_I("max-batch-tokens", "SKV_MAX_BATCH_TOKENS", max_batch_tokens, 1, 1 << 20,
+                    "tokens of one engine step (prefill chunk budget)"),
+        SKV_WMAIN_I("max-seqs", "SKV_MAX_SEQS", max_seqs, 1, 65536, "sequences of one step"),
+        SKV_WMAIN_I("max-waiting", "SKV_MAX_WAITING", max_waiting, 1, 1 << 20,
+                    "queued requests beyond which RESOURCE_EXHAUSTED"),
+        SKV_WMAIN_I("max-requests", "SKV_MAX_REQUESTS", max_requests, 1, 1 << 20,
+                    "live calls beyond which RESOURCE_EXHAUSTED"),
+        SKV_WMAIN_I("lease-ms", "SKV_LEASE_MS", lease_ms, 1, 3600000,
+                    "reservation lease without one in the request"),
+        {"push-backlog-ms", "SKV_PUSH_BACKLOG_MS", SKV_CLI_INT64, &a->push_backlog_ms, 1,
+         3600000,
+         "prefill: refuse a prompt whose KV push would queue behind more (the router then "
+         "decodes it alone)"},
+        {"grace-ms", "SKV_GRACE_MS", SKV_CLI_INT64, &a->grace_ms, 0, 3600000,
+         "drain grace at SIGTERM"},
+        {"host-sampling", "SKV_HOST_SAMPLING", SKV_CLI_SWITCH, &a->host_sampling, 0, 1,
+         "pick tokens on the host (A/B runs)"},
+        SKV_WMAIN_S("port-file", "SKV_PORT_FILE", port_file,
+                    "write the bound port there once serving"),
+    };
+    return skv_cli_parse(argv[0],
+                         "A prefill or decode worker (common/serve/worker.h). SKV_KVX_DATA "
+                         "(auto|put|am) and SKV_KVX_NO_IPC=1 steer the KV transfer, UCX_* its "
+                         "transports (common/kvx/kvx.md), SKV_NO_GRAPHS=1 turns CUDA graphs off.",
+                         opts, sizeof(opts) / sizeof(opts[0]), argc, argv, NULL);
+}
+
+/* Turns the parsed flags into the worker's configuration; 0, or 2 (reported) when a value is
+ * not one of its choices. */
+static int skv_wmain_config(skv_wmain_args_t *a)
+{
+    if (a->model_dir == NULL) {
+        fprintf(stderr, "worker: --model (SKV_MODEL) is required\n");
+        return 2;
     }
     if (a->role != NULL) {
         a->wc.role = strcmp(a->role, "prefill") == 0  ? SKV_WORKER_ROLE_PREFILL
                      : strcmp(a->role, "decode") == 0 ? SKV_WORKER_ROLE_DECODE
                      : strcmp(a->role, "both") == 0   ? SKV_WORKER_ROLE_BOTH
                                                       : 0;
+        if (a->wc.role == 0) {
+            fprintf(stderr, "worker: --role '%s': expected prefill, decode or both\n", a->role);
+            return 2;
+        }
     }
-    if (a->model_dir == NULL || a->wc.role == 0 || a->tp < 1 || a->block_size < 1 ||
-        a->kv_mem_mb < 1 || a->max_batch_tokens < 1 || a->max_seqs < 1 || optind != argc) {
-        return 2;
-    }
+    a->wc.listen = a->listen;
+    a->wc.advertise = a->advertise;
+    a->wc.max_waiting = a->max_waiting;
+    a->wc.max_requests = a->max_requests;
+    a->wc.lease_ms_default = (uint32_t)a->lease_ms;
+    a->wc.push_backlog_ms = a->push_backlog_ms;
+    a->wc.host_sampling = a->host_sampling;
     a->wc.backend_name = a->backend;
     a->wc.device = a->device;
     a->wc.model_name = a->model_dir;
@@ -236,8 +184,11 @@ int skv_worker_main(int argc, char **argv, skv_worker_role_t default_role,
 {
     skv_wmain_args_t a;
     skv_wmain_defaults(&a, default_role);
-    if (skv_wmain_parse(argc, argv, &a) != 0) {
-        skv_wmain_usage(argv[0]);
+    int parsed = skv_wmain_parse(argc, argv, &a);
+    if (parsed != SKV_CLI_OK) {
+        return parsed == SKV_CLI_HELP ? 0 : 2;
+    }
+    if (skv_wmain_config(&a) != 0) {
         return 2;
     }
     a.wc.prefill_ops = prefill_ops;
