@@ -47,7 +47,8 @@ static size_t skv_split(char *s, const char **list)
     return n;
 }
 
-#define SKV_OPT(name, env, type, field, lo, hi, help) {name, env, type, &field, lo, hi, help}
+#define SKV_OPT(name, env, type, field, lo, hi, help)                                              \
+    {name, env, type, &field, lo, hi, 0, 0, help}
 
 /* Returns SKV_CLI_OK, SKV_CLI_HELP or SKV_CLI_USAGE (base/cli.h). */
 static int skv_parse(int argc, char **argv, skv_args_t *a)

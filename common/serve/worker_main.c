@@ -48,8 +48,9 @@ static void skv_wmain_defaults(skv_wmain_args_t *a, skv_worker_role_t role)
 }
 
 #define SKV_WMAIN_I(name, env, field, lo, hi, help)                                                \
-    {name, env, SKV_CLI_INT, &a->field, lo, hi, help}
-#define SKV_WMAIN_S(name, env, field, help) {name, env, SKV_CLI_STRING, &a->field, 0, 0, help}
+    {name, env, SKV_CLI_INT, &a->field, lo, hi, 0, 0, help}
+#define SKV_WMAIN_S(name, env, field, help)                                                        \
+    {name, env, SKV_CLI_STRING, &a->field, 0, 0, 0, 0, help}
 
 /* Returns SKV_CLI_OK, SKV_CLI_HELP or SKV_CLI_USAGE. */
 static int skv_wmain_parse(int argc, char **argv, skv_wmain_args_t *a)
@@ -80,13 +81,13 @@ static int skv_wmain_parse(int argc, char **argv, skv_wmain_args_t *a)
                     "live calls beyond which RESOURCE_EXHAUSTED"),
         SKV_WMAIN_I("lease-ms", "SKV_LEASE_MS", lease_ms, 1, 3600000,
                     "reservation lease without one in the request"),
-        {"push-backlog-ms", "SKV_PUSH_BACKLOG_MS", SKV_CLI_INT64, &a->push_backlog_ms, 1,
-         3600000,
+        {"push-backlog-ms", "SKV_PUSH_BACKLOG_MS", SKV_CLI_INT64, &a->push_backlog_ms, 1, 3600000,
+         0, 0,
          "prefill: refuse a prompt whose KV push would queue behind more (the router then "
          "decodes it alone)"},
-        {"grace-ms", "SKV_GRACE_MS", SKV_CLI_INT64, &a->grace_ms, 0, 3600000,
+        {"grace-ms", "SKV_GRACE_MS", SKV_CLI_INT64, &a->grace_ms, 0, 3600000, 0, 0,
          "drain grace at SIGTERM"},
-        {"host-sampling", "SKV_HOST_SAMPLING", SKV_CLI_SWITCH, &a->host_sampling, 0, 1,
+        {"host-sampling", "SKV_HOST_SAMPLING", SKV_CLI_SWITCH, &a->host_sampling, 0, 1, 0, 0,
          "pick tokens on the host (A/B runs)"},
         SKV_WMAIN_S("port-file", "SKV_PORT_FILE", port_file,
                     "write the bound port there once serving"),
