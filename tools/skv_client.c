@@ -1,25 +1,25 @@
 /*
  * skv_client.c: command-line client of the public skv.v1.Generation API and of gRPC health.
  *
- *   skv_client --target HOST:PORT [--timeout-ms N] COMMAND [options]
- *     generate   --prompt TEXT | --token-ids 1,2,3  [--max-tokens N --temperature T --top-k K
- *                --top-p P --min-p P --seed S --presence-penalty X --frequency-penalty X
- *                --repetition-penalty X --stop STR (repeatable) --stop-token-id ID (repeatable)
- *                --ignore-eos --logprobs N --request-id ID --show-ids (ids, not text)]
- *                streams the text to stdout; finish reason, usage and timings to stderr
+ *   skv_client --target HOST:PORT [--timeout-ms N] COMMAND [its flags]
+ *     generate   --prompt TEXT | --token-ids 1,2,3, sampling and stop flags: streams the text to
+ *                stdout (the ids with --show-ids); finish reason, usage and timings to stderr
  *     tokenize   --text TEXT        token ids, space separated
  *     detokenize --ids 1,2,3        text
  *     model-info | stats            one "key: value" per line
  *     health     [--service NAME]   SERVING | NOT_SERVING ...; exit 0 only when SERVING
- * Exit codes: 0 ok, 1 the call failed (gRPC status on stderr), 2 bad usage.
- * Only parses flags and prints; calls go through common/grpc_client.
+ * `skv_client --help` lists the global flags, `skv_client COMMAND --help` a command's, each with
+ * its default and SKV_CLIENT_* variable (one table each, base/cli.h). Sampling values go to the
+ * server unchecked (it names a bad one). Exit codes: 0 ok, 1 the call failed (gRPC status on
+ * stderr), 2 bad usage. Only parses flags and prints; calls go through common/grpc_client.
  */
-#include <getopt.h>
+#include <float.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/cli.h"
 #include "common/rpc/grpc_client.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "skv/v1/generate.pb-c.h"
@@ -32,28 +32,34 @@ typedef struct {
     skv_grpc_channel_t *channel;
 } client_t;
 
-static int usage(void)
+/* The exit status of a parse that does not run: 0 after --help, 2 on bad usage. */
+static int skv_client_exit(int parsed)
 {
-    fprintf(stderr, "usage: skv_client --target HOST:PORT [--timeout-ms N] "
-                    "generate|tokenize|detokenize|model-info|stats|health [options]\n"
-                    "  (see the header of tools/skv_client.c for each command's options)\n");
-    return 2;
+    return parsed == SKV_CLI_HELP ? 0 : 2;
 }
 
-/* Parses "1,2,3" into ids (at most cap); returns the count or -1. */
-static int parse_ids(const char *s, int32_t *ids, int cap)
+/* Opens the channel to --target; 0, or the exit status (2: no target, 1: a bad one). */
+static int skv_client_connect(client_t *cl)
 {
-    int n = 0;
-    char *end;
-    while (*s != '\0') {
-        long v = strtol(s, &end, 10);
-        if (end == s || n == cap || (*end != ',' && *end != '\0')) {
-            return -1;
-        }
-        ids[n++] = (int32_t)v;
-        s = *end == ',' ? end + 1 : end;
+    if (cl->target == NULL) {
+        fprintf(stderr, "skv_client: --target (or SKV_CLIENT_TARGET) is required\n");
+        return 2;
     }
-    return n;
+    return skv_grpc_channel_create(cl->target, NULL, &cl->channel) == SKV_STATUS_OK ? 0 : 1;
+}
+
+/* Parses "1,2,3" (the value of flag) into a new array *ids_p (free) as a list flag with room
+ * for every id; returns the count, or -1 (reported). */
+static int64_t skv_client_ids(const char *flag, const char *text, int32_t **ids_p)
+{
+    size_t cap = strlen(text) / 2 + 1; /* one id per two characters, plus one */
+    *ids_p = malloc(cap * sizeof(int32_t));
+    skv_cli_list_t list = {*ids_p, cap, 0};
+    const skv_cli_opt_t row = {flag + 2, NULL, SKV_CLI_LIST, &list, 0, INT32_MAX, 0, 0, ""};
+    if (list.items == NULL || skv_cli_value("skv_client", &row, flag, text) != SKV_CLI_OK) {
+        return -1;
+    }
+    return (int64_t)list.n;
 }
 
 static int report(const char *what, skv_status_t st, const skv_grpc_error_t *err)
@@ -101,116 +107,126 @@ static void print_chunk(const Skv__V1__GenerateChunk *c, int show_ids, size_t *n
     }
 }
 
+/* generate's flags beyond those stored in the request itself. */
+typedef struct {
+    const char *prompt, *token_ids, *request_id;
+    int64_t max_tokens, logprobs, seed;
+    int top_k, ignore_eos, show_ids;
+    const char *stops[MAX_LIST];
+    int32_t stop_ids[MAX_LIST];
+    skv_cli_list_t stop_list, stop_id_list;
+} gen_args_t;
+
+#define SKV_CLIENT_F(name, env, field, help)                                                       \
+    {name, env, SKV_CLI_FLOAT, &sp->field, 0, 0, -FLT_MAX, FLT_MAX, help}
+#define SKV_CLIENT_L(name, env, field, lo, hi, help)                                               \
+    {name, env, SKV_CLI_INT64, &g->field, lo, hi, 0, 0, help}
+#define SKV_CLIENT_S(name, field, help)                                                            \
+    {name, NULL, SKV_CLI_STRING, &g->field, 0, 0, 0, 0, help}
+#define SKV_CLIENT_B(name, env, field, help)                                                       \
+    {name, env, SKV_CLI_SWITCH, &g->field, 0, 1, 0, 0, help}
+
+/* Parses generate's flags into g and sp; SKV_CLI_OK, SKV_CLI_HELP or SKV_CLI_USAGE. */
+static int gen_parse(int argc, char **argv, gen_args_t *g, Skv__V1__SamplingParams *sp)
+{
+    g->seed = -1;
+    g->stop_list = (skv_cli_list_t){g->stops, MAX_LIST, 0};
+    g->stop_id_list = (skv_cli_list_t){g->stop_ids, MAX_LIST, 0};
+    const skv_cli_opt_t opts[] = {
+        SKV_CLIENT_S("prompt", prompt, "prompt text"),
+        SKV_CLIENT_S("token-ids", token_ids, "prompt token ids, comma-separated"),
+        SKV_CLIENT_L("max-tokens", "SKV_CLIENT_MAX_TOKENS", max_tokens, 0, UINT32_MAX,
+                     "tokens to generate; 0: the server's limit"),
+        SKV_CLIENT_F("temperature", "SKV_CLIENT_TEMPERATURE", temperature, "0: greedy"),
+        {"top-k", "SKV_CLIENT_TOP_K", SKV_CLI_INT, &g->top_k, INT32_MIN, INT32_MAX, 0, 0, "0: off"},
+        SKV_CLIENT_F("top-p", "SKV_CLIENT_TOP_P", top_p, "0: off"),
+        SKV_CLIENT_F("min-p", "SKV_CLIENT_MIN_P", min_p, "0: off"),
+        SKV_CLIENT_L("seed", "SKV_CLIENT_SEED", seed, -1, INT64_MAX,
+                     "sampling seed; -1: none sent"),
+        SKV_CLIENT_F("presence-penalty", "SKV_CLIENT_PRESENCE_PENALTY", presence_penalty, "0: off"),
+        SKV_CLIENT_F("frequency-penalty", "SKV_CLIENT_FREQUENCY_PENALTY", frequency_penalty,
+                     "0: off"),
+        SKV_CLIENT_F("repetition-penalty", "SKV_CLIENT_REPETITION_PENALTY", repetition_penalty,
+                     "0 or 1: off"),
+        {"stop", NULL, SKV_CLI_STRINGS, &g->stop_list, 0, 0, 0, 0, "a stop string (repeatable)"},
+        {"stop-token-id", NULL, SKV_CLI_LIST, &g->stop_id_list, 0, INT32_MAX, 0, 0,
+         "stop token ids (repeatable, or comma-separated)"},
+        SKV_CLIENT_B("ignore-eos", "SKV_CLIENT_IGNORE_EOS", ignore_eos,
+                     "keep going past end-of-sequence ids"),
+        SKV_CLIENT_L("logprobs", "SKV_CLIENT_LOGPROBS", logprobs, 0, UINT32_MAX,
+                     "top log-probabilities per token"),
+        SKV_CLIENT_S("request-id", request_id, "the request's id"),
+        SKV_CLIENT_B("show-ids", "SKV_CLIENT_SHOW_IDS", show_ids,
+                     "print the token ids (comma-separated), not the text"),
+    };
+    return skv_cli_parse("skv_client generate",
+                         "Streams one generation (--prompt or --token-ids); sampling values go "
+                         "to the server unchecked.",
+                         opts, sizeof(opts) / sizeof(opts[0]), argc, argv, NULL);
+}
+
+/* Fills req (with its sampling and stop messages) from g; *ids_p gets the prompt ids to free.
+ * 0, or 2 (reported) on bad usage. */
+static int gen_request(gen_args_t *g, Skv__V1__GenerateRequest *req, Skv__V1__TokenIds *tids,
+                       int32_t **ids_p)
+{
+    Skv__V1__SamplingParams *sp = req->sampling;
+    Skv__V1__StopCriteria *stop = req->stop;
+    if ((g->prompt != NULL) == (g->token_ids != NULL)) {
+        fprintf(stderr, "skv_client: generate needs --prompt or --token-ids\n");
+        return 2;
+    }
+    if (g->prompt != NULL) {
+        req->input_case = SKV__V1__GENERATE_REQUEST__INPUT_TEXT;
+        req->text = (char *)g->prompt;
+    } else {
+        int64_t n = skv_client_ids("--token-ids", g->token_ids, ids_p);
+        if (n < 0) {
+            return 2;
+        }
+        tids->ids = *ids_p;
+        tids->n_ids = (size_t)n;
+        req->input_case = SKV__V1__GENERATE_REQUEST__INPUT_TOKEN_IDS;
+        req->token_ids = tids;
+    }
+    sp->top_k = g->top_k;
+    if (g->seed >= 0) {
+        sp->seed_present_case = SKV__V1__SAMPLING_PARAMS__SEED_PRESENT_SEED;
+        sp->seed = (uint64_t)g->seed;
+    }
+    stop->max_tokens = (uint32_t)g->max_tokens;
+    stop->stop = (char **)g->stops;
+    stop->n_stop = g->stop_list.n;
+    stop->stop_token_ids = g->stop_ids;
+    stop->n_stop_token_ids = g->stop_id_list.n;
+    stop->ignore_eos = g->ignore_eos;
+    req->logprobs = (uint32_t)g->logprobs;
+    if (g->request_id != NULL) {
+        req->request_id = (char *)g->request_id;
+    }
+    return 0;
+}
+
 static int cmd_generate(client_t *cl, int argc, char **argv)
 {
-    static const struct option opts[] = {{"prompt", 1, 0, 'p'},
-                                         {"token-ids", 1, 0, 'i'},
-                                         {"max-tokens", 1, 0, 'm'},
-                                         {"temperature", 1, 0, 't'},
-                                         {"top-k", 1, 0, 'k'},
-                                         {"top-p", 1, 0, 'P'},
-                                         {"min-p", 1, 0, 'M'},
-                                         {"seed", 1, 0, 's'},
-                                         {"presence-penalty", 1, 0, 'r'},
-                                         {"frequency-penalty", 1, 0, 'f'},
-                                         {"repetition-penalty", 1, 0, 'R'},
-                                         {"stop", 1, 0, 'S'},
-                                         {"stop-token-id", 1, 0, 'T'},
-                                         {"ignore-eos", 0, 0, 'e'},
-                                         {"logprobs", 1, 0, 'l'},
-                                         {"request-id", 1, 0, 'q'},
-                                         {"show-ids", 0, 0, 'd'},
-                                         {0, 0, 0, 0}};
     Skv__V1__GenerateRequest req = SKV__V1__GENERATE_REQUEST__INIT;
     Skv__V1__SamplingParams sp = SKV__V1__SAMPLING_PARAMS__INIT;
     Skv__V1__StopCriteria stop = SKV__V1__STOP_CRITERIA__INIT;
     Skv__V1__TokenIds tids = SKV__V1__TOKEN_IDS__INIT;
-    int32_t *prompt_ids = NULL, stop_ids[MAX_LIST];
-    char *stops[MAX_LIST];
-    int show_ids = 0, c;
+    static gen_args_t g; /* the lists' arrays */
+    int32_t *prompt_ids = NULL;
     size_t n_shown = 0;
     req.sampling = &sp;
     req.stop = &stop;
-    stop.stop = stops;
-    stop.stop_token_ids = stop_ids;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (c) {
-        case 'p':
-            req.input_case = SKV__V1__GENERATE_REQUEST__INPUT_TEXT;
-            req.text = optarg;
-            break;
-        case 'i': /* a prompt of any length: one id per comma, plus one */
-            free(prompt_ids);
-            prompt_ids = malloc((strlen(optarg) / 2 + 1) * sizeof(*prompt_ids));
-            if (prompt_ids == NULL ||
-                (int)(tids.n_ids = (size_t)parse_ids(optarg, prompt_ids,
-                                                     (int)(strlen(optarg) / 2 + 1))) < 0) {
-                free(prompt_ids);
-                return usage();
-            }
-            tids.ids = prompt_ids;
-            req.input_case = SKV__V1__GENERATE_REQUEST__INPUT_TOKEN_IDS;
-            req.token_ids = &tids;
-            break;
-        case 'm':
-            stop.max_tokens = (uint32_t)strtoul(optarg, NULL, 10);
-            break;
-        case 't':
-            sp.temperature = strtof(optarg, NULL);
-            break;
-        case 'k':
-            sp.top_k = atoi(optarg);
-            break;
-        case 'P':
-            sp.top_p = strtof(optarg, NULL);
-            break;
-        case 'M':
-            sp.min_p = strtof(optarg, NULL);
-            break;
-        case 's':
-            sp.seed_present_case = SKV__V1__SAMPLING_PARAMS__SEED_PRESENT_SEED;
-            sp.seed = strtoull(optarg, NULL, 10);
-            break;
-        case 'r':
-            sp.presence_penalty = strtof(optarg, NULL);
-            break;
-        case 'f':
-            sp.frequency_penalty = strtof(optarg, NULL);
-            break;
-        case 'R':
-            sp.repetition_penalty = strtof(optarg, NULL);
-            break;
-        case 'S':
-            if (stop.n_stop == MAX_LIST)
-                return usage();
-            stops[stop.n_stop++] = optarg;
-            break;
-        case 'T':
-            if (stop.n_stop_token_ids == MAX_LIST)
-                return usage();
-            stop_ids[stop.n_stop_token_ids++] = atoi(optarg);
-            break;
-        case 'e':
-            stop.ignore_eos = 1;
-            break;
-        case 'l':
-            req.logprobs = (uint32_t)strtoul(optarg, NULL, 10);
-            break;
-        case 'q':
-            req.request_id = optarg;
-            break;
-        case 'd':
-            show_ids = 1;
-            break;
-        default:
-            free(prompt_ids);
-            return usage();
-        }
+    int parsed = gen_parse(argc, argv, &g, &sp);
+    if (parsed != SKV_CLI_OK) {
+        return skv_client_exit(parsed);
     }
-    if (req.input_case == SKV__V1__GENERATE_REQUEST__INPUT__NOT_SET) {
-        fprintf(stderr, "skv_client: generate needs --prompt or --token-ids\n");
+    int rc = gen_request(&g, &req, &tids, &prompt_ids);
+    rc = rc == 0 ? skv_client_connect(cl) : rc;
+    if (rc != 0) {
         free(prompt_ids);
-        return usage();
+        return rc;
     }
     skv_grpc_call_opts_t call_opts = {.timeout_ms = cl->timeout_ms};
     skv_grpc_stream_t *s = NULL;
@@ -220,7 +236,7 @@ static int cmd_generate(client_t *cl, int argc, char **argv)
     ProtobufCMessage *msg = NULL;
     while (st == SKV_STATUS_OK && (st = skv_grpc_stream_read(s, &msg, &err)) == SKV_STATUS_OK &&
            msg != NULL) {
-        print_chunk((const Skv__V1__GenerateChunk *)msg, show_ids, &n_shown);
+        print_chunk((const Skv__V1__GenerateChunk *)msg, g.show_ids, &n_shown);
         protobuf_c_message_free_unpacked(msg, NULL);
     }
     skv_grpc_stream_destroy(s);
@@ -238,22 +254,35 @@ static int unary(client_t *cl, const char *method, const ProtobufCMessage *req,
     return st == SKV_STATUS_OK ? 0 : report(method, st, &err);
 }
 
+/* Parses a command with one string flag (or none: name NULL) into *value_p; SKV_CLI_OK,
+ * SKV_CLI_HELP or SKV_CLI_USAGE. */
+static int skv_client_parse_one(const char *prog, const char *summary, const char *name,
+                                const char *env, const char *help, const char **value_p, int argc,
+                                char **argv)
+{
+    const skv_cli_opt_t opt = {name, env, SKV_CLI_STRING, value_p, 0, 0, 0, 0, help};
+    return skv_cli_parse(prog, summary, &opt, name != NULL, argc, argv, NULL);
+}
+
 static int cmd_tokenize(client_t *cl, int argc, char **argv)
 {
-    static const struct option opts[] = {{"text", 1, 0, 't'}, {0, 0, 0, 0}};
     Skv__V1__TokenizeRequest req = SKV__V1__TOKENIZE_REQUEST__INIT;
-    int c;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (c != 't')
-            return usage();
+    const char *text = NULL;
+    int parsed = skv_client_parse_one("skv_client tokenize", "Prints the token ids of a text.",
+                                      "text", NULL, "the text", &text, argc, argv);
+    if (parsed != SKV_CLI_OK) {
+        return skv_client_exit(parsed);
+    }
+    if (text != NULL) {
         req.input_case = SKV__V1__TOKENIZE_REQUEST__INPUT_TEXT;
-        req.text = optarg;
+        req.text = (char *)text;
     }
     req.add_special_tokens = 1;
     ProtobufCMessage *m = NULL;
-    if (unary(cl, "/skv.v1.Generation/Tokenize", &req.base, &skv__v1__tokenize_response__descriptor,
-              &m)) {
-        return 1;
+    int rc = skv_client_connect(cl);
+    if (rc != 0 || unary(cl, "/skv.v1.Generation/Tokenize", &req.base,
+                         &skv__v1__tokenize_response__descriptor, &m)) {
+        return rc != 0 ? rc : 1;
     }
     const Skv__V1__TokenizeResponse *r = (const Skv__V1__TokenizeResponse *)m;
     for (size_t i = 0; i < r->n_ids; i++) {
@@ -266,24 +295,27 @@ static int cmd_tokenize(client_t *cl, int argc, char **argv)
 
 static int cmd_detokenize(client_t *cl, int argc, char **argv)
 {
-    static const struct option opts[] = {{"ids", 1, 0, 'i'}, {0, 0, 0, 0}};
     Skv__V1__DetokenizeRequest req = SKV__V1__DETOKENIZE_REQUEST__INIT;
-    int32_t ids[MAX_LIST];
-    int c;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        int n = c == 'i' ? parse_ids(optarg, ids, MAX_LIST) : -1;
-        if (n < 0)
-            return usage();
-        req.ids = ids;
-        req.n_ids = (size_t)n;
+    const char *text = NULL;
+    int32_t *ids = NULL;
+    int parsed = skv_client_parse_one("skv_client detokenize", "Prints the text of token ids.",
+                                      "ids", NULL, "token ids, comma-separated", &text, argc, argv);
+    if (parsed != SKV_CLI_OK) {
+        return skv_client_exit(parsed);
     }
+    int64_t n = text != NULL ? skv_client_ids("--ids", text, &ids) : 0;
+    int rc = n < 0 ? 2 : skv_client_connect(cl);
+    req.ids = ids;
+    req.n_ids = n > 0 ? (size_t)n : 0;
     ProtobufCMessage *m = NULL;
-    if (unary(cl, "/skv.v1.Generation/Detokenize", &req.base,
-              &skv__v1__detokenize_response__descriptor, &m)) {
-        return 1;
+    if (rc != 0 || unary(cl, "/skv.v1.Generation/Detokenize", &req.base,
+                         &skv__v1__detokenize_response__descriptor, &m)) {
+        free(ids);
+        return rc != 0 ? rc : 1;
     }
     printf("%s\n", ((const Skv__V1__DetokenizeResponse *)m)->text);
     protobuf_c_message_free_unpacked(m, NULL);
+    free(ids);
     return 0;
 }
 
@@ -327,29 +359,58 @@ static int cmd_show(client_t *cl, const char *method, const ProtobufCMessage *re
                     const ProtobufCMessageDescriptor *desc)
 {
     ProtobufCMessage *m = NULL;
-    if (unary(cl, method, req, desc, &m)) {
-        return 1;
+    int rc = skv_client_connect(cl);
+    if (rc != 0 || unary(cl, method, req, desc, &m)) {
+        return rc != 0 ? rc : 1;
     }
     print_fields(m, "");
     protobuf_c_message_free_unpacked(m, NULL);
     return 0;
 }
 
+/* model-info and stats: no flags of their own. */
+static int cmd_info(client_t *cl, const char *cmd, int argc, char **argv)
+{
+    Skv__V1__ModelInfoRequest mi = SKV__V1__MODEL_INFO_REQUEST__INIT;
+    Skv__V1__StatsRequest sr = SKV__V1__STATS_REQUEST__INIT;
+    int info = strcmp(cmd, "model-info") == 0;
+    char prog[64];
+    snprintf(prog, sizeof(prog), "skv_client %s", cmd);
+    int parsed = skv_client_parse_one(prog,
+                                      info ? "Prints the model's description, one key: value per "
+                                             "line."
+                                           : "Prints the server's counters, one key: value per "
+                                             "line.",
+                                      NULL, NULL, NULL, NULL, argc, argv);
+    if (parsed != SKV_CLI_OK) {
+        return skv_client_exit(parsed);
+    }
+    if (info) {
+        return cmd_show(cl, "/skv.v1.Generation/ModelInfo", &mi.base,
+                        &skv__v1__model_info_response__descriptor);
+    }
+    return cmd_show(cl, "/skv.v1.Generation/Stats", &sr.base, &skv__v1__stats_response__descriptor);
+}
+
 static int cmd_health(client_t *cl, int argc, char **argv)
 {
-    static const struct option opts[] = {{"service", 1, 0, 's'}, {0, 0, 0, 0}};
     static const char *names[] = {"UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"};
     Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
-    int c;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (c != 's')
-            return usage();
-        req.service = optarg;
+    const char *service = NULL;
+    int parsed = skv_client_parse_one(
+        "skv_client health", "Prints the gRPC health status; exit 0 only when SERVING.", "service",
+        "SKV_CLIENT_SERVICE", "the service to check (empty: the server)", &service, argc, argv);
+    if (parsed != SKV_CLI_OK) {
+        return skv_client_exit(parsed);
+    }
+    if (service != NULL) {
+        req.service = (char *)service;
     }
     ProtobufCMessage *m = NULL;
-    if (unary(cl, "/grpc.health.v1.Health/Check", &req.base,
-              &grpc__health__v1__health_check_response__descriptor, &m)) {
-        return 1;
+    int rc = skv_client_connect(cl);
+    if (rc != 0 || unary(cl, "/grpc.health.v1.Health/Check", &req.base,
+                         &grpc__health__v1__health_check_response__descriptor, &m)) {
+        return rc != 0 ? rc : 1;
     }
     int status = ((const Grpc__Health__V1__HealthCheckResponse *)m)->status;
     protobuf_c_message_free_unpacked(m, NULL);
@@ -357,10 +418,10 @@ static int cmd_health(client_t *cl, int argc, char **argv)
     return status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING ? 0 : 1;
 }
 
-static int run_command(client_t *cl, const char *cmd, int argc, char **argv)
+/* Runs the command argv[0] with its flags; returns the exit status. */
+static int run_command(client_t *cl, int argc, char **argv)
 {
-    Skv__V1__ModelInfoRequest mi = SKV__V1__MODEL_INFO_REQUEST__INIT;
-    Skv__V1__StatsRequest sr = SKV__V1__STATS_REQUEST__INIT;
+    const char *cmd = argv[0];
     if (strcmp(cmd, "generate") == 0)
         return cmd_generate(cl, argc, argv);
     if (strcmp(cmd, "tokenize") == 0)
@@ -369,38 +430,35 @@ static int run_command(client_t *cl, const char *cmd, int argc, char **argv)
         return cmd_detokenize(cl, argc, argv);
     if (strcmp(cmd, "health") == 0)
         return cmd_health(cl, argc, argv);
-    if (strcmp(cmd, "model-info") == 0)
-        return cmd_show(cl, "/skv.v1.Generation/ModelInfo", &mi.base,
-                        &skv__v1__model_info_response__descriptor);
-    if (strcmp(cmd, "stats") == 0)
-        return cmd_show(cl, "/skv.v1.Generation/Stats", &sr.base,
-                        &skv__v1__stats_response__descriptor);
-    fprintf(stderr, "skv_client: unknown command '%s'\n", cmd);
-    return usage();
+    if (strcmp(cmd, "model-info") == 0 || strcmp(cmd, "stats") == 0)
+        return cmd_info(cl, cmd, argc, argv);
+    fprintf(stderr, "skv_client: unknown command '%s' (--help lists them)\n", cmd);
+    return 2;
 }
 
 int main(int argc, char **argv)
 {
     client_t cl = {.target = NULL, .timeout_ms = 0};
-    int i = 1;
-    for (; i < argc && strncmp(argv[i], "--", 2) == 0; i += 2) {
-        if (i + 1 >= argc)
-            return usage();
-        if (strcmp(argv[i], "--target") == 0)
-            cl.target = argv[i + 1];
-        else if (strcmp(argv[i], "--timeout-ms") == 0)
-            cl.timeout_ms = strtoll(argv[i + 1], NULL, 10);
-        else
-            return usage();
+    const skv_cli_opt_t opts[] = {
+        {"target", "SKV_CLIENT_TARGET", SKV_CLI_STRING, &cl.target, 0, 0, 0, 0,
+         "HOST:PORT or a gRPC target (unix:PATH, ...) of the router or a worker (required)"},
+        {"timeout-ms", "SKV_CLIENT_TIMEOUT_MS", SKV_CLI_INT64, &cl.timeout_ms, 0, 86400000, 0, 0,
+         "deadline of the call; 0: none"},
+    };
+    int pos = 0;
+    int parsed = skv_cli_parse("skv_client",
+                               "skv_client [flags] COMMAND [its flags]: COMMAND is generate, "
+                               "tokenize, detokenize, model-info, stats or health; `skv_client "
+                               "COMMAND --help` lists a command's flags.",
+                               opts, sizeof(opts) / sizeof(opts[0]), argc, argv, &pos);
+    if (parsed != SKV_CLI_OK) {
+        return skv_client_exit(parsed);
     }
-    if (cl.target == NULL || i >= argc) {
-        return usage();
+    if (pos >= argc) {
+        fprintf(stderr, "skv_client: a command is required (--help lists them)\n");
+        return 2;
     }
-    if (skv_grpc_channel_create(cl.target, NULL, &cl.channel) != SKV_STATUS_OK) {
-        return 1;
-    }
-    optind = 1; /* getopt over the command's own arguments, argv[i] playing argv[0] */
-    int rc = run_command(&cl, argv[i], argc - i, argv + i);
+    int rc = run_command(&cl, argc - pos, argv + pos); /* the command word plays argv[0] */
     skv_grpc_channel_destroy(cl.channel);
     return rc;
 }

@@ -4,10 +4,10 @@
  * as one user turn of the model's chat format) or as token ids (--tokens 1,2,3). Streams the
  * generated text (or ids with --tokens) to stdout and timings to stderr.
  *
- *   skv_generate --model DIR (--prompt TEXT [--chat] | --tokens 128000,15339) [--max-tokens 32]
- *                [--top-k K] [--top-p P] [--min-p P] [--seed S] [--mode auto|base|swiftkv]
- *                [--backend cpu|cpu-ref|cuda] [--threads N] [--block-size B] [--chunk N]
- *                [--ignore-eos] [--tp N] [--kv-dtype auto|fp8|f32|bf16]
+ *   skv_generate --model DIR (--prompt TEXT [--chat] | --tokens 128000,15339) [flags]
+ *
+ * `skv_generate --help` lists every flag with its default and SKV_GENERATE_* variable (one
+ * table, base/cli.h). Exit: 0 done, 1 a failure, 2 bad usage.
  *
  * --kv-dtype picks the KV cache dtype: auto (the backend's default), fp8 (E4M3, half the bytes
  * of bf16; kernels/ops.h), or the default's own name; one the backend does not take fails.
@@ -15,12 +15,12 @@
  * --tp N splits the model over N ranks (threads) of the backend (common/model/model_tp.h): N CPU
  * backends with --threads each, or GPUs 0..N-1 with NCCL; the output must not change.
  */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/alloc.h"
+#include "base/cli.h"
 #include "kernels/backend.h"
 #include "base/clock.h"
 #include "common/model/generate.h"
@@ -39,93 +39,110 @@ typedef struct {
     int threads;
     int block_size;
     int tp;
+    int max_tokens, top_k, chunk;
+    int64_t seed;
     skv_generate_opts_t gen;
 } skv_gen_args_t;
 
-static void skv_gen_usage(void)
-{
-    fprintf(stderr, "usage: skv_generate --model DIR (--prompt TEXT [--chat] | --tokens ID,ID,...) "
-                    "[--max-tokens N] "
-                    "[--temperature T] [--top-k K] [--top-p P] [--min-p P] [--seed S]\n"
-                    "       [--mode auto|base|swiftkv] [--backend %s] [--threads N] "
-                    "[--block-size B] [--chunk N] [--ignore-eos] [--tp N] "
-                    "[--kv-dtype auto|fp8|NAME]\n",
-            skv_backend_names());
-}
+#define SKV_GEN_I(name, env, field, lo, hi, help)                                                  \
+    {name, env, SKV_CLI_INT, &a->field, lo, hi, 0, 0, help}
+#define SKV_GEN_S(name, env, field, help)                                                          \
+    {name, env, SKV_CLI_STRING, &a->field, 0, 0, 0, 0, help}
+#define SKV_GEN_B(name, env, field, help)                                                          \
+    {name, env, SKV_CLI_SWITCH, &a->field, 0, 1, 0, 0, help}
 
-static int skv_gen_parse(int argc, char **argv, skv_gen_args_t *a)
+static void skv_gen_defaults(skv_gen_args_t *a)
 {
-    static const struct option opts[] = {
-        {"model", 1, 0, 'm'},      {"tokens", 1, 0, 't'},      {"max-tokens", 1, 0, 'n'},
-        {"temperature", 1, 0, 'T'}, {"top-k", 1, 0, 'k'},      {"top-p", 1, 0, 'p'},
-        {"min-p", 1, 0, 'P'},      {"seed", 1, 0, 's'},        {"mode", 1, 0, 'M'},
-        {"backend", 1, 0, 'b'},    {"threads", 1, 0, 'j'},     {"block-size", 1, 0, 'B'},
-        {"chunk", 1, 0, 'c'},      {"ignore-eos", 0, 0, 'e'},  {"help", 0, 0, 'h'},
-        {"prompt", 1, 0, 'x'},     {"chat", 0, 0, 'C'},        {"tp", 1, 0, 'D'},
-        {"kv-dtype", 1, 0, 'K'},   {0, 0, 0, 0}};
     memset(a, 0, sizeof(*a));
     a->backend = "cpu";
     a->mode = "auto";
     a->block_size = 16;
     a->tp = 1;
-    a->gen.max_new_tokens = 32;
+    a->max_tokens = 32;
     skv_sampling_params_default(&a->gen.sampling);
-    int c;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (c) {
-        case 'm': a->model_dir = optarg; break;
-        case 't': a->tokens = optarg; break;
-        case 'n': a->gen.max_new_tokens = atoi(optarg); break;
-        case 'T': a->gen.sampling.temperature = strtof(optarg, NULL); break;
-        case 'k': a->gen.sampling.top_k = atoi(optarg); break;
-        case 'p': a->gen.sampling.top_p = strtof(optarg, NULL); break;
-        case 'P': a->gen.sampling.min_p = strtof(optarg, NULL); break;
-        case 's': a->gen.sampling.seed = strtoull(optarg, NULL, 10); break;
-        case 'M': a->mode = optarg; break;
-        case 'b': a->backend = optarg; break;
-        case 'j': a->threads = atoi(optarg); break;
-        case 'B': a->block_size = atoi(optarg); break;
-        case 'c': a->gen.chunk_tokens = atoi(optarg); break;
-        case 'e': a->gen.ignore_eos = 1; break;
-        case 'x': a->prompt = optarg; break;
-        case 'C': a->chat = 1; break;
-        case 'D': a->tp = atoi(optarg); break;
-        case 'K': a->kv_dtype = optarg; break;
-        default: return -1;
-        }
-    }
-    return (a->model_dir && (a->tokens != NULL) != (a->prompt != NULL) && a->gen.max_new_tokens > 0 && a->block_size > 0 && a->tp > 0) ? 0 : -1;
 }
 
-/* Parses "1,2,3" into a new array; returns the count or -1. */
+/* Returns SKV_CLI_OK, SKV_CLI_HELP or SKV_CLI_USAGE (base/cli.h). */
+static int skv_gen_table(int argc, char **argv, skv_gen_args_t *a)
+{
+    skv_sampling_params_t *sp = &a->gen.sampling;
+    char backends[128];
+    snprintf(backends, sizeof(backends), "compute backend: %s", skv_backend_names());
+    const skv_cli_opt_t opts[] = {
+        SKV_GEN_S("model", "SKV_GENERATE_MODEL", model_dir, "HF model folder (required)"),
+        SKV_GEN_S("prompt", NULL, prompt, "prompt text, encoded with the model's tokenizer"),
+        SKV_GEN_B("chat", "SKV_GENERATE_CHAT", chat,
+                  "--prompt is one user turn of the chat format"),
+        SKV_GEN_S("tokens", NULL, tokens,
+                  "prompt token ids, comma-separated (instead of --prompt)"),
+        SKV_GEN_I("max-tokens", "SKV_GENERATE_MAX_TOKENS", max_tokens, 1, INT32_MAX,
+                  "tokens to generate"),
+        {"temperature", "SKV_GENERATE_TEMPERATURE", SKV_CLI_FLOAT, &sp->temperature, 0, 0, 0.0,
+         100.0, "sampling temperature; 0: greedy"},
+        SKV_GEN_I("top-k", "SKV_GENERATE_TOP_K", top_k, 0, INT32_MAX, "top-k filter; 0: off"),
+        {"top-p", "SKV_GENERATE_TOP_P", SKV_CLI_FLOAT, &sp->top_p, 0, 0, 0.0, 1.0,
+         "top-p (nucleus) filter; 1: off"},
+        {"min-p", "SKV_GENERATE_MIN_P", SKV_CLI_FLOAT, &sp->min_p, 0, 0, 0.0, 1.0,
+         "min-p filter; 0: off"},
+        {"seed", "SKV_GENERATE_SEED", SKV_CLI_INT64, &a->seed, 0, INT64_MAX, 0, 0, "sampling seed"},
+        SKV_GEN_S("mode", "SKV_GENERATE_MODE", mode, "auto | base | swiftkv"),
+        SKV_GEN_S("backend", "SKV_GENERATE_BACKEND", backend, backends),
+        SKV_GEN_I("threads", "SKV_GENERATE_THREADS", threads, 0, 4096, "CPU threads (0: all)"),
+        SKV_GEN_I("block-size", "SKV_GENERATE_BLOCK_SIZE", block_size, 1, 4096,
+                  "tokens per KV block"),
+        SKV_GEN_I("chunk", "SKV_GENERATE_CHUNK", chunk, 0, 1 << 20,
+                  "prefill chunk in tokens (0: 512)"),
+        SKV_GEN_B("ignore-eos", "SKV_GENERATE_IGNORE_EOS", gen.ignore_eos,
+                  "keep generating past end-of-sequence ids"),
+        SKV_GEN_I("tp", "SKV_GENERATE_TP", tp, 1, 16,
+                  "tensor-parallel ranks (common/model/model_tp.md)"),
+        SKV_GEN_S("kv-dtype", "SKV_GENERATE_KV_DTYPE", kv_dtype,
+                  "KV cache dtype: auto (the backend's), fp8 (E4M3), f32, bf16"),
+    };
+    return skv_cli_parse("skv_generate",
+                         "Generates from a prompt with the engine alone (no services): the text "
+                         "(or the ids, with --tokens) on stdout, timings on stderr.",
+                         opts, sizeof(opts) / sizeof(opts[0]), argc, argv, NULL);
+}
+
+/* Parses the command line into a; SKV_CLI_OK, SKV_CLI_HELP or SKV_CLI_USAGE (reported). */
+static int skv_gen_parse(int argc, char **argv, skv_gen_args_t *a)
+{
+    skv_gen_defaults(a);
+    int st = skv_gen_table(argc, argv, a);
+    if (st != SKV_CLI_OK) {
+        return st;
+    }
+    a->gen.max_new_tokens = a->max_tokens;
+    a->gen.chunk_tokens = a->chunk;
+    a->gen.sampling.top_k = a->top_k;
+    a->gen.sampling.seed = (uint64_t)a->seed;
+    if (a->model_dir == NULL || (a->tokens != NULL) == (a->prompt != NULL)) {
+        fprintf(stderr, "skv_generate: --model and one of --prompt or --tokens are required "
+                        "(--help lists the flags)\n");
+        return SKV_CLI_USAGE;
+    }
+    if (strcmp(a->mode, "auto") != 0 && strcmp(a->mode, "base") != 0 &&
+        strcmp(a->mode, "swiftkv") != 0) {
+        fprintf(stderr, "skv_generate: --mode '%s': expected auto, base or swiftkv\n", a->mode);
+        return SKV_CLI_USAGE;
+    }
+    return SKV_CLI_OK;
+}
+
+/* Parses "1,2,3" into a new array as a list flag (base/cli.h) with room for every id; returns
+ * the count, or -1 (a bad id is reported). */
 static int32_t skv_gen_parse_ids(const char *s, int32_t **ids_p)
 {
-    int32_t cap = 16, n = 0;
-    int32_t *ids = skv_mallocn((size_t)cap, sizeof(int32_t));
-    while (ids != NULL && *s) {
-        char *end;
-        long v = strtol(s, &end, 10);
-        if (end == s || v < 0 || v > INT32_MAX) {
-            skv_free(ids);
-            return -1;
-        }
-        if (n == cap) {
-            int32_t *grown = skv_realloc(ids, sizeof(int32_t) * (size_t)(cap *= 2));
-            if (grown == NULL) {
-                skv_free(ids);
-                return -1;
-            }
-            ids = grown;
-        }
-        ids[n++] = (int32_t)v;
-        s = *end == ',' ? end + 1 : end;
-        if (*end != ',' && *end != '\0') {
-            skv_free(ids);
-            return -1;
-        }
+    size_t cap = strlen(s) / 2 + 1; /* one id per two characters, plus one */
+    *ids_p = skv_mallocn(cap, sizeof(int32_t));
+    skv_cli_list_t list = {*ids_p, cap, 0};
+    const skv_cli_opt_t row = {"tokens", NULL, SKV_CLI_LIST, &list, 0, INT32_MAX, 0, 0, ""};
+    if (list.items == NULL || skv_cli_value("skv_generate", &row, "--tokens", s) != SKV_CLI_OK ||
+        list.n == 0 || list.n > INT32_MAX) {
+        return -1;
     }
-    *ids_p = ids;
-    return ids != NULL && n > 0 ? n : -1;
+    return (int32_t)list.n;
 }
 
 static skv_model_mode_t skv_gen_mode(const char *s)
@@ -231,9 +248,9 @@ int main(int argc, char **argv)
     int32_t *prompt = NULL;
     skv_tokenizer_t *tok = NULL;
     skv_detok_t detok;
-    if (skv_gen_parse(argc, argv, &a) != 0) {
-        skv_gen_usage();
-        return 2;
+    int parsed = skv_gen_parse(argc, argv, &a);
+    if (parsed != SKV_CLI_OK) {
+        return parsed == SKV_CLI_HELP ? 0 : 2;
     }
     int32_t n_prompt;
     if (a.tokens != NULL) {

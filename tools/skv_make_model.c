@@ -5,10 +5,11 @@
  *
  * This file owns the command line (presets, overrides, validation), the two config files and
  * the tokenizer copy; make_model_weights.c owns the weights. The same flags give the same
- * bytes on any machine. Exit status: 0 done, 2 bad flags, 1 failure (logged).
+ * bytes on any machine. `skv_make_model --help` lists every flag with its default and
+ * SKV_MAKE_MODEL_* variable (one table, base/cli.h). Exit status: 0 done, 2 bad flags, 1 failure
+ * (logged).
  */
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include <unistd.h>
 
 #include "base/alloc.h"
+#include "base/cli.h"
 #include "base/json.h"
 #include "base/log.h"
 #include "base/status.h"
@@ -147,35 +149,6 @@ static void skv_mm_opts_defaults(skv_mm_opts_t *o)
     o->n_threads = n_cpu < 1 ? 1 : (n_cpu > 16 ? 16 : (int)n_cpu);
 }
 
-static skv_status_t skv_mm_parse_i64(const char *flag, const char *s, int64_t lo, int64_t hi,
-                                     int64_t *out_p)
-{
-    char *end = NULL;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi) {
-        SKV_LOG_ERROR("--%s: '%s' is not an integer in [%" PRId64 ", %" PRId64 "]", flag, s, lo,
-                      hi);
-        return SKV_STATUS_INVALID_ARGUMENT;
-    }
-    *out_p = v;
-    return SKV_STATUS_OK;
-}
-
-static skv_status_t skv_mm_parse_f64(const char *flag, const char *s, double lo, double hi,
-                                     double *out_p)
-{
-    char *end = NULL;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno != 0 || end == s || *end != '\0' || !(v >= lo && v <= hi)) {
-        SKV_LOG_ERROR("--%s: '%s' is not a number in [%g, %g]", flag, s, lo, hi);
-        return SKV_STATUS_INVALID_ARGUMENT;
-    }
-    *out_p = v;
-    return SKV_STATUS_OK;
-}
-
 /* Parses one word flag (--rope, --dtype). */
 static skv_status_t skv_mm_parse_enum(const char *flag, const char *s, const char *const *names,
                                       int n_names, int *out_p)
@@ -190,164 +163,108 @@ static skv_status_t skv_mm_parse_enum(const char *flag, const char *s, const cha
     return SKV_STATUS_INVALID_ARGUMENT;
 }
 
-enum {
-    SKV_MM_OPT_OUT = 256,
-    SKV_MM_OPT_PRESET,
-    SKV_MM_OPT_HIDDEN,
-    SKV_MM_OPT_LAYERS,
-    SKV_MM_OPT_HEADS,
-    SKV_MM_OPT_KV_HEADS,
-    SKV_MM_OPT_HEAD_DIM,
-    SKV_MM_OPT_INTER,
-    SKV_MM_OPT_VOCAB,
-    SKV_MM_OPT_MAX_POS,
-    SKV_MM_OPT_SWIFTKV,
-    SKV_MM_OPT_GROUP,
-    SKV_MM_OPT_TIE,
-    SKV_MM_OPT_ROPE,
-    SKV_MM_OPT_ROPE_FACTOR,
-    SKV_MM_OPT_ROPE_THETA,
-    SKV_MM_OPT_ROPE_ORIG,
-    SKV_MM_OPT_RMS_EPS,
-    SKV_MM_OPT_DTYPE,
-    SKV_MM_OPT_SHARD_MB,
-    SKV_MM_OPT_SEED,
-    SKV_MM_OPT_INIT_STD,
-    SKV_MM_OPT_TOKENIZER,
-    SKV_MM_OPT_THREADS,
-    SKV_MM_OPT_HELP,
-};
+/* The flags not stored in skv_mm_opts_t as they are given. */
+typedef struct {
+    const char *preset, *rope, *dtype;
+    int64_t seed;
+} skv_mm_flags_t;
 
-static const struct option skv_mm_long_opts[] = {
-    {"out", required_argument, 0, SKV_MM_OPT_OUT},
-    {"preset", required_argument, 0, SKV_MM_OPT_PRESET},
-    {"hidden", required_argument, 0, SKV_MM_OPT_HIDDEN},
-    {"layers", required_argument, 0, SKV_MM_OPT_LAYERS},
-    {"heads", required_argument, 0, SKV_MM_OPT_HEADS},
-    {"kv-heads", required_argument, 0, SKV_MM_OPT_KV_HEADS},
-    {"head-dim", required_argument, 0, SKV_MM_OPT_HEAD_DIM},
-    {"intermediate", required_argument, 0, SKV_MM_OPT_INTER},
-    {"vocab", required_argument, 0, SKV_MM_OPT_VOCAB},
-    {"max-pos", required_argument, 0, SKV_MM_OPT_MAX_POS},
-    {"swiftkv-layers", required_argument, 0, SKV_MM_OPT_SWIFTKV},
-    {"group", required_argument, 0, SKV_MM_OPT_GROUP},
-    {"tie", required_argument, 0, SKV_MM_OPT_TIE},
-    {"rope", required_argument, 0, SKV_MM_OPT_ROPE},
-    {"rope-factor", required_argument, 0, SKV_MM_OPT_ROPE_FACTOR},
-    {"rope-theta", required_argument, 0, SKV_MM_OPT_ROPE_THETA},
-    {"rope-orig-max", required_argument, 0, SKV_MM_OPT_ROPE_ORIG},
-    {"rms-eps", required_argument, 0, SKV_MM_OPT_RMS_EPS},
-    {"dtype", required_argument, 0, SKV_MM_OPT_DTYPE},
-    {"shard-mb", required_argument, 0, SKV_MM_OPT_SHARD_MB},
-    {"seed", required_argument, 0, SKV_MM_OPT_SEED},
-    {"init-std", required_argument, 0, SKV_MM_OPT_INIT_STD},
-    {"tokenizer", required_argument, 0, SKV_MM_OPT_TOKENIZER},
-    {"threads", required_argument, 0, SKV_MM_OPT_THREADS},
-    {"help", no_argument, 0, SKV_MM_OPT_HELP},
-    {0, 0, 0, 0},
-};
+static const char *const skv_mm_rope_names[] = {"none", "llama3", "linear"};
+static const char *const skv_mm_dtype_names[] = {"f32", "bf16", "f16"};
 
-static void skv_mm_usage(FILE *f)
+#define SKV_MM_I(name, env, field, lo, hi, help)                                                   \
+    {name, env, SKV_CLI_INT64, &o->field, lo, hi, 0, 0, help}
+#define SKV_MM_D(name, env, field, lo, hi, help)                                                   \
+    {name, env, SKV_CLI_DOUBLE, &o->field, 0, 0, lo, hi, help}
+
+/* Parses the environment and argv into o and f (defaults in them); SKV_CLI_OK, SKV_CLI_HELP or
+ * SKV_CLI_USAGE (base/cli.h). */
+static int skv_mm_table(int argc, char **argv, skv_mm_opts_t *o, skv_mm_flags_t *f)
 {
-    fprintf(f, "usage: skv_make_model --out DIR [--preset P] [overrides]\n"
-               "  --preset tiny|tiny-swiftkv|100m|100m-swiftkv|llama3-8b|llama3-8b-swiftkv|\n"
-               "           llama3-70b|llama3-70b-swiftkv   (default tiny; *-swiftkv: Lk = L/2)\n"
-               "  --hidden N --layers N --heads N --kv-heads N --head-dim N --intermediate N\n"
-               "  --vocab N --max-pos N --swiftkv-layers Lk (0 = plain Llama) --group G\n"
-               "  --tie 0|1 --rope none|llama3|linear --rope-factor F --rope-theta F\n"
-               "  --rope-orig-max N --rms-eps F --dtype f32|bf16|f16 --shard-mb N (0 = one file)\n"
-               "  --seed S --init-std F --tokenizer DIR --threads N\n");
+    const int64_t big = (int64_t)1 << 40;
+    const skv_cli_opt_t opts[] = {
+        {"out", "SKV_MAKE_MODEL_OUT", SKV_CLI_STRING, &o->out_dir, 0, 0, 0, 0,
+         "output folder, created (required)"},
+        {"preset", "SKV_MAKE_MODEL_PRESET", SKV_CLI_STRING, &f->preset, 0, 0, 0, 0,
+         "tiny | tiny-swiftkv | 100m | 100m-swiftkv | llama3-8b | llama3-8b-swiftkv | llama3-70b "
+         "| llama3-70b-swiftkv (*-swiftkv: Lk = L/2); the defaults below are tiny's, the other "
+         "flags override the preset"},
+        SKV_MM_I("hidden", "SKV_MAKE_MODEL_HIDDEN", hidden, 1, big, "hidden size"),
+        SKV_MM_I("layers", "SKV_MAKE_MODEL_LAYERS", n_layers, 1, 4096, "layers"),
+        SKV_MM_I("heads", "SKV_MAKE_MODEL_HEADS", n_heads, 1, 4096, "attention heads"),
+        SKV_MM_I("kv-heads", "SKV_MAKE_MODEL_KV_HEADS", n_kv_heads, 1, 4096, "K/V heads"),
+        SKV_MM_I("head-dim", "SKV_MAKE_MODEL_HEAD_DIM", head_dim, 0, 4096,
+                 "head dimension, even; 0: hidden / heads"),
+        SKV_MM_I("intermediate", "SKV_MAKE_MODEL_INTERMEDIATE", intermediate, 1, big,
+                 "MLP intermediate size"),
+        SKV_MM_I("vocab", "SKV_MAKE_MODEL_VOCAB", vocab, 2, big, "vocabulary size"),
+        SKV_MM_I("max-pos", "SKV_MAKE_MODEL_MAX_POS", max_pos, 1, big, "max_position_embeddings"),
+        SKV_MM_I("swiftkv-layers", "SKV_MAKE_MODEL_SWIFTKV_LAYERS", n_kv_layers, 0, 4096,
+                 "Lk: layers with their own K/V; 0: plain Llama"),
+        SKV_MM_I("group", "SKV_MAKE_MODEL_GROUP", group, 1, 4096, "AcrossKV group size"),
+        {"tie", "SKV_MAKE_MODEL_TIE", SKV_CLI_INT, &o->tie, 0, 1, 0, 0,
+         "1: lm_head is the embedding"},
+        {"rope", "SKV_MAKE_MODEL_ROPE", SKV_CLI_STRING, &f->rope, 0, 0, 0, 0,
+         "none | llama3 | linear"},
+        SKV_MM_D("rope-factor", "SKV_MAKE_MODEL_ROPE_FACTOR", rope_factor, 1.0, 1e6,
+                 "rope_scaling factor"),
+        SKV_MM_D("rope-theta", "SKV_MAKE_MODEL_ROPE_THETA", rope_theta, 1.0, 1e12, "rope_theta"),
+        SKV_MM_I("rope-orig-max", "SKV_MAKE_MODEL_ROPE_ORIG_MAX", rope_orig_max, 1, big,
+                 "llama3 rope: original_max_position_embeddings"),
+        SKV_MM_D("rms-eps", "SKV_MAKE_MODEL_RMS_EPS", rms_eps, 0.0, 1.0, "rms_norm_eps"),
+        {"dtype", "SKV_MAKE_MODEL_DTYPE", SKV_CLI_STRING, &f->dtype, 0, 0, 0, 0,
+         "f32 | bf16 | f16"},
+        SKV_MM_I("shard-mb", "SKV_MAKE_MODEL_SHARD_MB", shard_mb, 0, big,
+                 "weight shard size; 0: one model.safetensors"),
+        {"seed", "SKV_MAKE_MODEL_SEED", SKV_CLI_INT64, &f->seed, 0, INT64_MAX, 0, 0,
+         "weights seed"},
+        SKV_MM_D("init-std", "SKV_MAKE_MODEL_INIT_STD", init_std, 0.0, 100.0,
+                 "weights standard deviation"),
+        {"tokenizer", "SKV_MAKE_MODEL_TOKENIZER", SKV_CLI_STRING, &o->tokenizer_dir, 0, 0, 0, 0,
+         "tokenizer folder to copy (default: the tiny one when the vocabulary is 1024)"},
+        {"threads", "SKV_MAKE_MODEL_THREADS", SKV_CLI_INT, &o->n_threads, 1, SKV_MM_MAX_THREADS, 0,
+         0, "writer threads"},
+    };
+    return skv_cli_parse("skv_make_model",
+                         "Writes a deterministic random Hugging Face model folder (plain Llama-3 "
+                         "or SwiftKV): a preset, then the flags that override it.",
+                         opts, sizeof(opts) / sizeof(opts[0]), argc, argv, NULL);
 }
 
-/* Applies one parsed override flag. */
-static skv_status_t skv_mm_apply_flag(int opt, const char *arg, skv_mm_opts_t *o)
+/* The defaults of preset (tiny when NULL) in o and f; head_dim 0 (derived unless given). */
+static skv_status_t skv_mm_flags_defaults(const char *preset, skv_mm_opts_t *o, skv_mm_flags_t *f)
 {
-    static const char *const rope_names[] = {"none", "llama3", "linear"};
-    static const char *const dtype_names[] = {"f32", "bf16", "f16"};
-    const int64_t big = (int64_t)1 << 40;
-    int64_t v = 0;
-    int e = 0;
-    skv_status_t status = SKV_STATUS_OK;
-    switch (opt) {
-    case SKV_MM_OPT_OUT:
-        o->out_dir = arg;
-        break;
-    case SKV_MM_OPT_HIDDEN:
-        status = skv_mm_parse_i64("hidden", arg, 1, big, &o->hidden);
-        break;
-    case SKV_MM_OPT_LAYERS:
-        status = skv_mm_parse_i64("layers", arg, 1, 4096, &o->n_layers);
-        break;
-    case SKV_MM_OPT_HEADS:
-        status = skv_mm_parse_i64("heads", arg, 1, 4096, &o->n_heads);
-        break;
-    case SKV_MM_OPT_KV_HEADS:
-        status = skv_mm_parse_i64("kv-heads", arg, 1, 4096, &o->n_kv_heads);
-        break;
-    case SKV_MM_OPT_HEAD_DIM:
-        status = skv_mm_parse_i64("head-dim", arg, 2, 4096, &o->head_dim);
-        break;
-    case SKV_MM_OPT_INTER:
-        status = skv_mm_parse_i64("intermediate", arg, 1, big, &o->intermediate);
-        break;
-    case SKV_MM_OPT_VOCAB:
-        status = skv_mm_parse_i64("vocab", arg, 2, big, &o->vocab);
-        break;
-    case SKV_MM_OPT_MAX_POS:
-        status = skv_mm_parse_i64("max-pos", arg, 1, big, &o->max_pos);
-        break;
-    case SKV_MM_OPT_SWIFTKV:
-        status = skv_mm_parse_i64("swiftkv-layers", arg, 0, 4096, &o->n_kv_layers);
-        break;
-    case SKV_MM_OPT_GROUP:
-        status = skv_mm_parse_i64("group", arg, 1, 4096, &o->group);
-        break;
-    case SKV_MM_OPT_TIE:
-        status = skv_mm_parse_i64("tie", arg, 0, 1, &v);
-        o->tie = (int)v;
-        break;
-    case SKV_MM_OPT_ROPE:
-        status = skv_mm_parse_enum("rope", arg, rope_names, 3, &e);
-        o->rope = (skv_mm_rope_t)e;
-        break;
-    case SKV_MM_OPT_ROPE_FACTOR:
-        status = skv_mm_parse_f64("rope-factor", arg, 1.0, 1e6, &o->rope_factor);
-        break;
-    case SKV_MM_OPT_ROPE_THETA:
-        status = skv_mm_parse_f64("rope-theta", arg, 1.0, 1e12, &o->rope_theta);
-        break;
-    case SKV_MM_OPT_ROPE_ORIG:
-        status = skv_mm_parse_i64("rope-orig-max", arg, 1, big, &o->rope_orig_max);
-        break;
-    case SKV_MM_OPT_RMS_EPS:
-        status = skv_mm_parse_f64("rms-eps", arg, 0.0, 1.0, &o->rms_eps);
-        break;
-    case SKV_MM_OPT_DTYPE:
-        status = skv_mm_parse_enum("dtype", arg, dtype_names, 3, &e);
-        o->dtype = (skv_mm_dtype_t)e;
-        break;
-    case SKV_MM_OPT_SHARD_MB:
-        status = skv_mm_parse_i64("shard-mb", arg, 0, big, &o->shard_mb);
-        break;
-    case SKV_MM_OPT_SEED:
-        status = skv_mm_parse_i64("seed", arg, 0, INT64_MAX, &v);
-        o->seed = (uint64_t)v;
-        break;
-    case SKV_MM_OPT_INIT_STD:
-        status = skv_mm_parse_f64("init-std", arg, 0.0, 100.0, &o->init_std);
-        break;
-    case SKV_MM_OPT_TOKENIZER:
-        o->tokenizer_dir = arg;
-        break;
-    case SKV_MM_OPT_THREADS:
-        status = skv_mm_parse_i64("threads", arg, 1, SKV_MM_MAX_THREADS, &v);
-        o->n_threads = (int)v;
-        break;
-    default:
-        status = SKV_STATUS_INVALID_ARGUMENT;
-        break;
+    skv_mm_opts_defaults(o);
+    if (preset != NULL) {
+        SKV_CHECK(skv_mm_preset_apply(preset, o));
     }
-    return status;
+    f->preset = preset != NULL ? preset : "tiny";
+    f->rope = skv_mm_rope_names[o->rope];
+    f->dtype = skv_mm_dtype_names[o->dtype];
+    f->seed = (int64_t)o->seed;
+    o->head_dim = 0;
+    return SKV_STATUS_OK;
+}
+
+/* Stores the flags not kept as given (rope, dtype, seed, a derived head_dim) into o. */
+static skv_status_t skv_mm_flags_apply(const skv_mm_flags_t *f, skv_mm_opts_t *o)
+{
+    int rope = 0, dtype = 0;
+    SKV_CHECK(skv_mm_parse_enum("rope", f->rope, skv_mm_rope_names, 3, &rope));
+    SKV_CHECK(skv_mm_parse_enum("dtype", f->dtype, skv_mm_dtype_names, 3, &dtype));
+    o->rope = (skv_mm_rope_t)rope;
+    o->dtype = (skv_mm_dtype_t)dtype;
+    o->seed = (uint64_t)f->seed;
+    if (o->head_dim == 0) { /* head_dim follows hidden/heads unless given */
+        if (o->hidden % o->n_heads != 0) {
+            SKV_LOG_ERROR("--hidden %" PRId64 " is not a multiple of --heads %" PRId64
+                          "; give --head-dim",
+                          o->hidden, o->n_heads);
+            return SKV_STATUS_INVALID_ARGUMENT;
+        }
+        o->head_dim = o->hidden / o->n_heads;
+    }
+    return SKV_STATUS_OK;
 }
 
 /* Checks the shape relations a Llama/SwiftKV config must satisfy. */
@@ -384,52 +301,26 @@ static skv_status_t skv_mm_opts_validate(const skv_mm_opts_t *o)
     return SKV_STATUS_OK;
 }
 
-/* Parses argv into *o: preset first (wherever it appears), then overrides in order. */
-static skv_status_t skv_mm_opts_parse(int argc, char **argv, skv_mm_opts_t *o)
+/* Parses the environment and argv into *o: the preset first (wherever it appears), then the
+ * other flags over it. SKV_CLI_OK, SKV_CLI_HELP or SKV_CLI_USAGE (reported). */
+static int skv_mm_opts_parse(int argc, char **argv, skv_mm_opts_t *o)
 {
-    skv_mm_opts_defaults(o);
-    int opt;
-    int head_dim_given = 0;
-    for (int i = 1; i < argc; i++) { /* presets set the base, so apply them first */
-        const char *a = argv[i];
-        if (strncmp(a, "--preset=", 9) == 0) {
-            SKV_CHECK(skv_mm_preset_apply(a + 9, o));
-        } else if (strcmp(a, "--preset") == 0 && i + 1 < argc) {
-            SKV_CHECK(skv_mm_preset_apply(argv[++i], o));
-        }
+    skv_mm_flags_t f;
+    skv_mm_flags_defaults(NULL, o, &f);
+    int st = skv_mm_table(argc, argv, o, &f); /* finds the preset; reports bad flags */
+    if (st != SKV_CLI_OK) {
+        return st;
     }
-    optind = 1;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, "", skv_mm_long_opts, NULL)) != -1) {
-        if (opt == SKV_MM_OPT_HELP) {
-            skv_mm_usage(stdout);
-            exit(0);
-        }
-        if (opt == '?' || opt == ':') {
-            SKV_LOG_ERROR("unknown flag or missing value: '%s'", argv[optind - 1]);
-            skv_mm_usage(stderr);
-            return SKV_STATUS_INVALID_ARGUMENT;
-        }
-        if (opt == SKV_MM_OPT_PRESET) {
-            continue;
-        }
-        head_dim_given |= opt == SKV_MM_OPT_HEAD_DIM;
-        SKV_CHECK(skv_mm_apply_flag(opt, optarg, o));
+    const char *preset = f.preset;
+    if (skv_mm_flags_defaults(preset, o, &f) != SKV_STATUS_OK ||
+        skv_mm_table(argc, argv, o, &f) != SKV_CLI_OK) { /* the flags over the preset */
+        return SKV_CLI_USAGE;
     }
-    if (optind < argc) {
-        SKV_LOG_ERROR("unexpected argument '%s'", argv[optind]);
-        return SKV_STATUS_INVALID_ARGUMENT;
+    f.preset = preset;
+    if (skv_mm_flags_apply(&f, o) != SKV_STATUS_OK || skv_mm_opts_validate(o) != SKV_STATUS_OK) {
+        return SKV_CLI_USAGE;
     }
-    if (!head_dim_given) { /* head_dim follows hidden/heads unless given */
-        if (o->hidden % o->n_heads != 0) {
-            SKV_LOG_ERROR("--hidden %" PRId64 " is not a multiple of --heads %" PRId64
-                          "; give --head-dim",
-                          o->hidden, o->n_heads);
-            return SKV_STATUS_INVALID_ARGUMENT;
-        }
-        o->head_dim = o->hidden / o->n_heads;
-    }
-    return skv_mm_opts_validate(o);
+    return SKV_CLI_OK;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -737,12 +628,11 @@ static skv_status_t skv_mm_run(skv_mm_opts_t *o)
 int main(int argc, char **argv)
 {
     skv_mm_opts_t opts;
-    skv_status_t status = skv_mm_opts_parse(argc, argv, &opts);
-    if (status != SKV_STATUS_OK) {
-        fprintf(stderr, "skv_make_model: bad arguments (see --help)\n");
-        return 2;
+    int parsed = skv_mm_opts_parse(argc, argv, &opts);
+    if (parsed != SKV_CLI_OK) {
+        return parsed == SKV_CLI_HELP ? 0 : 2;
     }
-    status = skv_mm_run(&opts);
+    skv_status_t status = skv_mm_run(&opts);
     if (status != SKV_STATUS_OK) {
         fprintf(stderr, "skv_make_model: failed: %s\n", skv_status_str(status));
         return 1;

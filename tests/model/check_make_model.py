@@ -6,7 +6,8 @@ tool's own code: safetensors headers (8-byte little-endian length, JSON with dty
 data_offsets, __metadata__ format pt, 8-byte aligned contiguous data filling the file); the
 tensor names, shapes and dtype implied by config.json (plain Llama and SwiftKV with AcrossKV);
 the sharded index; the init statistics (SwiftKV init + perturbation); that the same seed gives
-identical bytes and a different seed different weights; and that bad flags fail with exit 2.
+identical bytes and a different seed different weights; that bad flags fail with exit 2 and a
+message naming the flag; and that --help prints to stdout with exit 0.
 Usage: check_make_model.py PATH/TO/skv_make_model. Exit 77 (skip) without numpy/safetensors.
 """
 import glob
@@ -219,10 +220,13 @@ def main():
         assert not os.path.exists(os.path.join(tmp, "no_tokenizer", "tokenizer.json"))
         bad = [["--preset", "nope"], ["--heads", "3"], ["--kv-heads", "3"],
                ["--swiftkv-layers", "1", "--group", "2"], ["--swiftkv-layers", "9"],
-               ["--dtype", "f8"], ["--hidden", "abc"], ["--bogus", "1"], ["--rope", "yarn"]]
-        for args in bad:
+               ["--dtype", "f8"], ["--hidden", "abc"], ["--hidden", "64x"], ["--bogus", "1"],
+               ["--rope", "yarn"], ["--rms-eps", "1e-5x"], ["--seed", "-1"]]
+        for args in bad:  # exit 2, and the message names the flag
             r = run_tool(tool, os.path.join(tmp, "bad"), args)
-            assert r.returncode == 2 and "ERROR" in r.stderr, (args, r.returncode, r.stderr)
+            assert r.returncode == 2 and args[0][2:] in r.stderr, (args, r.returncode, r.stderr)
+        r = subprocess.run([tool, "--help"], capture_output=True, text=True)
+        assert r.returncode == 0 and "--swiftkv-layers" in r.stdout and not r.stderr
         r = subprocess.run([tool, "--preset", "tiny"], capture_output=True, text=True)
         assert r.returncode == 2 and "--out" in r.stderr
     print("check_make_model: all checks passed")
