@@ -3,9 +3,8 @@
  * engine's (every cache layer in one block), for prefill (B sequences of P new rows from
  * position 0, causal) and decode (B rows at context C).
  *
- *   attn_bench [--backend cuda] [--heads 32] [--kv-heads 8] [--head-dim 128]
- *              [--block-size 16] [--layers 32] [--seqs 8] [--prompt-len 2048]
- *              [--context 2048] [--reps 10] [--shuffle] [--kv-dtype auto|fp8|NAME]
+ *   attn_bench [flags]   (`attn_bench --help` lists them with their defaults and
+ *                         SKV_ATTN_BENCH_* variables: one table, base/cli.h)
  *
  * Prints ms per call (median of reps after a warm-up), attention TFLOP/s for prefill (causal:
  * 4 * hd * heads * sum over rows of the keys attended) and KV GB/s for decode (each row's
@@ -14,11 +13,11 @@
  * when the pool has the weight dtype; otherwise (e.g. --kv-dtype fp8, which the backend must
  * take: kernels/ops.h kv_dtypes) the pool stays zeroed, which costs the kernels the same.
  */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/cli.h"
 #include "kernels/backend.h"
 #include "base/clock.h"
 #include "base/log.h"
@@ -26,66 +25,50 @@
 
 typedef struct {
     const char *backend, *kv_dtype;
-    int32_t heads, kv_heads, hd, bs, layers, seqs, prompt, ctx, reps, shuffle;
+    int heads, kv_heads, hd, bs, layers, seqs, prompt, ctx, reps, shuffle;
 } skv_ab_args_t;
 
+#define SKV_AB_I(name, env, field, lo, hi, help)                                                   \
+    {name, env, SKV_CLI_INT, &a->field, lo, hi, 0, 0, help}
+
+/* Parses the environment and argv into a; SKV_CLI_OK, SKV_CLI_HELP or SKV_CLI_USAGE
+ * (reported). */
 static int skv_ab_parse(int argc, char **argv, skv_ab_args_t *a)
 {
-    static const struct option opts[] = {
-        {"backend", 1, 0, 'b'},  {"heads", 1, 0, 'h'},      {"kv-heads", 1, 0, 'k'},
-        {"head-dim", 1, 0, 'd'}, {"block-size", 1, 0, 's'}, {"layers", 1, 0, 'l'},
-        {"seqs", 1, 0, 'B'},     {"prompt-len", 1, 0, 'p'}, {"context", 1, 0, 'c'},
-        {"reps", 1, 0, 'r'},     {"shuffle", 0, 0, 'S'},    {"kv-dtype", 1, 0, 'K'},
-        {0, 0, 0, 0}};
     *a = (skv_ab_args_t){"cuda", "auto", 32, 8, 128, 16, 32, 8, 2048, 2048, 10, 0};
-    int c;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        int32_t v = optarg ? (int32_t)atoi(optarg) : 0;
-        switch (c) {
-        case 'b':
-            a->backend = optarg;
-            break;
-        case 'h':
-            a->heads = v;
-            break;
-        case 'k':
-            a->kv_heads = v;
-            break;
-        case 'd':
-            a->hd = v;
-            break;
-        case 's':
-            a->bs = v;
-            break;
-        case 'l':
-            a->layers = v;
-            break;
-        case 'B':
-            a->seqs = v;
-            break;
-        case 'p':
-            a->prompt = v;
-            break;
-        case 'c':
-            a->ctx = v;
-            break;
-        case 'r':
-            a->reps = v;
-            break;
-        case 'S':
-            a->shuffle = 1;
-            break;
-        case 'K':
-            a->kv_dtype = optarg;
-            break;
-        default:
-            return -1;
-        }
+    char backends[128];
+    snprintf(backends, sizeof(backends), "compute backend: %s", skv_backend_names());
+    const skv_cli_opt_t opts[] = {
+        {"backend", "SKV_ATTN_BENCH_BACKEND", SKV_CLI_STRING, &a->backend, 0, 0, 0, 0, backends},
+        SKV_AB_I("heads", "SKV_ATTN_BENCH_HEADS", heads, 1, 4096, "query heads"),
+        SKV_AB_I("kv-heads", "SKV_ATTN_BENCH_KV_HEADS", kv_heads, 1, 4096,
+                 "K/V heads (dividing --heads)"),
+        SKV_AB_I("head-dim", "SKV_ATTN_BENCH_HEAD_DIM", hd, 1, 4096, "head dimension"),
+        SKV_AB_I("block-size", "SKV_ATTN_BENCH_BLOCK_SIZE", bs, 1, 4096, "tokens per KV block"),
+        SKV_AB_I("layers", "SKV_ATTN_BENCH_LAYERS", layers, 1, 4096,
+                 "cache layers in each block (the op reads the middle one)"),
+        SKV_AB_I("seqs", "SKV_ATTN_BENCH_SEQS", seqs, 1, 65536, "sequences per call"),
+        SKV_AB_I("prompt-len", "SKV_ATTN_BENCH_PROMPT_LEN", prompt, 0, 1 << 24,
+                 "prefill: new rows per sequence from position 0 (0: no prefill case)"),
+        SKV_AB_I("context", "SKV_ATTN_BENCH_CONTEXT", ctx, 0, 1 << 24,
+                 "decode: context of each sequence's one row (0: no decode case)"),
+        SKV_AB_I("reps", "SKV_ATTN_BENCH_REPS", reps, 1, 1 << 20,
+                 "timed calls per case (the median is printed)"),
+        {"shuffle", "SKV_ATTN_BENCH_SHUFFLE", SKV_CLI_SWITCH, &a->shuffle, 0, 1, 0, 0,
+         "randomly placed blocks (a pool after churn) instead of consecutive ones"},
+        {"kv-dtype", "SKV_ATTN_BENCH_KV_DTYPE", SKV_CLI_STRING, &a->kv_dtype, 0, 0, 0, 0,
+         "KV pool dtype: auto (the backend's), fp8 (E4M3), or a dtype's name"},
+    };
+    int st = skv_cli_parse("attn_bench",
+                           "The attention op alone over an engine-shaped paged KV pool: prefill "
+                           "TFLOP/s and decode KV GB/s.",
+                           opts, sizeof(opts) / sizeof(opts[0]), argc, argv, NULL);
+    if (st == SKV_CLI_OK && a->heads % a->kv_heads != 0) {
+        fprintf(stderr, "attn_bench: --heads %d is not a multiple of --kv-heads %d\n", a->heads,
+                a->kv_heads);
+        return SKV_CLI_USAGE;
     }
-    return a->heads > 0 && a->kv_heads > 0 && a->heads % a->kv_heads == 0 && a->bs > 0 &&
-                   a->seqs > 0 && a->reps > 0
-               ? 0
-               : -1;
+    return st;
 }
 
 /* Uploads n i32 values into fresh backend memory; *t_p is a [1, n] view. */
@@ -184,12 +167,9 @@ done:
 int main(int argc, char **argv)
 {
     skv_ab_args_t a;
-    if (skv_ab_parse(argc, argv, &a) != 0) {
-        fprintf(stderr, "usage: attn_bench [--backend cuda] [--heads H] [--kv-heads K] "
-                        "[--head-dim D] [--block-size S] [--layers L] [--seqs B] "
-                        "[--prompt-len P] [--context C] [--reps R] [--shuffle] "
-                        "[--kv-dtype auto|fp8|NAME]\n");
-        return 2;
+    int parsed = skv_ab_parse(argc, argv, &a);
+    if (parsed != SKV_CLI_OK) {
+        return parsed == SKV_CLI_HELP ? 0 : 2;
     }
     skv_backend_t *be = NULL;
     skv_dtype_t kvd;

@@ -5,31 +5,15 @@
  * bench_serve_*.c files are listed in bench_serve.h.
  *
  *   skv_bench_serve [--target HOST:PORT] [mode] [inputs] [options]
- *     --target HOST:PORT        the router (default 127.0.0.1:50051; any gRPC target)
- *   mode (one of; default --request-rate inf):
- *     --concurrency N           keep N requests in flight (1..512)
- *     --request-rate R          Poisson arrivals of R req/s (seeded); inf: all at once
- *     --sweep-rates R1,R2,...   one run per rate, in turn (each with the same prompts)
- *     --max-concurrency N       in rate modes: at most N in flight (default and limit 512)
- *   inputs:
- *     --num-prompts N           measured requests per run (default 1000; with --workload:
- *                               the file's count, cycled or cut to N when given)
- *     --input-len N --output-len N   random prompts: N token ids in, N tokens out (1024, 128)
- *     --random-range-ratio R    lengths uniform in [len*(1-R), len*(1+R)] (0 <= R < 1; 0)
- *     --vocab-range LO:HI       random ids in [LO, HI) (default: the model's whole vocabulary)
- *     --workload FILE           JSONL: {"prompt": "text" | "prompt_token_ids": [ids],
- *                               "max_tokens": N (default --output-len)} per line
- *     --seed S                  prompts and arrivals (default 0)
- *     --temperature T           sampling temperature (default 0: greedy)
- *     --allow-eos               let EOS end a request (default: ignore_eos, so every request
- *                               produces exactly its max tokens)
- *   options:
- *     --warmup N                N requests before the measured runs, not counted (default 0;
- *                               random prompts of another seed, or the workload's first lines)
- *     --timeout-ms N            deadline of each request (default 120000)
- *     --goodput ttft:MS tpot:MS e2el:MS   requests/s that meet every given limit
- *     --json FILE               parameters, model and every run's numbers
- *     --progress | --no-progress   the bar on stderr (default: when stderr is a terminal)
+ * `skv_bench_serve --help` lists every flag with its default and SKV_BENCH_SERVE_* variable (one
+ * table, base/cli.h). The mode is one of --concurrency N (N requests in flight), --request-rate R
+ * (Poisson arrivals of R req/s, seeded; inf, the default: all at once, within
+ * --max-concurrency) or --sweep-rates R1,R2,... (one run per rate, each with the same prompts).
+ * Prompts are random token ids of exact length (--input-len, --output-len tokens out, every
+ * request forced to its full output unless --allow-eos), or a JSONL --workload of
+ * {"prompt": "text" | "prompt_token_ids": [ids], "max_tokens": N} lines. --goodput takes one or
+ * more limits, ttft:MS tpot:MS e2el:MS (as separate words or comma-separated), and counts the
+ * requests/s that meet every one.
  * Example (router on the default port, 8 in flight, then a sweep with a plot):
  *   skv_bench_serve --target 127.0.0.1:50051 --concurrency 8 --num-prompts 64 \
  *       --input-len 256 --output-len 64
@@ -42,13 +26,13 @@
  * Exit: 0 when every measured request succeeded, 1 when any failed (or the server could not be
  * reached, or a run gave up on late requests), 2 on bad usage.
  */
-#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "base/cli.h"
 #include "bench/bench_serve.h"
 
 #define SKV_BENCH_WARMUP_SEED     0x5eedf00dull
@@ -64,18 +48,6 @@ typedef struct {
     skv_bench_summary_t sums[SKV_BENCH_MAX_RATES];
     size_t n_sums;
 } skv_bench_t;
-
-static int skv_bench_usage(FILE *out)
-{
-    fprintf(out,
-            "usage: skv_bench_serve [--target HOST:PORT] [--concurrency N | --request-rate R|inf"
-            " | --sweep-rates R1,R2,..] [--max-concurrency N] [--num-prompts N] [--input-len N]"
-            " [--output-len N] [--random-range-ratio R] [--vocab-range LO:HI] [--workload FILE]"
-            " [--seed S] [--temperature T] [--allow-eos] [--warmup N] [--timeout-ms N]"
-            " [--goodput ttft:MS tpot:MS e2el:MS] [--json FILE] [--progress|--no-progress]\n"
-            "  (the header of bench/bench_serve.c describes each flag)\n");
-    return 2;
-}
 
 /* ---- flag values ---- */
 
@@ -154,75 +126,97 @@ static int skv_bench_parse_vocab(const char *s, skv_bench_config_t *cfg)
 
 /* ---- the command line ---- */
 
-/* One flag: how its value is read and where it goes. */
+/* The flags not stored in the configuration as they are given. */
 typedef struct {
-    const char *name;
-    char kind; /* i int, l int64, u uint64, d double, s string, 1 / 0 set to 1 / 0, p parser */
-    void *dst;
-    double lo, hi;                                    /* i, l, d: the accepted range */
-    int (*parse)(const char *, skv_bench_config_t *); /* p */
-} skv_bench_flag_t;
+    const char *vocab, *goodput, *sweep;
+    int64_t seed;
+    int no_progress;
+} skv_bench_flags_t;
 
-/* Fills flags (SKV_BENCH_N_FLAGS entries) with cfg's destinations. */
-#define SKV_BENCH_N_FLAGS 21
-static void skv_bench_flags(skv_bench_config_t *c, skv_bench_flag_t *f)
+#define SKV_BENCH_I(name, env, field, lo, hi, help)                                                \
+    {name, env, SKV_CLI_INT, &c->field, lo, hi, 0, 0, help}
+#define SKV_BENCH_D(name, env, field, lo, hi, help)                                                \
+    {name, env, SKV_CLI_DOUBLE, &c->field, 0, 0, lo, hi, help}
+#define SKV_BENCH_S(name, env, dst, help)                                                          \
+    {name, env, SKV_CLI_STRING, dst, 0, 0, 0, 0, help}
+
+/* Parses the environment and argv into c and f up to the first positional argument (its index
+ * in *pos_p); SKV_CLI_OK, SKV_CLI_HELP or SKV_CLI_USAGE (base/cli.h). */
+static int skv_bench_table(int argc, char **argv, skv_bench_config_t *c, skv_bench_flags_t *f,
+                           int *pos_p)
 {
-    const double big = 1e7, inf = INFINITY, inflight = SKV_BENCH_MAX_INFLIGHT;
-    const skv_bench_flag_t t[SKV_BENCH_N_FLAGS] = {
-        {"target", 's', &c->target, 0, 0, NULL},
-        {"timeout-ms", 'l', &c->timeout_ms, 1, 86400000, NULL},
-        {"concurrency", 'i', &c->concurrency, 1, inflight, NULL},
-        {"request-rate", 'd', &c->request_rate, 1e-9, inf, NULL},
-        {"max-concurrency", 'i', &c->max_concurrency, 1, inflight, NULL},
-        {"num-prompts", 'i', &c->num_prompts, 1, big, NULL},
-        {"warmup", 'i', &c->warmup, 0, big, NULL},
-        {"input-len", 'i', &c->input_len, 1, big, NULL},
-        {"output-len", 'i', &c->output_len, 1, big, NULL},
-        {"random-range-ratio", 'd', &c->range_ratio, 0, 0.999999, NULL},
-        {"vocab-range", 'p', NULL, 0, 0, skv_bench_parse_vocab},
-        {"seed", 'u', &c->seed, 0, 0, NULL},
-        {"temperature", 'd', &c->temperature, 0, 100, NULL},
-        {"allow-eos", '1', &c->allow_eos, 0, 0, NULL},
-        {"workload", 's', &c->workload, 0, 0, NULL},
-        {"goodput", 'p', NULL, 0, 0, skv_bench_parse_goodput},
-        {"json", 's', &c->json_path, 0, 0, NULL},
-        {"progress", '1', &c->progress, 0, 0, NULL},
-        {"no-progress", '0', &c->progress, 0, 0, NULL},
-        {"sweep-rates", 'p', NULL, 0, 0, skv_bench_parse_rates},
-        {"help", 'h', NULL, 0, 0, NULL}};
-    memcpy(f, t, sizeof(t));
+    const int big = 10000000, inflight = SKV_BENCH_MAX_INFLIGHT;
+    const skv_cli_opt_t opts[] = {
+        SKV_BENCH_S("target", "SKV_BENCH_SERVE_TARGET", &c->target,
+                    "the router (or any gRPC target)"),
+        {"timeout-ms", "SKV_BENCH_SERVE_TIMEOUT_MS", SKV_CLI_INT64, &c->timeout_ms, 1, 86400000, 0,
+         0, "deadline of each request"},
+        SKV_BENCH_I("concurrency", "SKV_BENCH_SERVE_CONCURRENCY", concurrency, 1, inflight,
+                    "mode: keep N requests in flight (0: a rate mode)"),
+        SKV_BENCH_D("request-rate", "SKV_BENCH_SERVE_REQUEST_RATE", request_rate, 1e-9, INFINITY,
+                    "mode: Poisson arrivals of R req/s (seeded); inf: all at once"),
+        SKV_BENCH_S("sweep-rates", "SKV_BENCH_SERVE_SWEEP_RATES", &f->sweep,
+                    "mode: one run per rate, R1,R2,... in turn (each with the same prompts)"),
+        SKV_BENCH_I("max-concurrency", "SKV_BENCH_SERVE_MAX_CONCURRENCY", max_concurrency, 1,
+                    inflight, "rate modes: at most N in flight (0: 512, the limit)"),
+        SKV_BENCH_I("num-prompts", "SKV_BENCH_SERVE_NUM_PROMPTS", num_prompts, 1, big,
+                    "measured requests per run (0: 1000, or the --workload file's count; a "
+                    "workload is cycled or cut to N when given)"),
+        SKV_BENCH_I("input-len", "SKV_BENCH_SERVE_INPUT_LEN", input_len, 1, big,
+                    "random prompts: token ids in"),
+        SKV_BENCH_I("output-len", "SKV_BENCH_SERVE_OUTPUT_LEN", output_len, 1, big,
+                    "tokens out (a workload line's default max_tokens)"),
+        SKV_BENCH_D("random-range-ratio", "SKV_BENCH_SERVE_RANDOM_RANGE_RATIO", range_ratio, 0,
+                    0.999999, "random prompts: lengths uniform in [len*(1-R), len*(1+R)]"),
+        SKV_BENCH_S("vocab-range", "SKV_BENCH_SERVE_VOCAB_RANGE", &f->vocab,
+                    "LO:HI: random ids in [LO, HI) (default: the model's whole vocabulary)"),
+        SKV_BENCH_S("workload", "SKV_BENCH_SERVE_WORKLOAD", &c->workload,
+                    "JSONL prompts: {\"prompt\": TEXT | \"prompt_token_ids\": [ids], "
+                    "\"max_tokens\": N} per line"),
+        {"seed", "SKV_BENCH_SERVE_SEED", SKV_CLI_INT64, &f->seed, 0, INT64_MAX, 0, 0,
+         "prompts and arrivals"},
+        SKV_BENCH_D("temperature", "SKV_BENCH_SERVE_TEMPERATURE", temperature, 0, 100,
+                    "sampling temperature; 0: greedy"),
+        {"allow-eos", "SKV_BENCH_SERVE_ALLOW_EOS", SKV_CLI_SWITCH, &c->allow_eos, 0, 1, 0, 0,
+         "let EOS end a request (default: ignore_eos, exactly the max tokens out)"},
+        {"warmup", "SKV_BENCH_SERVE_WARMUP", SKV_CLI_INT, &c->warmup, 0, big, 0, 0,
+         "requests before the measured runs, not counted (random prompts of another seed, or "
+         "the workload's first lines)"},
+        SKV_BENCH_S("goodput", "SKV_BENCH_SERVE_GOODPUT", &f->goodput,
+                    "limits ttft:MS tpot:MS e2el:MS (one or more): requests/s that meet each"),
+        SKV_BENCH_S("json", "SKV_BENCH_SERVE_JSON", &c->json_path,
+                    "write the parameters, model and every run's numbers there"),
+        {"progress", "SKV_BENCH_SERVE_PROGRESS", SKV_CLI_SWITCH, &c->progress, 0, 1, 0, 0,
+         "the progress bar on stderr (default: when stderr is a terminal)"},
+        {"no-progress", NULL, SKV_CLI_SWITCH, &f->no_progress, 0, 1, 0, 0, "no progress bar"},
+    };
+    return skv_cli_parse("skv_bench_serve",
+                         "A load generator for the public skv.v1.Generation API (the header of "
+                         "bench/bench_serve.c describes the modes and the output).",
+                         opts, sizeof(opts) / sizeof(opts[0]), argc, argv, pos_p);
 }
 
-/* Stores one flag's value; returns 0 or -1 (bad value). */
-static int skv_bench_apply(const skv_bench_flag_t *f, const char *arg, skv_bench_config_t *cfg)
+/* Moves the goodput limits after the first ("--goodput ttft:500 tpot:50 --json F") out of argv
+ * into terms; the other arguments go to args (both arrays have argc + 1 entries). Returns the
+ * count in args; *n_terms_p gets the terms'. */
+static int skv_bench_split_goodput(int argc, char **argv, char **args, char **terms, int *n_terms_p)
 {
-    double d = 0;
-    char *end;
-    switch (f->kind) {
-    case 's':
-        *(const char **)f->dst = arg;
-        return 0;
-    case '1':
-    case '0':
-        *(int *)f->dst = f->kind == '1';
-        return 0;
-    case 'u':
-        *(uint64_t *)f->dst = strtoull(arg, &end, 10);
-        return end == arg || *end != '\0' ? -1 : 0;
-    case 'p':
-        return f->parse(arg, cfg);
+    int n = 0, after = 0;
+    *n_terms_p = 0;
+    for (int i = 0; i < argc; i++) {
+        if (after && argv[i][0] != '-' && strchr(argv[i], ':') != NULL) {
+            terms[(*n_terms_p)++] = argv[i];
+            continue;
+        }
+        args[n++] = argv[i];
+        after = strncmp(argv[i], "--goodput=", 10) == 0;
+        if (strcmp(argv[i], "--goodput") == 0 && i + 1 < argc) {
+            args[n++] = argv[++i];
+            after = 1;
+        }
     }
-    if (skv_bench_parse_double(arg, f->lo, f->hi, &d) != 0 || (f->kind != 'd' && d != floor(d))) {
-        return -1;
-    }
-    if (f->kind == 'i') {
-        *(int *)f->dst = (int)d;
-    } else if (f->kind == 'l') {
-        *(int64_t *)f->dst = (int64_t)d;
-    } else {
-        *(double *)f->dst = d;
-    }
-    return 0;
+    args[n] = NULL;
+    return n;
 }
 
 static const char *skv_bench_check_mode(skv_bench_config_t *cfg, int rate_given)
@@ -240,45 +234,72 @@ static const char *skv_bench_check_mode(skv_bench_config_t *cfg, int rate_given)
     return NULL;
 }
 
-/* Parses argv into cfg; returns -1 on bad usage (message printed), 1 for --help, 0 ok. */
-static int skv_bench_parse(int argc, char **argv, skv_bench_config_t *cfg, int *num_given)
+/* Reports a bad value of flag; returns -1. */
+static int skv_bench_bad(const char *flag, const char *value)
 {
-    skv_bench_flag_t flags[SKV_BENCH_N_FLAGS];
-    struct option opts[SKV_BENCH_N_FLAGS + 1] = {{0}};
-    int c, rate_given = 0;
-    skv_bench_flags(cfg, flags);
-    for (int i = 0; i < SKV_BENCH_N_FLAGS; i++) {
-        int no_arg = flags[i].kind == '0' || flags[i].kind == '1' || flags[i].kind == 'h';
-        opts[i] = (struct option){flags[i].name, no_arg ? 0 : 1, NULL, i};
+    fprintf(stderr, "skv_bench_serve: bad value for --%s: '%s'\n", flag, value);
+    return -1;
+}
+
+/* Stores the flags parsed as text into cfg: the vocabulary range, the rates and the goodput
+ * limits (with the terms moved out of argv and the trailing ones, rest); 0 or -1 (reported). */
+static int skv_bench_values(skv_bench_config_t *cfg, const skv_bench_flags_t *f, char **terms,
+                            int n_terms, char **rest, int n_rest)
+{
+    if (f->vocab != NULL && skv_bench_parse_vocab(f->vocab, cfg) != 0) {
+        return skv_bench_bad("vocab-range", f->vocab);
     }
-    *num_given = 0;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (c == '?') {
-            return -1; /* getopt said why */
+    if (f->sweep != NULL && skv_bench_parse_rates(f->sweep, cfg) != 0) {
+        return skv_bench_bad("sweep-rates", f->sweep);
+    }
+    if (f->goodput != NULL && skv_bench_parse_goodput(f->goodput, cfg) != 0) {
+        return skv_bench_bad("goodput", f->goodput);
+    }
+    for (int i = 0; i < n_terms; i++) {
+        if (skv_bench_parse_goodput_term(terms[i], cfg) != 0) {
+            return skv_bench_bad("goodput", terms[i]);
         }
-        if (flags[c].kind == 'h') {
-            return 1;
-        }
-        if (skv_bench_apply(&flags[c], optarg, cfg) != 0) {
-            fprintf(stderr, "skv_bench_serve: bad value for --%s: '%s'\n", flags[c].name, optarg);
+    }
+    for (int i = 0; i < n_rest; i++) { /* `--json F --goodput ttft:500 tpot:50` */
+        if (!cfg->goodput || skv_bench_parse_goodput_term(rest[i], cfg) != 0) {
+            fprintf(stderr, "skv_bench_serve: unexpected argument '%s'\n", rest[i]);
             return -1;
         }
-        rate_given |= flags[c].dst == &cfg->request_rate;
-        *num_given |= flags[c].dst == &cfg->num_prompts;
-    }
-    /* `--goodput ttft:500 tpot:50`: the terms after the first are left as operands */
-    for (; optind < argc; optind++) {
-        if (!cfg->goodput || skv_bench_parse_goodput_term(argv[optind], cfg) != 0) {
-            fprintf(stderr, "skv_bench_serve: unexpected argument '%s'\n", argv[optind]);
-            return -1;
-        }
-    }
-    const char *why = skv_bench_check_mode(cfg, rate_given);
-    if (why != NULL) {
-        fprintf(stderr, "skv_bench_serve: %s\n", why);
-        return -1;
     }
     return 0;
+}
+
+/* Parses the environment and argv into cfg (defaults in it); *num_given: --num-prompts was
+ * given. SKV_CLI_OK, SKV_CLI_HELP or SKV_CLI_USAGE (reported). */
+static int skv_bench_parse(int argc, char **argv, skv_bench_config_t *cfg, int *num_given)
+{
+    char **args = calloc((size_t)argc + 1, sizeof(char *));
+    char **terms = calloc((size_t)argc + 1, sizeof(char *));
+    skv_bench_flags_t f = {.seed = (int64_t)cfg->seed};
+    int n_terms = 0, pos = 0, st = SKV_CLI_USAGE;
+    if (args != NULL && terms != NULL) {
+        int n = skv_bench_split_goodput(argc, argv, args, terms, &n_terms);
+        st = skv_bench_table(n, args, cfg, &f, &pos);
+        if (st == SKV_CLI_OK &&
+            skv_bench_values(cfg, &f, terms, n_terms, args + pos, n - pos) != 0) {
+            st = SKV_CLI_USAGE;
+        }
+    }
+    free(args);
+    free(terms);
+    if (st != SKV_CLI_OK) {
+        return st;
+    }
+    cfg->seed = (uint64_t)f.seed;
+    cfg->progress = cfg->progress && !f.no_progress;
+    *num_given = cfg->num_prompts > 0;
+    cfg->num_prompts = *num_given ? cfg->num_prompts : 1000;
+    const char *why = skv_bench_check_mode(cfg, !isinf(cfg->request_rate));
+    if (why != NULL) {
+        fprintf(stderr, "skv_bench_serve: %s\n", why);
+        return SKV_CLI_USAGE;
+    }
+    return SKV_CLI_OK;
 }
 
 static void skv_bench_defaults(skv_bench_config_t *cfg)
@@ -286,7 +307,6 @@ static void skv_bench_defaults(skv_bench_config_t *cfg)
     *cfg = (skv_bench_config_t){.target = "127.0.0.1:50051",
                                 .timeout_ms = 120000,
                                 .request_rate = INFINITY,
-                                .num_prompts = 1000,
                                 .input_len = 1024,
                                 .output_len = 128,
                                 .progress = isatty(STDERR_FILENO)};
@@ -473,13 +493,9 @@ int main(int argc, char **argv)
     static skv_bench_t b; /* large (the sweep's summaries); zeroed */
     int num_given = 0;
     skv_bench_defaults(&b.cfg);
-    int rc = skv_bench_parse(argc, argv, &b.cfg, &num_given);
-    if (rc > 0) {
-        skv_bench_usage(stdout);
-        return 0;
-    }
-    if (rc < 0) {
-        return skv_bench_usage(stderr);
+    int parsed = skv_bench_parse(argc, argv, &b.cfg, &num_given);
+    if (parsed != SKV_CLI_OK) {
+        return parsed == SKV_CLI_HELP ? 0 : 2;
     }
     return skv_bench_main(&b, num_given);
 }

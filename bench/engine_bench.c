@@ -2,12 +2,10 @@
  * engine_bench: prefill and decode throughput of the engine alone (no services, no gRPC), on
  * any backend. Prints a table and, with --json FILE, machine-readable results.
  *
- *   engine_bench (--model DIR | --random-preset llama3-8b|llama3-8b-swiftkv|tiny|..)
- *                [--backend cpu|cuda] [--mode auto|base|swiftkv]
- *                [--prompt-len P] [--prefill-batch B1,B2,..] [--decode-batch 1,16,64]
- *                [--context C1,C2,..] [--steps S] [--threads N] [--gemm] [--tp N]
- *                [--sample device|host|none] [--temperature T] [--top-k K] [--top-p P]
- *                [--kv-dtype auto|fp8|NAME]
+ *   engine_bench (--model DIR | --random-preset llama3-8b|llama3-8b-swiftkv|tiny|..) [flags]
+ *
+ * `engine_bench --help` lists every flag with its default and SKV_ENGINE_BENCH_* variable (one
+ * table, base/cli.h). Exit: 0 done, 1 a failure, 2 bad usage.
  *
  * --kv-dtype picks the KV pool dtype (auto: the backend's default; fp8: E4M3, kernels/ops.h).
  *
@@ -27,15 +25,15 @@
  * Decode: B sequences at context C, one token each per step, ms/step and tokens/s.
  * --upload: weight_upload throughput from host f32 / f16 / bf16 rows into a 512 MiB weight
  * (host bytes per second; what loading a checkpoint costs on this backend).
- * --gemm: the backend's own GEMM rate on the model's largest projection (the ceiling the
- * prefill number is compared with).
+ * --gemm (the backend's own GEMM rate on the model's largest projection, the ceiling the
+ * prefill number is compared with) is accepted but measures nothing at present.
  */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/alloc.h"
+#include "base/cli.h"
 #include "kernels/backend.h"
 #include "base/clock.h"
 #include "base/log.h"
@@ -50,91 +48,133 @@ typedef enum {
     SKV_BENCH_SAMPLE_NONE,
 } skv_bench_sample_t;
 
+#define SKV_BENCH_MAX_LIST 16 /* items of a list flag */
+
 typedef struct {
-    const char *model_dir, *preset, *backend, *mode, *json, *kv_dtype;
-    int32_t prompt_len, steps, threads, gemm, upload, tp;
+    const char *model_dir, *preset, *backend, *mode, *json, *kv_dtype, *sample_name;
+    int prompt_len, steps, threads, gemm, upload, tp, top_k;
     skv_bench_sample_t sample;
     skv_sampling_params_t sampling;
-    int32_t contexts[16], n_ctx;
-    int32_t prefill_batches[16], n_prefill;
-    int32_t decode_batches[16], n_decode;
+    int32_t contexts[SKV_BENCH_MAX_LIST], n_ctx;
+    int32_t prefill_batches[SKV_BENCH_MAX_LIST], n_prefill;
+    int32_t decode_batches[SKV_BENCH_MAX_LIST], n_decode;
 } skv_bench_args_t;
 
-static int32_t skv_bench_list(const char *s, int32_t *out)
+static void skv_bench_defaults(skv_bench_args_t *a)
 {
-    int32_t n = 0;
-    while (*s && n < 16) {
-        out[n++] = (int32_t)strtol(s, (char **)&s, 10);
-        s += *s == ',';
-    }
-    return n;
-}
-
-static int skv_bench_parse(int argc, char **argv, skv_bench_args_t *a)
-{
-    static const struct option opts[] = {{"model", 1, 0, 'm'},         {"backend", 1, 0, 'b'},
-                                         {"mode", 1, 0, 'M'},          {"prompt-len", 1, 0, 'p'},
-                                         {"prefill-batch", 1, 0, 'B'}, {"decode-batch", 1, 0, 'D'},
-                                         {"context", 1, 0, 'c'},       {"steps", 1, 0, 's'},
-                                         {"threads", 1, 0, 'j'},       {"json", 1, 0, 'J'},
-                                         {"gemm", 0, 0, 'g'},          {"random-preset", 1, 0, 'R'},
-                                         {"upload", 0, 0, 'U'},        {"tp", 1, 0, 'T'},
-                                         {"sample", 1, 0, 'S'},        {"temperature", 1, 0, 't'},
-                                         {"top-k", 1, 0, 'k'},         {"top-p", 1, 0, 'P'},
-                                         {"kv-dtype", 1, 0, 'K'},      {0, 0, 0, 0}};
     memset(a, 0, sizeof(*a));
     a->backend = "cpu";
     a->mode = "auto";
     a->prompt_len = 256;
-    a->n_ctx = skv_bench_list("256", a->contexts);
+    a->contexts[0] = 256;
+    a->n_ctx = 1;
     a->steps = 8;
     a->tp = 1;
-    a->n_prefill = skv_bench_list("1,4", a->prefill_batches);
-    a->n_decode = skv_bench_list("1,4,16", a->decode_batches);
+    a->prefill_batches[0] = 1;
+    a->prefill_batches[1] = 4;
+    a->n_prefill = 2;
+    a->decode_batches[0] = 1;
+    a->decode_batches[1] = 4;
+    a->decode_batches[2] = 16;
+    a->n_decode = 3;
     skv_sampling_params_default(&a->sampling);
-    int c;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (c) {
-        case 'm': a->model_dir = optarg; break;
-        case 'b': a->backend = optarg; break;
-        case 'M': a->mode = optarg; break;
-        case 'p': a->prompt_len = atoi(optarg); break;
-        case 'B': a->n_prefill = skv_bench_list(optarg, a->prefill_batches); break;
-        case 'D': a->n_decode = skv_bench_list(optarg, a->decode_batches); break;
-        case 'c': a->n_ctx = skv_bench_list(optarg, a->contexts); break;
-        case 'R': a->preset = optarg; break;
-        case 'U': a->upload = 1; break;
-        case 's': a->steps = atoi(optarg); break;
-        case 'j': a->threads = atoi(optarg); break;
-        case 'J': a->json = optarg; break;
-        case 'g': a->gemm = 1; break;
-        case 'T': a->tp = atoi(optarg); break;
-        case 'S':
-            a->sample = strcmp(optarg, "device") == 0 ? SKV_BENCH_SAMPLE_DEVICE
-                        : strcmp(optarg, "host") == 0 ? SKV_BENCH_SAMPLE_HOST
-                        : strcmp(optarg, "none") == 0 ? SKV_BENCH_SAMPLE_NONE
-                                                      : (skv_bench_sample_t)-1;
-            break;
-        case 't': a->sampling.temperature = strtof(optarg, NULL); break;
-        case 'k': a->sampling.top_k = atoi(optarg); break;
-        case 'P': a->sampling.top_p = strtof(optarg, NULL); break;
-        case 'K': a->kv_dtype = optarg; break;
-        default: return -1;
-        }
+}
+
+#define SKV_BENCH_I(name, env, field, lo, hi, help)                                                \
+    {name, env, SKV_CLI_INT, &a->field, lo, hi, 0, 0, help}
+#define SKV_BENCH_S(name, env, field, help)                                                        \
+    {name, env, SKV_CLI_STRING, &a->field, 0, 0, 0, 0, help}
+#define SKV_BENCH_B(name, env, field, help)                                                        \
+    {name, env, SKV_CLI_SWITCH, &a->field, 0, 1, 0, 0, help}
+#define SKV_BENCH_L(name, env, list, lo, hi, help)                                                 \
+    {name, env, SKV_CLI_LIST, &list, lo, hi, 0, 0, help}
+
+/* Parses the environment and argv into a (defaults in it); SKV_CLI_OK, SKV_CLI_HELP or
+ * SKV_CLI_USAGE (base/cli.h). */
+static int skv_bench_table(int argc, char **argv, skv_bench_args_t *a)
+{
+    skv_cli_list_t pb = {a->prefill_batches, SKV_BENCH_MAX_LIST, (size_t)a->n_prefill};
+    skv_cli_list_t db = {a->decode_batches, SKV_BENCH_MAX_LIST, (size_t)a->n_decode};
+    skv_cli_list_t ctx = {a->contexts, SKV_BENCH_MAX_LIST, (size_t)a->n_ctx};
+    skv_sampling_params_t *sp = &a->sampling;
+    char backends[128];
+    snprintf(backends, sizeof(backends), "compute backend: %s", skv_backend_names());
+    const skv_cli_opt_t opts[] = {
+        SKV_BENCH_S("model", "SKV_ENGINE_BENCH_MODEL", model_dir, "HF model folder"),
+        SKV_BENCH_S("random-preset", "SKV_ENGINE_BENCH_RANDOM_PRESET", preset,
+                    "instead of --model: this architecture with random weights (llama3-8b, "
+                    "llama3-8b-swiftkv, tiny, ...)"),
+        SKV_BENCH_S("backend", "SKV_ENGINE_BENCH_BACKEND", backend, backends),
+        SKV_BENCH_S("mode", "SKV_ENGINE_BENCH_MODE", mode, "auto | base | swiftkv"),
+        SKV_BENCH_I("prompt-len", "SKV_ENGINE_BENCH_PROMPT_LEN", prompt_len, 1, 1 << 24,
+                    "prefill: tokens per prompt"),
+        SKV_BENCH_L("prefill-batch", "SKV_ENGINE_BENCH_PREFILL_BATCH", pb, 1, 65536,
+                    "prefill: prompts per step, one case each (empty: no prefill)"),
+        SKV_BENCH_L("decode-batch", "SKV_ENGINE_BENCH_DECODE_BATCH", db, 1, 65536,
+                    "decode: sequences per step, one case each (empty: no decode)"),
+        SKV_BENCH_L("context", "SKV_ENGINE_BENCH_CONTEXT", ctx, 1, 1 << 24,
+                    "decode: context lengths, one case each"),
+        SKV_BENCH_I("steps", "SKV_ENGINE_BENCH_STEPS", steps, 1, 1 << 20, "steps per case"),
+        SKV_BENCH_I("threads", "SKV_ENGINE_BENCH_THREADS", threads, 0, 4096,
+                    "CPU threads, per rank (0: all)"),
+        SKV_BENCH_S("json", "SKV_ENGINE_BENCH_JSON", json, "write the results there"),
+        SKV_BENCH_B("gemm", "SKV_ENGINE_BENCH_GEMM", gemm,
+                    "the backend's GEMM rate (accepted; not measured at present)"),
+        SKV_BENCH_B("upload", "SKV_ENGINE_BENCH_UPLOAD", upload,
+                    "weight_upload throughput from host f32 / f16 / bf16 rows first"),
+        SKV_BENCH_I("tp", "SKV_ENGINE_BENCH_TP", tp, 1, 16,
+                    "tensor-parallel ranks (common/model/model_tp.md)"),
+        SKV_BENCH_S("sample", "SKV_ENGINE_BENCH_SAMPLE", sample_name,
+                    "device | host | none (default: device when the backend has a sample op)"),
+        {"temperature", "SKV_ENGINE_BENCH_TEMPERATURE", SKV_CLI_FLOAT, &sp->temperature, 0, 0, 0.0,
+         100.0, "sampling temperature; 0: greedy"},
+        SKV_BENCH_I("top-k", "SKV_ENGINE_BENCH_TOP_K", top_k, 0, INT32_MAX, "0: off"),
+        {"top-p", "SKV_ENGINE_BENCH_TOP_P", SKV_CLI_FLOAT, &sp->top_p, 0, 0, 0.0, 1.0, "1: off"},
+        SKV_BENCH_S("kv-dtype", "SKV_ENGINE_BENCH_KV_DTYPE", kv_dtype,
+                    "KV pool dtype: auto (the backend's), fp8 (E4M3), or a dtype's name"),
+    };
+    int st = skv_cli_parse("engine_bench",
+                           "Prefill and decode throughput of the engine alone (the header of "
+                           "bench/engine_bench.c describes the measurements).",
+                           opts, sizeof(opts) / sizeof(opts[0]), argc, argv, NULL);
+    a->n_prefill = (int32_t)pb.n;
+    a->n_decode = (int32_t)db.n;
+    a->n_ctx = (int32_t)ctx.n;
+    return st;
+}
+
+/* Parses the command line into a; SKV_CLI_OK, SKV_CLI_HELP or SKV_CLI_USAGE (reported). */
+static int skv_bench_parse(int argc, char **argv, skv_bench_args_t *a)
+{
+    skv_bench_defaults(a);
+    int st = skv_bench_table(argc, argv, a);
+    if (st != SKV_CLI_OK) {
+        return st;
     }
-    for (int32_t i = 0; i < a->n_ctx; i++) {
-        if (a->contexts[i] < 1) {
-            return -1;
-        }
+    const char *s = a->sample_name, *why = NULL;
+    a->sample = s == NULL                  ? SKV_BENCH_SAMPLE_DEFAULT
+                : strcmp(s, "device") == 0 ? SKV_BENCH_SAMPLE_DEVICE
+                : strcmp(s, "host") == 0   ? SKV_BENCH_SAMPLE_HOST
+                : strcmp(s, "none") == 0   ? SKV_BENCH_SAMPLE_NONE
+                                           : (skv_bench_sample_t)-1;
+    a->sampling.top_k = a->top_k;
+    if (a->model_dir == NULL && a->preset == NULL) {
+        why = "--model or --random-preset is required";
+    } else if (a->n_ctx == 0) {
+        why = "--context needs at least one context";
+    } else if ((int)a->sample < 0) {
+        why = "--sample: expected device, host or none";
+    } else if (strcmp(a->mode, "auto") != 0 && strcmp(a->mode, "base") != 0 &&
+               strcmp(a->mode, "swiftkv") != 0) {
+        why = "--mode: expected auto, base or swiftkv";
+    } else if (skv_sampling_params_validate(&a->sampling, 1 << 30, &why) != SKV_STATUS_OK) {
+        why = why != NULL ? why : "bad sampling parameters";
     }
-    const char *why;
-    if ((int)a->sample < 0 || skv_sampling_params_validate(&a->sampling, 1 << 30, &why) != 0) {
-        return -1;
+    if (why != NULL) {
+        fprintf(stderr, "engine_bench: %s (--help lists the flags)\n", why);
+        return SKV_CLI_USAGE;
     }
-    return (a->model_dir || a->preset) && a->prompt_len > 0 && a->n_ctx > 0 && a->steps > 0 &&
-                   a->tp > 0
-               ? 0
-               : -1;
+    return SKV_CLI_OK;
 }
 
 /* How the steps pick tokens, and what that needs: per-sequence samplers, host logits, and the
@@ -381,14 +421,9 @@ static int32_t skv_bench_max(const int32_t *v, int32_t n)
 int main(int argc, char **argv)
 {
     skv_bench_args_t a;
-    if (skv_bench_parse(argc, argv, &a) != 0) {
-        fprintf(stderr, "usage: engine_bench (--model DIR | --random-preset NAME) [--backend %s] [--mode auto|base|swiftkv] "
-                "[--prompt-len P] [--prefill-batch 1,4] [--decode-batch 1,16,64] "
-                "[--context C1,C2] [--steps S] [--threads N] [--json FILE] "
-                "[--sample device|host|none] [--temperature T] [--top-k K] [--top-p P] "
-                "[--kv-dtype auto|fp8|NAME]\n",
-                skv_backend_names());
-        return 2;
+    int parsed = skv_bench_parse(argc, argv, &a);
+    if (parsed != SKV_CLI_OK) {
+        return parsed == SKV_CLI_HELP ? 0 : 2;
     }
     int32_t max_pb = skv_bench_max(a.prefill_batches, a.n_prefill);
     int32_t max_db = skv_bench_max(a.decode_batches, a.n_decode);

@@ -9,10 +9,9 @@
  * layer), finishes (flush + completion message) and waits. The first request is warm-up; the
  * reported GB/s (1e9 bytes/s) covers the rest, completion round trips included.
  *
- * Usage: kvx_bench [--total MiB] [--block KiB] [--piece KiB] [--iters n] [--staged]
- *                  [--ucx-pool]    (pool allocated by UCX instead of the caller)
- *                  [--msg KiB]     (largest KV data message on transports without RMA)
- * Transports come from UCX_TLS. This is a benchmark, not a test.
+ * Usage: kvx_bench [flags]: `kvx_bench --help` lists them with their defaults and
+ * SKV_KVX_BENCH_* variables (one table, base/cli.h). Transports come from UCX_TLS. This is a
+ * benchmark, not a test; exit 2 on bad usage.
  */
 #include <poll.h>
 #include <sched.h>
@@ -27,6 +26,7 @@
 #include <unistd.h>
 
 #include "base/alloc.h"
+#include "base/cli.h"
 #include "base/clock.h"
 #include "common/kvx/kvx.h"
 
@@ -225,46 +225,56 @@ static double run_initiator(const opts_t *o, int fd)
     return (double)o->total_bytes * o->iters / secs / 1e9;
 }
 
-static void parse(int argc, char **argv, opts_t *o)
+#define SKV_KVXB_L(name, env, field, lo, hi, help)                                                 \
+    {name, env, SKV_CLI_INT64, &field, lo, hi, 0, 0, help}
+
+/* Parses the environment and argv into o (sizes in MiB / KiB there); SKV_CLI_OK, SKV_CLI_HELP
+ * or SKV_CLI_USAGE (reported). */
+static int parse(int argc, char **argv, opts_t *o)
 {
-    *o = (opts_t){.total_bytes = 64 << 20,
-                  .block_bytes = 2 << 20,
-                  .piece_bytes = 0,
-                  .iters = 5,
-                  .user_pool = 1};
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--staged") == 0) {
-            o->staged = 1;
-        } else if (strcmp(argv[i], "--ucx-pool") == 0) {
-            o->user_pool = 0;
-        } else if (i + 1 < argc && strcmp(argv[i], "--total") == 0) {
-            o->total_bytes = strtoull(argv[++i], NULL, 10) << 20;
-        } else if (i + 1 < argc && strcmp(argv[i], "--block") == 0) {
-            o->block_bytes = strtoull(argv[++i], NULL, 10) << 10;
-        } else if (i + 1 < argc && strcmp(argv[i], "--piece") == 0) {
-            o->piece_bytes = strtoull(argv[++i], NULL, 10) << 10;
-        } else if (i + 1 < argc && strcmp(argv[i], "--msg") == 0) {
-            o->msg_bytes = strtoull(argv[++i], NULL, 10) << 10;
-        } else if (i + 1 < argc && strcmp(argv[i], "--iters") == 0) {
-            o->iters = atoi(argv[++i]);
-        } else {
-            die("usage: kvx_bench [--total MiB] [--block KiB] [--piece KiB] [--iters n] "
-                "[--staged] [--ucx-pool] [--msg KiB]");
-        }
+    int64_t total_mib = 64, block_kib = 2 << 10, piece_kib = 0, msg_kib = 0;
+    int ucx_pool = 0;
+    *o = (opts_t){.iters = 5, .user_pool = 1};
+    const skv_cli_opt_t opts[] = {
+        SKV_KVXB_L("total", "SKV_KVX_BENCH_TOTAL", total_mib, 1, 1 << 20,
+                   "pool size in MiB (a multiple of --block)"),
+        SKV_KVXB_L("block", "SKV_KVX_BENCH_BLOCK", block_kib, 1, 1 << 30,
+                   "KV block size in KiB (a multiple of --piece)"),
+        SKV_KVXB_L("piece", "SKV_KVX_BENCH_PIECE", piece_kib, 0, 1 << 30,
+                   "pushed per block at once, in KiB (0: the whole block)"),
+        SKV_KVXB_L("msg", "SKV_KVX_BENCH_MSG", msg_kib, 0, 1 << 30,
+                   "largest KV data message on transports without RMA, in KiB (0: kvx's)"),
+        {"iters", "SKV_KVX_BENCH_ITERS", SKV_CLI_INT, &o->iters, 1, 1 << 20, 0, 0,
+         "measured requests (after one warm-up)"},
+        {"staged", "SKV_KVX_BENCH_STAGED", SKV_CLI_SWITCH, &o->staged, 0, 1, 0, 0,
+         "push through staging copies (skv_kvx_push_staged)"},
+        {"ucx-pool", "SKV_KVX_BENCH_UCX_POOL", SKV_CLI_SWITCH, &ucx_pool, 0, 1, 0, 0,
+         "the pool allocated by UCX instead of the caller"},
+    };
+    int st = skv_cli_parse("kvx_bench",
+                           "KV push bandwidth between two processes on this host (see "
+                           "bench/kvx_bench.sh).",
+                           opts, sizeof(opts) / sizeof(opts[0]), argc, argv, NULL);
+    o->total_bytes = (uint64_t)total_mib << 20;
+    o->block_bytes = (uint64_t)block_kib << 10;
+    o->piece_bytes = (uint64_t)(piece_kib > 0 ? piece_kib : block_kib) << 10;
+    o->msg_bytes = (uint64_t)msg_kib << 10;
+    o->user_pool = !ucx_pool;
+    if (st == SKV_CLI_OK &&
+        (o->total_bytes % o->block_bytes != 0 || o->block_bytes % o->piece_bytes != 0)) {
+        fprintf(stderr, "kvx_bench: --total must be a multiple of --block, --block of --piece\n");
+        return SKV_CLI_USAGE;
     }
-    if (o->piece_bytes == 0) {
-        o->piece_bytes = o->block_bytes;
-    }
-    if (o->block_bytes == 0 || o->total_bytes % o->block_bytes || o->iters < 1 ||
-        o->block_bytes % o->piece_bytes) {
-        die("total must be a multiple of block, block of piece, iters >= 1");
-    }
+    return st;
 }
 
 int main(int argc, char **argv)
 {
     opts_t o;
-    parse(argc, argv, &o);
+    int parsed = parse(argc, argv, &o);
+    if (parsed != SKV_CLI_OK) {
+        return parsed == SKV_CLI_HELP ? 0 : 2;
+    }
     int sp[2];
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) != 0) {
         die("socketpair");

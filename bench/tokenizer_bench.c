@@ -2,13 +2,14 @@
  * tokenizer_bench: load time and single-thread encode throughput of skv_tokenizer.
  * Compare with bench/tokenizer_bench.py (HF tokenizers on the same files).
  *
- *   tokenizer_bench TOKENIZER TEXT_FILE [REPEATS]
- * Prints load ms (best and median of 5 loads) next to the floor set by jansson alone (parse and
- * free the same tokenizer.json, best of 5), encode MB/s (best and median of REPEATS whole-
- * file encodes, no BOS, specials parsed), the token count and a checksum of the ids so runs can
- * be checked against the HF side; then the same text encoded line by line (each "\n"-ended line
- * its own request, the serving pattern), MB/s and checksum. A benchmark, not a test: nothing here
- * asserts a speed.
+ *   tokenizer_bench [flags] TOKENIZER TEXT_FILE [REPEATS]
+ * (`tokenizer_bench --help` lists the flags with their defaults and SKV_TOKENIZER_BENCH_*
+ * variables: one table, base/cli.h; REPEATS stands for --repeats.) Prints load ms (best and median
+ * of 5 loads) next to the floor set by jansson alone (parse and free the same tokenizer.json, best
+ * of 5), encode MB/s (best and median of REPEATS whole- file encodes, no BOS, specials parsed), the
+ * token count and a checksum of the ids so runs can be checked against the HF side; then the same
+ * text encoded line by line (each "\n"-ended line its own request, the serving pattern), MB/s and
+ * checksum. A benchmark, not a test: nothing here asserts a speed.
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include <string.h>
 
 #include "base/alloc.h"
+#include "base/cli.h"
 #include "base/clock.h"
 #include "common/tokenizer/tokenizer.h"
 
@@ -110,19 +112,44 @@ static double skv_bench_lines(const skv_tokenizer_t *tok, const char *text, size
     return (double)len / 1e6 / ((double)(skv_clock_now_ns() - t0) / 1e9);
 }
 
+/* Parses the flags, then TOKENIZER TEXT_FILE [REPEATS] (*pos_p: TOKENIZER's index); SKV_CLI_OK,
+ * SKV_CLI_HELP or SKV_CLI_USAGE (reported). */
+static int skv_bench_parse(int argc, char **argv, int *repeats_p, int *pos_p)
+{
+    const skv_cli_opt_t opts[] = {
+        {"repeats", "SKV_TOKENIZER_BENCH_REPEATS", SKV_CLI_INT, repeats_p, 1, 1 << 20, 0, 0,
+         "whole-file encodes (and per-line passes); REPEATS after TEXT_FILE stands for it"},
+    };
+    int st = skv_cli_parse("tokenizer_bench",
+                           "tokenizer_bench [flags] TOKENIZER TEXT_FILE [REPEATS]: skv_tokenizer "
+                           "load time and single-thread encode MB/s (TOKENIZER: a model folder or "
+                           "a tokenizer.json).",
+                           opts, 1, argc, argv, pos_p);
+    int n = argc - *pos_p;
+    if (st == SKV_CLI_OK && (n < 2 || n > 3)) {
+        fprintf(stderr, "usage: tokenizer_bench [flags] TOKENIZER TEXT_FILE [REPEATS] (--help "
+                        "lists the flags)\n");
+        return SKV_CLI_USAGE;
+    }
+    return st == SKV_CLI_OK && n == 3
+               ? skv_cli_value("tokenizer_bench", &opts[0], "REPEATS", argv[*pos_p + 2])
+               : st;
+}
+
 int main(int argc, char **argv)
 {
-    if (argc < 3) {
-        fprintf(stderr, "usage: %s TOKENIZER TEXT_FILE [REPEATS]\n", argv[0]);
-        return 2;
+    int repeats = 5, pos = 0;
+    int parsed = skv_bench_parse(argc, argv, &repeats, &pos);
+    if (parsed != SKV_CLI_OK) {
+        return parsed == SKV_CLI_HELP ? 0 : 2;
     }
-    int repeats = argc > 3 ? atoi(argv[3]) : 5;
+    const char *tok_path = argv[pos], *text_path = argv[pos + 1];
     size_t len;
-    char *text = skv_bench_read(argv[2], &len);
+    char *text = skv_bench_read(text_path, &len);
     double load_ms[SKV_BENCH_LOADS], *mbs = calloc((size_t)repeats, sizeof(double));
-    skv_tokenizer_t *tok = text ? skv_bench_load(argv[1], load_ms) : NULL;
+    skv_tokenizer_t *tok = text ? skv_bench_load(tok_path, load_ms) : NULL;
     if (tok == NULL) {
-        fprintf(stderr, "cannot read %s or load %s\n", argv[2], argv[1]);
+        fprintf(stderr, "cannot read %s or load %s\n", text_path, tok_path);
         return 1;
     }
     size_t n = 0;
@@ -142,7 +169,7 @@ int main(int argc, char **argv)
         skv_free(ids);
     }
     qsort(mbs, (size_t)repeats, sizeof(*mbs), skv_bench_cmp);
-    double floor_ms = skv_bench_json_floor(argv[1]);
+    double floor_ms = skv_bench_json_floor(tok_path);
     printf("skv  vocab=%zu load_ms best=%.1f median=%.1f (jansson parse+free alone: %.1f) | encode "
            "%.2f MB text: MB/s best=%.2f "
            "median=%.2f | tokens=%zu checksum=%016llx\n",
