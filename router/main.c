@@ -127,17 +127,6 @@ static int skv_lists(skv_args_t *a)
     return a->config.n_decode > 0 ? 0 : -1;
 }
 
-/* Writes the port to path through a rename, so readers never see a partial file. */
-static void skv_write_port_file(const char *path, int port)
-{
-    char tmp[4096];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (f == NULL || fprintf(f, "%d\n", port) < 0 || fclose(f) != 0 || rename(tmp, path) != 0) {
-        SKV_LOG_ERROR("skv_router: cannot write the port file %s", path);
-    }
-}
-
 int main(int argc, char **argv)
 {
     static skv_args_t args;
@@ -158,7 +147,7 @@ int main(int argc, char **argv)
     printf("PORT %d\n", skv_router_port(router));
     fflush(stdout);
     if (args.port_file != NULL) {
-        skv_write_port_file(args.port_file, skv_router_port(router));
+        (void)skv_grpc_port_file_write(args.port_file, skv_router_port(router));
     }
     SKV_LOG_INFO("skv_router: serving on port %d (%zu decode, %zu prefill names)",
                  skv_router_port(router), args.config.n_decode, args.config.n_prefill);

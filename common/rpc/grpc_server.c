@@ -998,3 +998,17 @@ skv_status_t skv_grpc_server_wait_signal(skv_grpc_server_t *server, int64_t grac
     SKV_LOG_INFO("grpc: signal %d: draining", (int)skv_grpc_signal_seen);
     return skv_grpc_server_drain(server, grace_ms);
 }
+
+skv_status_t skv_grpc_port_file_write(const char *path, int port)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    int ok = f != NULL && fprintf(f, "%d\n", port) >= 0;
+    ok = f != NULL && fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        SKV_LOG_ERROR("cannot write the port file %s", path);
+        return SKV_STATUS_IO;
+    }
+    return SKV_STATUS_OK;
+}

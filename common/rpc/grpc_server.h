@@ -98,6 +98,11 @@ void skv_grpc_server_destroy(skv_grpc_server_t *server);
  * Call once from main before skv_grpc_server_wait_signal. */
 void skv_grpc_signals_install(void);
 
+/* Writes a server's bound port to path ("PORT\n") through a rename, so a reader polling for
+ * the file never sees a partial one (tests and scripts listen on port 0 and read it back).
+ * Logs and returns IO when it cannot. Any thread. */
+skv_status_t skv_grpc_port_file_write(const char *path, int port);
+
 /* Blocks until SIGTERM/SIGINT arrives (see skv_grpc_signals_install), then drains the server
  * with `grace_ms`. Returns what skv_grpc_server_drain returns. Main thread. */
 skv_status_t skv_grpc_server_wait_signal(skv_grpc_server_t *server, int64_t grace_ms);

@@ -169,16 +169,6 @@ static skv_status_t skv_wmain_pool(const skv_wmain_args_t *a, skv_model_t *model
     return skv_model_kv_pool_create(model, a->block_size, n_blocks, pool_p);
 }
 
-static void skv_wmain_port_file(const char *path, int port)
-{
-    char tmp[4096];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (f == NULL || fprintf(f, "%d\n", port) < 0 || fclose(f) != 0 || rename(tmp, path) != 0) {
-        SKV_LOG_ERROR("worker: cannot write the port file %s", path);
-    }
-}
-
 int skv_worker_main(int argc, char **argv, skv_worker_role_t default_role,
                     const skv_worker_role_ops_t *prefill_ops,
                     const skv_worker_role_ops_t *decode_ops)
@@ -218,7 +208,7 @@ int skv_worker_main(int argc, char **argv, skv_worker_role_t default_role,
                  skv_worker_port(worker), a.backend, a.tp, (long long)skv_kv_pool_n_blocks(pool),
                  skv_dtype_name(skv_kv_pool_layout(pool)->dtype));
     if (a.port_file != NULL) {
-        skv_wmain_port_file(a.port_file, skv_worker_port(worker));
+        (void)skv_grpc_port_file_write(a.port_file, skv_worker_port(worker));
     }
     status = skv_worker_wait_signal(worker, a.grace_ms);
     status = status == SKV_STATUS_TIMEOUT ? SKV_STATUS_OK : status;
