@@ -354,6 +354,17 @@ static skv_status_t skv_router_decode(skv_router_drive_t *d, Skv__V1__PrefillRes
     return st;
 }
 
+/* A call that ended by the client's cancel or deadline may have left a reservation on D that
+ * the router never heard of (Reserve answered after the call ended) or never handed to a
+ * Decode: release it now (by request id; a reservation a Decode holds is not touched) rather
+ * than leave its blocks to the lease. */
+static void skv_router_release_if_ended(skv_router_drive_t *d, skv_status_t st)
+{
+    if (st == SKV_STATUS_CANCELLED || st == SKV_STATUS_TIMEOUT || skv_grpc_call_cancelled(d->call)) {
+        skv_router_call_release(d->d, d->id, d->r->config.rpc_timeout_ms);
+    }
+}
+
 /* Reserve -> Prefill -> Decode, with the fallback to Worker.Generate on D. */
 static skv_status_t skv_router_run_disagg(skv_router_drive_t *d)
 {
@@ -362,11 +373,15 @@ static skv_status_t skv_router_run_disagg(skv_router_drive_t *d)
     int code = 0;
     skv_status_t st = skv_router_reserve(d, &rr);
     if (st != SKV_STATUS_OK) {
+        skv_router_release_if_ended(d, st);
         goto out;
     }
     st = skv_router_prefill(d, rr->target, &pr, &code);
     if (st == SKV_STATUS_OK) {
         st = skv_router_decode(d, pr);
+        if (st != SKV_STATUS_OK) {
+            skv_router_release_if_ended(d, st);
+        }
         goto out;
     }
     skv_router_call_release(d->d, d->id, d->r->config.rpc_timeout_ms);

@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from skv_e2e import (Proc, check, cli_tokens, expect_code, parse_args, prepare,  # noqa: E402
@@ -127,6 +128,23 @@ def test_cancel_deadline(cl):
         expect_idle(cl, f"deadline (prompt {i})")
 
 
+def test_short_deadlines(cl):
+    """Requests whose deadline (1-3 ms) or cancel lands while Reserve, Prefill or the start
+    of Decode is in flight leave no KV held: the router releases the reservation, which the
+    decode worker may have made after the call ended, instead of leaving it to its lease."""
+    G = cl.r.G
+    threads = []
+    for k in range(30):
+        req = E.request(G, token_ids=PROMPTS[6 + k % 2], max_tokens=4)
+        t = threading.Thread(target=E.deadline, args=(cl.r, req, 0.001 + 0.001 * (k % 3)))
+        t.start()
+        threads.append(t)
+    for t in threads:
+        t.join(30)
+    wait_until(lambda: E.idle(cl.r), 3, "KV of short-deadline requests released within 3 s")
+    check(True, "30 requests with 1-3 ms deadlines: no KV held 3 s later (the lease is 30 s)")
+
+
 def test_bad_input(cl):
     for what, ok, code, details in E.check_bad_inputs(cl.r, cl.info.vocab_size,
                                                         cl.info.context_length):
@@ -206,6 +224,7 @@ def main():
             test_c_client(args, cl)
             test_concurrent(cl)
             test_cancel_deadline(cl)
+            test_short_deadlines(cl)
             test_bad_input(cl)
             test_prefill_down(cl)
             test_router_drain(cl)
